@@ -1,0 +1,1 @@
+"""Click commands: thin glue between the CLI and the parts (sim, emulators, reports, ...)."""

@@ -1,0 +1,389 @@
+"""Reading the three files: YAML with line numbers, one-line errors naming file, line and
+field path, cross-references between files, and the resolved experiment (scenario +
+system + plan) that both engines run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+import yaml
+from pydantic import ValidationError
+
+from surgesim.schema.plan import Plan, ServicePlan
+from surgesim.schema.scenario import Scenario
+from surgesim.schema.system import Route, Step, System
+
+Kind = Literal["system", "plan", "scenario"]
+MODELS: dict[str, type] = {"system": System, "plan": Plan, "scenario": Scenario}
+
+
+class SchemaError(ValueError):
+    """One or more problems, each a line `file:line: field.path: what is wrong`."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+# ---- YAML with positions --------------------------------------------------------------
+
+
+class _Doc:
+    """Parsed YAML plus a map from field path to line number."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.name = path.name
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise SchemaError([f"{path}: file not found"]) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SchemaError([f"{path}: cannot read: {exc}"]) from None
+        try:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            self.data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise SchemaError([f"{self.name}{where}: YAML syntax error: {problem}"]) from None
+        self.lines: dict[tuple, int] = {}
+        self.duplicates: list[str] = []
+        if node is not None:
+            self._index(node, ())
+
+    def _index(self, node: yaml.Node, path: tuple) -> None:
+        self.lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            seen: set = set()
+            for key_node, value_node in node.value:
+                key = key_node.value
+                if key in seen:
+                    self.duplicates.append(
+                        f"{self.name}:{key_node.start_mark.line + 1}: {_dotted(path + (key,))}: key appears twice"
+                    )
+                seen.add(key)
+                self.lines[path + (key,)] = key_node.start_mark.line + 1
+                self._index(value_node, path + (key,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._index(item, path + (i,))
+
+    def line_of(self, path: tuple) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get(())
+
+    def problem(self, path: tuple, message: str) -> str:
+        line = self.line_of(path)
+        where = f"{self.name}:{line}" if line else self.name
+        return f"{where}: {_dotted(path) or '(top level)'}: {message}"
+
+
+def _dotted(path: tuple) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _message(err: dict) -> str:
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        return "unknown field"
+    if kind == "missing":
+        return "required field is missing"
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    shown = err.get("input")
+    if kind.endswith("_type") or kind in ("literal_error", "string_pattern_mismatch", "int_from_float"):
+        return f"{msg[0].lower()}{msg[1:]}, got {shown!r}"
+    return msg
+
+
+def _clean_loc(loc: tuple) -> tuple:
+    # Pydantic puts validator names (function-after[...], tagged-union tags) into locations.
+    return tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+
+
+def _validate(doc: _Doc, kind: Kind) -> Any:
+    if not isinstance(doc.data, dict):
+        raise SchemaError([f"{doc.name}: expected a {kind} file (a YAML mapping at the top level), "
+                           f"got {type(doc.data).__name__ if doc.data is not None else 'an empty file'}"])
+    try:
+        model = MODELS[kind].model_validate(doc.data)
+    except ValidationError as exc:
+        problems = [doc.problem(_clean_loc(e["loc"]), _message(e)) for e in exc.errors()]
+        raise SchemaError(doc.duplicates + list(dict.fromkeys(problems))) from None
+    if doc.duplicates:
+        raise SchemaError(doc.duplicates)
+    return model
+
+
+def detect_kind(data: Any) -> Kind:
+    if isinstance(data, dict):
+        if "traffic" in data:
+            return "scenario"
+        if any(isinstance(data.get(k), list) for k in ("topics", "subscriptions", "services", "external_apis")):
+            return "system"
+        if any(k in data for k in ("stores", "triggers", "workflows", "project", "topics")):
+            return "system"
+    return "plan"
+
+
+# ---- cross-references ------------------------------------------------------------------
+
+
+def _steps_with_paths(system: System) -> Iterator[tuple[tuple, Step]]:
+    for i, svc in enumerate(system.services):
+        for j, route in enumerate(svc.routes):
+            for k, step in enumerate(route.steps):
+                yield ("services", i, "routes", j, "steps", k, step.kind), step
+        for k, step in enumerate(svc.steps):
+            yield ("services", i, "steps", k, step.kind), step
+    for i, job in enumerate(system.jobs):
+        for k, step in enumerate(job.steps):
+            yield ("jobs", i, "steps", k, step.kind), step
+
+
+def step_problems(system: System, steps: Iterator[tuple[tuple, Step]]) -> Iterator[tuple[tuple, str]]:
+    topics = {t.name for t in system.topics}
+    collections = {c.name for c in system.stores.firestore}
+    tables = {t.ref for t in system.stores.bigquery}
+    buckets = {b.name for b in system.stores.storage}
+    callees = {a.name for a in system.external_apis} | {s.name for s in system.services}
+    for path, step in steps:
+        spec = step.spec
+        if step.kind == "firestore" and spec.collection not in collections:
+            yield path + ("collection",), f"collection {spec.collection!r} is not declared under stores.firestore"
+        elif step.kind == "call" and spec.api not in callees:
+            yield path + ("api",), f"{spec.api!r} is neither an external_api nor a service"
+        elif step.kind in ("publish", "poll") and spec.topic not in topics:
+            yield path + ("topic",), f"topic {spec.topic!r} is not declared under topics"
+        elif step.kind == "bigquery" and spec.table is not None and spec.table not in tables:
+            yield path + ("table",), f"table {spec.table!r} is not declared under stores.bigquery"
+        elif step.kind == "storage" and spec.bucket not in buckets:
+            yield path + ("bucket",), f"bucket {spec.bucket!r} is not declared under stores.storage"
+
+
+def system_problems(system: System) -> Iterator[tuple[tuple, str]]:
+    topics = {t.name for t in system.topics}
+    services = {s.name for s in system.services}
+    workflows = {w.name for w in system.workflows}
+    collections = {c.name for c in system.stores.firestore}
+    tables = {t.ref for t in system.stores.bigquery}
+    subscribed = {s.topic for s in system.subscriptions}
+    for group in ("topics", "subscriptions", "services", "jobs", "external_apis", "workflows", "triggers"):
+        seen: set[str] = set()
+        for i, item in enumerate(getattr(system, group)):
+            if item.name in seen:
+                yield (group, i, "name"), f"{item.name!r} is declared twice"
+            seen.add(item.name)
+    for i, sub in enumerate(system.subscriptions):
+        if sub.topic not in topics:
+            yield ("subscriptions", i, "topic"), f"topic {sub.topic!r} is not declared under topics"
+        if sub.consumer is not None and sub.consumer not in services | workflows:
+            yield ("subscriptions", i, "consumer"), f"{sub.consumer!r} is neither a service nor a workflow"
+        if sub.dead_letter is not None:
+            dlq = sub.dead_letter.topic
+            if dlq not in topics:
+                yield ("subscriptions", i, "dead_letter", "topic"), f"topic {dlq!r} is not declared under topics"
+            elif dlq == sub.topic:
+                yield ("subscriptions", i, "dead_letter", "topic"), "must differ from the subscription's own topic"
+            elif dlq not in subscribed:
+                yield ("subscriptions", i, "dead_letter", "topic"), (
+                    f"topic {dlq!r} has no subscription, so dead-lettered messages would be dropped; add one"
+                )
+        if sub.bigquery is not None and sub.bigquery.table not in tables:
+            yield ("subscriptions", i, "bigquery", "table"), f"table {sub.bigquery.table!r} is not declared under stores.bigquery"
+    yield from step_problems(system, _steps_with_paths(system))
+    for i, trig in enumerate(system.triggers):
+        if trig.collection not in collections:
+            yield ("triggers", i, "collection"), f"collection {trig.collection!r} is not declared under stores.firestore"
+        if trig.target not in services | workflows:
+            yield ("triggers", i, "target"), f"{trig.target!r} is neither a service nor a workflow"
+    callees = services | {a.name for a in system.external_apis}
+    for i, wf in enumerate(system.workflows):
+        if wf.trigger is not None and wf.trigger not in topics:
+            yield ("workflows", i, "trigger"), f"topic {wf.trigger!r} is not declared under topics"
+        comp_names = {c.name for c in wf.compensations}
+        for group in ("steps", "compensations"):
+            for j, step in enumerate(getattr(wf, group)):
+                if step.call not in callees:
+                    yield ("workflows", i, group, j, "call"), f"{step.call!r} is neither a service nor an external_api"
+                if step.compensate is not None and step.compensate not in comp_names:
+                    yield ("workflows", i, group, j, "compensate"), f"{step.compensate!r} is not one of this workflow's compensations"
+
+
+def plan_problems(plan: Plan, system: System) -> Iterator[tuple[tuple, str]]:
+    services = {s.name for s in system.services}
+    subs = {s.name for s in system.subscriptions}
+    jobs = {j.name for j in system.jobs}
+    for name, sp in plan.services.items():
+        if name not in services:
+            yield ("services", name), f"service {name!r} is not in system {system.name!r}"
+            continue
+        if sp.routes is not None:
+            paths = (((("services", name, "routes", j, "steps", k, s.kind), s)
+                      for j, r in enumerate(sp.routes) for k, s in enumerate(r.steps)))
+            yield from step_problems(system, paths)
+        if sp.steps is not None:
+            yield from step_problems(system, ((("services", name, "steps", k, s.kind), s) for k, s in enumerate(sp.steps)))
+    for name in plan.subscriptions:
+        if name not in subs:
+            yield ("subscriptions", name), f"subscription {name!r} is not in system {system.name!r}"
+    for name in plan.jobs:
+        if name not in jobs:
+            yield ("jobs", name), f"job {name!r} is not in system {system.name!r}"
+    for name in plan.debounce:
+        if name not in services:
+            yield ("debounce", name), f"service {name!r} is not in system {system.name!r}"
+
+
+def scenario_problems(sc: Scenario, system: System, plan: Plan) -> Iterator[tuple[tuple, str]]:
+    topics = {t.name for t in system.topics}
+    apis = {a.name for a in system.external_apis}
+    services = {s.name for s in system.services}
+    subs = {s.name for s in system.subscriptions}
+    sources = {s.name for s in sc.traffic.sources}
+    for i, src in enumerate(sc.traffic.sources):
+        if src.curve is not None and src.curve not in sc.traffic.curves:
+            yield ("traffic", "sources", i, "curve"), f"curve {src.curve!r} is not declared under traffic.curves"
+        if src.publish is not None and src.publish.topic not in topics:
+            yield ("traffic", "sources", i, "publish", "topic"), f"topic {src.publish.topic!r} is not in system {system.name!r}"
+        if src.request is not None:
+            if src.request.service not in services:
+                yield ("traffic", "sources", i, "request", "service"), f"service {src.request.service!r} is not in system {system.name!r}"
+            elif src.request.route not in {r.name for r in routes_of(system, plan, src.request.service)}:
+                yield ("traffic", "sources", i, "request", "route"), f"service {src.request.service!r} has no route {src.request.route!r}"
+        if src.job is not None and src.job not in {j.name for j in system.jobs}:
+            yield ("traffic", "sources", i, "job"), f"job {src.job!r} is not in system {system.name!r}"
+        if src.workflow is not None and src.workflow not in {w.name for w in system.workflows}:
+            yield ("traffic", "sources", i, "workflow"), f"workflow {src.workflow!r} is not in system {system.name!r}"
+    for i, wave in enumerate(sc.traffic.waves):
+        for field in ("rates", "multiply"):
+            for name in getattr(wave, field):
+                if name not in sources:
+                    yield ("traffic", "waves", i, field, name), f"source {name!r} is not under traffic.sources"
+        if wave.at + wave.duration > sc.duration:
+            yield ("traffic", "waves", i, "duration"), "the wave ends after the scenario does"
+    for i, fault in enumerate(sc.faults):
+        if fault.at > sc.duration:
+            yield ("faults", i, "at"), "the fault starts after the scenario ends"
+        if fault.kind.startswith("dependency_") and fault.target not in apis:
+            yield ("faults", i, "target"), f"{fault.target!r} is not an external_api of system {system.name!r}"
+        if fault.kind in ("consumer_down", "bad_deploy") and fault.target not in services:
+            yield ("faults", i, "target"), f"{fault.target!r} is not a service of system {system.name!r}"
+        if fault.topic is not None and fault.topic not in topics:
+            yield ("faults", i, "topic"), f"topic {fault.topic!r} is not in system {system.name!r}"
+    for i, slo in enumerate(sc.slos):
+        if slo.metric in ("backlog", "oldest_unacked", "dlq", "lag"):
+            ok = slo.entity in subs
+            what = "subscription"
+        elif slo.metric == "latency":
+            svc, _, route = slo.entity.partition(".")
+            ok = svc in services and (not route or route in {r.name for r in routes_of(system, plan, svc)})
+            what = "service[.route]"
+        else:
+            ok = slo.entity in services
+            what = "service"
+        if not ok:
+            yield ("slos", i), f"{slo.metric}.{slo.entity}: no such {what} in system {system.name!r}"
+        if slo.func == "drain" and slo.metric != "backlog":
+            yield ("slos", i), "drain() applies to backlog.SUBSCRIPTION"
+
+
+def routes_of(system: System, plan: Plan, service: str) -> list[Route]:
+    sp = plan.services.get(service)
+    if sp is not None and sp.routes is not None:
+        return sp.routes
+    return next((s.routes for s in system.services if s.name == service), [])
+
+
+def _raise_if(doc: _Doc, problems: Iterator[tuple[tuple, str]]) -> None:
+    lines = [doc.problem(path, msg) for path, msg in problems]
+    if lines:
+        raise SchemaError(lines)
+
+
+# ---- public entry points -----------------------------------------------------------------
+
+
+def load_system(path: str | Path) -> System:
+    doc = _Doc(Path(path))
+    system = _validate(doc, "system")
+    _raise_if(doc, system_problems(system))
+    return system
+
+
+def load_plan(path: str | Path, system: System | None = None) -> Plan:
+    doc = _Doc(Path(path))
+    plan = _validate(doc, "plan")
+    if system is not None:
+        _raise_if(doc, plan_problems(plan, system))
+    return plan
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A scenario resolved with its system and plan: what an engine runs."""
+
+    scenario: Scenario
+    system: System
+    plan: Plan
+    scenario_path: Path
+    system_path: Path
+    plan_path: Path | None
+
+    def service_plan(self, service: str) -> ServicePlan:
+        return self.plan.service(service)
+
+    def routes(self, service: str) -> list[Route]:
+        return routes_of(self.system, self.plan, service)
+
+    def steps(self, service: str) -> list[Step]:
+        sp = self.plan.services.get(service)
+        if sp is not None and sp.steps is not None:
+            return sp.steps
+        return self.system.service(service).steps
+
+    def debounce(self, service: str) -> float:
+        return self.plan.debounce.get(service, 0.0)
+
+
+def load_experiment(scenario_path: str | Path, plan_path: str | Path | None = None) -> Experiment:
+    scenario_path = Path(scenario_path)
+    doc = _Doc(scenario_path)
+    scenario = _validate(doc, "scenario")
+    system_path = (scenario_path.parent / scenario.system).resolve()
+    if not system_path.is_file():
+        raise SchemaError([doc.problem(("system",), f"file {scenario.system!r} not found next to {doc.name}")])
+    system = load_system(system_path)
+    if plan_path is None and scenario.plan is not None:
+        plan_path = (scenario_path.parent / scenario.plan).resolve()
+        if not plan_path.is_file():
+            raise SchemaError([doc.problem(("plan",), f"file {scenario.plan!r} not found next to {doc.name}")])
+    plan = load_plan(plan_path, system) if plan_path is not None else Plan(name="defaults")
+    _raise_if(doc, scenario_problems(scenario, system, plan))
+    return Experiment(scenario, system, plan, scenario_path.resolve(), system_path,
+                      Path(plan_path).resolve() if plan_path is not None else None)
+
+
+def validate_file(path: str | Path) -> tuple[Kind, Any]:
+    """Validate any of the three files (a scenario with its system and plan)."""
+    doc = _Doc(Path(path))
+    kind = detect_kind(doc.data)
+    if kind == "scenario":
+        return kind, load_experiment(path)
+    if kind == "system":
+        return kind, load_system(path)
+    return kind, load_plan(path)

@@ -1,0 +1,279 @@
+"""The scenario: traffic, faults on a timeline, SLOs, duration, and live-mode scales.
+
+Timeline values (`at`, `duration`) are offsets from the scenario's start; curves are in
+clock time, and `start_clock` says which clock time the run starts at."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from surgesim.schema.common import (
+    Clock,
+    Duration,
+    Fraction,
+    LatencySpec,
+    PositiveInt,
+    PubSubName,
+    Rate,
+    ServiceId,
+    Strict,
+    in_range,
+    parse_duration,
+)
+
+
+class Publish(Strict):
+    topic: PubSubName
+    attributes: dict[str, str] = Field(default_factory=dict)
+    message_bytes: Annotated[int, in_range(1, 10_000_000)] | None = None
+    """Overrides the topic's average size for this source."""
+
+
+class Request(Strict):
+    service: ServiceId
+    route: str
+
+
+class Source(Strict):
+    """An open-model arrival stream: arrivals do not slow down when the system does.
+
+    kind fleet: `vehicles` each publishing every `ping_interval` (rate = vehicles / interval,
+    keyed by vehicleId). kind rate: `rate` per second or `per_day` spread over the day by the
+    curve. kind once: a single action `at` an offset (e.g. start a job)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    kind: Literal["fleet", "rate", "once"] = "rate"
+    vehicles: PositiveInt | None = None
+    ping_interval: Annotated[Duration, in_range(0.1, 3600, "s")] | None = None
+    rate: Rate | None = None
+    per_day: Annotated[float, in_range(0, 1e11)] | None = None
+    at: Duration | None = None
+    curve: str | None = None
+    """A curve named under traffic.curves; rates follow it (per_day totals are kept)."""
+    arrivals: Literal["poisson", "periodic"] = "poisson"
+    publish: Publish | None = None
+    request: Request | None = None
+    job: ServiceId | None = None
+    workflow: ServiceId | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> "Source":
+        targets = [n for n in ("publish", "request", "job", "workflow") if getattr(self, n) is not None]
+        if len(targets) != 1:
+            raise ValueError(f"a source sends to exactly one of publish, request, job, workflow; got {', '.join(targets) or 'none'}")
+        if self.kind == "fleet":
+            if self.vehicles is None or self.ping_interval is None:
+                raise ValueError("kind: fleet needs vehicles and ping_interval")
+            if self.rate is not None or self.per_day is not None:
+                raise ValueError("kind: fleet takes vehicles and ping_interval, not rate or per_day")
+        elif self.kind == "rate":
+            if (self.rate is None) == (self.per_day is None):
+                raise ValueError("kind: rate needs exactly one of rate or per_day")
+        elif self.at is None:
+            raise ValueError("kind: once needs `at`")
+        return self
+
+    @property
+    def base_rate(self) -> float:
+        """Mean arrivals per second before curve, waves and multiplier."""
+        if self.kind == "fleet":
+            return self.vehicles / self.ping_interval
+        if self.kind == "rate":
+            return self.rate if self.rate is not None else self.per_day / 86400.0
+        return 0.0
+
+
+def _curve_points(value: Any) -> Any:
+    if isinstance(value, dict):
+        return [[k, v] for k, v in value.items()]
+    return value
+
+
+class Curve(Strict):
+    """Rate multiplier over the clock day, linear between points, wrapping at midnight."""
+
+    points: Annotated[list[tuple[Clock, Annotated[float, in_range(0, 1000)]]],
+                      BeforeValidator(_curve_points), Field(min_length=1)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, data: Any) -> Any:
+        # A curve is written as a mapping of clock time to multiplier: {"06:00": 0.3, ...}
+        if isinstance(data, dict) and "points" not in data:
+            return {"points": data}
+        if isinstance(data, list):
+            return {"points": data}
+        return data
+
+    def at(self, clock_seconds: float) -> float:
+        pts = sorted(self.points)
+        t = clock_seconds % 86400.0
+        prev_t, prev_v = pts[-1][0] - 86400.0, pts[-1][1]
+        for pt, pv in pts + [(pts[0][0] + 86400.0, pts[0][1])]:
+            if t <= pt:
+                if pt == prev_t:
+                    return pv
+                return prev_v + (pv - prev_v) * (t - prev_t) / (pt - prev_t)
+            prev_t, prev_v = pt, pv
+        return pts[-1][1]
+
+    def mean(self) -> float:
+        return sum(self.at(s) for s in range(0, 86400, 60)) / 1440.0
+
+
+class Wave(Strict):
+    """A surge: for `duration` from `at`, the named sources run at these absolute rates
+    (or, with `multiply`, at their rate times the factor), ramping linearly over `ramp`."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    at: Duration
+    duration: Annotated[Duration, in_range(1, 7 * 86400, "s")]
+    ramp: Duration = 0.0
+    rates: dict[str, Rate] = Field(default_factory=dict)
+    multiply: dict[str, Annotated[float, in_range(0, 1000)]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _something(self) -> "Wave":
+        if not self.rates and not self.multiply:
+            raise ValueError("a wave needs `rates` or `multiply` for at least one source")
+        return self
+
+
+class Traffic(Strict):
+    multiplier: Annotated[float, in_range(0, 1000)] = 1.0
+    """Scales every source: 4.0 rehearses 4x baseline."""
+    curves: dict[str, Curve] = Field(default_factory=dict)
+    sources: list[Source] = Field(min_length=1)
+    waves: list[Wave] = Field(default_factory=list)
+
+
+FaultKind = Literal[
+    "dependency_latency", "dependency_errors", "dependency_outage",
+    "consumer_down", "poison_message", "bad_deploy", "emulator_restart",
+]
+_FAULT_NEEDS: dict[str, tuple[str, ...]] = {
+    "dependency_latency": ("target", "latency"),
+    "dependency_errors": ("target", "error_rate"),
+    "dependency_outage": ("target",),
+    "consumer_down": ("target",),
+    "poison_message": ("topic",),
+    "bad_deploy": ("target", "matching"),
+    "emulator_restart": (),
+}
+
+
+class Fault(Strict):
+    kind: FaultKind
+    at: Duration
+    duration: Duration | None = None
+    """None: until the end of the run (poison_message is instantaneous)."""
+    target: ServiceId | None = None
+    """An external API (dependency_*) or a service (consumer_down, bad_deploy)."""
+    latency: LatencySpec | None = None
+    error_rate: Fraction | None = None
+    topic: PubSubName | None = None
+    count: PositiveInt = 1
+    attributes: dict[str, str] = Field(default_factory=lambda: {"poison": "true"})
+    matching: str | None = None
+    """bad_deploy: a Pub/Sub filter; the bad version raises on messages it matches."""
+    replay: bool = False
+    """bad_deploy: at the fix, seek the subscription back to the deploy and re-drive the DLQ."""
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self) -> "Fault":
+        missing = [f for f in _FAULT_NEEDS[self.kind] if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"{self.kind} needs {', '.join(missing)}")
+        if self.matching is not None:
+            from surgesim.pubsub_filter import FilterSyntaxError, parse_filter
+
+            try:
+                parse_filter(self.matching)
+            except FilterSyntaxError as exc:
+                raise ValueError(f"matching: invalid filter: {exc}") from None
+        return self
+
+    @property
+    def end(self) -> float | None:
+        return None if self.duration is None else self.at + self.duration
+
+
+SLO_FUNCS = ("p50", "p90", "p95", "p99", "p999", "max", "mean", "final", "total", "drain")
+SLO_METRICS = ("latency", "lag", "backlog", "oldest_unacked", "dlq", "instances", "rejected", "errors")
+_SLO = re.compile(
+    r"^\s*(?P<func>[a-z0-9]+)\(\s*(?P<metric>[a-z_]+)\.(?P<entity>[A-Za-z0-9._~%+-]+)\s*\)\s*"
+    r"(?P<op><=|>=|==|<|>)\s*(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h)?\s*$"
+)
+
+
+class Slo(Strict):
+    """`FUNC(METRIC.ENTITY) OP VALUE[unit]`, e.g. `p99(latency.command.mark_delivered) < 100ms`,
+    `drain(backlog.notification-sub) < 10m`, `final(dlq.eta-sub) == 0`.
+
+    latency.SERVICE[.ROUTE] is HTTP accept latency; lag.SUBSCRIPTION is publish -> handler
+    done; backlog / oldest_unacked / dlq are per subscription; instances / rejected / errors
+    per service. drain is the time from the last fault or wave end until the backlog is back
+    to its level before them."""
+
+    text: str
+    func: str
+    metric: str
+    entity: str
+    op: str
+    threshold: float
+    """Seconds when the value had a time unit, else a count."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            m = _SLO.match(data)
+            if not m:
+                raise ValueError(
+                    f"expected FUNC(METRIC.ENTITY) OP VALUE such as 'p99(latency.command) < 100ms', got {data!r}"
+                )
+            if m["func"] not in SLO_FUNCS:
+                raise ValueError(f"unknown function {m['func']!r}; one of {', '.join(SLO_FUNCS)}")
+            if m["metric"] not in SLO_METRICS:
+                raise ValueError(f"unknown metric {m['metric']!r}; one of {', '.join(SLO_METRICS)}")
+            value = parse_duration(m["value"] + m["unit"]) if m["unit"] else float(m["value"])
+            return {"text": data.strip(), "func": m["func"], "metric": m["metric"],
+                    "entity": m["entity"], "op": m["op"], "threshold": value}
+        return data
+
+    def holds(self, observed: float) -> bool:
+        return {"<": observed < self.threshold, "<=": observed <= self.threshold,
+                ">": observed > self.threshold, ">=": observed >= self.threshold,
+                "==": observed == self.threshold}[self.op]
+
+
+class Live(Strict):
+    time_scale: Annotated[float, in_range(1, 3600)] = 1.0
+    """Scenario seconds per wall second: 60 runs a 3-hour morning in 3 minutes."""
+    rate_scale: Annotated[float, in_range(1e-6, 1)] = 1.0
+    """Fraction of the scenario's volume sent for real, to fit this machine."""
+    locust: bool = True
+    sample_interval: Annotated[Duration, in_range(0.1, 60, "s")] = 1.0
+    drain_timeout: Annotated[Duration, in_range(0, 3600, "s")] = 60.0
+    """Wall seconds to wait after the traffic ends for backlogs to drain before the final check."""
+
+
+class Scenario(Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    description: str = ""
+    system: str
+    """Path of the system file, relative to this file."""
+    plan: str | None = None
+    """Path of the plan file, relative to this file; `--plan` overrides it."""
+    seed: Annotated[int, Field(strict=True), in_range(0, 2**63 - 1)] = 1
+    start_clock: Clock = 0.0
+    duration: Annotated[Duration, in_range(1, 31 * 86400, "s")]
+    step: Annotated[Duration, in_range(0.001, 60, "s")] = 1.0
+    """Simulator time step for high-volume streams (fluid path) and metric windows."""
+    traffic: Traffic
+    faults: list[Fault] = Field(default_factory=list)
+    slos: list[Slo] = Field(default_factory=list)
+    live: Live = Field(default_factory=Live)

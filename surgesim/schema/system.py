@@ -1,0 +1,394 @@
+"""The system file: what exists. Topics, subscriptions, services, jobs, stores, triggers,
+workflows and external APIs. Capacity knobs live in the plan, not here."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from surgesim.pubsub_filter import FilterSyntaxError, parse_filter
+from surgesim.schema.common import (
+    Duration,
+    Fraction,
+    LatencySpec,
+    PositiveInt,
+    PubSubName,
+    Rate,
+    ServiceId,
+    Strict,
+    in_range,
+)
+
+
+class Topic(Strict):
+    name: PubSubName
+    message_bytes: Annotated[int, in_range(1, 10_000_000)] = 512
+    """Average payload size: drives Pub/Sub cost and the BigQuery bridge's byte counts."""
+    retention: Annotated[Duration, in_range(600, 31 * 86400, "s")] | None = None
+
+
+class RetryPolicy(Strict):
+    min_backoff: Annotated[Duration, in_range(0, 600, "s")] = 10.0
+    max_backoff: Annotated[Duration, in_range(0, 600, "s")] = 600.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "RetryPolicy":
+        if self.min_backoff > self.max_backoff:
+            raise ValueError(f"min_backoff ({self.min_backoff:g}s) must be <= max_backoff ({self.max_backoff:g}s)")
+        return self
+
+
+class DeadLetter(Strict):
+    topic: PubSubName
+    max_attempts: Annotated[int, Field(strict=True), in_range(5, 100)] = 5
+
+
+class BigQueryDelivery(Strict):
+    table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
+    """`dataset.table`, declared under stores.bigquery."""
+    write_metadata: bool = True
+    """Add subscription_name, message_id, publish_time, data and attributes columns."""
+    use_table_schema: bool = False
+    """Map the message's JSON fields onto the table's columns (as Pub/Sub's option of that name)."""
+
+
+def _check_filter(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if len(value.encode()) > 256:
+        raise ValueError(f"must be at most 256 bytes (Pub/Sub's limit), got {len(value.encode())}")
+    try:
+        parse_filter(value)
+    except FilterSyntaxError as exc:
+        raise ValueError(f"invalid filter: {exc}") from None
+    return value
+
+
+class Subscription(Strict):
+    name: PubSubName
+    topic: PubSubName
+    consumer: ServiceId | None = None
+    """The service (or workflow) that handles each message; None for a holding subscription (a DLQ)."""
+    delivery: Literal["pull", "push", "bigquery"] = "pull"
+    filter: Annotated[str | None, BeforeValidator(_check_filter)] = None
+    ack_deadline: Annotated[Duration, in_range(10, 600, "s")] = 10.0
+    retry: RetryPolicy | None = None
+    """None is Pub/Sub's default: redeliver immediately after a nack or expired deadline."""
+    dead_letter: DeadLetter | None = None
+    retention: Annotated[Duration, in_range(600, 7 * 86400, "s")] = 7 * 86400.0
+    push_path: str = Field("/", pattern=r"^/")
+    ordering: bool = False
+    bigquery: BigQueryDelivery | None = None
+
+    @model_validator(mode="after")
+    def _delivery_consistent(self) -> "Subscription":
+        if self.delivery == "bigquery" and self.bigquery is None:
+            raise ValueError("delivery: bigquery needs a `bigquery: {table: dataset.table}` block")
+        if self.delivery != "bigquery" and self.bigquery is not None:
+            raise ValueError(f"a `bigquery` block needs delivery: bigquery, got delivery: {self.delivery}")
+        if self.delivery == "push" and self.consumer is None:
+            raise ValueError("delivery: push needs a consumer service to push to")
+        return self
+
+
+# ---- handler steps: what a service does per request or message ---------------------------
+
+
+class FirestoreStep(Strict):
+    op: Literal["read", "write", "transaction", "batch"] = "write"
+    collection: str
+    docs: PositiveInt = 1
+    key: str | None = None
+    """Attribute naming the document (e.g. vehicleId): writes to one key contend, and debounce groups by it."""
+    debounce: bool = False
+    """Coalesce writes per key to one per the plan's debounce interval for this service."""
+    change: str | None = None
+    """The change this write makes visible to triggers, carried as `eventType` (e.g. ParcelDelivered)."""
+
+
+class CallStep(Strict):
+    api: ServiceId
+    timeout: Duration | None = None
+
+
+class PublishStep(Strict):
+    topic: PubSubName
+    attributes: dict[str, str] = Field(default_factory=dict)
+    """Values starting with `$` copy the incoming message's attribute (e.g. `$eventType`)."""
+    count: PositiveInt = 1
+    fraction: Fraction = 1.0
+    """Publish for this fraction of handled messages only (e.g. the few pings that cross a geofence)."""
+    delay: Duration = 0.0
+    """Publish after this delay (Cloud Tasks / a scheduled re-message)."""
+
+
+class BigQueryStep(Strict):
+    op: Literal["insert", "query", "job"] = "insert"
+    table: str | None = None
+    rows: PositiveInt = 1
+    duration: LatencySpec | None = None
+    """For op: job, how long the BigQuery job runs before it is done."""
+
+
+class StorageStep(Strict):
+    bucket: str
+    bytes: Annotated[int, in_range(1, 5 * 2**40)] = 200_000
+
+
+class PollStep(Strict):
+    """A status checker that re-messages itself every `every` until the job started earlier
+    in the handler is done (the function relay's pattern)."""
+
+    topic: PubSubName
+    every: Annotated[Duration, in_range(1, 86400, "s")] = 60.0
+
+
+class VectorStep(Strict):
+    collection: str
+    vectors: PositiveInt = 1
+    latency: LatencySpec = Field(default_factory=lambda: {"p50": 0.005})
+
+
+_STEP_KINDS: dict[str, type[Strict] | None] = {
+    "cpu": None,
+    "firestore": FirestoreStep,
+    "call": CallStep,
+    "publish": PublishStep,
+    "bigquery": BigQueryStep,
+    "storage": StorageStep,
+    "poll": PollStep,
+    "vector": VectorStep,
+    "sleep": None,
+}
+
+
+class Step(Strict):
+    """Exactly one of the keys. `cpu` and `sleep` take a latency (`cpu: 3ms` or
+    `cpu: {p50: 3ms, p99: 12ms}`): cpu holds an instance's concurrency slot busy on the
+    CPU; sleep holds it waiting (I/O)."""
+
+    cpu: LatencySpec | None = None
+    sleep: LatencySpec | None = None
+    firestore: FirestoreStep | None = None
+    call: Annotated[CallStep | None, BeforeValidator(lambda v: {"api": v} if isinstance(v, str) else v)] = None
+    publish: PublishStep | None = None
+    bigquery: BigQueryStep | None = None
+    storage: StorageStep | None = None
+    poll: PollStep | None = None
+    vector: VectorStep | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_kind(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            kinds = [k for k in data if k in _STEP_KINDS]
+            if len(kinds) != 1 or len(data) != 1:
+                raise ValueError(
+                    f"a step has exactly one of {', '.join(_STEP_KINDS)}; got {', '.join(map(str, data)) or 'nothing'}"
+                )
+        return data
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in _STEP_KINDS if getattr(self, k) is not None)
+
+    @property
+    def spec(self) -> Any:
+        return getattr(self, self.kind)
+
+
+class Route(Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    path: str = Field(pattern=r"^/")
+    steps: list[Step] = Field(default_factory=list)
+    response_status: Annotated[int, in_range(100, 599)] = 202
+
+
+class Service(Strict):
+    """A Cloud Run service. `routes` serve HTTP requests; `steps` handle each message of
+    the subscriptions whose consumer is this service."""
+
+    name: ServiceId
+    description: str = ""
+    routes: list[Route] = Field(default_factory=list)
+    steps: list[Step] = Field(default_factory=list)
+    error_rate: Fraction = 0.0
+    app: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    """Live mode: the ASGI app to run, `module:attribute`."""
+    command: list[str] | None = None
+    """Live mode, a user's own service: the command that starts it (it must listen on $PORT)."""
+
+    @model_validator(mode="after")
+    def _one_runner(self) -> "Service":
+        if self.app and self.command:
+            raise ValueError("give either app (an ASGI app) or command (your own process), not both")
+        names = [r.name for r in self.routes]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"route names must be unique, repeated: {', '.join(dupes)}")
+        return self
+
+
+class Job(Strict):
+    """A Cloud Run Job: `tasks` task instances, at most `parallelism` at once; each task
+    works through its shard of `items` (sharded by CLOUD_RUN_TASK_INDEX) in batches."""
+
+    name: ServiceId
+    tasks: Annotated[int, Field(strict=True), in_range(1, 10_000)] = 1
+    parallelism: Annotated[int, Field(strict=True), in_range(1, 10_000)] = 1
+    items: Annotated[int, Field(strict=True), in_range(0, 10**10)] = 0
+    batch_size: PositiveInt = 1
+    steps: list[Step] = Field(default_factory=list)
+    """Run once per batch."""
+    task_timeout: Annotated[Duration, in_range(1, 7 * 86400, "s")] = 600.0
+    max_retries: Annotated[int, Field(strict=True), in_range(0, 10)] = 3
+
+
+class FirestoreCollection(Strict):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
+    database: str = "(default)"
+
+
+class Column(Strict):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    type: Literal["STRING", "INT64", "INTEGER", "FLOAT64", "FLOAT", "NUMERIC", "BOOL", "BOOLEAN",
+                  "BYTES", "DATE", "DATETIME", "TIME", "TIMESTAMP", "JSON", "GEOGRAPHY"]
+    mode: Literal["NULLABLE", "REQUIRED", "REPEATED"] = "NULLABLE"
+
+
+class BigQueryTable(Strict):
+    dataset: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    columns: list[Column] = Field(min_length=1)
+    partition_field: str | None = None
+    """A DATE or TIMESTAMP column: the table is partitioned by day on it."""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.dataset}.{self.table}"
+
+    @model_validator(mode="after")
+    def _partition_is_a_date(self) -> "BigQueryTable":
+        if self.partition_field is not None:
+            col = next((c for c in self.columns if c.name == self.partition_field), None)
+            if col is None:
+                raise ValueError(f"partition_field {self.partition_field!r} is not one of the columns")
+            if col.type not in ("DATE", "TIMESTAMP", "DATETIME"):
+                raise ValueError(f"partition_field {self.partition_field!r} must be DATE, TIMESTAMP or DATETIME, got {col.type}")
+        return self
+
+
+class Bucket(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
+
+
+class FirestoreLatency(Strict):
+    """Service-side latency of Firestore operations from Cloud Run in the same region."""
+
+    read: LatencySpec = Field(default_factory=lambda: {"p50": 0.004, "p99": 0.015})
+    write: LatencySpec = Field(default_factory=lambda: {"p50": 0.008, "p99": 0.030})
+    transaction: LatencySpec = Field(default_factory=lambda: {"p50": 0.018, "p99": 0.050})
+    batch: LatencySpec = Field(default_factory=lambda: {"p50": 0.030, "p99": 0.090})
+    per_document_writes: Rate = 1.0
+    """Sustained writes per second to one document before contention (Firestore's soft limit)."""
+
+
+class BigQueryLatency(Strict):
+    insert: LatencySpec = Field(default_factory=lambda: {"p50": 0.030, "p99": 0.150})
+    query: LatencySpec = Field(default_factory=lambda: {"p50": 0.800, "p99": 3.0})
+    subscription_rows_per_s: Rate = 100_000.0
+    """What one BigQuery subscription writes per second."""
+
+
+class Stores(Strict):
+    firestore_latency: FirestoreLatency = Field(default_factory=FirestoreLatency)
+    bigquery_latency: BigQueryLatency = Field(default_factory=BigQueryLatency)
+    firestore: list[FirestoreCollection] = Field(default_factory=list)
+    bigquery: list[BigQueryTable] = Field(default_factory=list)
+    storage: list[Bucket] = Field(default_factory=list)
+
+
+class Trigger(Strict):
+    """Eventarc on a Firestore document change: a CloudEvent to the target service."""
+
+    name: ServiceId
+    collection: str
+    events: list[Literal["created", "updated", "deleted", "written"]] = Field(default_factory=lambda: ["written"])
+    target: ServiceId
+    database: str = "(default)"
+
+    @property
+    def event_type(self) -> str:
+        return f"google.cloud.firestore.document.v1.{self.events[0]}"
+
+
+class WorkflowStep(Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    call: ServiceId
+    """A service or an external API."""
+    latency: LatencySpec | None = None
+    """Work done by the callee when it is an external API (a service runs its own steps)."""
+    timeout: Annotated[Duration, in_range(0.001, 1800, "s")] = 60.0
+    retries: Annotated[int, Field(strict=True), in_range(0, 100)] = 0
+    backoff: Annotated[Duration, in_range(0, 3600, "s")] = 1.0
+    compensate: str | None = None
+    """The workflow step to run when a later step fails (the saga's undo)."""
+
+
+class Workflow(Strict):
+    """A Workflows saga: steps in order; when a step fails after its retries, the
+    compensations of the completed steps run in reverse order."""
+
+    name: ServiceId
+    trigger: PubSubName | None = None
+    """Topic whose messages start an execution (through an Eventarc trigger)."""
+    steps: list[WorkflowStep] = Field(min_length=1)
+    compensations: list[WorkflowStep] = Field(default_factory=list)
+
+
+class ExternalApi(Strict):
+    """A dependency outside the system: its latency, error rate and rate limit. In live
+    mode the fake gateways in services/ play it, controllable at run time."""
+
+    name: ServiceId
+    latency: LatencySpec
+    error_rate: Fraction = 0.0
+    rate_limit: Rate | None = None
+    """Requests per second beyond which the API answers 429."""
+    concurrency: Annotated[int, Field(strict=True), in_range(1, 100_000)] | None = None
+    """Connections the API serves at once (None: unbounded)."""
+    fake: Literal["sms", "billing", "generic"] | None = None
+    """Live mode: which fake gateway in services/ stands in for it."""
+    url: str | None = None
+    """Live mode, a real endpoint on 127.0.0.1 instead of a fake."""
+
+
+class System(Strict):
+    name: ServiceId
+    description: str = ""
+    project: str = Field("surgesim-local", pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
+    topics: list[Topic] = Field(default_factory=list)
+    subscriptions: list[Subscription] = Field(default_factory=list)
+    services: list[Service] = Field(default_factory=list)
+    jobs: list[Job] = Field(default_factory=list)
+    stores: Stores = Field(default_factory=Stores)
+    triggers: list[Trigger] = Field(default_factory=list)
+    workflows: list[Workflow] = Field(default_factory=list)
+    external_apis: list[ExternalApi] = Field(default_factory=list)
+
+    def topic(self, name: str) -> Topic:
+        return next(t for t in self.topics if t.name == name)
+
+    def subscription(self, name: str) -> Subscription:
+        return next(s for s in self.subscriptions if s.name == name)
+
+    def service(self, name: str) -> Service:
+        return next(s for s in self.services if s.name == name)
+
+    def subscriptions_of(self, topic: str) -> list[Subscription]:
+        return [s for s in self.subscriptions if s.topic == topic]
+
+    def api(self, name: str) -> ExternalApi:
+        return next(a for a in self.external_apis if a.name == name)
