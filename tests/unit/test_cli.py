@@ -1,0 +1,29 @@
+from click.testing import CliRunner
+
+from surgesim.cli import cli
+
+
+def test_help_lists_the_commands():
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    for name in ("validate", "emulators", "provision"):
+        assert name in result.output
+
+
+def test_validate_accepts_the_seed_files():
+    result = CliRunner().invoke(cli, ["validate", "scenarios/dispatch_wave.yaml", "scenarios/systems/meridian.yaml",
+                                      "scenarios/plans/baseline.yaml"])
+    assert result.exit_code == 0, result.output
+    assert "valid scenario file" in result.output and "valid plan file" in result.output
+
+
+def test_validate_fails_with_one_line_naming_file_line_and_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: shop\nproject: surgesim-local\ntopics: [{name: orders}, {name: orders.dlq}]\n"
+        "subscriptions:\n  - {name: orders-sub, topic: orders, dead_letter: {topic: orders.dlq, max_attempts: 2}}\n"
+        "  - {name: dlq-hold, topic: orders.dlq}\n"
+    )
+    result = CliRunner().invoke(cli, ["validate", str(bad)])
+    assert result.exit_code == 1
+    assert result.output.strip() == "bad.yaml:5: subscriptions[0].dead_letter.max_attempts: must be 5..100, got 2"
