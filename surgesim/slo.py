@@ -1,0 +1,219 @@
+"""SLO evaluation against a run directory, before summary.json is written.
+
+An SLO is `FUNC(METRIC.ENTITY) OP VALUE` (surgesim.schema.Slo). Where the observed value
+comes from:
+
+    latency.SERVICE[.ROUTE]   histograms `latency/...` (every sample; a service merges its routes)
+    lag.SUBSCRIPTION          histograms `lag/...`
+        p50 p90 p95 p99 p999 max mean over all samples; total = number of samples
+
+    backlog / oldest_unacked.SUBSCRIPTION, instances.SERVICE   gauges in timeseries
+        pXX / max / mean over the windows' levels; final = the last window's level;
+        total = sum of levels (rarely useful); drain (backlog only, below)
+
+    dlq.SUBSCRIPTION          dead_lettered counts of that subscription
+    rejected / errors.SERVICE counts per window
+        total, final and max = the cumulative count (so `max(dlq.x) == 0` reads naturally);
+        mean and pXX over the per-window counts. No rows means no events: 0.
+
+drain(backlog.SUB): seconds from the end of the last fault or wave (faults.json, or the
+scenario's own timeline when that file is absent) until the backlog first falls back to
+max(its level just before the first fault or wave began, 1% of its peak, 10 messages),
+interpolating linearly between windows. A backlog that never gets there has observed
+None (reported as inf) and fails. With no fault or wave at all, drain is 0 if the final
+backlog is at that level and inf otherwise.
+
+A metric with no data at all (no histogram samples, no gauge rows) observes None and
+fails: an SLO on something that never happened is a mistake worth seeing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import numpy as np
+import pandas as pd
+
+from surgesim.rundir import METRICS, Run
+from surgesim.schema import Slo
+
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
+COUNTS = {"dlq": "dead_lettered", "rejected": "rejected", "errors": "errors"}
+GAUGES = {"backlog": "backlog", "oldest_unacked": "oldest_unacked", "instances": "instances"}
+DRAIN_FLOOR = 10.0
+DRAIN_PEAK_FRACTION = 0.01
+
+
+def _series(run: Run, key: str, entity: str) -> pd.Series:
+    try:
+        ts = run.timeseries
+    except FileNotFoundError:
+        return pd.Series([], dtype="float64")
+    rows = ts[(ts["metric"] == METRICS[key]) & (ts["entity"] == entity)].sort_values("time_s")
+    return pd.Series(rows["value"].to_numpy(dtype=np.float64), index=rows["time_s"].to_numpy(dtype=np.float64))
+
+
+def _step(index: np.ndarray, run: Run) -> float:
+    """Window length: the smallest gap between windows of this run."""
+    try:
+        times = np.unique(run.timeseries["time_s"].to_numpy(dtype=np.float64))
+    except FileNotFoundError:
+        times = index
+    gaps = np.diff(times)
+    gaps = gaps[gaps > 0]
+    return float(gaps.min()) if gaps.size else 1.0
+
+
+def _histogram_value(run: Run, slo: Slo) -> float | None:
+    hist = run.histogram(f"{slo.metric}/{slo.entity}")
+    if hist.count == 0:
+        return None
+    if slo.func in PERCENTILES:
+        return hist.percentile(PERCENTILES[slo.func])
+    if slo.func == "max":
+        return hist.max
+    if slo.func == "mean":
+        return hist.mean
+    if slo.func == "total":
+        return float(hist.count)
+    return None  # final / drain make no sense for a distribution of samples
+
+
+def _gauge_value(values: np.ndarray, func: str) -> float | None:
+    if values.size == 0:
+        return None
+    if func in PERCENTILES:
+        return float(np.percentile(values, PERCENTILES[func], method="higher"))
+    return {"max": lambda: float(values.max()), "mean": lambda: float(values.mean()),
+            "final": lambda: float(values[-1]), "total": lambda: float(values.sum())}.get(func, lambda: None)()
+
+
+def _count_value(values: np.ndarray, func: str) -> float | None:
+    if func in ("total", "final", "max"):
+        return float(values.sum()) if values.size else 0.0
+    if values.size == 0:
+        return 0.0
+    if func in PERCENTILES:
+        return float(np.percentile(values, PERCENTILES[func], method="higher"))
+    if func == "mean":
+        return float(values.mean())
+    return None
+
+
+def disturbances(run: Run, scenario: Any) -> list[tuple[float, float]]:
+    """(start_s, end_s) of every fault and wave; from faults.json, else from the scenario."""
+    events: list[tuple[float, float]] = []
+    if (run.dir / "faults.json").exists():
+        for e in run.faults:
+            start = float(e.get("start_s") or 0.0)
+            end = e.get("end_s")
+            if end is None:
+                end = start if e.get("kind") == "poison_message" else float(scenario.duration)
+            events.append((start, float(end)))
+    else:
+        for w in scenario.traffic.waves:
+            events.append((w.at, w.at + w.duration))
+        for f in scenario.faults:
+            end = f.end
+            if end is None:
+                end = f.at if f.kind == "poison_message" else scenario.duration
+            events.append((f.at, end))
+    return sorted(events)
+
+
+def drain_time(times: np.ndarray, values: np.ndarray, step: float, events: list[tuple[float, float]]) -> float:
+    """Seconds from the last event's end until the gauge first falls to its settle level.
+
+    `times` are window starts; a gauge value is the level at its window's end."""
+    if values.size == 0:
+        return math.inf
+    ends = times + step
+    peak = float(values.max())
+    if not events:
+        settle = max(DRAIN_PEAK_FRACTION * peak, DRAIN_FLOOR)
+        return 0.0 if values[-1] <= settle else math.inf
+    first_start = min(s for s, _ in events)
+    last_end = max(e for _, e in events)
+    before = values[ends <= first_start + 1e-9]
+    pre = float(before[-1]) if before.size else 0.0
+    settle = max(pre, DRAIN_PEAK_FRACTION * peak, DRAIN_FLOOR)
+    for i in np.nonzero(ends >= last_end - 1e-9)[0]:
+        if values[i] <= settle:
+            if i == 0 or values[i - 1] <= settle:
+                return 0.0  # already settled when the last event ended
+            # Linear between the previous window's end (above) and this one's (at or below).
+            frac = (values[i - 1] - settle) / (values[i - 1] - values[i])
+            crossing = float(ends[i - 1] + frac * (ends[i] - ends[i - 1]))
+            return max(0.0, crossing - last_end)
+    return math.inf
+
+
+def observe(run: Run, scenario: Any, slo: Slo) -> float | None:
+    """The observed value of one SLO; None when there is no data (or it never drained)."""
+    if slo.metric in ("latency", "lag"):
+        return _histogram_value(run, slo)
+    if slo.metric in COUNTS:
+        return _count_value(_series(run, COUNTS[slo.metric], slo.entity).to_numpy(), slo.func)
+    series = _series(run, GAUGES[slo.metric], slo.entity)
+    if slo.func == "drain":
+        if series.empty:
+            return None
+        t = series.index.to_numpy()
+        value = drain_time(t, series.to_numpy(), _step(t, run), disturbances(run, scenario))
+        return value if math.isfinite(value) else None
+    return _gauge_value(series.to_numpy(), slo.func)
+
+
+def evaluate(run: Run, scenario: Any) -> list[dict]:
+    """[{text, observed, holds}] for each of scenario.slos, in order."""
+    results = []
+    for slo in scenario.slos:
+        observed = observe(run, scenario, slo)
+        holds = observed is not None and math.isfinite(observed) and slo.holds(observed)
+        results.append({"text": slo.text, "observed": observed, "holds": bool(holds)})
+    return results
+
+
+def verdict(results: list[dict]) -> str:
+    return "pass" if all(r["holds"] for r in results) else "fail"
+
+
+def _show(value: float | None, slo: Slo | None) -> str:
+    if value is None:
+        return "inf" if slo is not None and slo.func == "drain" else "no data"
+    timed = slo is not None and (slo.metric in ("latency", "lag", "oldest_unacked") or slo.func == "drain")
+    if timed:
+        return f"{value * 1000:.4g}ms" if value < 1 else f"{value:.4g}s"
+    return f"{value:.6g}"
+
+
+def failure_message(result: dict) -> str:
+    try:
+        slo = Slo.model_validate(result["text"])
+    except Exception:  # a hand-made result: show what we have
+        slo = None
+    observed = _show(result["observed"], slo)
+    want = f"{slo.op} {_show(slo.threshold, slo)}" if slo is not None else result["text"]
+    return f"observed {observed}, required {want}"
+
+
+def junit_xml(results: list[dict], suite_name: str) -> str:
+    """JUnit XML: one testcase per SLO, a <failure> with observed vs threshold when it fails."""
+    failures = sum(1 for r in results if not r["holds"])
+    suite = ET.Element("testsuite", name=suite_name, tests=str(len(results)), failures=str(failures),
+                       errors="0", skipped="0")
+    for r in results:
+        case = ET.SubElement(suite, "testcase", classname=f"{suite_name}.slo", name=r["text"])
+        if not r["holds"]:
+            msg = failure_message(r)
+            fail = ET.SubElement(case, "failure", message=msg, type="SloViolation")
+            fail.text = f"{r['text']}: {msg}"
+    suites = ET.Element("testsuites", name=suite_name, tests=str(len(results)), failures=str(failures))
+    suites.append(suite)
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+__all__ = ["disturbances", "drain_time", "evaluate", "failure_message", "junit_xml", "observe", "verdict"]
