@@ -269,11 +269,16 @@ class Scenario(Strict):
     plan: str | None = None
     """Path of the plan file, relative to this file; `--plan` overrides it."""
     seed: Annotated[int, Field(strict=True), in_range(0, 2**63 - 1)] = 1
+    """Same seed, same simulator run, byte for byte."""
     start_clock: Clock = 0.0
+    """Clock time at the scenario's start ('06:00'): curves are evaluated in clock time."""
     duration: Annotated[Duration, in_range(1, 31 * 86400, "s")]
+    """How long the scenario runs."""
     step: Annotated[Duration, in_range(0.001, 60, "s")] = 1.0
     """Simulator time step for high-volume streams (fluid path) and metric windows."""
     traffic: Traffic
     faults: list[Fault] = Field(default_factory=list)
+    """Faults on the timeline (offsets from the start)."""
     slos: list[Slo] = Field(default_factory=list)
+    """Checked at the end; any failing SLO makes the run (and `surgesim sim/live`) exit 1."""
     live: Live = Field(default_factory=Live)

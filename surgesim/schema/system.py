@@ -26,6 +26,7 @@ class Topic(Strict):
     message_bytes: Annotated[int, in_range(1, 10_000_000)] = 512
     """Average payload size: drives Pub/Sub cost and the BigQuery bridge's byte counts."""
     retention: Annotated[Duration, in_range(600, 31 * 86400, "s")] | None = None
+    """Topic message retention (10m..31d); None keeps nothing beyond subscriptions."""
 
 
 class RetryPolicy(Strict):
@@ -71,14 +72,21 @@ class Subscription(Strict):
     consumer: ServiceId | None = None
     """The service (or workflow) that handles each message; None for a holding subscription (a DLQ)."""
     delivery: Literal["pull", "push", "bigquery"] = "pull"
+    """pull: the consumer pulls with flow control; push: Pub/Sub POSTs to the consumer; bigquery: rows written to a table."""
     filter: Annotated[str | None, BeforeValidator(_check_filter)] = None
+    """Pub/Sub filter syntax, e.g. `attributes.eventType = "ParcelDelivered"`; non-matching messages are acked unseen."""
     ack_deadline: Annotated[Duration, in_range(10, 600, "s")] = 10.0
+    """10s..600s: an unacked message is redelivered after this."""
     retry: RetryPolicy | None = None
     """None is Pub/Sub's default: redeliver immediately after a nack or expired deadline."""
     dead_letter: DeadLetter | None = None
+    """Dead-letter topic and max delivery attempts (5..100)."""
     retention: Annotated[Duration, in_range(600, 7 * 86400, "s")] = 7 * 86400.0
+    """10m..7d: unacked messages older than this are dropped."""
     push_path: str = Field("/", pattern=r"^/")
+    """Path on the consumer service that push requests go to."""
     ordering: bool = False
+    """Deliver messages with the same ordering key in order."""
     bigquery: BigQueryDelivery | None = None
 
     @model_validator(mode="after")
@@ -211,6 +219,7 @@ class Service(Strict):
     the subscriptions whose consumer is this service."""
 
     name: ServiceId
+    """Cloud Run service name."""
     description: str = ""
     routes: list[Route] = Field(default_factory=list)
     steps: list[Step] = Field(default_factory=list)
