@@ -19,7 +19,9 @@ from pathlib import Path
 from .base import Emulator, find_executable, http_get, json_body
 from .errors import MissingToolError, StartupError
 
-#: Our own variable (there is no official one): base URL to pass as the client's api_endpoint.
+#: Not read by google-cloud-bigquery (there is no official variable): ``host:port`` of the
+#: REST API, the same convention as PUBSUB_/FIRESTORE_EMULATOR_HOST and as bqemulator's own
+#: pytest fixture. Clients need ``api_endpoint="http://" + value`` (Clients.bigquery() does it).
 BIGQUERY_EMULATOR_HOST = "BIGQUERY_EMULATOR_HOST"
 #: Our own variable: host:port of the emulator's gRPC (Storage Read/Write API) endpoint.
 BIGQUERY_EMULATOR_GRPC_HOST = "BIGQUERY_EMULATOR_GRPC_HOST"
@@ -117,7 +119,7 @@ class BigQueryEmulator(Emulator):
 
     def env_vars(self, host: str, ports: Mapping[str, int]) -> dict[str, str]:
         return {
-            BIGQUERY_EMULATOR_HOST: f"http://{host}:{ports['bigquery']}",
+            BIGQUERY_EMULATOR_HOST: f"{host}:{ports['bigquery']}",
             BIGQUERY_EMULATOR_GRPC_HOST: f"{host}:{ports['bigquery_grpc']}",
         }
 

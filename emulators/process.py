@@ -34,6 +34,7 @@ MARKER_STATE_DIR = "SURGESIM_STATE_DIR"
 # Popen objects of the processes this interpreter started, so that we can reap them
 # (otherwise a stopped child lingers as a zombie until this interpreter exits).
 _children: dict[int, subprocess.Popen] = {}
+_exit_codes: dict[int, int] = {}
 
 
 @dataclass
@@ -107,7 +108,14 @@ def start_process(
 def _reap(pid: int) -> None:
     proc = _children.get(pid)
     if proc is not None and proc.poll() is not None:
+        _exit_codes[pid] = proc.returncode
         _children.pop(pid, None)
+
+
+def exit_code(pid: int) -> int | None:
+    """Exit status of a process this interpreter started and that has ended (else None)."""
+    _reap(pid)
+    return _exit_codes.get(pid)
 
 
 def is_running(pid: int, create_time: float | None = None) -> bool:
@@ -218,9 +226,12 @@ def stop_groups(records: Sequence[ManagedProcess], timeout: float = 10.0) -> lis
         proc = _children.pop(r.pid, None)
         if proc is not None:
             try:
-                proc.wait(timeout=1)
+                _exit_codes[r.pid] = proc.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 pass
+    # A process that just exited can hold its listening socket for a few more ms.
+    ports = [p for r in records if members[id(r)] for p in r.ports.values()]
+    wait_for(lambda: not any(port_open("127.0.0.1", p, 0.1) for p in ports), 3.0, 0.02)
     elapsed = time.monotonic() - t0
     return [
         StopResult(r.name, r.pid, bool(members[id(r)]), used[id(r)], elapsed) for r in records

@@ -25,8 +25,8 @@ from .firestore import FirestoreEmulator
 from .process import (
     ManagedProcess,
     StopResult,
-    _children,
     describe_pid,
+    exit_code,
     is_running,
     listener_pids,
     log_tail,
@@ -366,8 +366,7 @@ def up(
                     results[name] = st
                     del pending[name]
                 elif not is_running(rec.pid, rec.create_time):
-                    proc = _children.get(rec.pid)
-                    code = proc.poll() if proc is not None else None
+                    code = exit_code(rec.pid)
                     failures[name] = f"{spec.title} exited (code {code}) before answering on {HOST}:{spec.main_port(rec.ports)}"
                     del pending[name]
                 elif now - t0 > limit:
