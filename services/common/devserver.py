@@ -1,0 +1,88 @@
+"""Run a service as its own process on a free port, as the live harness and the
+integration tests do: `python -m surgesim.services module:app` with PORT set, in its own
+process group so stopping it leaves nothing behind.
+
+    with run_service("surgesim.services.fakes.gateway:sms_app") as svc:
+        httpx.get(svc.url + "/admin/stats")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServiceProcess:
+    target: str
+    port: int
+    proc: subprocess.Popen
+    log_path: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout)
+        return self.proc.returncode
+
+
+def start_service(target: str, env: Mapping[str, str] | None = None, port: int | None = None,
+                  ready_path: str = "/healthz", timeout: float = 30.0, log_dir: str | None = None) -> ServiceProcess:
+    port = port or free_port()
+    full_env = {**os.environ, **(env or {}), "PORT": str(port)}
+    fd, log_path = tempfile.mkstemp(prefix=target.rsplit(":", 1)[-1] + "-", suffix=".log", dir=log_dir)
+    with os.fdopen(fd, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "surgesim.services", target], env=full_env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    svc = ServiceProcess(target, port, proc, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{target} exited with {proc.returncode} before answering:\n{svc.log()[-3000:]}")
+        try:
+            if httpx.get(svc.url + ready_path, timeout=1.0).status_code < 500:
+                return svc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    svc.stop()
+    raise RuntimeError(f"{target} did not answer {ready_path} on port {port} within {timeout:g}s:\n{svc.log()[-3000:]}")
+
+
+@contextlib.contextmanager
+def run_service(target: str, env: Mapping[str, str] | None = None, **kwargs) -> Iterator[ServiceProcess]:
+    svc = start_service(target, env, **kwargs)
+    try:
+        yield svc
+    finally:
+        svc.stop()
