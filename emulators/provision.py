@@ -242,6 +242,8 @@ def _provision_firestore(system: System, clients: Clients, say: Callable[[Outcom
 def provision(system: System, clients: Clients, say: Callable[[Outcome], None] | None = None) -> list[Outcome]:
     """Create everything `system` declares on the emulators `clients` point at."""
     outcomes: list[Outcome] = []
+    # Every resource lives in the system's project, whatever project the clients default to.
+    clients = Clients(clients.env, project=system.project)
 
     def record(o: Outcome) -> None:
         outcomes.append(o)
