@@ -70,7 +70,7 @@ def start_service(target: str, env: Mapping[str, str] | None = None, port: int |
         if proc.poll() is not None:
             raise RuntimeError(f"{target} exited with {proc.returncode} before answering:\n{svc.log()[-3000:]}")
         try:
-            if httpx.get(svc.url + ready_path, timeout=1.0).status_code < 500:
+            if httpx.get(svc.url + ready_path, timeout=1.0, trust_env=False).status_code < 500:
                 return svc
         except httpx.HTTPError:
             pass

@@ -73,7 +73,7 @@ def make_reactor(
     name: str,
     handler: Handler,
     *,
-    event_types: Iterable[str] | None = None,
+    event_types: Iterable[str] | Callable[[str], bool] | None = None,
     side_effect: bool = False,
     description: str = "",
     db: Any = None,
@@ -82,20 +82,24 @@ def make_reactor(
 ) -> FastAPI:
     """A push endpoint around `handler(ctx, event)`.
 
-    `event_types`: the types acted on (others are acked as ignored: the emulator does not
+    `event_types`: the types acted on, or a predicate on the type (others are acked as ignored: the emulator does not
     apply subscription filters unless the bridge does). `side_effect=True` wraps the
     handler in a claim on `processed_messages` keyed by the event id, so redeliveries and
     duplicate publishes never repeat the effect. `db`, `claims`, `http` are injectable for
     tests; by default they come from the environment at startup.
     """
-    wanted = frozenset(event_types) if event_types else None
+    if event_types is None or callable(event_types):
+        accepts = event_types
+    else:
+        wanted = frozenset(event_types)
+        accepts = wanted.__contains__
     bad_pattern = os.environ.get("BAD_PATTERN") or None
     bad = parse_filter(bad_pattern) if bad_pattern else None
     ctx_holder: dict[str, ReactorContext] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        client = http or httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+        client = http or httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
         ctx = ReactorContext(name, app.state.log, http=client, _db=db)
         if side_effect:
             ctx.claims = claims or FirestoreClaims(ctx.db, lease_s=float(os.environ.get("CLAIM_LEASE_SECONDS", "30")))
@@ -139,7 +143,7 @@ def make_reactor(
             log.error("bad deploy: handler raised on matching message", extra=fields)
             ctx.counters["bad_deploy"] += 1
             raise BadDeploy(f"BAD_PATTERN {bad_pattern!r} matched message {event.message_id}")
-        if wanted is not None and event.event_type not in wanted:
+        if accepts is not None and not accepts(event.event_type):
             return answer(ctx, 200, "ignored", event)
 
         claim = None
