@@ -1,0 +1,103 @@
+"""Meridian's command validation and the publisher's CloudEvent handling, without emulators."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from surgesim.services.meridian import command, publisher
+
+GOOD = {"shipperId": "acme", "recipient": {"name": "Ada", "phone": "+447700900123"},
+        "destination": {"lat": 51.5, "lng": -0.1}, "weightKg": 2}
+
+
+class NoDb:
+    def collection(self, name):
+        raise AssertionError("an invalid request must not reach Firestore")
+
+
+@pytest.fixture
+def cmd():
+    with TestClient(command.build_app(db=NoDb()), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.mark.parametrize("path,body,needle", [
+    ("/shipments", {**GOOD, "weightKg": -1}, "weightKg"),
+    ("/shipments", {**GOOD, "recipient": {"name": "Ada", "phone": "0770"}}, "recipient.phone"),
+    ("/shipments", {**GOOD, "destination": {"lat": 91, "lng": 0}}, "destination.lat"),
+    ("/shipments", {**GOOD, "surprise": 1}, "surprise"),
+    ("/shipments", {k: v for k, v in GOOD.items() if k != "shipperId"}, "shipperId"),
+    ("/parcels/p1/assign", {"driverId": "d1"}, "vehicleId"),
+    ("/parcels/bad%20id/assign", {"driverId": "d1", "vehicleId": "v1"}, "parcel_id"),
+    ("/parcels/p1/delivered", {"deliveredAt": "yesterday"}, "deliveredAt"),
+])
+def test_bad_commands_are_400_with_the_field_named(cmd, path, body, needle):
+    r = cmd.post(path, json=body)
+    assert r.status_code == 400, r.text
+    assert needle in r.json()["detail"]
+
+
+def test_malformed_json_and_bad_request_id_are_400(cmd):
+    assert cmd.post("/shipments", content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
+    assert cmd.post("/shipments", json=GOOD, headers={"X-Request-Id": "has spaces"}).status_code == 400
+
+
+def test_price_is_base_plus_weight():
+    from surgesim.services.meridian.model import price_cents
+
+    assert price_cents(3.5) == 850 and price_cents(0.1) == 510
+
+
+class FakePublisher:
+    def __init__(self):
+        self.sent = []
+
+    def publish(self, topic, data, **attrs):
+        self.sent.append((topic, json.loads(data), attrs))
+        f = cf.Future()
+        f.set_result(str(len(self.sent)))
+        return f
+
+
+CE = {"ce-id": "1", "ce-source": "//firestore.googleapis.com/projects/p/databases/(default)",
+      "ce-type": "google.cloud.firestore.document.v1.written", "ce-specversion": "1.0",
+      "content-type": "application/json"}
+TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def change(event_id="e1", old_id=None, **fields):
+    new = {"parcelId": "p1", "status": "delivered", "driverId": "d1",
+           "lastEvent": {"type": "ParcelDelivered", "id": event_id, "traceparent": TP}, **fields}
+    old = {**new, "lastEvent": {**new["lastEvent"], "id": old_id}} if old_id else None
+    name = "projects/p/databases/(default)/documents/parcels/p1"
+    return {"value": {"name": name, "fields": new}, "oldValue": {"name": name, "fields": old} if old else {}}
+
+
+def test_publisher_binary_and_structured_modes():
+    pub = FakePublisher()
+    with TestClient(publisher.build_app(pub)) as c:
+        assert c.post("/", content=json.dumps(change()), headers=CE).status_code == 200
+        structured = {**{k[3:]: v for k, v in CE.items() if k.startswith("ce-")}, "data": change("e2")}
+        r = c.post("/", content=json.dumps(structured), headers={"content-type": "application/cloudevents+json"})
+        assert r.status_code == 200 and r.json()["eventId"] == "e2"
+    (topic, data, attrs), (_, data2, _) = pub.sent
+    assert topic.endswith("/topics/logistics.events")
+    assert attrs["eventType"] == "ParcelDelivered" and attrs["parcelId"] == "p1" and attrs["eventId"] == "e1"
+    assert attrs["driverId"] == "d1" and attrs["traceparent"].split("-")[1] == TP.split("-")[1]
+    assert data["parcel"]["status"] == "delivered" and "lastEvent" not in data["parcel"] and data2["eventId"] == "e2"
+
+
+def test_publisher_skips_non_events_and_refuses_garbage():
+    pub = FakePublisher()
+    with TestClient(publisher.build_app(pub)) as c:
+        assert c.post("/", content=json.dumps(change("e1", old_id="e1")), headers=CE).json()["status"] == "no event in this change"
+        deleted = {"value": None, "oldValue": change()["value"]}
+        assert c.post("/", content=json.dumps(deleted), headers=CE).status_code == 200
+        assert c.post("/", content=b"{", headers=CE).status_code == 400
+        assert c.post("/", content=json.dumps(change()), headers={**CE, "ce-type": "com.example.other"}).status_code == 400
+        assert c.post("/", content=json.dumps(change()), headers={k: v for k, v in CE.items() if k != "ce-id"}).status_code == 400
+    assert pub.sent == []
