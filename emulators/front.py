@@ -1,0 +1,268 @@
+"""A local Cloud Run front: one async reverse proxy per service that behaves like the
+Cloud Run service in front of it would.
+
+* **concurrency and max instances**: at most ``concurrency`` requests per instance and
+  ``max_instances`` instances; a request that finds no free slot waits up to
+  ``pending_timeout`` and then gets 429, as Cloud Run answers when it cannot scale;
+* **cold starts**: a request that needs a new instance waits that instance's start-up
+  (drawn from the plan's ``cold_start`` log-normal); ``min_instances`` are warm from the
+  start; an instance idle longer than ``scale_down_delay`` goes away;
+* **auth**: with a push token configured, a request without ``Authorization: Bearer``
+  gets 401 and one with another token 403 (Cloud Run's IAM check on the push identity);
+* **measurement**: request latency into a ``surgesim.histogram.Histogram`` per route
+  (the path), instance count, requests, 429s and 5xx.
+
+The service process itself runs as one ordinary process (uvicorn); the front models the
+instances' slots and start-up, not separate processes (docs/bridges.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+from surgesim.histogram import Histogram
+
+HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-authorization",
+               "host", "content-length"}
+
+
+@dataclass
+class FrontSettings:
+    concurrency: int = 80
+    max_instances: int = 100
+    min_instances: int = 0
+    cold_start_p50: float = 1.5
+    cold_start_p99: float | None = 4.0
+    scale_down_delay: float = 900.0
+    pending_timeout: float = 10.0
+    request_timeout: float = 300.0
+
+    @classmethod
+    def from_plan(cls, sp) -> "FrontSettings":
+        """From a ``surgesim.schema.ServicePlan``."""
+        return cls(concurrency=sp.concurrency, max_instances=sp.max_instances, min_instances=sp.min_instances,
+                   cold_start_p50=sp.cold_start.p50, cold_start_p99=sp.cold_start.p99,
+                   scale_down_delay=sp.scale_down_delay, pending_timeout=sp.pending_timeout,
+                   request_timeout=sp.request_timeout)
+
+
+def cold_start_sample(rng: random.Random, p50: float, p99: float | None) -> float:
+    if p99 is None or p99 <= p50 or p50 <= 0:
+        return p50
+    sigma = math.log(p99 / p50) / 2.3263478740408408
+    return p50 * math.exp(sigma * rng.gauss(0.0, 1.0))
+
+
+@dataclass
+class Instance:
+    ready_at: float
+    busy: int = 0
+    last_done: float = 0.0
+
+
+@dataclass
+class FrontStats:
+    requests: int = 0
+    rejected: int = 0
+    unauthorized: int = 0
+    errors: int = 0
+    cold_starts: int = 0
+    peak_instances: int = 0
+    latency: dict[str, Histogram] = field(default_factory=dict)
+
+
+class Slots:
+    """The admission logic, independent of HTTP (unit-tested on its own)."""
+
+    def __init__(self, s: FrontSettings, rng: random.Random | None = None, clock=time.monotonic) -> None:
+        self.s = s
+        self.rng = rng or random.Random(0)
+        self.clock = clock
+        now = clock()
+        self.instances: list[Instance] = [Instance(ready_at=now, last_done=now) for _ in range(s.min_instances)]
+        self.cold_starts = 0
+        self._freed = asyncio.Condition()
+
+    def try_acquire(self) -> tuple[Instance, float] | None:
+        """(instance, seconds to wait for it to start) or None when all slots are taken."""
+        now = self.clock()
+        free = [i for i in self.instances if i.busy < self.s.concurrency]
+        if free:
+            # fill the busiest warm instance first so idle ones can scale down, as Cloud Run packs
+            inst = max(free, key=lambda i: (i.ready_at <= now, i.busy))
+            inst.busy += 1
+            return inst, max(0.0, inst.ready_at - now)
+        if len(self.instances) < self.s.max_instances:
+            delay = cold_start_sample(self.rng, self.s.cold_start_p50, self.s.cold_start_p99)
+            inst = Instance(ready_at=now + delay, busy=1, last_done=now)
+            self.instances.append(inst)
+            self.cold_starts += 1
+            return inst, delay
+        return None
+
+    async def acquire(self) -> tuple[Instance, float] | None:
+        got = self.try_acquire()
+        if got is not None:
+            return got
+        deadline = self.clock() + self.s.pending_timeout
+        async with self._freed:
+            while True:
+                remaining = deadline - self.clock()
+                if remaining <= 0:
+                    return None
+                try:
+                    await asyncio.wait_for(self._freed.wait(), remaining)
+                except asyncio.TimeoutError:
+                    return None
+                got = self.try_acquire()
+                if got is not None:
+                    return got
+
+    async def release(self, inst: Instance) -> None:
+        inst.busy -= 1
+        inst.last_done = self.clock()
+        async with self._freed:
+            self._freed.notify(1)
+
+    def scale_down(self) -> int:
+        now = self.clock()
+        keep, removed = [], 0
+        for inst in sorted(self.instances, key=lambda i: -i.last_done):
+            idle = inst.busy == 0 and now - inst.last_done > self.s.scale_down_delay
+            if idle and len(keep) >= self.s.min_instances:
+                removed += 1
+            else:
+                keep.append(inst)
+        self.instances = keep
+        return removed
+
+
+class Front:
+    """ASGI app: ``uvicorn.Server(uvicorn.Config(front, ...))`` serves it."""
+
+    def __init__(self, name: str, upstream: str, settings: FrontSettings, *, token: str | None = None,
+                 seed: int = 0) -> None:
+        self.name = name
+        self.upstream = upstream.rstrip("/")
+        self.s = settings
+        self.token = token
+        self.seed = seed
+        self.stats = FrontStats()
+        self.slots: Slots | None = None
+        self.http: httpx.AsyncClient | None = None
+        self._reaper: asyncio.Task | None = None
+
+    def instance_count(self) -> int:
+        return len(self.slots.instances) if self.slots else self.s.min_instances
+
+    async def _startup(self) -> None:
+        self.slots = Slots(self.s, random.Random(self.seed))
+        self.http = httpx.AsyncClient(trust_env=False, timeout=self.s.request_timeout,
+                                      limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
+        self._reaper = asyncio.create_task(self._reap())
+
+    async def _shutdown(self) -> None:
+        if self._reaper:
+            self._reaper.cancel()
+        if self.http:
+            await self.http.aclose()
+
+    async def _reap(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, max(0.05, self.s.scale_down_delay / 4)))
+            self.slots.scale_down()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await self._startup()
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await self._shutdown()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        if self.slots is None:
+            await self._startup()
+        t0 = time.monotonic()
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        if self.token:
+            auth = headers.get("authorization", "")
+            if not auth.startswith("Bearer "):
+                self.stats.unauthorized += 1
+                return await _respond(send, 401, b"missing bearer token\n")
+            if auth[len("Bearer "):] != self.token:
+                self.stats.unauthorized += 1
+                return await _respond(send, 403, b"token not allowed to invoke this service\n")
+        body = b""
+        more = True
+        while more:
+            msg = await receive()
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+        self.stats.requests += 1
+        got = await self.slots.acquire()
+        if got is None:
+            self.stats.rejected += 1
+            return await _respond(send, 429, b"Rate exceeded: no available instance\n")
+        inst, start_delay = got
+        self.stats.peak_instances = max(self.stats.peak_instances, len(self.slots.instances))
+        self.stats.cold_starts = self.slots.cold_starts
+        try:
+            if start_delay > 0:
+                await asyncio.sleep(start_delay)
+            url = self.upstream + scope["path"] + (("?" + scope["query_string"].decode()) if scope["query_string"] else "")
+            fwd = {k: v for k, v in headers.items() if k not in HOP_HEADERS}
+            try:
+                r = await self.http.request(scope["method"], url, content=body, headers=fwd)
+                status, content, rh = r.status_code, r.content, r.headers
+            except httpx.TimeoutException:
+                status, content, rh = 504, b"upstream request timeout\n", {}
+            except httpx.HTTPError:
+                status, content, rh = 503, b"service unavailable\n", {}
+        finally:
+            await self.slots.release(inst)
+        if status >= 500:
+            self.stats.errors += 1
+        route = scope["path"]
+        self.stats.latency.setdefault(route, Histogram()).record(time.monotonic() - t0)
+        out = [(k.encode(), v.encode()) for k, v in rh.items() if k.lower() not in HOP_HEADERS | {"content-encoding"}]
+        await _respond(send, status, content, out)
+
+
+async def _respond(send, status: int, body: bytes, headers: list | None = None) -> None:
+    hs = list(headers or [])
+    if not any(k.lower() == b"content-type" for k, _ in hs):
+        hs.append((b"content-type", b"text/plain; charset=utf-8"))
+    hs.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": hs})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def serve(front: Front, port: int, host: str = "127.0.0.1"):
+    """Start serving in this loop; returns the uvicorn server (set ``should_exit`` to stop)."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(front, host=host, port=port, log_level="warning", lifespan="on",
+                                           access_log=False))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    server._surgesim_task = task  # noqa: SLF001 -- so stop() can await it
+    return server
+
+
+async def stop(server) -> None:
+    server.should_exit = True
+    await server._surgesim_task  # noqa: SLF001
