@@ -1,0 +1,166 @@
+"""Start and stop every bridge a system file needs, in one asyncio loop in a thread.
+
+    from surgesim.emulators.bridges import Bridges
+    bridges = Bridges(system, plan, pubsub_endpoint="127.0.0.1:8085", project=system.project,
+                      service_urls={"eta": "http://127.0.0.1:9101", ...}, push_token="local-oidc",
+                      firestore=clients.firestore(), bigquery=clients.bigquery(), fidelity=stack.fidelity)
+    bridges.start()            # provisions, then runs push, filter relays, BigQuery, triggers, metrics
+    ...
+    bridges.metrics.frame()    # rundir timeseries rows
+    bridges.stop()             # clean shutdown: taps deleted, queued trigger events sent
+
+``service_urls`` maps a service to where it listens (its Cloud Run front, if one runs).
+Subscriptions whose consumer has no URL are left alone. The emulator's own filter support
+comes from ``fidelity`` (emulators.probe): filters are enforced here unless it says applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import httpx
+
+from surgesim.schema import Plan, System
+
+from .bq_subscription import BigQuerySubscriptionBridge
+from .filtering import FilterRelay, emulator_applies_filters
+from .metrics import MetricsSampler
+from .pubsub_rest import PubSubRest
+from .push import PushBridge, PushTarget
+from .triggers import TriggerBridge
+
+log = logging.getLogger(__name__)
+
+
+class Bridges:
+    def __init__(self, system: System, plan: Plan | None, *, pubsub_endpoint: str, project: str | None = None,
+                 service_urls: dict[str, str] | None = None, push_token: str | None = None, firestore=None,
+                 bigquery=None, fidelity=None, metrics_interval: float = 1.0, trigger_partitions: int = 4) -> None:
+        self.system = system
+        self.plan = plan or Plan(name="default")
+        self.endpoint = pubsub_endpoint
+        self.project = project or system.project
+        self.urls = dict(service_urls or {})
+        self.token = push_token
+        self.firestore = firestore
+        self.bigquery = bigquery
+        self.enforce = not emulator_applies_filters(fidelity)
+        self.metrics_interval = metrics_interval
+        self.trigger_partitions = trigger_partitions
+        self.push: dict[str, PushBridge] = {}
+        self.relays: dict[str, FilterRelay] = {}
+        self.bq: dict[str, BigQuerySubscriptionBridge] = {}
+        self.triggers: dict[str, TriggerBridge] = {}
+        self.metrics: MetricsSampler | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._main: asyncio.Future | None = None
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    def start(self, timeout: float = 60.0) -> "Bridges":
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="surgesim-bridges", daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._provision(), self._loop).result(timeout)
+        self._main = asyncio.run_coroutine_threadsafe(self._run(), self._loop)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._stop_all)
+        try:
+            self._main.result(timeout)
+        finally:
+            asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
+            self._loop = None
+
+    def __enter__(self) -> "Bridges":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- inside the loop --------------------------------------------------------------------
+    async def _provision(self) -> None:
+        self.rest = PubSubRest(self.endpoint, self.project, max_connections=128)
+        self.http = httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_connections=1000,
+                                                                           max_keepalive_connections=200))
+        for t in self.system.topics:
+            await self.rest.ensure_topic(t.name)
+        observed = {s.name for s in self.system.subscriptions if s.consumer is None and s.delivery == "pull"}
+        self.metrics = MetricsSampler(self.rest, [(s.name, s.topic, s.filter) for s in self.system.subscriptions],
+                                      interval=self.metrics_interval, observed=observed)
+        await self.metrics.provision()  # taps first: nothing published from now on is missed
+        for s in self.system.subscriptions:
+            dl = (s.dead_letter.topic, s.dead_letter.max_attempts) if s.dead_letter else None
+            if s.delivery == "push":
+                url = self.urls.get(s.consumer or "")
+                if url is None:
+                    log.warning("push subscription %s: no URL for %s, not delivered", s.name, s.consumer)
+                    continue
+                sp = self.plan.subscription(s.name)
+                target = PushTarget(
+                    s.name, s.topic, url.rstrip("/") + s.push_path, ack_deadline=s.ack_deadline,
+                    min_backoff=s.retry.min_backoff if s.retry else None,
+                    max_backoff=s.retry.max_backoff if s.retry else None,
+                    dead_letter_topic=dl[0] if dl else None, max_attempts=dl[1] if dl else 5,
+                    filter=s.filter, enforce_filter=self.enforce, token=self.token,
+                    max_window=sp.max_outstanding_messages)
+                bridge = PushBridge(self.rest, target, self.http, on_settled=self.metrics.settled)
+                await bridge.provision()
+                self.metrics.observe(s.name)
+                self.push[s.name] = bridge
+            elif s.delivery == "bigquery":
+                if self.bigquery is None:
+                    log.warning("BigQuery subscription %s: no BigQuery client, not delivered", s.name)
+                    continue
+                b = BigQuerySubscriptionBridge(self.rest, self.bigquery, subscription=s.name, topic=s.topic,
+                                               table=s.bigquery.table, write_metadata=s.bigquery.write_metadata,
+                                               use_table_schema=s.bigquery.use_table_schema, dead_letter=dl,
+                                               on_settled=self.metrics.settled)
+                await b.provision()
+                self.metrics.observe(s.name)
+                self.bq[s.name] = b
+            elif s.filter and self.enforce:
+                relay = FilterRelay(self.rest, s.name, s.topic, s.filter, ack_deadline=s.ack_deadline, dead_letter=dl)
+                await relay.provision()
+                self.relays[s.name] = relay
+            else:
+                await self.rest.create_subscription(s.name, s.topic, ack_deadline=s.ack_deadline, dead_letter=dl,
+                                                    filter=s.filter)
+        for trig in self.system.triggers:
+            url = self.urls.get(trig.target)
+            if url is None or self.firestore is None:
+                log.warning("trigger %s: no URL for %s or no Firestore client, not delivered", trig.name, trig.target)
+                continue
+            self.triggers[trig.name] = TriggerBridge(
+                self.firestore, collection=trig.collection, url=url.rstrip("/") + "/", project=self.project,
+                events=list(trig.events), database=trig.database, partitions=self.trigger_partitions,
+                token=self.token, http=self.http)
+
+    async def _run(self) -> None:
+        ready = [asyncio.Event() for _ in self.triggers]
+        tasks = [asyncio.create_task(b.run()) for b in (*self.push.values(), *self.relays.values(), *self.bq.values())]
+        tasks += [asyncio.create_task(t.run(r)) for t, r in zip(self.triggers.values(), ready)]
+        tasks.append(asyncio.create_task(self.metrics.run()))
+        self._tasks = tasks
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError):
+                log.error("bridge stopped with %r", r)
+
+    def _stop_all(self) -> None:
+        for b in (*self.push.values(), *self.relays.values(), *self.bq.values(), *self.triggers.values()):
+            b.stop()
+        # the sampler last, after one final drain and sample
+        self._loop.call_later(0.2, self.metrics.stop)
+
+    async def _close(self) -> None:
+        await self.http.aclose()
+        await self.rest.aclose()
