@@ -3,7 +3,7 @@ the record to Firestore `sightings`, and an event to Pub/Sub `sightings` whose J
 fields are exactly the columns of the BigQuery table `dogfinder.sightings` (the BigQuery
 subscription writes it with use_table_schema). Answers 201; 400 on bad input.
 
-A retry with the same X-Request-Id names the same sighting: the photo is overwritten with
+A retry with the same X-Request-Id (or requestId, or sighting_id field) names the same sighting: the photo is overwritten with
 the same bytes, the record is not duplicated, and the event is published again only if
 the first attempt did not get that far.
 """
@@ -82,6 +82,10 @@ def build_app(db=None, storage_client=None, publisher=None) -> FastAPI:
         lat: Annotated[float, Form(ge=-90, le=90)],
         lng: Annotated[float, Form(ge=-180, le=180)],
         seen_at: Annotated[dt.datetime | None, Form(description="when the dog was seen; default now")] = None,
+        sighting_id: Annotated[str | None, Form(pattern=r"^[A-Za-z0-9_-]{1,128}$",
+                                                description="the client's id; default derived from the request id")] = None,
+        sighting_date: Annotated[dt.date | None, Form(description="if given, must be seen_at's UTC date")] = None,
+        requestId: Annotated[str | None, Form(pattern=r"^[A-Za-z0-9_-]{1,128}$")] = None,
         x_request_id: Annotated[str | None, Header(alias="X-Request-Id", pattern=r"^[A-Za-z0-9_-]{1,128}$")] = None,
     ):
         data = await photo.read(max_bytes + 1)
@@ -98,7 +102,12 @@ def build_app(db=None, storage_client=None, publisher=None) -> FastAPI:
             raise BadInput("seen_at: in the future")
         if seen.year < 2000:
             raise BadInput("seen_at: before 2000")
-        sid = str(uuid.uuid5(_NS, x_request_id)) if x_request_id else str(uuid.uuid4())
+        if sighting_date is not None and sighting_date != seen.date():
+            raise BadInput(f"sighting_date: {sighting_date} is not seen_at's UTC date {seen.date()}")
+        if x_request_id and requestId and x_request_id != requestId:
+            raise BadInput("X-Request-Id header and requestId field differ")
+        request_id = x_request_id or requestId
+        sid = sighting_id or (str(uuid.uuid5(_NS, request_id)) if request_id else str(uuid.uuid4()))
         object_name = f"sightings/{seen:%Y/%m/%d}/{sid}.{ext}"
         row = {"sighting_id": sid, "sighting_date": seen.date().isoformat(),
                "seen_at": seen.isoformat().replace("+00:00", "Z"), "breed": breed.strip(), "lat": lat, "lng": lng,

@@ -69,6 +69,16 @@ def test_sighting_stores_photo_record_and_publishes_the_bigquery_row(gcp, dogfin
     sub.acknowledge(subscription=sub_path, ack_ids=[m.ack_id for m in got])
 
 
+def test_the_clients_sighting_id_is_kept(dogfinder):
+    svc, sub, sub_path = dogfinder
+    sid = uuid.uuid4().hex
+    r = post(svc, sighting_id=sid, sighting_date="2024-05-04", requestId="r-" + sid)
+    assert r.status_code == 201 and r.json()["sighting_id"] == sid
+    got = sub.pull(subscription=sub_path, max_messages=10, timeout=10).received_messages
+    sub.acknowledge(subscription=sub_path, ack_ids=[m.ack_id for m in got])
+    assert [json.loads(m.message.data)["sighting_id"] for m in got] == [sid]
+
+
 def test_retry_with_the_same_request_id_does_not_duplicate(gcp, dogfinder):
     svc, sub, sub_path = dogfinder
     headers = {"X-Request-Id": "sight-" + uuid.uuid4().hex}
@@ -87,6 +97,8 @@ def test_retry_with_the_same_request_id_does_not_duplicate(gcp, dogfinder):
     ({"breed": ""}, "breed"),
     ({"seen_at": "2999-01-01T00:00:00Z"}, "future"),
     ({"seen_at": "last tuesday"}, "seen_at"),
+    ({"sighting_date": "2024-05-05"}, "sighting_date"),
+    ({"sighting_id": "has space"}, "sighting_id"),
 ])
 def test_bad_sightings_are_400(dogfinder, kwargs, needle):
     svc, _, _ = dogfinder
