@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from surgesim.services.meridian import command, publisher
+from surgesim.services.meridian.geofence import crossings, inside
 
 GOOD = {"shipperId": "acme", "recipient": {"name": "Ada", "phone": "+447700900123"},
         "destination": {"lat": 51.5, "lng": -0.1}, "weightKg": 2}
@@ -101,3 +102,16 @@ def test_publisher_skips_non_events_and_refuses_garbage():
         assert c.post("/", content=json.dumps(change()), headers={**CE, "ce-type": "com.example.other"}).status_code == 400
         assert c.post("/", content=json.dumps(change()), headers={k: v for k, v in CE.items() if k != "ce-id"}).status_code == 400
     assert pub.sent == []
+
+
+def test_crossings_of_polygons_and_first_sighting():
+    square = {"id": "sq", "polygon": [[0, 0], [0, 1], [1, 1], [1, 0]]}
+    state, events = crossings([square], None, 0.5, 0.5)
+    assert state == {"sq"} and events == []  # the first ping only records
+    state, events = crossings([square], state, 2, 2)
+    assert events == [("sq", "exited")]
+
+
+def test_circle_fence():
+    fence = {"id": "c", "circle": {"lat": 51.5, "lng": -0.1, "radius_m": 200}}
+    assert inside(fence, 51.5010, -0.1) and not inside(fence, 51.5020, -0.1)
