@@ -1,0 +1,291 @@
+"""Pub/Sub: topics fan out to every subscription; each subscription filters (real
+syntax, evaluated once per distinct attribute set), delivers by push, pull or to
+BigQuery, and settles each delivery: ack, nack/expiry with the retry policy's
+exponential backoff, dead-letter after max delivery attempts, seek to a time (replay).
+
+Accounting, per subscription: `published` counts every message that reached it (and
+every message a seek made deliverable again); each one then ends acked, dead-lettered,
+filtered, expired (retention) or still in the backlog."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from surgesim.pubsub_filter import parse_filter
+from surgesim.sim.core import Batch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from surgesim.sim.engine import Engine
+
+PUSH_WINDOW_START = 10.0
+"""Outstanding push requests Pub/Sub allows at first; slow start grows it on success."""
+PUSH_WINDOW_MAX = 1e6
+PUSH_ERROR_SHRINK = 0.05
+"""Above this fraction of failed or expired pushes in a step, the window halves."""
+
+
+class SubState:
+    def __init__(self, eng: "Engine", sub, plan):
+        self.eng = eng
+        self.sub = sub
+        self.name = sub.name
+        self.plan = plan
+        self.pred = parse_filter(sub.filter) if sub.filter else None
+        self._match: dict[int, bool] = {}
+        self.node = None
+        self.ch: int | None = None
+        self.workflow = None
+        self.hold: list[Batch] = []
+        self.inflight: list[tuple[np.ndarray, np.ndarray, float, float, float, bool]] = []
+        self.window = PUSH_WINDOW_START
+        topic_ret = eng.system.topic(sub.topic).retention
+        self.retention = sub.retention if topic_ret is None else max(sub.retention, topic_ret)
+        self.history: list[Batch] | None = None
+        self.history_windows: list[tuple[float, float]] = []
+        self.totals = {k: 0 for k in ("published", "delivered", "acked", "nacked", "redelivered", "dead_lettered",
+                                      "filtered", "expired", "replayed")}
+        self.dl_attempts: list[int] = []
+        self._step_ok = 0
+        self._step_bad = 0
+        for key in ("delivered", "acked", "nacked", "dead_lettered", "filtered"):
+            eng.metrics.declare(key, self.name)
+
+    # ---- flow control ------------------------------------------------------------------
+
+    def cap(self, ready: int = 1) -> int | None:
+        if self.sub.delivery == "push":
+            return int(self.window)
+        if self.sub.delivery == "pull":
+            return self.plan.max_outstanding_messages * max(1, ready)
+        return None
+
+    # ---- arrival -----------------------------------------------------------------------
+
+    def matches(self, attrs: np.ndarray) -> np.ndarray:
+        if self.pred is None:
+            return np.ones(attrs.shape[0], dtype=bool)
+        uniq = np.unique(attrs).tolist()
+        hit = []
+        for a in uniq:
+            got = self._match.get(a)
+            if got is None:
+                got = self._match[a] = bool(self.pred(self.eng.attrs.get(a)))
+            if got:
+                hit.append(a)
+        if len(hit) == len(uniq):
+            return np.ones(attrs.shape[0], dtype=bool)
+        return np.isin(attrs, hit)
+
+    def accept(self, b: Batch) -> None:
+        m = self.eng.metrics
+        self.totals["published"] += len(b)
+        m.count("_published", self.name, b.t)
+        keep = self.matches(b.attrs)
+        if not keep.all():
+            m.count("filtered", self.name, b.t[~keep])
+            self.totals["filtered"] += int((~keep).sum())
+            b = b.take(np.nonzero(keep)[0])
+        if self.history is not None and len(b):
+            for at, end in self.history_windows:
+                inwin = (b.t >= at) & (b.t < end)
+                if inwin.any():
+                    self.history.append(b.take(np.nonzero(inwin)[0]))
+        self.deliver(b)
+
+    def deliver(self, b: Batch) -> None:
+        if not len(b):
+            return
+        for at, end in self.eng.broker_down:
+            inwin = (b.t >= at) & (b.t < end)
+            if inwin.any():
+                b.t = np.where(inwin, end, b.t)
+        if self.node is not None:
+            self.node.enqueue(self.ch, b)
+        elif self.workflow is not None:
+            self.settle_now(b)
+            self.workflow.start_many(b)
+        else:
+            self.hold.append(b)
+
+    # ---- settling ----------------------------------------------------------------------
+
+    def settle_now(self, b: Batch) -> None:
+        """A workflow trigger acks once the execution has started."""
+        m = self.eng.metrics
+        m.count("delivered", self.name, b.t)
+        m.count("acked", self.name, b.t)
+        self.totals["delivered"] += len(b)
+        self.totals["acked"] += len(b)
+        m.record(f"lag/{self.name}", float(b.t.min()), b.t - b.pub)
+        self._inflight(b.t, b.pub, True)
+
+    def settle(self, b: Batch, start, done, fail, t0: float, ci: int) -> None:
+        eng, m, sub = self.eng, self.eng.metrics, self.sub
+        n = len(b)
+        m.count("delivered", self.name, start)
+        self.totals["delivered"] += n
+        self.totals["redelivered"] += int((b.attempt > 1).sum())
+        bad = fail.copy()
+        fail_t = done.copy()
+        if sub.delivery == "push":
+            expired = (done - start) > sub.ack_deadline
+            if expired.any():
+                bad |= expired
+                fail_t = np.where(expired, start + sub.ack_deadline, done)
+        ok = ~bad
+        if ok.any():
+            dt = done[ok]
+            m.count("acked", self.name, dt)
+            self.totals["acked"] += int(ok.sum())
+            m.record(f"lag/{self.name}", t0, dt - b.pub[ok])
+            self._inflight(dt, b.pub[ok], True)
+            if sub.bigquery is not None:
+                eng.stores.bigquery_rows(sub.bigquery.table, dt, 1, eng.system.topic(sub.topic).message_bytes)
+        self._step_ok += int(ok.sum())
+        self._step_bad += int(bad.sum())
+        if not bad.any():
+            return
+        idx = np.nonzero(bad)[0]
+        ft = fail_t[idx]
+        m.count("nacked", self.name, ft)
+        self.totals["nacked"] += idx.size
+        att = b.attempt[idx]
+        if sub.dead_letter is not None:
+            dead = att >= sub.dead_letter.max_attempts
+        else:
+            dead = np.zeros(idx.size, dtype=bool)
+        if dead.any():
+            di = idx[dead]
+            dtimes = ft[dead]
+            m.count("dead_lettered", self.name, dtimes)
+            self.totals["dead_lettered"] += di.size
+            self.dl_attempts += np.unique(att[dead]).tolist()
+            self._inflight(dtimes, b.pub[di], True)
+            eng.broker.publish(sub.dead_letter.topic, Batch.new(dtimes, b.attrs[di], b.key[di]))
+        live = ~dead
+        if live.any():
+            ri = idx[live]
+            rt = ft[live]
+            self._inflight(rt, b.pub[ri], False)
+            if sub.retry is not None:
+                back = np.minimum(sub.retry.max_backoff, sub.retry.min_backoff * 2.0 ** (b.attempt[ri].astype(np.float64) - 1))
+            else:
+                back = 0.0
+            rb = b.take(ri)
+            rb.t = rt + back
+            rb.attempt = (rb.attempt + 1).astype(np.int16)
+            self.deliver(rb)
+
+    def expire(self, times: np.ndarray) -> None:
+        self.eng.metrics.count("_expired", self.name, times)
+        self.totals["expired"] += times.size
+
+    def _inflight(self, r: np.ndarray, pub: np.ndarray, final: bool) -> None:
+        if r.size:
+            self.inflight.append((r, pub, float(r.min()), float(r.max()), float(pub.min()), final))
+
+    # ---- per step ----------------------------------------------------------------------
+
+    def end_step(self, k: int, t1: float) -> None:
+        oldest = np.inf
+        kept = []
+        for chunk in self.inflight:
+            r, pub, rmin, rmax, pmin, final = chunk
+            if rmax <= t1:
+                continue
+            kept.append(chunk)
+            if rmin > t1:
+                oldest = min(oldest, pmin)
+            else:
+                sel = r > t1
+                oldest = min(oldest, float(pub[sel].min()))
+        self.inflight = kept
+        if self.node is not None:
+            for ci, b in self.node.inbox:
+                if ci == self.ch and len(b):
+                    oldest = min(oldest, float(b.pub.min()))
+        for b in self.hold:
+            if len(b):
+                oldest = min(oldest, float(b.pub.min()))
+        self.eng.metrics.gauge("oldest_unacked", self.name, k, max(0.0, t1 - oldest) if np.isfinite(oldest) else 0.0)
+        if self.sub.delivery == "push":
+            n = self._step_ok + self._step_bad
+            if n:
+                if self._step_bad > PUSH_ERROR_SHRINK * n:
+                    self.window = max(1.0, self.window / 2.0)
+                else:
+                    self.window = min(PUSH_WINDOW_MAX, self.window + self._step_ok)
+        self._step_ok = self._step_bad = 0
+
+    def structural_backlog(self, end: float) -> int:
+        """Messages still unacked at the end, counted from the data structures (the
+        conservation check compares this with the counters)."""
+        n = sum(len(b) for b in self.hold)
+        if self.node is not None:
+            n += sum(len(b) for ci, b in self.node.inbox if ci == self.ch)
+        for r, pub, rmin, rmax, pmin, final in self.inflight:
+            if final and rmax >= end:
+                n += int((r >= end).sum())
+        return n
+
+    # ---- replay ------------------------------------------------------------------------
+
+    def seek(self, to: float, now: float) -> int:
+        """Seek to a time: every retained message published since `to` is delivered again."""
+        if not self.history:
+            return 0
+        b = Batch.concat(self.history)
+        sel = np.nonzero((b.pub >= to) & (b.pub < now))[0]
+        if sel.size == 0:
+            return 0
+        again = b.take(sel)
+        again.t = np.full(sel.size, now)
+        again.attempt = np.ones(sel.size, dtype=np.int16)
+        self.totals["published"] += sel.size
+        self.totals["replayed"] += sel.size
+        self.eng.metrics.count("_published", self.name, again.t)
+        self.deliver(again)
+        return int(sel.size)
+
+    def drain_hold(self, now: float) -> Batch:
+        """Take every message held by this (holding) subscription, acking them now."""
+        if not self.hold:
+            return Batch.empty()
+        b = Batch.concat(self.hold)
+        self.hold = []
+        self.eng.metrics.count("acked", self.name, np.full(len(b), now))
+        self.totals["acked"] += len(b)
+        return b
+
+
+class Broker:
+    def __init__(self, eng: "Engine"):
+        self.eng = eng
+        self.subs: dict[str, SubState] = {}
+        self.subs_of: dict[str, list[SubState]] = {t.name: [] for t in eng.system.topics}
+        self.topic_totals = {t.name: {"published": 0, "bytes": 0} for t in eng.system.topics}
+        for t in eng.system.topics:
+            eng.metrics.declare("published", t.name)
+
+    def add(self, state: SubState) -> None:
+        self.subs[state.name] = state
+        self.subs_of[state.sub.topic].append(state)
+
+    def publish(self, topic: str, b: Batch, size: int | None = None) -> None:
+        eng = self.eng
+        if not len(b):
+            return
+        inrun = b.t < eng.duration
+        if not inrun.all():
+            b = b.take(np.nonzero(inrun)[0])
+            if not len(b):
+                return
+        eng.metrics.count("published", topic, b.t)
+        tot = self.topic_totals[topic]
+        tot["published"] += len(b)
+        tot["bytes"] += len(b) * (size or eng.system.topic(topic).message_bytes)
+        subs = self.subs_of[topic]
+        for i, s in enumerate(subs):
+            s.accept(b if i == len(subs) - 1 else Batch(b.t.copy(), b.pub.copy(), b.attrs, b.key, b.attempt.copy()))

@@ -1,0 +1,168 @@
+"""What handlers touch besides Pub/Sub: Firestore (latency, per-document contention,
+debounce, the Eventarc trigger on document change), BigQuery rows, and external APIs
+(log-normal latency, error rate, 429 beyond the rate limit, faults on a timeline)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from surgesim.sim.core import Batch, sample
+
+if TYPE_CHECKING:  # pragma: no cover
+    from surgesim.sim.engine import Engine
+
+RATE_LIMITED_S = 0.005
+"""A 429 comes back fast."""
+OUTAGE_S = 0.050
+"""During an outage calls fail fast (connection refused / 503)."""
+
+
+class Stores:
+    def __init__(self, eng: "Engine"):
+        self.eng = eng
+        self.firestore = {c.name: {"reads": 0, "writes": 0} for c in eng.system.stores.firestore}
+        self.bigquery = {t.ref: {"rows": 0, "bytes": 0} for t in eng.system.stores.bigquery}
+        self._debounce: dict[tuple[str, str], np.ndarray] = {}
+        self._doc_free: dict[tuple[str, int], float] = {}
+        for c in eng.system.stores.firestore:
+            eng.metrics.declare("firestore_writes", c.name)
+        self.triggers = {c.name: [t for t in eng.system.triggers if t.collection == c.name] for c in eng.system.stores.firestore}
+
+    def firestore_op(self, spec, times: np.ndarray, keys: np.ndarray) -> None:
+        tot = self.firestore[spec.collection]
+        n = times.size * spec.docs
+        if spec.op == "read":
+            tot["reads"] += n
+            return
+        tot["writes"] += n
+        w = times if spec.docs == 1 else np.repeat(times, spec.docs)
+        self.eng.metrics.count("firestore_writes", spec.collection, w)
+        for trig in self.triggers[spec.collection]:
+            self.eng.trigger_event(trig, times, keys, spec.change)
+
+    def debounce(self, owner: str, collection: str, keys: np.ndarray, tt: np.ndarray, interval: float) -> np.ndarray:
+        """Which of these keyed writes happen: at most one per key per interval (the
+        others only update memory)."""
+        m = keys.size
+        do = np.zeros(m, dtype=bool)
+        if m == 0:
+            return do
+        kk = np.where(keys < 0, 0, keys)
+        state = self._debounce.get((owner, collection))
+        top = int(kk.max()) + 1
+        if state is None or state.size < top:
+            grown = np.full(max(top, 1024), -np.inf)
+            if state is not None:
+                grown[: state.size] = state
+            state = self._debounce[(owner, collection)] = grown
+        order = np.argsort(tt, kind="stable")
+        remaining = order
+        while remaining.size:
+            ok = tt[remaining] >= state[kk[remaining]]
+            remaining = remaining[ok]
+            if remaining.size == 0:
+                break
+            _, first = np.unique(kk[remaining], return_index=True)
+            w = remaining[first]
+            do[w] = True
+            state[kk[w]] = tt[w] + interval
+            mask = np.ones(remaining.size, dtype=bool)
+            mask[first] = False
+            remaining = remaining[mask]
+        return do
+
+    def contention(self, collection: str, keys: np.ndarray, tt: np.ndarray) -> np.ndarray:
+        """Extra wait for writes to one document beyond per_document_writes per second:
+        each document admits one write per 1/rate seconds."""
+        extra = np.zeros(keys.size)
+        gap = 1.0 / self.eng.system.stores.firestore_latency.per_document_writes
+        free = self._doc_free
+        for i in np.argsort(tt, kind="stable").tolist():
+            k = int(keys[i])
+            if k < 0:
+                continue
+            t = float(tt[i])
+            f = free.get((collection, k), -np.inf)
+            start = max(t, f)
+            free[(collection, k)] = start + gap
+            extra[i] = start - t
+        return extra
+
+    def bigquery_rows(self, table: str, times: np.ndarray, rows: int, row_bytes: int = 200) -> None:
+        tot = self.bigquery.setdefault(table, {"rows": 0, "bytes": 0})
+        tot["rows"] += times.size * rows
+        tot["bytes"] += times.size * rows * row_bytes
+
+
+class Api:
+    def __init__(self, eng: "Engine", api, faults: list):
+        self.eng = eng
+        self.api = api
+        self.faults = faults
+        self.used: dict[int, int] = {}
+        self.totals = {"calls": 0, "errors": 0, "rate_limited": 0}
+
+    def call(self, tt: np.ndarray, timeout: float | None, rng: np.random.Generator,
+             latency=None) -> tuple[np.ndarray, np.ndarray]:
+        api = self.api
+        m = tt.size
+        lat = sample(latency or api.latency, m, rng)
+        err_rate = np.full(m, api.error_rate)
+        outage = np.zeros(m, dtype=bool)
+        for f in self.faults:
+            end = f.end if f.end is not None else np.inf
+            inwin = (tt >= f.at) & (tt < end)
+            if not inwin.any():
+                continue
+            if f.kind == "dependency_latency":
+                lat[inwin] = sample(f.latency, int(inwin.sum()), rng)
+            elif f.kind == "dependency_errors":
+                err_rate[inwin] = f.error_rate
+            elif f.kind == "dependency_outage":
+                outage |= inwin
+        err = rng.random(m) < err_rate
+        limited = self._rate_limit(tt) if api.rate_limit is not None else np.zeros(m, dtype=bool)
+        lat = np.where(outage, np.minimum(lat, OUTAGE_S), lat)
+        lat = np.where(limited, RATE_LIMITED_S, lat)
+        ok = ~(err | outage | limited)
+        if timeout is not None:
+            slow = lat > timeout
+            if slow.any():
+                lat = np.where(slow, timeout, lat)
+                ok &= ~slow
+        self.totals["calls"] += m
+        self.totals["errors"] += int((~ok).sum())
+        self.totals["rate_limited"] += int(limited.sum())
+        return lat, ok
+
+    def _rate_limit(self, tt: np.ndarray) -> np.ndarray:
+        limit = self.api.rate_limit
+        sec = np.floor(tt).astype(np.int64)
+        order = np.argsort(tt, kind="stable")
+        ss = sec[order]
+        uniq, first, counts = np.unique(ss, return_index=True, return_counts=True)
+        prior = np.array([self.used.get(u, 0) for u in uniq.tolist()], dtype=np.int64)
+        rank = np.arange(ss.size) - np.repeat(first, counts) + np.repeat(prior, counts)
+        limited = np.empty(ss.size, dtype=bool)
+        limited[order] = rank >= limit
+        for u, p, c in zip(uniq.tolist(), prior.tolist(), counts.tolist()):
+            self.used[u] = p + c
+        if len(self.used) > 4096:
+            cut = int(ss.min()) - 60
+            self.used = {k: v for k, v in self.used.items() if k >= cut}
+        return limited
+
+
+def service_call(eng: "Engine", name: str, tt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A handler step calling another Cloud Run service: one request each, handled inline."""
+    node = eng.nodes[name]
+    lat, ok = np.zeros(tt.size), np.ones(tt.size, dtype=bool)
+    for i, t in enumerate(tt.tolist()):
+        done, good = node.call_inline(t, None)
+        lat[i], ok[i] = done - t, good
+    return lat, ok
+
+
+__all__ = ["Api", "Batch", "Stores", "service_call"]

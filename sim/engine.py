@@ -1,0 +1,420 @@
+"""The simulator: a scenario in virtual time.
+
+Time advances in steps of `scenario.step` seconds. Each step: the traffic sources'
+arrivals for the step are drawn (Poisson counts, then uniform times within the step, so
+arrivals are an exact Poisson process at the step's rate); every node (Cloud Run service,
+BigQuery subscription writer) processes what has arrived, in passes until nothing due in
+the step is left; then SimPy runs the per-message processes up to the step's end
+(Workflows executions, Cloud Run Jobs), then the autoscalers and gauges update.
+
+Pure: no network, no wall clock; every random stream is seeded from scenario.seed and the
+component's name."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+import simpy
+
+from surgesim.pubsub_filter import parse_filter
+from surgesim.sim import traffic
+from surgesim.sim.broker import Broker, SubState
+from surgesim.sim.core import AttrTable, Batch, rng_for, sample, sorted_uniform
+from surgesim.sim.deps import Api, Stores, service_call
+from surgesim.sim.handler import Handler
+from surgesim.sim.metrics import Metrics
+from surgesim.sim.service import Channel, ServiceNode
+
+EXACT_BELOW = 200
+"""Steps bringing a node at most this many arrivals use the per-message queue."""
+HIST_WINDOWS = 1440
+"""At most this many histogram windows per run (a day at 60 s)."""
+
+
+class WorkflowRunner:
+    """A Workflows saga: steps in order with timeout/retries/backoff; on a failed step,
+    the compensations of the completed steps run in reverse."""
+
+    def __init__(self, eng: "Engine", wf):
+        self.eng = eng
+        self.wf = wf
+        self.rng = eng.rng(f"workflow:{wf.name}")
+        self.comps = {c.name: c for c in wf.compensations}
+        self.totals = {"started": 0, "succeeded": 0, "compensated": 0, "failed": 0}
+
+    def start_many(self, b: Batch) -> None:
+        for t in np.sort(b.t).tolist():
+            self.eng.env.process(self._run(t))
+
+    def _run(self, t: float):
+        env = self.eng.env
+        if t > env.now:
+            yield env.timeout(t - env.now)
+        self.totals["started"] += 1
+        done: list = []
+        for step in self.wf.steps:
+            ok = yield from self._call(step)
+            if ok:
+                done.append(step)
+                continue
+            comp_ok = True
+            for prev in reversed(done):
+                if prev.compensate:
+                    comp_ok &= (yield from self._call(self.comps[prev.compensate]))
+            self.totals["compensated" if comp_ok else "failed"] += 1
+            return
+        self.totals["succeeded"] += 1
+
+    def _call(self, step):
+        env, eng = self.eng.env, self.eng
+        for attempt in range(step.retries + 1):
+            now = env.now
+            if step.call in eng.nodes:
+                done, ok = eng.nodes[step.call].call_inline(now, step.name)
+                dur = done - now
+            else:
+                lat, okv = eng.apis[step.call].call(np.array([now]), None, self.rng, step.latency)
+                dur, ok = float(lat[0]), bool(okv[0])
+            if dur > step.timeout:
+                dur, ok = step.timeout, False
+            yield env.timeout(dur)
+            if ok:
+                return True
+            if attempt < step.retries:
+                yield env.timeout(step.backoff * 2.0 ** attempt)
+        return False
+
+
+class JobRunner:
+    """A Cloud Run Job execution: tasks, at most `parallelism` at once; task i works
+    through its shard of the items (by CLOUD_RUN_TASK_INDEX) batch by batch."""
+
+    def __init__(self, eng: "Engine", job, plan):
+        self.eng = eng
+        self.job = job
+        self.tasks = (plan.tasks if plan and plan.tasks else job.tasks)
+        self.parallelism = (plan.parallelism if plan and plan.parallelism else job.parallelism)
+        self.cpu = plan.cpu if plan else 1.0
+        self.mem = plan.memory_gib if plan else 0.5
+        self.handler = Handler(eng, f"job-{job.name}", job.steps)
+        self.totals = {"tasks_run": 0, "tasks_failed": 0, "duration_s": 0.0, "vcpu_seconds": 0.0, "gib_seconds": 0.0}
+
+    def start(self, t: float):
+        env = self.eng.env
+        if t > env.now:
+            yield env.timeout(t - env.now)
+        began = env.now
+        slots = simpy.Resource(env, capacity=self.parallelism)
+        procs = [env.process(self._task(i, slots)) for i in range(self.tasks)]
+        yield simpy.AllOf(env, procs)
+        self.totals["duration_s"] += env.now - began
+
+    def _task(self, index: int, slots):
+        env, job = self.eng.env, self.job
+        with slots.request() as req:
+            yield req
+            items = job.items // self.tasks + (1 if index < job.items % self.tasks else 0)
+            batches = math.ceil(items / job.batch_size) if items else 0
+            for attempt in range(job.max_retries + 1):
+                began = env.now
+                ok = True
+                for _ in range(batches):
+                    b = Batch.new(np.array([env.now]))
+                    res = self.handler.run(b)
+                    self.handler.apply(res, b, np.array([env.now]), np.ones(1, bool))
+                    yield env.timeout(float(res.svc[0]))
+                    if res.fail[0] or env.now - began > job.task_timeout:
+                        ok = False
+                        break
+                used = env.now - began
+                self.totals["tasks_run"] += 1
+                self.totals["vcpu_seconds"] += used * self.cpu
+                self.totals["gib_seconds"] += used * self.mem
+                if ok:
+                    return
+                self.totals["tasks_failed"] += 1
+
+
+class Engine:
+    def __init__(self, exp, *, seed: int | None = None, exact: bool = False, exact_below: int = EXACT_BELOW):
+        self.exp = exp
+        self.scenario = sc = exp.scenario
+        self.system = exp.system
+        self.seed = sc.seed if seed is None else seed
+        self.exact = exact
+        self.exact_below = exact_below
+        self.duration = float(sc.duration)
+        self.step = float(min(sc.step, sc.duration))
+        nwin = int(math.ceil(self.duration / self.step - 1e-9))
+        hist_every = max(1, math.ceil(nwin / HIST_WINDOWS))
+        self.metrics = Metrics(self.duration, self.step, hist_every * self.step)
+        self.env = simpy.Environment()
+        self.attrs = AttrTable()
+        self.broker_down = [(f.at, f.end if f.end is not None else math.inf) for f in sc.faults if f.kind == "emulator_restart"]
+        self.poison_attr_ids = {self.attrs.intern(f.attributes) for f in sc.faults if f.kind == "poison_message"}
+        self.stores = Stores(self)
+        self.broker = Broker(self)
+        self.apis = {a.name: Api(self, a, [f for f in sc.faults if f.target == a.name and f.kind.startswith("dependency_")])
+                     for a in self.system.external_apis}
+        self.nodes: dict[str, ServiceNode] = {}
+        self._build()
+
+    def rng(self, name: str) -> np.random.Generator:
+        return rng_for(self.seed, name)
+
+    def error_rate(self, owner: str) -> float:
+        svc = next((s for s in self.system.services if s.name == owner), None)
+        return svc.error_rate if svc is not None else 0.0
+
+    # ---- topology ----------------------------------------------------------------------
+
+    def _build(self) -> None:
+        exp, sysm, sc = self.exp, self.system, self.scenario
+        for svc in sysm.services:
+            node = ServiceNode(self, svc.name, exp.service_plan(svc.name))
+            self.nodes[svc.name] = node
+            node.route_ch = {}
+            for r in exp.routes(svc.name):
+                node.route_ch[r.name] = node.add_channel(Channel("route", r.name, Handler(self, svc.name, r.steps, exp.debounce(svc.name))))
+            for trig in sysm.triggers:
+                if trig.target == svc.name:
+                    node.add_channel(Channel("trigger", trig.name, Handler(self, svc.name, exp.steps(svc.name), exp.debounce(svc.name))))
+            for f in sc.faults:
+                if f.target == svc.name and f.kind == "consumer_down":
+                    node.down.append((f.at, f.end if f.end is not None else math.inf))
+                if f.target == svc.name and f.kind == "bad_deploy":
+                    node.bad.append((f.at, f.end if f.end is not None else math.inf, parse_filter(f.matching)))
+        self.workflows = {wf.name: WorkflowRunner(self, wf) for wf in sysm.workflows}
+        self.jobs = {j.name: JobRunner(self, j, exp.plan.jobs.get(j.name)) for j in sysm.jobs}
+        self.trigger_ch = {}
+        for trig in sysm.triggers:
+            if trig.target in self.nodes:
+                node = self.nodes[trig.target]
+                self.trigger_ch[trig.name] = next(i for i, c in enumerate(node.channels) if c.kind == "trigger" and c.name == trig.name)
+        for sub in sysm.subscriptions:
+            st = SubState(self, sub, exp.plan.subscription(sub.name))
+            self.broker.add(st)
+            if sub.delivery == "bigquery":
+                rate = sysm.stores.bigquery_latency.subscription_rows_per_s
+                node = ServiceNode(self, f"bigquery:{sub.name}", exp.service_plan("__none__"), fixed_slots=1,
+                                   fixed_service_s=1.0 / rate)
+                st.node, st.ch = node, node.add_channel(Channel("bigquery", sub.name, None, st))
+                self.nodes[node.name] = node
+            elif sub.consumer in self.nodes:
+                node = self.nodes[sub.consumer]
+                st.node = node
+                st.ch = node.add_channel(Channel("sub", sub.name, Handler(self, sub.consumer, exp.steps(sub.consumer), exp.debounce(sub.consumer)), st))
+            elif sub.consumer in self.workflows:
+                st.workflow = self.workflows[sub.consumer]
+        for f in sc.faults:
+            if f.kind == "bad_deploy" and f.replay:
+                end = f.end if f.end is not None else self.duration
+                for st in self.broker.subs.values():
+                    if st.node is self.nodes.get(f.target):
+                        st.history = st.history or []
+                        st.history_windows.append((f.at, end))
+        self.sources = []
+        for src in sc.traffic.sources:
+            rng = self.rng(f"source:{src.name}")
+            if src.kind == "once":
+                counts = None
+            else:
+                counts = traffic.arrival_counts(self.exp, src, 0.0, self.step, self.metrics.nwin, rng)
+            attrs = self.attrs.intern(src.publish.attributes) if src.publish is not None else 0
+            self.sources.append((src, rng, counts, attrs))
+        self.actions = self._timeline()
+
+    def _timeline(self) -> list[tuple[float, int, Callable[[], None]]]:
+        acts = []
+        for i, f in enumerate(self.scenario.faults):
+            if f.kind == "poison_message":
+                acts.append((f.at, i, lambda f=f: self.broker.publish(
+                    f.topic, Batch.new(np.full(f.count, f.at), self.attrs.intern(f.attributes)))))
+            if f.kind == "bad_deploy" and f.replay:
+                end = f.end if f.end is not None else self.duration
+                if end < self.duration:
+                    acts.append((end, i, lambda f=f, end=end: self._replay(f, end)))
+        for src, rng, counts, attrs in self.sources:
+            if src.kind == "once" and src.at < self.duration:
+                acts.append((src.at, 1000, lambda src=src: self._fire_once(src)))
+        return sorted(acts, key=lambda a: (a[0], a[1]))
+
+    def _fire_once(self, src) -> None:
+        t = float(src.at)
+        if src.job is not None:
+            self.env.process(self.jobs[src.job].start(t))
+        else:
+            self._deliver_source(src, Batch.new(np.array([t])), 0)
+
+    def _replay(self, f, end: float) -> None:
+        """The fix: seek the target's subscriptions back to the deploy and re-publish what
+        their dead-letter holding subscriptions kept to the original topic."""
+        node = self.nodes[f.target]
+        for st in list(self.broker.subs.values()):
+            if st.node is not node:
+                continue
+            st.seek(f.at, end)
+            if st.sub.dead_letter is None:
+                continue
+            for hold in self.broker.subs_of[st.sub.dead_letter.topic]:
+                if hold.node is None and hold.workflow is None:
+                    b = hold.drain_hold(end)
+                    if len(b):
+                        self.broker.publish(st.sub.topic, Batch.new(np.full(len(b), end), b.attrs, b.key))
+
+    def trigger_event(self, trig, times: np.ndarray, keys: np.ndarray, change: str | None) -> None:
+        node = self.nodes.get(trig.target)
+        attrs = self.attrs.intern({"eventType": change} if change else {"eventType": trig.event_type})
+        b = Batch.new(times, attrs, keys)
+        if node is not None:
+            node.enqueue(self.trigger_ch[trig.name], b)
+        elif trig.target in self.workflows:
+            self.workflows[trig.target].start_many(b)
+
+    def call(self, name: str, tt: np.ndarray, attrs: np.ndarray, timeout: float | None, rng) -> tuple[np.ndarray, np.ndarray]:
+        if name in self.apis:
+            return self.apis[name].call(tt, timeout, rng)
+        return service_call(self, name, tt)
+
+    # ---- sources -----------------------------------------------------------------------
+
+    def _deliver_source(self, src, b: Batch, attrs: int) -> None:
+        if src.publish is not None:
+            b.attrs[:] = attrs
+            self.broker.publish(src.publish.topic, b, src.publish.message_bytes)
+        elif src.request is not None:
+            node = self.nodes[src.request.service]
+            node.enqueue(node.route_ch[src.request.route], b)
+        elif src.workflow is not None:
+            self.workflows[src.workflow].start_many(b)
+
+    # ---- the run -----------------------------------------------------------------------
+
+    def run(self, progress: Callable[[int, int], None] | None = None) -> "Engine":
+        nwin = self.metrics.nwin
+        nodes = list(self.nodes.values())
+        subs = list(self.broker.subs.values())
+        ai = 0
+        for k in range(nwin):
+            t0 = k * self.step
+            t1 = min(self.duration, t0 + self.step)
+            while ai < len(self.actions) and self.actions[ai][0] < t1:
+                self.actions[ai][2]()
+                ai += 1
+            for src, rng, counts, attrs in self.sources:
+                if counts is None or counts[k] == 0:
+                    continue
+                n = int(counts[k])
+                times = sorted_uniform(t0, t1, n, rng)
+                keys = traffic.message_keys(src, n, rng)
+                self._deliver_source(src, Batch.new(times, attrs, keys), attrs)
+            for _ in range(16):
+                busy = False
+                for node in nodes:
+                    if node.inbox and node.has_due(t1):
+                        node.process(t0, t1)
+                        busy = True
+                if not busy:
+                    break
+            self.env.run(until=t1)
+            for node in nodes:
+                node.end_step(k, t0, t1)
+            for st in subs:
+                st.end_step(k, t1)
+            if progress is not None:
+                progress(k + 1, nwin)
+        self.metrics.finish_histograms()
+        self._backlog_gauges()
+        return self
+
+    def _backlog_gauges(self) -> None:
+        m = self.metrics
+        for name in self.broker.subs:
+            level = (m.cumulative("_published", name) - m.cumulative("acked", name)
+                     - m.cumulative("dead_lettered", name) - m.cumulative("filtered", name)
+                     - m.cumulative("_expired", name))
+            m.set_gauge_series("backlog", name, level)
+
+    # ---- results -----------------------------------------------------------------------
+
+    def totals(self) -> dict:
+        m = self.metrics
+        subs = {}
+        for name, st in self.broker.subs.items():
+            backlog = m.gauges[("backlog", name)]
+            oldest = m.gauges.get(("oldest_unacked", name))
+            t = {k: int(m.total(k, name)) for k in ("delivered", "acked", "nacked", "dead_lettered", "filtered")}
+            t["published"] = int(m.total("_published", name))
+            t["expired"] = int(m.total("_expired", name))
+            t["redelivered"] = st.totals["redelivered"]
+            t["replayed"] = st.totals["replayed"]
+            t["backlog"] = int(round(backlog[-1])) if backlog.size else 0
+            t["peak_backlog"] = int(round(np.nanmax(backlog))) if backlog.size else 0
+            t["peak_oldest_unacked_s"] = float(np.nanmax(oldest)) if oldest is not None and oldest.size else 0.0
+            if st.dl_attempts:
+                t["dead_letter_attempts"] = {"min": int(min(st.dl_attempts)), "max": int(max(st.dl_attempts))}
+            subs[name] = t
+        services = {}
+        for svc in self.system.services:
+            node = self.nodes[svc.name]
+            plan = node.plan
+            tot = dict(node.totals)
+            tot["requests"] = int(tot["requests"])
+            tot["vcpu_seconds"] = tot["instance_seconds"] * plan.cpu
+            tot["gib_seconds"] = tot["instance_seconds"] * plan.memory_gib
+            services[svc.name] = tot
+        return {
+            "topics": {k: dict(v) for k, v in self.broker.topic_totals.items()},
+            "subscriptions": subs,
+            "services": services,
+            "firestore": {k: dict(v) for k, v in self.stores.firestore.items()},
+            "bigquery": {k: dict(v) for k, v in self.stores.bigquery.items()},
+            "apis": {k: dict(a.totals) for k, a in self.apis.items()},
+            "jobs": {k: dict(j.totals) for k, j in self.jobs.items()},
+            "workflows": {k: dict(w.totals) for k, w in self.workflows.items()},
+        }
+
+    def conservation(self, totals: dict) -> dict:
+        out, ok = {}, True
+        for name, st in self.broker.subs.items():
+            t = totals["subscriptions"][name]
+            structural = st.structural_backlog(self.duration)
+            balance = t["published"] - t["acked"] - t["dead_lettered"] - t["filtered"] - t["expired"] - t["backlog"]
+            row = {k: t[k] for k in ("published", "acked", "dead_lettered", "filtered", "backlog", "expired")}
+            row["balance"] = balance
+            row["backlog_in_queues"] = structural
+            ok &= balance == 0 and structural == t["backlog"]
+            out[name] = row
+        return {"ok": bool(ok), "subscriptions": out}
+
+    def latency_summaries(self) -> tuple[dict, dict]:
+        lat, lag = {}, {}
+        for path, h in sorted(self.metrics.totals.items()):
+            kind, _, entity = path.partition("/")
+            (lat if kind == "latency" else lag)[entity] = h.summary()
+        return lat, lag
+
+    def fault_events(self) -> list[dict]:
+        ev = []
+        for f in self.scenario.faults:
+            details = {}
+            for k in ("latency", "error_rate", "topic", "count", "attributes", "matching", "replay"):
+                v = getattr(f, k)
+                if v is not None and not (k == "attributes" and f.kind != "poison_message"):
+                    details[k] = v.model_dump() if hasattr(v, "model_dump") else v
+            ev.append({"kind": f.kind, "target": f.target or f.topic or "", "start_s": f.at,
+                       "end_s": f.end if f.kind != "poison_message" else f.at, "details": details})
+        for w in self.scenario.traffic.waves:
+            ev.append({"kind": "wave", "target": ",".join(sorted(set(w.rates) | set(w.multiply))),
+                       "start_s": w.at, "end_s": w.at + w.duration,
+                       "details": {"name": w.name, "ramp_s": w.ramp, "rates": dict(w.rates), "multiply": dict(w.multiply)}})
+        return ev
+
+
+def run(exp, *, seed: int | None = None, exact: bool = False, progress=None) -> Engine:
+    return Engine(exp, seed=seed, exact=exact).run(progress)
+
+
+__all__ = ["Engine", "run", "sample"]

@@ -1,0 +1,415 @@
+"""A Cloud Run service (or a BigQuery subscription's writer) as a queue in front of
+instances x concurrency slots, with an autoscaler.
+
+Every step the node takes the messages and requests that arrived, samples their handler
+times, then gives each a start time from one of two queue disciplines:
+
+- per message (exact): first-come-first-served over the slots, keeping each slot's next
+  free time in a heap (the Kiefer-Wolfowitz recursion). Exact for FCFS G/G/c; ~1 us per
+  message. Used when a step brings at most `exact_below` arrivals, and everywhere with
+  `--exact`.
+- fluid (fast): the slots as one server of c-fold speed, solved for a whole step at once
+  with the Lindley recursion as a cumulative sum (waits w = S - min(S, 0) prefix-min).
+  Waits are exact when no queue forms and converge to G/G/c's in heavy traffic; in
+  between they are slightly pessimistic. Sojourn is wait + the full handler time.
+
+The wait is time in the subscription backlog for messages (Pub/Sub holds them until the
+subscriber takes them, within flow control) and Cloud Run's pending queue for requests
+(rejected with 429 past pending_timeout at max instances)."""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from surgesim.sim.core import Batch, sample
+from surgesim.sim.handler import Handler
+
+if TYPE_CHECKING:  # pragma: no cover
+    from surgesim.sim.broker import SubState
+    from surgesim.sim.engine import Engine
+
+EVENTARC_MIN_BACKOFF_S = 10.0
+EVENTARC_MAX_BACKOFF_S = 600.0
+
+
+@dataclass
+class Channel:
+    kind: str  # route | sub | trigger | bigquery
+    name: str
+    handler: Handler
+    sub: "SubState | None" = None
+
+
+class ServiceNode:
+    def __init__(self, eng: "Engine", name: str, plan: Any, *, fixed_slots: int | None = None,
+                 fixed_service_s: float | None = None):
+        self.eng = eng
+        self.name = name
+        self.plan = plan
+        self.fixed_slots = fixed_slots
+        self.fixed_service_s = fixed_service_s
+        self.is_service = fixed_slots is None
+        self.channels: list[Channel] = []
+        self.inbox: list[tuple[int, Batch]] = []
+        self.rng = eng.rng(f"service:{name}")
+        self.ready = plan.min_instances if self.is_service else 1
+        self.pending: list[float] = []  # ready times of starting instances
+        self.idle_since: float | None = None
+        self.U = 0.0  # fluid: unfinished work in slot-seconds, measured at tU
+        self.tU = 0.0
+        self.heap: list[float] | None = None
+        self.busy = 0.0  # slot-seconds started in this step
+        self.down: list[tuple[float, float]] = []
+        self.bad: list[tuple[float, float, Any]] = []
+        self.last_c = 0
+        self.first_ready = 0.0
+        self.totals = {"requests": 0, "rejected": 0, "errors": 0, "instance_seconds": 0.0, "cold_starts": 0,
+                       "peak_instances": self.ready}
+
+    # ---- wiring ------------------------------------------------------------------------
+
+    def add_channel(self, ch: Channel) -> int:
+        self.channels.append(ch)
+        return len(self.channels) - 1
+
+    def enqueue(self, ch: int, b: Batch) -> None:
+        if len(b):
+            self.inbox.append((ch, b))
+
+    def has_due(self, t1: float) -> bool:
+        return any(float(b.t.min()) < t1 for _, b in self.inbox)
+
+    # ---- capacity ----------------------------------------------------------------------
+
+    def slots(self) -> int:
+        if not self.is_service:
+            return self.fixed_slots
+        return self.ready * self.plan.concurrency
+
+    def capacity(self, chans: set[int]) -> int:
+        c = self.slots()
+        cap = 0
+        for ci in chans:
+            ch = self.channels[ci]
+            if ch.kind == "sub" and ch.sub is not None and ch.sub.cap() is not None:
+                cap += ch.sub.cap(self.ready)
+            else:
+                return c
+        return min(c, cap) if cap else c
+
+    # ---- the step ----------------------------------------------------------------------
+
+    def process(self, t0: float, t1: float) -> None:
+        eng = self.eng
+        due: list[tuple[int, Batch]] = []
+        keep: list[tuple[int, Batch]] = []
+        for ci, b in self.inbox:
+            m = b.t < t1
+            if m.all():
+                due.append((ci, b))
+            elif m.any():
+                due.append((ci, b.take(np.nonzero(m)[0])))
+                keep.append((ci, b.take(np.nonzero(~m)[0])))
+            else:
+                keep.append((ci, b))
+        self.inbox = keep
+        due = self._apply_down(due, t1)
+        due = self._expire(due)
+        if not due:
+            return
+        # handler times per channel
+        results = []
+        for ci, b in due:
+            ch = self.channels[ci]
+            if ch.kind == "bigquery":
+                results.append(None)
+                continue
+            results.append(ch.handler.run(b, self._forced_fail(ch, b)))
+        a = np.concatenate([b.t for _, b in due])
+        if self.fixed_service_s is not None:
+            s = np.full(a.shape[0], self.fixed_service_s)
+        else:
+            s = np.concatenate([r.svc for r in results])
+        can_reject = np.concatenate([np.full(len(b), self.channels[ci].kind == "route") for ci, b in due])
+        start = self._queue(a, s, can_reject, {ci for ci, _ in due}, t0, t1)
+        # outcomes per channel
+        pos = 0
+        for (ci, b), res in zip(due, results):
+            n = len(b)
+            st = start[pos:pos + n]
+            sv = s[pos:pos + n]
+            pos += n
+            self._outcome(self.channels[ci], b, res, st, sv, t0)
+
+    def _apply_down(self, due, t1):
+        if not self.down:
+            return due
+        out = []
+        for ci, b in due:
+            ch = self.channels[ci]
+            for at, end in self.down:
+                inwin = (b.t >= at) & (b.t < end)
+                if not inwin.any():
+                    continue
+                if ch.kind == "route":
+                    rej = b.t[inwin]
+                    self.eng.metrics.count("requests", self.name, rej)
+                    self.eng.metrics.count("rejected", self.name, rej)
+                    self.totals["requests"] += rej.size
+                    self.totals["rejected"] += rej.size
+                    b = b.take(np.nonzero(~inwin)[0])
+                else:
+                    b.t = np.where(inwin, end, b.t)
+            if ch.kind != "route" and len(b):
+                later = b.t >= t1
+                if later.any():
+                    self.inbox.append((ci, b.take(np.nonzero(later)[0])))
+                    b = b.take(np.nonzero(~later)[0])
+            if len(b):
+                out.append((ci, b))
+        return out
+
+    def _expire(self, due):
+        out = []
+        for ci, b in due:
+            sub = self.channels[ci].sub
+            if sub is not None:
+                old = (b.t - b.pub) > sub.retention
+                if old.any():
+                    sub.expire(b.t[old])
+                    b = b.take(np.nonzero(~old)[0])
+            if len(b):
+                out.append((ci, b))
+        return out
+
+    def _forced_fail(self, ch: Channel, b: Batch) -> np.ndarray | None:
+        fail = None
+        eng = self.eng
+        if ch.kind in ("sub", "trigger") and eng.poison_attr_ids:
+            fail = np.isin(b.attrs, list(eng.poison_attr_ids))
+        for at, end, pred in self.bad:
+            inwin = (b.t >= at) & (b.t < end)
+            if inwin.any():
+                uniq = np.unique(b.attrs[inwin]).tolist()
+                hit = [a for a in uniq if pred(eng.attrs.get(a))]
+                if hit:
+                    f = inwin & np.isin(b.attrs, hit)
+                    fail = f if fail is None else (fail | f)
+        return fail
+
+    def _queue(self, a, s, can_reject, chans, t0, t1) -> np.ndarray:
+        n = a.shape[0]
+        if self.slots() == 0:
+            self._cold_start_now(float(a.min()))
+        c = max(1, self.capacity(chans))
+        first_ready = self.first_ready if self.slots() == 0 else None
+        order = np.argsort(a, kind="stable")
+        ao, so, ro = a[order], s[order], can_reject[order]
+        at_max = (not self.is_service) or (self.ready + len(self.pending) >= self.plan.max_instances)
+        timeout = self.plan.pending_timeout if self.is_service else math.inf
+        if self.eng.exact or n <= self.eng.exact_below:
+            st = self._exact(ao, so, ro if at_max else np.zeros(n, bool), timeout, c, t0, t1)
+        else:
+            st = self._fluid(ao, so, ro if at_max else np.zeros(n, bool), timeout, c, t1)
+        start = np.empty(n)
+        start[order] = st
+        served = ~np.isnan(start)
+        self.busy += float(s[served].sum())
+        self.last_c = c
+        return start
+
+    def _cold_start_now(self, t: float) -> None:
+        """Scale from zero: a request starts an instance at once (no scale-up delay)."""
+        ready_at = t + float(sample(self.plan.cold_start, 1, self.rng)[0])
+        self.ready = 1
+        self.totals["cold_starts"] += 1
+        self.first_ready = ready_at
+        self.U = 0.0
+        self.tU = ready_at
+        self.heap = [ready_at] * self.slots()
+
+    def _exact(self, a, s, rej, timeout, c, t0, t1) -> np.ndarray:
+        heap = self.heap
+        if heap is None:
+            base = self.tU + (self.U / c if c else 0.0)
+            heap = [max(base, 0.0)] * c if self.U > 0 else [min(self.tU, t0)] * c
+        elif len(heap) != c:
+            heap = sorted(heap)
+            if len(heap) < c:
+                heap += [t0] * (c - len(heap))
+            else:
+                heap = heap[len(heap) - c:]
+            heapq.heapify(heap)
+        out = np.empty(a.shape[0])
+        al, sl, rl = a.tolist(), s.tolist(), rej.tolist()
+        replace = heapq.heapreplace
+        for i in range(len(al)):
+            ai = al[i]
+            f = heap[0]
+            st = f if f > ai else ai
+            if rl[i] and st - ai > timeout:
+                out[i] = np.nan
+                continue
+            replace(heap, st + sl[i])
+            out[i] = st
+        self.heap = heap
+        self.U = sum(f - t1 for f in heap if f > t1)
+        self.tU = t1
+        return out
+
+    def _fluid(self, a, s, rej, timeout, c, t1) -> np.ndarray:
+        self.heap = None
+        w = self._lindley(a, s, c)
+        if rej.any():
+            out = rej & (w > timeout)
+            if out.any():
+                keep = ~out
+                w2 = self._lindley(a[keep], s[keep], c)
+                w = np.full(a.shape[0], np.nan)
+                w[keep] = w2
+                a_k, s_k, w_k = a[keep], s[keep], w2
+                self._carry(a_k, s_k, w_k, c, t1)
+                return a + w
+        self._carry(a, s, w, c, t1)
+        return a + w
+
+    def _lindley(self, a, s, c) -> np.ndarray:
+        if a.shape[0] == 0:
+            return np.zeros(0)
+        x = np.empty(a.shape[0])
+        x[0] = self.U / c - (a[0] - self.tU)
+        x[1:] = s[:-1] / c - np.diff(a)
+        S = np.cumsum(x)
+        return S - np.minimum(np.minimum.accumulate(S), 0.0)
+
+    def _carry(self, a, s, w, c, t1) -> None:
+        if a.shape[0] == 0:
+            self.U = max(0.0, self.U - (t1 - self.tU) * c)
+        else:
+            self.U = max(0.0, (w[-1] + s[-1] / c - (t1 - a[-1])) * c)
+        self.tU = t1
+
+    # ---- outcomes ----------------------------------------------------------------------
+
+    def _outcome(self, ch: Channel, b: Batch, res, start, svc, t0: float) -> None:
+        eng = self.eng
+        m = eng.metrics
+        served = ~np.isnan(start)
+        done = start + svc
+        fail = res.fail if res is not None else np.zeros(len(b), bool)
+        if res is not None:
+            ch.handler.apply(res, b, np.nan_to_num(start), served)
+        if ch.kind == "route":
+            m.count("requests", self.name, b.t)
+            self.totals["requests"] += len(b)
+            rej = ~served
+            if rej.any():
+                m.count("rejected", self.name, b.t[rej])
+                self.totals["rejected"] += int(rej.sum())
+            bad = served & fail
+            if bad.any():
+                m.count("errors", self.name, done[bad])
+                self.totals["errors"] += int(bad.sum())
+            m.record(f"latency/{self.name}.{ch.name}", t0, (done - b.pub)[served])
+            return
+        if ch.kind == "trigger":
+            m.count("requests", self.name, start)
+            self.totals["requests"] += len(b)
+            if fail.any():
+                m.count("errors", self.name, done[fail])
+                self.totals["errors"] += int(fail.sum())
+                fb = b.take(np.nonzero(fail)[0])
+                back = np.minimum(EVENTARC_MAX_BACKOFF_S, EVENTARC_MIN_BACKOFF_S * 2.0 ** (fb.attempt - 1))
+                fb.t = done[fail] + back
+                fb.attempt = fb.attempt + 1
+                self.enqueue(self.channels.index(ch), fb)
+            return
+        sub = ch.sub
+        if ch.kind == "sub" and self.is_service:
+            m.count("requests", self.name, start)
+            self.totals["requests"] += len(b)
+            if fail.any():
+                m.count("errors", self.name, done[fail])
+                self.totals["errors"] += int(fail.sum())
+        sub.settle(b, start, done, fail, t0, self.channels.index(ch))
+
+    # ---- autoscaler --------------------------------------------------------------------
+
+    def end_step(self, k: int, t0: float, t1: float) -> None:
+        m = self.eng.metrics
+        dt = t1 - t0
+        slots = self.slots()
+        if self.is_service:
+            self.pending.sort()
+            became = [p for p in self.pending if p <= t1]
+            if became:
+                self.ready += len(became)
+                self.pending = self.pending[len(became):]
+            plan = self.plan
+            demand = (self.busy + self.U) / dt if dt > 0 else 0.0
+            desired = math.ceil(demand / (plan.concurrency * plan.target_utilisation) - 1e-9)
+            desired = max(plan.min_instances, min(plan.max_instances, desired))
+            have = self.ready + len(self.pending)
+            if desired > have:
+                new = desired - have
+                cold = sample(plan.cold_start, new, self.rng)
+                self.pending += (t1 + plan.scale_up_delay + cold).tolist()
+                self.totals["cold_starts"] += new
+                self.idle_since = None
+            elif desired < self.ready and not self.pending:
+                if self.idle_since is None:
+                    self.idle_since = t1
+                elif t1 - self.idle_since >= plan.scale_down_delay:
+                    self.ready = desired
+                    self.idle_since = None
+            else:
+                self.idle_since = None
+            count = self.ready + len(self.pending)
+            self.totals["instance_seconds"] += count * dt
+            self.totals["peak_instances"] = max(self.totals["peak_instances"], count)
+            m.gauge("instances", self.name, k, count)
+            m.gauge("utilisation", self.name, k, min(1.0, self.busy / (slots * dt)) if slots and dt > 0 else 0.0)
+        self.busy = 0.0
+
+    # ---- synchronous calls (workflow steps) ------------------------------------------
+
+    def call_inline(self, t: float, route: str | None) -> tuple[float, bool]:
+        """A workflow step calling this service: one request, handled now. It waits the
+        current fluid backlog but does not join the queue (workflow calls are few)."""
+        ch = self._call_channel(route)
+        b = Batch.new(np.array([t]))
+        res = ch.handler.run(b)
+        c = max(1, self.slots())
+        wait = max(0.0, self.U / c - (t - self.tU))
+        if self.slots() == 0:
+            self._cold_start_now(t)
+            wait = self.first_ready - t
+        start = np.array([t + wait])
+        ch.handler.apply(res, b, start, np.ones(1, bool))
+        self.eng.metrics.count_at("requests", self.name, t)
+        self.totals["requests"] += 1
+        self.busy += float(res.svc[0])
+        ok = not bool(res.fail[0])
+        if not ok:
+            self.eng.metrics.count_at("errors", self.name, t + wait + float(res.svc[0]))
+            self.totals["errors"] += 1
+        return t + wait + float(res.svc[0]), ok
+
+    def _call_channel(self, route: str | None) -> Channel:
+        name = f"call:{route}"
+        for ch in self.channels:
+            if ch.kind == "call" and ch.name == name:
+                return ch
+        steps = self.eng.exp.steps(self.name)
+        routes = self.eng.exp.routes(self.name)
+        if not steps and routes:
+            pick = next((r for r in routes if route and (r.name == route or r.name.startswith(route))), routes[0])
+            steps = pick.steps
+        ch = Channel("call", name, Handler(self.eng, self.name, steps, self.eng.exp.debounce(self.name)))
+        self.channels.append(ch)
+        return ch

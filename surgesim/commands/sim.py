@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from surgesim.schema import SchemaError, load_experiment
+
+
+def default_run_dir(scenario: str, plan: str, seed: int) -> Path:
+    from surgesim.rundir import new_run_id
+
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / new_run_id(f"{scenario}-{plan}-s{seed}", "sim", stamp)
+
+
+def simulate(scenario: Path, plan: Path | None, seed: int | None, out: Path | None, exact: bool,
+             quiet: bool = False) -> tuple[dict, Path]:
+    """Load, run and write one simulation; returns (summary, run directory)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from surgesim.sim.engine import Engine
+    from surgesim.sim.output import write_run
+
+    exp = load_experiment(scenario, plan)
+    eng = Engine(exp, seed=seed, exact=exact)
+    out = out or default_run_dir(exp.scenario.name, exp.plan.name, eng.seed)
+    began = time.time()
+    if quiet:
+        eng.run()
+    else:
+        with Progress(TextColumn("[bold]sim[/] {task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                      TimeElapsedColumn(), transient=True, disable=not sys.stderr.isatty()) as bar:
+            task = bar.add_task(f"{exp.scenario.name} / {exp.plan.name}", total=eng.metrics.nwin)
+            eng.run(progress=lambda k, n: bar.update(task, completed=k) if k % 50 == 0 or k == n else None)
+    ended = time.time()
+    meta = {"run_id": out.name, "wall_start": dt.datetime.fromtimestamp(began).isoformat(timespec="seconds"),
+            "wall_seconds": round(ended - began, 3), "host": platform.node(), "python": platform.python_version(),
+            "engine": "sim"}
+    summary = write_run(eng, out, meta)
+    return summary, out
+
+
+def verdict_table(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from surgesim.slo import failure_message
+
+    table = Table(title=f"{summary['scenario']} / plan {summary['plan']} (seed {summary['seed']})")
+    table.add_column("SLO")
+    table.add_column("observed", justify="right")
+    table.add_column("verdict")
+    for r in summary["slos"]:
+        obs = failure_message(r).split(",")[0].replace("observed ", "")
+        table.add_row(r["text"], obs, "[green]holds[/]" if r["holds"] else "[red]FAILS[/]")
+    Console().print(table)
+    cons = summary["conservation"]
+    click.echo(f"conservation: {'ok' if cons['ok'] else 'BROKEN'} over {len(cons['subscriptions'])} subscriptions")
+
+
+@click.command()
+@click.argument("scenario", type=click.Path(path_type=Path))
+@click.option("--plan", type=click.Path(path_type=Path), default=None, help="Plan file (overrides the scenario's).")
+@click.option("--seed", type=int, default=None, help="Random seed (default: the scenario's).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory to write (default runs/<id>).")
+@click.option("--exact", is_flag=True, help="Per-message queues everywhere (slower; the fluid fast path is off).")
+def sim(scenario: Path, plan: Path | None, seed: int | None, out: Path | None, exact: bool) -> None:
+    """Run SCENARIO in the discrete-event simulator and write a run directory.
+
+    Exits 0 when every SLO holds, 1 when any fails, 2 on bad input."""
+    try:
+        summary, run_dir = simulate(scenario, plan, seed, out, exact)
+    except SchemaError as exc:
+        for line in exc.problems:
+            click.echo(line, err=True)
+        sys.exit(2)
+    verdict_table(summary)
+    click.echo(f"run directory: {run_dir}")
+    sys.exit(0 if summary["verdict"] == "pass" else 1)
