@@ -1,0 +1,341 @@
+"""What each scheduled send carries on the wire, shared by the Locust users and the fleet
+driver so both send byte-for-byte the same kinds of request.
+
+Assumed service contracts (services/meridian/command.py; the Dog Finder app was not
+written yet when this was, so its form is the documented assumption below):
+
+- command service: JSON bodies with `requestId` and the header `X-Request-Id` (equal).
+  create_shipment POST /shipments {requestId, parcelId, shipperId, recipient{name, phone},
+  destination{lat, lng, address}, weightKg}; assign POST /parcels/{id}/assign {requestId,
+  driverId, vehicleId}; out for delivery and delivered POST {requestId} (+ signedBy).
+  Parcel ids `P<run tag><6 digits>` (unique per run, so re-runs against the same Firestore
+  do not collide), driver ids `D0042`, vehicle ids `V00042` (sim/fleet.py's).
+- Dog Finder: POST /sightings, multipart/form-data: a `photo` file (a small JPEG) and the
+  fields of sim.traffic.sighting_payloads (sighting_id, sighting_date, seen_at, breed, lat,
+  lng) plus requestId; header X-Request-Id.
+- Pub/Sub: the emulator's REST publish, base64 data, attributes.
+
+Every send carries its intended send time (epoch seconds): header `X-Intended-Time`,
+message attribute `intendedTime`.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import datetime as dt
+import io
+import json
+import math
+import secrets
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from surgesim.loadtests.plan import COMMAND, LIFECYCLE_ROUTES, PUBLISH, REQUEST, SIGHTING, LivePlan, LiveSource
+from surgesim.sim import traffic
+from surgesim.sim.fleet import Fleet, vehicle_id
+
+INTENDED_HEADER = "X-Intended-Time"
+INTENDED_ATTRIBUTE = "intendedTime"
+REQUEST_ID_HEADER = "X-Request-Id"
+MAX_PUBLISH_BATCH = 1000
+"""Pub/Sub's limit of messages per publish request."""
+
+
+def stamp(epoch_s: float) -> str:
+    """The wire form of an intended time: epoch seconds with microseconds."""
+    return f"{epoch_s:.6f}"
+
+
+def run_tag(n: int = 5) -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(n))
+
+
+# ---- Pub/Sub REST ------------------------------------------------------------------------
+
+
+def publish_path(project: str, topic: str) -> str:
+    return f"/v1/projects/{project}/topics/{topic}:publish"
+
+
+def emulator_base(emulator_host: str) -> str:
+    """http://host:port from PUBSUB_EMULATOR_HOST (host:port)."""
+    return "http://" + emulator_host.removeprefix("http://").rstrip("/")
+
+
+def publish_url(emulator_host: str, project: str, topic: str) -> str:
+    """`POST http://$PUBSUB_EMULATOR_HOST/v1/projects/P/topics/T:publish`."""
+    return emulator_base(emulator_host) + publish_path(project, topic)
+
+
+def publish_body(messages: list[tuple[bytes, dict[str, str]]]) -> bytes:
+    """The REST publish request for up to 1,000 (data, attributes) messages."""
+    if len(messages) > MAX_PUBLISH_BATCH:
+        raise ValueError(f"a publish request holds at most {MAX_PUBLISH_BATCH} messages, got {len(messages)}")
+    return json.dumps({"messages": [{"data": base64.b64encode(d).decode("ascii"), "attributes": a}
+                                    for d, a in messages]}, separators=(",", ":")).encode()
+
+
+# ---- photos ------------------------------------------------------------------------------
+
+
+_PHOTOS: list[bytes] = []
+
+
+def photo_jpeg(i: int = 0) -> bytes:
+    """A small real JPEG (96x72, a blurry 'dog' blob on grass); 8 variants, cached."""
+    if not _PHOTOS:
+        from PIL import Image, ImageDraw
+
+        rng = np.random.default_rng(12345)
+        for k in range(8):
+            grass = (rng.random((72, 96, 3)) * [60, 120, 50] + [30, 90, 20]).astype(np.uint8)
+            img = Image.fromarray(grass, "RGB")
+            d = ImageDraw.Draw(img)
+            x, y = 20 + 6 * k, 22 + 2 * k
+            coat = tuple(int(c) for c in rng.integers(60, 220, 3))
+            d.ellipse([x, y, x + 44, y + 26], fill=coat)
+            d.ellipse([x + 36, y - 10, x + 56, y + 8], fill=coat)
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=70)
+            _PHOTOS.append(buf.getvalue())
+    return _PHOTOS[i % len(_PHOTOS)]
+
+
+def multipart(fields: dict[str, str], photo: bytes, filename: str = "sighting.jpg") -> tuple[bytes, str]:
+    """multipart/form-data body and its Content-Type (urllib3's encoder, as requests uses)."""
+    from urllib3.filepost import encode_multipart_formdata
+
+    parts: list[Any] = [(k, str(v)) for k, v in fields.items()]
+    parts.append(("photo", (filename, photo, "image/jpeg")))
+    return encode_multipart_formdata(parts)
+
+
+# ---- parcels -----------------------------------------------------------------------------
+
+
+class ParcelBook:
+    """Parcel ids that follow their lifecycle in order: a parcel is offered to a route only
+    after the previous route's command for it was accepted (2xx), so every command the load
+    generator sends is one the service should accept.
+
+    When a route's arrival finds no parcel ready for it, the send is `starved` (counted, not
+    sent): the scenario asked for more of that step than parcels reached it. `stock` parcels
+    pre-positioned before the run (see stock_counts) keep that rare."""
+
+    def __init__(self, tag: str):
+        self.tag = tag
+        self._n = 0
+        self.ready: dict[str, collections.deque[str]] = {r: collections.deque() for r in LIFECYCLE_ROUTES[1:]}
+
+    def new_id(self) -> str:
+        self._n += 1
+        return f"P{self.tag}{self._n:06d}"
+
+    def take(self, route: str) -> str | None:
+        if route == LIFECYCLE_ROUTES[0]:
+            return self.new_id()
+        pool = self.ready[route]
+        return pool.popleft() if pool else None
+
+    def finish(self, route: str, parcel_id: str, ok: bool) -> None:
+        k = LIFECYCLE_ROUTES.index(route)
+        if ok:
+            if k + 1 < len(LIFECYCLE_ROUTES):
+                self.ready[LIFECYCLE_ROUTES[k + 1]].append(parcel_id)
+        elif k > 0:
+            self.ready[route].appendleft(parcel_id)  # try this parcel again on the next arrival
+
+    def backlog(self) -> dict[str, int]:
+        return {r: len(q) for r, q in self.ready.items()}
+
+
+def stock_counts(plan: LivePlan, duration_s: float | None = None) -> dict[str, int]:
+    """Parcels to pre-position ready for each lifecycle route before the clock starts: the
+    expected excess of that step over the one before it in the first duration_s wall
+    seconds (dispatch_wave's delivered surge), plus three standard deviations."""
+    end = plan.duration_s if duration_s is None else min(duration_s, plan.duration_s)
+    expected = {}
+    for s in plan.sources:
+        if s.action == COMMAND:
+            expected[s.route] = expected.get(s.route, 0.0) + plan.expected_count(s, 0.0, end)
+    out = {}
+    for k, route in enumerate(LIFECYCLE_ROUTES[1:], start=1):
+        if route not in expected:
+            continue
+        prev = expected.get(LIFECYCLE_ROUTES[k - 1], 0.0)
+        out[route] = int(math.ceil(max(0.0, expected[route] - prev) + 3.0 * math.sqrt(expected[route])))
+    return out
+
+
+# ---- the sends -----------------------------------------------------------------------------
+
+
+@dataclass
+class Send:
+    """One scheduled send, ready for the wire."""
+
+    source: LiveSource
+    intended: float
+    """Epoch seconds it should have been sent at."""
+    method: str = "POST"
+    path: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    message: tuple[bytes, dict[str, str]] | None = None
+    parcel_id: str | None = None
+    stock: bool = False
+    """Sent before the clock starts to pre-position a parcel; not measured."""
+
+    @property
+    def label(self) -> str:
+        return self.source.label
+
+
+def http_headers(request_id: str, intended: float, content_type: str = "application/json") -> dict[str, str]:
+    return {REQUEST_ID_HEADER: request_id, INTENDED_HEADER: stamp(intended), "Content-Type": content_type}
+
+
+class Payloads:
+    """Builds the Sends of one generator process: seeded, with its own parcel book and a
+    fleet of vehicles x rate_scale moving in scenario time."""
+
+    def __init__(self, plan: LivePlan, tag: str | None = None, seed_offset: int = 0):
+        self.plan = plan
+        self.tag = tag or run_tag()
+        self.rng = np.random.default_rng([plan.seed, 7919, seed_offset])
+        self.book = ParcelBook(self.tag)
+        self._seq = 0
+        self.fleets: dict[str, Fleet] = {}
+        for s in plan.sources:
+            if s.action == PUBLISH and s.source.kind == "fleet":
+                n = max(1, int(round(s.source.vehicles * plan.rate_scale)))
+                self.fleets[s.name] = Fleet(n, seed=plan.seed)
+        self._fleet_wall = {name: 0.0 for name in self.fleets}
+        self.drivers = max([f.n for f in self.fleets.values()] + [50])
+
+    def request_id(self, source: LiveSource) -> str:
+        self._seq += 1
+        return f"{self.tag}-{source.name}-{self._seq}".replace("_", "-")
+
+    def advance_fleets(self, wall_t: float) -> None:
+        """Move every fleet to wall time wall_t (scenario time wall_t x time_scale)."""
+        for name, fleet in self.fleets.items():
+            dt_wall = wall_t - self._fleet_wall[name]
+            if dt_wall > 0:
+                fleet.step(dt_wall * self.plan.time_scale)
+                self._fleet_wall[name] = wall_t
+
+    def build(self, source: LiveSource, intended: float, wall_t: float | None = None) -> Send | None:
+        """The Send for one arrival at epoch `intended` (wall_t: seconds since the start);
+        None when a lifecycle step finds no parcel ready (starved)."""
+        if source.action == PUBLISH:
+            return self._publish(source, intended, wall_t)
+        if source.action == COMMAND:
+            return self._command(source, intended)
+        if source.action == SIGHTING:
+            return self._sighting(source, intended)
+        return self._request(source, intended)
+
+    def _publish(self, source: LiveSource, intended: float, wall_t: float | None) -> Send:
+        attrs = dict(source.attributes)
+        attrs[INTENDED_ATTRIBUTE] = stamp(intended)
+        fleet = self.fleets.get(source.name)
+        if fleet is not None:
+            if wall_t is not None:
+                self.advance_fleets(wall_t)
+            v = int(self.rng.integers(0, fleet.n))
+            ping = fleet.pings([v], intended)[0]
+            attrs["vehicleId"] = ping["vehicleId"]
+            data = json.dumps(ping, separators=(",", ":")).encode()
+        else:
+            rid = self.request_id(source)
+            v = int(self.rng.integers(0, self.drivers))
+            body = {"requestId": rid, "source": source.name, "vehicleId": vehicle_id(v),
+                    "requestedAt": _iso(intended)}
+            attrs["requestId"] = rid
+            data = json.dumps(body, separators=(",", ":")).encode()
+        return Send(source, intended, message=(data, attrs))
+
+    def _command(self, source: LiveSource, intended: float) -> Send | None:
+        pid = self.book.take(source.route)
+        if pid is None:
+            return None
+        return self.command(source, pid, intended)
+
+    def command(self, source: LiveSource, parcel_id: str, intended: float) -> Send:
+        rid = self.request_id(source)
+        rng = self.rng
+        route = source.route
+        if route == "create_shipment":
+            lat, lng = 51.5072 + rng.normal(0, 0.08), -0.1276 + rng.normal(0, 0.12)
+            body: dict[str, Any] = {
+                "requestId": rid, "parcelId": parcel_id, "shipperId": f"S{int(rng.integers(0, 500)):04d}",
+                "recipient": {"name": f"Recipient {int(rng.integers(0, 10**6))}",
+                              "phone": f"+447700{int(rng.integers(0, 10**6)):06d}"},
+                "destination": {"lat": round(float(lat), 6), "lng": round(float(lng), 6),
+                                "address": f"{int(rng.integers(1, 300))} High Street"},
+                "weightKg": round(float(rng.gamma(2.0, 1.2)) + 0.1, 2),
+            }
+        elif route == "assign_driver":
+            v = int(rng.integers(0, self.drivers))
+            body = {"requestId": rid, "driverId": f"D{v:04d}", "vehicleId": vehicle_id(v)}
+        elif route == "mark_delivered":
+            body = {"requestId": rid, "signedBy": f"Resident {int(rng.integers(0, 1000))}"}
+        else:
+            body = {"requestId": rid}
+        return Send(source, intended, source.method, source.path.replace("{parcel_id}", parcel_id),
+                    http_headers(rid, intended), json.dumps(body, separators=(",", ":")).encode(), parcel_id=parcel_id)
+
+    def _sighting(self, source: LiveSource, intended: float) -> Send:
+        rid = self.request_id(source)
+        when = dt.datetime.fromtimestamp(intended, tz=dt.timezone.utc)
+        fields = traffic.sighting_payloads(1, self.rng, when)[0]
+        fields["requestId"] = rid
+        body, ctype = multipart({k: str(v) for k, v in fields.items()}, photo_jpeg(self._seq))
+        return Send(source, intended, source.method, source.path, http_headers(rid, intended, ctype), body)
+
+    def _request(self, source: LiveSource, intended: float) -> Send:
+        rid = self.request_id(source)
+        path = source.path
+        while "{" in path:
+            a, b = path.index("{"), path.index("}")
+            path = path[:a] + f"{self.tag}{self._seq}" + path[b + 1:]
+        return Send(source, intended, source.method, path, http_headers(rid, intended),
+                    json.dumps({"requestId": rid}).encode())
+
+    def finish(self, send: Send, ok: bool) -> None:
+        """After the answer: move the parcel along its lifecycle (or offer it again)."""
+        if send.parcel_id is not None and not send.stock:
+            self.book.finish(send.source.route, send.parcel_id, ok)
+
+    def stocked(self, chain: list[Send], ok: bool) -> None:
+        """A stock chain finished: its parcel is ready for the route after the chain's last."""
+        if ok and chain:
+            route = LIFECYCLE_ROUTES[LIFECYCLE_ROUTES.index(chain[-1].source.route) + 1]
+            self.book.ready[route].append(chain[-1].parcel_id)
+
+    def stock_sends(self, counts: dict[str, int], now: float) -> list[list[Send]]:
+        """Per stocked parcel, the commands (in order) that bring it to the status its
+        route needs: sent before the clock starts, not measured."""
+        by_route = {s.route: s for s in self.plan.sources if s.action == COMMAND}
+        chains = []
+        for route, n in counts.items():
+            k = LIFECYCLE_ROUTES.index(route)
+            if any(r not in by_route for r in LIFECYCLE_ROUTES[:k]):
+                continue
+            for _ in range(n):
+                pid = self.book.new_id()
+                chain = [self.command(by_route[r], pid, now) for r in LIFECYCLE_ROUTES[:k]]
+                for send in chain:
+                    send.stock = True
+                chains.append(chain)
+        return chains
+
+
+def _iso(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, tz=dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,212 @@
+"""The simulated fleet, driving the real services in wall-clock time (no gevent, no Locust).
+
+The same traffic model as the simulator (plan.py: the scenario's NHPP, compressed by
+time_scale, thinned by rate_scale), the same vehicles (sim/fleet.py: pings are real
+positions on delivery loops), parcels that follow created -> assigned -> out for delivery ->
+delivered in order, and Dog Finder sightings with a JPEG photo. Each arrival is sent for
+real: telemetry over the Pub/Sub emulator's REST publish (batched when several are due),
+commands and sightings over HTTP (httpx), each stamped with its intended send time.
+
+An asyncio loop is the scheduler: it sleeps until the next intended time, hands every due
+send to a task and goes back to the schedule, so a slow server never delays later sends
+(open model); the connection limit (`concurrency`) is where a slow server makes sends queue,
+and that queueing is measured because latency counts from the intended time.
+
+    python -m surgesim.loadtests.fleet_driver --duration 20 --out runs/x/fleet
+    (endpoints from COMMAND_URL, APP_URL, PUBSUB_EMULATOR_HOST, GOOGLE_CLOUD_PROJECT)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from surgesim.loadtests.actions import MAX_PUBLISH_BATCH, Payloads, Send, publish_body, publish_url, stock_counts
+from surgesim.loadtests.plan import PROJECT, PUBSUB, LivePlan, endpoints_from_env, missing_endpoints
+from surgesim.loadtests.recorder import LoadResult, Recorder
+
+GENERATOR = "fleet_driver"
+DriverResult = LoadResult
+
+
+class FleetDriver:
+    def __init__(self, plan: LivePlan, endpoints: dict[str, str], *, concurrency: int = 64,
+                 client: httpx.AsyncClient | None = None, tag: str | None = None, window_s: float | None = None):
+        self.plan = plan
+        self.endpoints = dict(endpoints)
+        missing = missing_endpoints(plan, self.endpoints)
+        if missing:
+            raise ValueError(f"no endpoint for: {', '.join(missing)}")
+        self.project = self.endpoints.get(PROJECT) or plan.exp.system.project
+        self.payloads = Payloads(plan, tag)
+        self.recorder = Recorder(plan.time_scale, window_s or plan.exp.scenario.live.sample_interval)
+        self.concurrency = concurrency
+        self._client = client
+        self._sem = asyncio.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task] = set()
+        self.t0 = 0.0
+        self.stock: dict[str, Any] = {}
+
+    # ---- sending -----------------------------------------------------------------------
+
+    def _url(self, send: Send) -> str:
+        return self.endpoints[send.source.service].rstrip("/") + send.path
+
+    async def _http(self, send: Send, measured: bool = True) -> bool:
+        async with self._sem:
+            sent_at = time.time()
+            try:
+                r = await self._client.request(send.method, self._url(send), content=send.body, headers=send.headers)
+                ok, status = 200 <= r.status_code < 300, r.status_code
+            except httpx.HTTPError as exc:
+                ok, status = False, type(exc).__name__
+            done = time.time()
+        if measured:
+            self.recorder.record(send.label, send.source.name, send.intended - self.t0, send.intended, sent_at, done,
+                                 ok, status, GENERATOR)
+            self.payloads.finish(send, ok)
+        return ok
+
+    async def _publish(self, topic: str, sends: list[Send]) -> None:
+        url = publish_url(self.endpoints[PUBSUB], self.project, topic)
+        async with self._sem:
+            sent_at = time.time()
+            try:
+                r = await self._client.post(url, content=publish_body([s.message for s in sends]),
+                                            headers={"Content-Type": "application/json"})
+                ok, status = 200 <= r.status_code < 300, r.status_code
+            except httpx.HTTPError as exc:
+                ok, status = False, type(exc).__name__
+            done = time.time()
+        for s in sends:
+            self.recorder.record(s.label, s.source.name, s.intended - self.t0, s.intended, sent_at, done, ok, status,
+                                 GENERATOR)
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _preload(self, duration_s: float) -> None:
+        """Pre-position stock parcels (stock_counts) before the clock starts; unmeasured."""
+        counts = stock_counts(self.plan, duration_s)
+        chains = self.payloads.stock_sends(counts, time.time())
+        started = time.time()
+
+        async def run_chain(chain: list[Send]) -> bool:
+            for send in chain:
+                if not await self._http(send, measured=False):
+                    return False
+            return True
+
+        results = await asyncio.gather(*(run_chain(c) for c in chains))
+        for chain, ok in zip(chains, results):
+            self.payloads.stocked(chain, ok)
+        self.stock = {"counts": counts, "chains": len(chains), "failed": results.count(False),
+                      "seconds": round(time.time() - started, 3)}
+
+    # ---- the schedule --------------------------------------------------------------------
+
+    async def run(self, duration_s: float | None = None, *, preload: bool = True, drain_s: float = 10.0) -> LoadResult:
+        own = self._client is None
+        if own:
+            self._client = httpx.AsyncClient(trust_env=False, timeout=30.0, limits=httpx.Limits(
+                max_connections=self.concurrency, max_keepalive_connections=self.concurrency))
+        try:
+            duration = self.plan.duration_s if duration_s is None else min(duration_s, self.plan.duration_s)
+            if preload:
+                await self._preload(duration)
+            table = self.plan.timetable(duration_s=duration)
+            self.t0 = time.time()
+            loop_started = time.perf_counter()
+            while (nxt := table.next_time()) is not None:
+                delay = self.t0 + nxt - time.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                now = time.time() - self.t0
+                batches: dict[str, list[Send]] = defaultdict(list)
+                for wall_t, source in table.pop_due(now):
+                    send = self.payloads.build(source, self.t0 + wall_t, wall_t)
+                    if send is None:
+                        self.recorder.count(source.name, "starved")
+                    elif send.message is not None:
+                        batches[source.topic].append(send)
+                    else:
+                        self._spawn(self._http(send))
+                for topic, sends in batches.items():
+                    for i in range(0, len(sends), MAX_PUBLISH_BATCH):
+                        self._spawn(self._publish(topic, sends[i:i + MAX_PUBLISH_BATCH]))
+            schedule_s = time.perf_counter() - loop_started
+            if self._tasks:
+                done, pending = await asyncio.wait(set(self._tasks), timeout=drain_s)
+                for t in pending:
+                    t.cancel()
+                unfinished = len(pending)
+            else:
+                unfinished = 0
+        finally:
+            if own:
+                await self._client.aclose()
+                self._client = None
+        for name, n in table.scheduled.items():
+            self.recorder.count(name, "scheduled", n)
+        extra = {"run_tag": self.payloads.tag, "stock": self.stock, "unfinished": unfinished,
+                 "schedule_wall_s": round(schedule_s, 3), "skipped_sources": self.plan.skipped,
+                 "parcels_ready": self.payloads.book.backlog(), "waves": self.plan.waves_wall()}
+        return LoadResult(GENERATOR, self.plan.exp.scenario.name, self.plan.scales(), duration, self.recorder.counts,
+                          self.recorder.histograms(), self.recorder.rows(), extra=extra)
+
+
+async def drive_fleet(scenario_path: str | Path | None, endpoints: dict[str, str], duration_s: float | None = None,
+                      out_dir: str | Path | None = None, **kwargs: Any) -> LoadResult:
+    """Async form of run_fleet, for callers already inside an event loop."""
+    scales = {k: kwargs.pop(k) for k in ("time_scale", "rate_scale") if k in kwargs}
+    plan = LivePlan(scenario_path, **scales)
+    run_kw = {k: kwargs.pop(k) for k in ("preload", "drain_s") if k in kwargs}
+    result = await FleetDriver(plan, endpoints, **kwargs).run(duration_s, **run_kw)
+    if out_dir is not None:
+        result.write(out_dir)
+    return result
+
+
+def run_fleet(scenario_path: str | Path | None, endpoints: dict[str, str], duration_s: float | None = None,
+              out_dir: str | Path | None = None, **kwargs: Any) -> LoadResult:
+    """Drive the scenario's traffic at the services for duration_s wall seconds (default: the
+    whole compressed scenario). endpoints: {service: base URL, "pubsub": host:port,
+    "project": id}. Options: time_scale, rate_scale (override scenario.live), concurrency,
+    preload (stock parcels first; default True), drain_s. Writes out_dir/histograms.parquet
+    and out_dir/loadgen.json when out_dir is given."""
+    return asyncio.run(drive_fleet(scenario_path, endpoints, duration_s, out_dir, **kwargs))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scenario", default=None, help="scenario YAML (default: built-in dispatch_wave.yaml)")
+    ap.add_argument("--duration", type=float, default=None, help="wall seconds (default: the compressed scenario)")
+    ap.add_argument("--out", default=None, help="directory for histograms.parquet and loadgen.json")
+    ap.add_argument("--time-scale", type=float, default=None)
+    ap.add_argument("--rate-scale", type=float, default=None)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--no-preload", action="store_true")
+    a = ap.parse_args(argv)
+    plan = LivePlan(a.scenario, time_scale=a.time_scale, rate_scale=a.rate_scale)
+    endpoints = endpoints_from_env(plan)
+    result = asyncio.run(FleetDriver(plan, endpoints, concurrency=a.concurrency).run(a.duration, preload=not a.no_preload))
+    if a.out:
+        result.write(a.out)
+    print(json.dumps({"counts": result.counts, "lateness": result.lateness,
+                      "latency": {k: v for k, v in result.latency().items() if k.startswith(("latency/", "publish/"))}},
+                     indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

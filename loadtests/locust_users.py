@@ -1,0 +1,313 @@
+"""Locust users and load shape for a surgesim scenario (imported by the locustfiles
+loadtests/meridian.py and loadtests/dogfinder.py; usable from your own locustfile).
+
+Open model: users do not think and do not set the rate. Each user group (driver app,
+telemetry publishers, sighting users) shares one seeded Poisson timetable of intended send
+times drawn from the scenario (plan.py: the simulator's own NHPP, compressed by
+time_scale, thinned by rate_scale); a user takes the next due send, or sleeps until one is
+due. When users fall behind (a slow server holds them), the send goes out late but keeps
+its intended time, in the header X-Intended-Time / attribute intendedTime, and its latency
+is measured from that time: no coordinated omission.
+
+The LoadTestShape sizes the user pool from the scenario's rate (rate x SURGESIM_USER_WINDOW_S
+concurrent sends, a little ahead of time, never shrinking so that no in-flight send is
+killed) and ends the test after the scenario's wall duration plus a short drain.
+
+Telemetry goes over the Pub/Sub emulator's REST publish (up to 1,000 messages per request)
+with Locust's geventhttpclient session: the gRPC client does not survive gevent.
+
+Configuration (environment):
+    SURGESIM_SCENARIO      scenario YAML (the locustfile's default otherwise)
+    SURGESIM_PLAN          plan YAML overriding the scenario's
+    SURGESIM_DURATION      wall seconds to run (default: the compressed scenario)
+    SURGESIM_TIME_SCALE, SURGESIM_RATE_SCALE   override scenario.live
+    SURGESIM_OUT_DIR       write histograms.parquet + loadgen.json there at the end
+    SURGESIM_PRELOAD       1 (default): pre-position stock parcels before the clock starts
+    SURGESIM_USER_WINDOW_S expected seconds per send (default 0.25), for pool sizing
+    SURGESIM_MAX_USERS     cap on HTTP users (default 200)
+    <SERVICE>_URL          COMMAND_URL, APP_URL, ...; else Locust's --host for every service
+    PUBSUB_EMULATOR_HOST, GOOGLE_CLOUD_PROJECT
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import gevent
+import gevent.pool
+from locust import LoadTestShape, User, events, task
+from locust.contrib.fasthttp import FastHttpSession
+
+from surgesim.loadtests.actions import (MAX_PUBLISH_BATCH, Payloads, Send, emulator_base, publish_body, publish_path,
+                                        stock_counts)
+from surgesim.loadtests.plan import PROJECT, PUBSUB, LivePlan, endpoints_from_env, missing_endpoints
+from surgesim.loadtests.recorder import LoadResult, Recorder
+from surgesim.loadtests.shape import RateShape
+
+GENERATOR = "locust"
+GROUPS = ("driver_app", "telemetry", "sightings")
+
+
+class _State:
+    """One process's shared run state (gevent: greenlets share it without locks because
+    nothing here yields between reading and updating)."""
+
+    plan: LivePlan | None = None
+    endpoints: dict[str, str] = {}
+    payloads: Payloads | None = None
+    recorder: Recorder | None = None
+    tables: dict = {}
+    duration_s: float = 0.0
+    t0: float | None = None
+    inflight: int = 0
+    stock: dict = {}
+    written: bool = False
+
+    def setup(self, host: str | None) -> None:
+        scales = {}
+        for key in ("time_scale", "rate_scale"):
+            v = os.environ.get(f"SURGESIM_{key.upper()}")
+            if v:
+                scales[key] = float(v)
+        self.plan = LivePlan(os.environ.get("SURGESIM_SCENARIO") or None, os.environ.get("SURGESIM_PLAN") or None,
+                             **scales)
+        self.endpoints = endpoints_from_env(self.plan)
+        for svc in self.plan.services():
+            if svc not in self.endpoints and host:
+                self.endpoints[svc] = host
+        missing = missing_endpoints(self.plan, self.endpoints)
+        if missing:
+            raise RuntimeError(f"set {', '.join(missing)} (or --host for the HTTP services)")
+        d = os.environ.get("SURGESIM_DURATION")
+        self.duration_s = min(float(d), self.plan.duration_s) if d else self.plan.duration_s
+        self.payloads = Payloads(self.plan)
+        self.recorder = Recorder(self.plan.time_scale, self.plan.exp.scenario.live.sample_interval)
+        self.tables = {g: self.plan.timetable(srcs, duration_s=self.duration_s)
+                       for g, srcs in self.plan.groups().items()}
+        self.t0, self.inflight, self.written = None, 0, False
+
+    def now(self) -> float:
+        """Wall seconds since the schedule's start."""
+        return 0.0 if self.t0 is None else time.time() - self.t0
+
+    def result(self) -> LoadResult:
+        for table in self.tables.values():
+            for name, n in table.scheduled.items():
+                self.recorder.count(name, "scheduled", n)
+        extra = {"run_tag": self.payloads.tag, "stock": self.stock, "skipped_sources": self.plan.skipped,
+                 "parcels_ready": self.payloads.book.backlog(), "waves": self.plan.waves_wall(),
+                 "unfinished": self.inflight}
+        return LoadResult(GENERATOR, self.plan.exp.scenario.name, self.plan.scales(), self.duration_s,
+                          self.recorder.counts, self.recorder.histograms(), self.recorder.rows(), extra=extra)
+
+
+STATE = _State()
+
+
+def _session(environment, base_url: str, user=None) -> FastHttpSession:
+    return FastHttpSession(base_url=base_url, request_event=environment.events.request, user=user,
+                           connection_timeout=10.0, network_timeout=30.0)
+
+
+@events.init.add_listener
+def _on_init(environment, **_kw):
+    STATE.setup(environment.host)
+
+
+@events.test_start.add_listener
+def _on_test_start(environment, **_kw):
+    if STATE.t0 is not None:  # started again from the web UI: a fresh schedule
+        STATE.setup(environment.host)
+    if os.environ.get("SURGESIM_PRELOAD", "1") != "0":
+        _preload(environment)
+    STATE.t0 = time.time()
+
+
+def _preload(environment) -> None:
+    """Pre-position the stock parcels (unmeasured, named 'stock <route>' in Locust's stats)."""
+    counts = stock_counts(STATE.plan, STATE.duration_s)
+    chains = STATE.payloads.stock_sends(counts, time.time())
+    sessions = {}
+    started = time.time()
+    failed = 0
+
+    def run(chain: list[Send]) -> None:
+        nonlocal failed
+        for send in chain:
+            svc = send.source.service
+            if svc not in sessions:
+                sessions[svc] = _session(environment, STATE.endpoints[svc])
+            r = sessions[svc].request(send.method, send.path, data=send.body, headers=send.headers,
+                                      name=f"stock {send.source.route}")
+            if not 200 <= (r.status_code or 0) < 300:
+                failed += 1
+                STATE.payloads.stocked(chain, False)
+                return
+        STATE.payloads.stocked(chain, True)
+
+    pool = gevent.pool.Pool(32)
+    for chain in chains:
+        pool.spawn(run, chain)
+    pool.join()
+    STATE.stock = {"counts": counts, "chains": len(chains), "failed": failed, "seconds": round(time.time() - started, 3)}
+
+
+@events.request.add_listener
+def _on_request(context=None, response_time=None, **_kw):
+    # Locust's own response time for this request, handed back to the user that sent it.
+    if context and "meta" in context:
+        context["meta"]["response_s"] = (response_time or 0.0) / 1000.0
+
+
+@events.test_stop.add_listener
+def _on_test_stop(environment, **_kw):
+    out = os.environ.get("SURGESIM_OUT_DIR")
+    if out and STATE.recorder is not None and not STATE.written:
+        STATE.result().write(Path(out))
+        STATE.written = True
+
+
+class ScheduledUser(User):
+    """Takes due sends from its group's shared timetable; never paces itself."""
+
+    abstract = True
+    group = ""
+    batch = 1
+
+    def wait_time(self):
+        return 0
+
+    def on_start(self):
+        self.sessions: dict[str, FastHttpSession] = {}
+
+    def session(self, key: str, base_url: str) -> FastHttpSession:
+        s = self.sessions.get(key)
+        if s is None:
+            s = self.sessions[key] = _session(self.environment, base_url, self)
+        return s
+
+    @task
+    def send_due(self):
+        table = STATE.tables.get(self.group)
+        if table is None or STATE.t0 is None:
+            gevent.sleep(0.1)
+            return
+        now = STATE.now()
+        due = table.pop_due(now, limit=self.batch)
+        if not due:
+            nxt = table.next_time()
+            gevent.sleep(0.5 if nxt is None else min(max(nxt - now, 0.0), 0.1))
+            return
+        sends = []
+        for wall_t, source in due:
+            send = STATE.payloads.build(source, STATE.t0 + wall_t, wall_t)
+            if send is None:
+                STATE.recorder.count(source.name, "starved")
+            else:
+                sends.append((wall_t, send))
+        if sends:
+            STATE.inflight += len(sends)
+            try:
+                self.send(sends)
+            finally:
+                STATE.inflight -= len(sends)
+
+    def send(self, sends: list[tuple[float, Send]]) -> None:
+        for wall_t, send in sends:
+            svc = send.source.service
+            meta: dict = {}
+            sent_at = time.time()
+            r = self.session(svc, STATE.endpoints[svc]).request(
+                send.method, send.path, data=send.body, headers=send.headers, name=send.label.split("/", 1)[1],
+                context={"meta": meta})
+            done = time.time()
+            ok = 200 <= (r.status_code or 0) < 300
+            STATE.recorder.record(send.label, send.source.name, wall_t, send.intended, sent_at, done, ok,
+                                  r.status_code or type(r.error).__name__, GENERATOR)
+            if "response_s" in meta:  # Locust's own figure, beside ours
+                STATE.recorder.sample("locust_" + send.label.split("/", 1)[0] + "/" + send.label.split("/", 1)[1],
+                                      wall_t, meta["response_s"])
+            STATE.payloads.finish(send, ok)
+
+
+class DriverAppUser(ScheduledUser):
+    """The driver app: create shipment, assign, out for delivery, mark delivered."""
+
+    group = "driver_app"
+
+
+class SightingUser(ScheduledUser):
+    """Dog Finder users posting a sighting with a photo."""
+
+    group = "sightings"
+
+
+class TelemetryUser(ScheduledUser):
+    """Publishes due telemetry pings (and other publish sources) in REST batches."""
+
+    group = "telemetry"
+    batch = MAX_PUBLISH_BATCH
+
+    def send(self, sends: list[tuple[float, Send]]) -> None:
+        by_topic: dict[str, list[tuple[float, Send]]] = defaultdict(list)
+        for item in sends:
+            by_topic[item[1].source.topic].append(item)
+        host = STATE.endpoints[PUBSUB]
+        project = STATE.endpoints.get(PROJECT) or STATE.plan.exp.system.project
+        for topic, items in by_topic.items():
+            meta: dict = {}
+            sent_at = time.time()
+            r = self.session(PUBSUB, emulator_base(host)).request(
+                "POST", publish_path(project, topic),
+                data=publish_body([s.message for _, s in items]), headers={"Content-Type": "application/json"},
+                name=f"publish {topic}", context={"meta": meta})
+            done = time.time()
+            ok = 200 <= (r.status_code or 0) < 300
+            status = r.status_code or type(r.error).__name__
+            for wall_t, s in items:
+                STATE.recorder.record(s.label, s.source.name, wall_t, s.intended, sent_at, done, ok, status, GENERATOR)
+
+
+USER_CLASSES = {"driver_app": DriverAppUser, "telemetry": TelemetryUser, "sightings": SightingUser}
+
+
+class ScenarioShape(LoadTestShape):
+    """The scenario's curve and waves, compressed (shape.RateShape): target_rate(t) is the
+    wall-clock send rate (rate_series x rate_scale at scenario time t x time_scale); tick()
+    sizes the user pool to carry it, never shrinking it (shrinking would kill users in the
+    middle of a send), and stops the test at the scenario's end plus a short drain."""
+
+    drain_s = 5.0
+
+    def __init__(self):
+        super().__init__()
+        self._users: dict[str, int] = {}
+        self._shape: RateShape | None = None
+
+    @property
+    def shape(self) -> RateShape:
+        if self._shape is None or self._shape.plan is not STATE.plan:
+            self._shape = RateShape(STATE.plan, window_s=float(os.environ.get("SURGESIM_USER_WINDOW_S", "0.25")),
+                                    max_users=int(os.environ.get("SURGESIM_MAX_USERS", "200")))
+        return self._shape
+
+    def target_rate(self, wall_t: float, group: str | None = None) -> float:
+        return self.shape.target_rate(wall_t, group)
+
+    def tick(self):
+        if STATE.plan is None:
+            return None
+        t = STATE.now()
+        if STATE.t0 is not None and t > STATE.duration_s:
+            if STATE.inflight == 0 or t > STATE.duration_s + self.drain_s:
+                return None
+        for group, n in self.shape.users_needed(min(t, STATE.duration_s)).items():
+            self._users[group] = max(self._users.get(group, 0), n)
+        classes = [USER_CLASSES[g] for g in self._users]
+        total = sum(self._users.values())
+        for g, n in self._users.items():  # Locust splits the total by weight
+            USER_CLASSES[g].weight = max(1, n)
+        return total, max(10.0, float(total)), classes

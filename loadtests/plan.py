@@ -1,0 +1,284 @@
+"""A scenario's traffic in wall-clock time: what the live load generators send, and when.
+
+The live generators (Locust users and the asyncio fleet driver) use the simulator's own
+traffic model (`surgesim.sim.traffic`), compressed and thinned by the scenario's `live`
+knobs, so the live run and the simulated run see the same arrival process:
+
+    wall time  w = scenario time / time_scale
+    wall rate  r_w(w) = source_rate(scenario, w * time_scale) * rate_scale
+
+i.e. the system under test sees the scenario's rate shape, scaled down by rate_scale, with
+the day compressed by time_scale (the wave at scenario minute 90 of dispatch_wave arrives
+at wall second 90 with time_scale 60). The volume sent is the scenario's volume x
+rate_scale / time_scale.
+
+Arrivals are the simulator's NHPP (`arrival_times`) on a copy of the scenario whose
+`traffic.multiplier` is scaled by rate_scale / time_scale, then divided by time_scale:
+thinning a Poisson process by p gives a Poisson process of rate p x the intensity, so this
+is exactly the compressed, scaled process, drawn without generating the dropped arrivals.
+
+Pure: no network, no gevent, no asyncio. Both generators import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from surgesim.schema import load_experiment
+from surgesim.sim import traffic
+
+LIFECYCLE_ROUTES = ("create_shipment", "assign_driver", "mark_out_for_delivery", "mark_delivered")
+"""Meridian's command routes in the order a parcel goes through them."""
+
+# Action kinds a live source maps to; the user group that sends each.
+PUBLISH, COMMAND, REQUEST, SIGHTING = "publish", "command", "request", "sighting"
+GROUP_OF = {PUBLISH: "telemetry", COMMAND: "driver_app", REQUEST: "driver_app", SIGHTING: "sightings"}
+
+
+def default_scenario() -> Path:
+    """The built-in dispatch_wave.yaml."""
+    return Path(str(resources.files("surgesim.scenarios").joinpath("dispatch_wave.yaml")))
+
+
+@dataclass(frozen=True)
+class LiveSource:
+    """One scenario source as the live generators send it."""
+
+    index: int
+    name: str
+    action: str
+    """publish | command (a parcel lifecycle step) | request (other HTTP route) | sighting"""
+    source: Any
+    """The schema Source."""
+    service: str | None = None
+    route: str | None = None
+    method: str = "POST"
+    path: str | None = None
+    topic: str | None = None
+    attributes: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def group(self) -> str:
+        return GROUP_OF[self.action]
+
+    @property
+    def label(self) -> str:
+        """The histogram path: latency/<service>.<route> for HTTP, publish/<topic> for Pub/Sub."""
+        if self.action == PUBLISH:
+            return f"publish/{self.topic}"
+        return f"latency/{self.service}.{self.route}"
+
+
+class LivePlan:
+    """A scenario resolved for live traffic: its sources, their wall-clock rates, and
+    seeded Poisson schedules of intended send times."""
+
+    def __init__(self, scenario_path: str | Path | None = None, plan_path: str | Path | None = None, *,
+                 time_scale: float | None = None, rate_scale: float | None = None):
+        self.scenario_path = Path(scenario_path) if scenario_path else default_scenario()
+        self.exp = load_experiment(self.scenario_path, plan_path)
+        live = self.exp.scenario.live
+        self.time_scale = float(time_scale if time_scale is not None else live.time_scale)
+        self.rate_scale = float(rate_scale if rate_scale is not None else live.rate_scale)
+        if self.time_scale < 1 or not 0 < self.rate_scale <= 1:
+            raise ValueError(f"need time_scale >= 1 and 0 < rate_scale <= 1, got {self.time_scale}, {self.rate_scale}")
+        self.duration_s = self.exp.scenario.duration / self.time_scale
+        """Wall seconds the scenario lasts."""
+        self.seed = int(self.exp.scenario.seed)
+        self.sources, self.skipped = self._resolve()
+        # The simulator's model, thinned: multiplier x rate_scale / time_scale (see module doc).
+        thin = self.rate_scale / self.time_scale
+        traffic_ = self.exp.scenario.traffic.model_copy(update={"multiplier": self.exp.scenario.traffic.multiplier * thin})
+        self._thinned = dataclasses.replace(self.exp, scenario=self.exp.scenario.model_copy(update={"traffic": traffic_}))
+
+    # ---- sources -----------------------------------------------------------------------
+
+    def _resolve(self) -> tuple[list[LiveSource], dict[str, str]]:
+        system = self.exp.system
+        out: list[LiveSource] = []
+        skipped: dict[str, str] = {}
+        for src in self.exp.scenario.traffic.sources:
+            i = len(out)
+            if src.kind == "once" or src.job is not None:
+                skipped[src.name] = "one-off actions (jobs) are started by the live harness, not the load generator"
+            elif src.publish is not None:
+                out.append(LiveSource(i, src.name, PUBLISH, src, topic=src.publish.topic,
+                                      attributes=tuple(sorted(src.publish.attributes.items()))))
+            elif src.workflow is not None:
+                wf = next((w for w in system.workflows if w.name == src.workflow), None)
+                if wf is None or wf.trigger is None:
+                    skipped[src.name] = f"workflow {src.workflow} has no trigger topic to publish to"
+                else:
+                    out.append(LiveSource(i, src.name, PUBLISH, src, topic=wf.trigger,
+                                          attributes=(("workflow", wf.name),)))
+            else:
+                svc, route_name = src.request.service, src.request.route
+                route = next((r for r in self.exp.routes(svc) if r.name == route_name), None)
+                if route is None:
+                    skipped[src.name] = f"service {svc} has no route {route_name}"
+                    continue
+                action = (COMMAND if route_name in LIFECYCLE_ROUTES
+                          else SIGHTING if "sighting" in route_name else REQUEST)
+                out.append(LiveSource(i, src.name, action, src, service=svc, route=route_name,
+                                      method=route.method, path=route.path))
+        return out, skipped
+
+    def source(self, name: str) -> LiveSource:
+        return next(s for s in self.sources if s.name == name)
+
+    def groups(self) -> dict[str, list[LiveSource]]:
+        out: dict[str, list[LiveSource]] = {}
+        for s in self.sources:
+            out.setdefault(s.group, []).append(s)
+        return out
+
+    def services(self) -> list[str]:
+        return sorted({s.service for s in self.sources if s.service})
+
+    def topics(self) -> list[str]:
+        return sorted({s.topic for s in self.sources if s.topic})
+
+    # ---- rates -------------------------------------------------------------------------
+
+    def wall_rate(self, source: LiveSource, wall_t: float) -> float:
+        """Sends per wall second of `source` at wall time wall_t (seconds since the start)."""
+        return traffic.source_rate(self.exp, source.source, wall_t * self.time_scale) * self.rate_scale
+
+    def wall_rate_series(self, source: LiveSource, dt_wall: float, n: int) -> np.ndarray:
+        """Wall rates at the midpoints of n wall steps of dt_wall (`rate_series`, compressed)."""
+        return traffic.rate_series(self.exp, source.source, 0.0, dt_wall * self.time_scale, n) * self.rate_scale
+
+    def total_rate(self, wall_t: float, sources: Iterable[LiveSource] | None = None) -> float:
+        return sum(self.wall_rate(s, wall_t) for s in (self.sources if sources is None else sources))
+
+    def peak_rate(self, source: LiveSource, step_s: float = 1.0) -> float:
+        n = max(1, int(math.ceil(self.duration_s / step_s)))
+        return float(self.wall_rate_series(source, step_s, n).max())
+
+    def expected_count(self, source: LiveSource, w0: float = 0.0, w1: float | None = None) -> float:
+        """Mean number of sends of `source` in wall [w0, w1)."""
+        w1 = self.duration_s if w1 is None else w1
+        n = max(1, int(math.ceil((w1 - w0) * self.time_scale / 60.0)))
+        dt = (w1 - w0) * self.time_scale / n
+        return float(traffic.expected_counts(self._thinned, source.source, w0 * self.time_scale, dt, n).sum())
+
+    def waves_wall(self) -> list[dict]:
+        """Each wave's wall-clock window: name, start_s, end_s."""
+        return [{"name": w.name, "start_s": w.at / self.time_scale, "end_s": (w.at + w.duration) / self.time_scale}
+                for w in self.exp.scenario.traffic.waves]
+
+    # ---- schedules ---------------------------------------------------------------------
+
+    def arrivals(self, source: LiveSource, w0: float, w1: float, rng: np.random.Generator) -> np.ndarray:
+        """Intended send times (wall seconds from the start) of `source` in [w0, w1): the
+        simulator's NHPP on the thinned scenario, compressed by time_scale."""
+        t = traffic.arrival_times(self._thinned, source.source, w0 * self.time_scale, w1 * self.time_scale, rng,
+                                  cell=max(1.0, self.time_scale / 4.0))
+        return t / self.time_scale
+
+    def timetable(self, sources: Iterable[LiveSource] | None = None, *, duration_s: float | None = None,
+                  chunk_s: float = 2.0, seed_offset: int = 0) -> "Timetable":
+        return Timetable(self, list(self.sources if sources is None else sources),
+                         self.duration_s if duration_s is None else min(duration_s, self.duration_s),
+                         chunk_s=chunk_s, seed=self.seed + seed_offset)
+
+    def scales(self) -> dict[str, float]:
+        return {"time_scale": self.time_scale, "rate_scale": self.rate_scale}
+
+
+class Timetable:
+    """The merged, time-ordered schedule of several sources, drawn lazily `chunk_s` wall
+    seconds at a time (a 3-hour scenario at full rate never sits in memory at once).
+
+    Each source draws from its own seeded stream (seed, source index): a source's schedule
+    does not depend on which other sources share the timetable.
+    Clock-agnostic: callers pass `now` (wall seconds since the start) and wait themselves."""
+
+    def __init__(self, plan: LivePlan, sources: list[LiveSource], duration_s: float, *, chunk_s: float = 2.0,
+                 seed: int = 0):
+        self.plan = plan
+        self.sources = sources
+        self.duration_s = float(duration_s)
+        self.chunk_s = float(chunk_s)
+        self._rngs = {s.index: np.random.default_rng([seed, s.index]) for s in sources}
+        self._heap: list[tuple[float, int, int]] = []
+        self._drawn_to = 0.0
+        self._seq = 0
+        self.scheduled: dict[str, int] = {s.name: 0 for s in sources}
+        self._by_index = {s.index: s for s in sources}
+
+    def _fill(self, until: float) -> None:
+        while self._drawn_to < min(until, self.duration_s):
+            w0 = self._drawn_to
+            w1 = min(w0 + self.chunk_s, self.duration_s)
+            for s in self.sources:
+                times = self.plan.arrivals(s, w0, w1, self._rngs[s.index])
+                self.scheduled[s.name] += len(times)
+                for t in times:
+                    heapq.heappush(self._heap, (float(t), self._seq, s.index))
+                    self._seq += 1
+            self._drawn_to = w1
+
+    def next_time(self) -> float | None:
+        """The earliest pending intended time, None when the schedule is exhausted."""
+        while not self._heap and self._drawn_to < self.duration_s:
+            self._fill(self._drawn_to + self.chunk_s)
+        if not self._heap:
+            return None
+        self._fill(self._heap[0][0])
+        return self._heap[0][0]
+
+    def pop_due(self, now: float, limit: int | None = None) -> list[tuple[float, LiveSource]]:
+        """Every send whose intended time is <= now (oldest first, at most `limit`)."""
+        self._fill(now + 1e-9)
+        out: list[tuple[float, LiveSource]] = []
+        while self._heap and self._heap[0][0] <= now and (limit is None or len(out) < limit):
+            t, _, idx = heapq.heappop(self._heap)
+            out.append((t, self._by_index[idx]))
+        return out
+
+    def done(self) -> bool:
+        return self.next_time() is None
+
+    def all_times(self) -> list[tuple[float, LiveSource]]:
+        """The whole schedule at once (tests, benchmarks)."""
+        return self.pop_due(self.duration_s)
+
+
+# ---- where to send -----------------------------------------------------------------------
+
+PUBSUB = "pubsub"
+PROJECT = "project"
+
+
+def url_env_var(service: str) -> str:
+    """COMMAND_URL for service `command`, APP_URL for `app`, EVENT_PUBLISHER_URL, ..."""
+    return service.upper().replace("-", "_") + "_URL"
+
+
+def endpoints_from_env(plan: LivePlan, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Endpoints from the environment: `<SERVICE>_URL` per service, PUBSUB_EMULATOR_HOST,
+    and the project (GOOGLE_CLOUD_PROJECT, else the system file's)."""
+    import os
+
+    env = os.environ if environ is None else environ
+    out = {s: env[url_env_var(s)] for s in plan.services() if env.get(url_env_var(s))}
+    if env.get("PUBSUB_EMULATOR_HOST"):
+        out[PUBSUB] = env["PUBSUB_EMULATOR_HOST"]
+    out[PROJECT] = env.get("GOOGLE_CLOUD_PROJECT") or env.get("PUBSUB_PROJECT_ID") or plan.exp.system.project
+    return out
+
+
+def missing_endpoints(plan: LivePlan, endpoints: dict[str, str]) -> list[str]:
+    need = [url_env_var(s) for s in plan.services() if s not in endpoints]
+    if plan.topics() and PUBSUB not in endpoints:
+        need.append("PUBSUB_EMULATOR_HOST")
+    return need

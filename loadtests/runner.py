@@ -1,0 +1,102 @@
+"""Run the Locust scenario headless in a subprocess, bounded in time, for `surgesim live`.
+
+Locust runs in its own process because it monkey-patches the interpreter with gevent
+(which the caller's gRPC clients and asyncio code do not survive), and so that a hung run
+can be killed as a whole process group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from surgesim.loadtests.plan import PROJECT, PUBSUB, LivePlan, url_env_var
+from surgesim.loadtests.recorder import LoadResult, read_result
+
+LocustResult = LoadResult
+"""counts per source, histograms per path (latency/<service>.<route>, response/...,
+publish/<topic>, lateness/locust), rows for histograms.parquet; extra: returncode, log,
+stats_csv, stock, run_tag."""
+
+LOCUSTFILE = Path(__file__).with_name("meridian.py")
+
+
+def host_env(host_map: dict[str, str]) -> dict[str, str]:
+    """{service: url, "pubsub": host:port, "project": id} as the locustfile's env vars."""
+    env = {}
+    for key, value in host_map.items():
+        if key == PUBSUB:
+            env["PUBSUB_EMULATOR_HOST"] = value.removeprefix("http://")
+        elif key == PROJECT:
+            env["GOOGLE_CLOUD_PROJECT"] = value
+        else:
+            env[url_env_var(key)] = value
+    return env
+
+
+def run_locust(scenario_path: str | Path | None, host_map: dict[str, str], duration_s: float | None,
+               out_dir: str | Path, env: dict[str, str] | None = None, *, time_scale: float | None = None,
+               rate_scale: float | None = None, preload: bool = True, locustfile: str | Path | None = None,
+               grace_s: float = 60.0) -> LocustResult:
+    """Run the scenario's traffic through Locust, headless, for duration_s wall seconds
+    (default: the whole compressed scenario), and return what it sent and measured.
+
+    host_map: {service: base URL, "pubsub": PUBSUB_EMULATOR_HOST, "project": project}.
+    env: extra environment for the Locust process (e.g. the emulators' env vars).
+    Writes out_dir/histograms.parquet, out_dir/loadgen.json, Locust's CSV stats
+    (out_dir/locust_stats.csv) and its log (out_dir/locust.log). The process group is
+    killed if it outlives duration + grace_s (stock preloading and drain included)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plan = LivePlan(scenario_path, time_scale=time_scale, rate_scale=rate_scale)
+    duration = plan.duration_s if duration_s is None else min(float(duration_s), plan.duration_s)
+    child_env = {**os.environ, **(env or {}), **host_env(host_map),
+                 "SURGESIM_SCENARIO": str(plan.scenario_path), "SURGESIM_DURATION": repr(duration),
+                 "SURGESIM_OUT_DIR": str(out), "SURGESIM_PRELOAD": "1" if preload else "0",
+                 "SURGESIM_TIME_SCALE": repr(plan.time_scale), "SURGESIM_RATE_SCALE": repr(plan.rate_scale)}
+    cmd = [sys.executable, "-m", "locust", "-f", str(locustfile or LOCUSTFILE), "--headless", "--only-summary",
+           "--csv", str(out / "locust"), "--loglevel", "WARNING", "--exit-code-on-error", "0"]
+    log_path = out / "locust.log"
+    (out / "loadgen.json").unlink(missing_ok=True)
+    started = time.time()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=child_env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=str(out))
+        try:
+            rc = proc.wait(timeout=duration + grace_s)
+            killed = False
+        except subprocess.TimeoutExpired:
+            killed = True
+            _kill_group(proc)
+            rc = proc.returncode
+        finally:
+            _kill_group(proc)  # nothing it spawned may outlive it
+    log_text = log_path.read_text(encoding="utf-8", errors="replace")
+    if not (out / "loadgen.json").exists():
+        raise RuntimeError(f"Locust wrote no results (exit {rc}{', killed after timeout' if killed else ''}):\n"
+                           + log_text[-3000:])
+    result = read_result(out)
+    result.extra.update({"returncode": rc, "killed": killed, "wall_s": round(time.time() - started, 3),
+                         "stats_csv": str(out / "locust_stats.csv"), "log": str(log_path)})
+    return result
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """TERM, then KILL, the child's whole process group (start_new_session: pgid = pid)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.time() + 5.0
+        while time.time() < deadline:
+            proc.poll()  # reap the leader, or the group never empties
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
