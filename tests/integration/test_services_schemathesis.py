@@ -23,6 +23,7 @@ SERVICES = [
     "surgesim.services.fakes.gateway:sms_app",
     "surgesim.services.fakes.gateway:billing_app",
     "surgesim.services.dogfinder.app:app",
+    "surgesim.services.meridian.allocator:app",
 ]
 
 
