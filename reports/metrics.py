@@ -1,0 +1,195 @@
+"""Numbers derived from a run directory: windows, rates, per-window percentiles, drain times.
+
+Everything here reads `surgesim.rundir.Run` only, so sim and live runs are treated alike.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from surgesim import slo
+from surgesim.histogram import bucket_value
+from surgesim.rundir import GAUGES, LAG, LATENCY, METRICS, Run
+
+def is_wave(event: dict) -> bool:
+    return str(event.get("kind", "")).startswith("wave")
+
+
+def event_label(event: dict) -> str:
+    if is_wave(event):
+        return f"wave {event.get('target') or (event.get('details') or {}).get('name', '')}".strip()
+    target = event.get("target") or (event.get("details") or {}).get("topic")
+    return f"{event['kind'].replace('_', ' ')} {target}" if target else event["kind"].replace("_", " ")
+
+
+def disturbance_spans(events: list[dict], duration_s: float) -> list[tuple[float, float]]:
+    """(start, end) per fault or wave, as surgesim.slo reads faults.json: an open-ended
+    event lasts to the end of the run, except a poison message, which is instantaneous."""
+    spans = []
+    for e in events:
+        start = float(e.get("start_s") or 0.0)
+        end = e.get("end_s")
+        if end is None:
+            end = start if e.get("kind") == "poison_message" else duration_s
+        spans.append((start, float(end)))
+    return sorted(spans)
+
+
+def drain_time(backlog: pd.Series, events: list[dict], window_s: float, duration_s: float) -> float | None:
+    """Seconds from the last fault or wave end until the backlog is back to its level
+    before the first of them; None if it never got back by the end of the run.
+
+    The same definition as the `drain(backlog.SUB)` SLO (surgesim.slo.drain_time), so a
+    report's drain column and the SLO verdict agree. `backlog` is indexed by window start."""
+    if backlog.empty:
+        return None
+    value = slo.drain_time(backlog.index.to_numpy(dtype=float), backlog.to_numpy(dtype=float), window_s,
+                           disturbance_spans(events, duration_s))
+    return value if math.isfinite(value) else None
+
+
+def window_of(run: Run) -> float:
+    """The metric window in scenario seconds: from the data, since live runs sample at
+    their own interval (times time_scale)."""
+    times = np.unique(run.timeseries["time_s"].to_numpy())
+    if len(times) > 1:
+        return float(np.median(np.diff(times)))
+    return float(run.summary.get("step_s") or 1.0)
+
+
+def percentile_series(hist: pd.DataFrame, bin_s: float, qs: tuple[float, ...] = (50, 95, 99)) -> pd.DataFrame:
+    """Per-bin percentiles of every path in a histograms frame, merging windows into bins
+    of `bin_s` (merged counts, so each percentile is exact to the bucket).
+
+    Returns columns path, time_s (bin start), count, and one column per q ('p50', ...)."""
+    if hist.empty:
+        return pd.DataFrame(columns=["path", "time_s", "count", *[f"p{q:g}" for q in qs]])
+    tb = np.floor(hist["time_s"].to_numpy() / bin_s) * bin_s
+    frame = pd.DataFrame({"path": hist["path"].astype(str).to_numpy(), "time_s": tb,
+                          "bucket": hist["bucket"].to_numpy(), "count": hist["count"].to_numpy()})
+    frame = frame.groupby(["path", "time_s", "bucket"], sort=True, observed=True)["count"].sum().reset_index()
+    keys = ["path", "time_s"]
+    grouped = frame.groupby(keys, sort=False, observed=True)["count"]
+    cum = grouped.cumsum().to_numpy()
+    total = grouped.transform("sum").to_numpy()
+    out = frame.groupby(keys, sort=True, observed=True)["count"].sum().rename("count").reset_index()
+    for q in qs:
+        rank = np.maximum(1, np.ceil(total * q / 100.0))
+        hit = frame.loc[cum >= rank, keys + ["bucket"]]
+        first = hit.groupby(keys, sort=True, observed=True)["bucket"].first().reset_index()
+        first[f"p{q:g}"] = bucket_value(first["bucket"].to_numpy())
+        out = out.merge(first[keys + [f"p{q:g}"]], on=keys, how="left")
+    return out
+
+
+def plot_bin(duration_s: float, window_s: float, points: int = 360) -> float:
+    """A bin width giving about `points` per curve: whole windows, round seconds."""
+    raw = max(window_s, duration_s / points)
+    return float(math.ceil(raw / window_s) * window_s)
+
+
+@dataclass
+class RunData:
+    """A run directory with the frames the report plots, computed once."""
+
+    run: Run
+
+    @property
+    def summary(self) -> dict:
+        return self.run.summary
+
+    @property
+    def name(self) -> str:
+        return self.run.dir.name
+
+    @property
+    def duration_s(self) -> float:
+        return float(self.summary.get("duration_s") or (self.run.timeseries["time_s"].max() + self.window_s))
+
+    @property
+    def start_clock_s(self) -> float:
+        return float(self.summary.get("start_clock_s") or 0.0)
+
+    @property
+    def scales(self) -> dict:
+        s = self.summary.get("scales") or {}
+        return {"time_scale": float(s.get("time_scale") or 1.0), "rate_scale": float(s.get("rate_scale") or 1.0)}
+
+    @property
+    def events(self) -> list[dict]:
+        return list(self.run.faults)
+
+    @cached_property
+    def window_s(self) -> float:
+        return window_of(self.run)
+
+    @cached_property
+    def wide(self) -> dict[str, pd.DataFrame]:
+        """metric key -> frame indexed by time_s with one column per entity."""
+        ts = self.run.timeseries
+        names = {v: k for k, v in METRICS.items()}
+        out = {}
+        for metric, rows in ts.groupby("metric", sort=False, observed=True):
+            key = names.get(str(metric), str(metric))
+            out[key] = rows.pivot_table(index="time_s", columns="entity", values="value",
+                                        aggfunc="sum", observed=True).sort_index()
+        return out
+
+    def frame(self, key: str) -> pd.DataFrame:
+        return self.wide.get(key, pd.DataFrame())
+
+    def rate(self, key: str) -> pd.DataFrame:
+        """A counting metric per second (count in the window / window length)."""
+        f = self.frame(key)
+        return f / self.window_s if key not in GAUGES else f
+
+    @cached_property
+    def bin_s(self) -> float:
+        return plot_bin(self.duration_s, self.window_s)
+
+    @cached_property
+    def percentiles(self) -> pd.DataFrame:
+        return percentile_series(self.run.histograms, self.bin_s)
+
+    def paths(self, kind: str) -> list[str]:
+        return self.run.paths(kind)
+
+    def path_summary(self, kind: str) -> dict[str, dict]:
+        """Latency summaries per path: summary.json's, else computed from the histograms."""
+        key = "latency" if kind == LATENCY else "lag"
+        stored = self.summary.get(key) or {}
+        if stored:
+            return dict(sorted(stored.items()))
+        return {p: self.run.histogram(f"{kind}/{p}").summary() for p in self.paths(kind)}
+
+    @cached_property
+    def drains(self) -> dict[str, float | None]:
+        backlog = self.frame("backlog")
+        return {sub: drain_time(backlog[sub].dropna(), self.events, self.window_s, self.duration_s)
+                for sub in backlog.columns}
+
+    def peak_backlog(self) -> dict[str, tuple[float, float]]:
+        """subscription -> (peak, clock time of the peak in scenario seconds)."""
+        backlog = self.frame("backlog")
+        out = {}
+        for sub in backlog.columns:
+            s = backlog[sub].dropna()
+            if len(s):
+                out[sub] = (float(s.max()), float(s.idxmax()) + self.window_s)
+        totals = (self.summary.get("totals") or {}).get("subscriptions") or {}
+        for sub, t in totals.items():
+            if sub not in out and t.get("peak_backlog") is not None:
+                out[sub] = (float(t["peak_backlog"]), math.nan)
+        return out
+
+    def total_instances(self) -> pd.Series:
+        return self.frame("instances").sum(axis=1)
+
+
+__all__ = ["RunData", "drain_time", "percentile_series", "plot_bin", "window_of", "is_wave", "event_label",
+           "LATENCY", "LAG"]

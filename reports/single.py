@@ -1,0 +1,133 @@
+"""One run's report: runs/<id>/report.html with its PNG plots in runs/<id>/plots/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from surgesim.reports import fmt, plots
+from surgesim.reports.html import render
+from surgesim.reports.metrics import LAG, LATENCY, RunData
+from surgesim.reports.narrative import narrative
+from surgesim.rundir import load_run
+
+SUB_COLUMNS = ("published", "delivered", "acked", "nacked", "redelivered", "dead_lettered", "filtered", "backlog")
+
+
+def slo_rows(summary: dict) -> list[dict]:
+    rows = []
+    for s in summary.get("slos") or []:
+        slo = fmt.parse_slo(s["text"])
+        rows.append({
+            "text": s["text"], "holds": bool(s.get("holds")),
+            "observed": fmt.slo_value(slo, s.get("observed")),
+            "threshold": f"{slo.op} {fmt.slo_value(slo, slo.threshold)}" if slo else "",
+            "margin": fmt.slo_margin(slo, s.get("observed"), bool(s.get("holds"))),
+        })
+    return rows
+
+
+def slo_thresholds(summary: dict) -> dict[str, list[tuple[str, float]]]:
+    """Latency/lag thresholds per path name, for the dashed lines on the percentile plots.
+    An SLO on a service ('latency.command') applies to each of its routes."""
+    out: dict[str, list[tuple[str, float]]] = {}
+    paths = set(summary.get("latency") or {}) | set(summary.get("lag") or {})
+    for s in summary.get("slos") or []:
+        slo = fmt.parse_slo(s["text"])
+        if slo is None or slo.metric not in ("latency", "lag") or slo.func == "drain":
+            continue
+        label = f"{slo.func} {slo.op} {fmt.duration(slo.threshold)}"
+        for p in paths:
+            if p == slo.entity or p.startswith(slo.entity + "."):
+                out.setdefault(p, []).append((label, slo.threshold))
+    return out
+
+
+def subscription_rows(data: RunData) -> list[dict]:
+    s = data.summary
+    totals = (s.get("totals") or {}).get("subscriptions") or {}
+    balances = ((s.get("conservation") or {}).get("subscriptions") or {})
+    rows = []
+    for name in sorted(set(totals) | set(balances)):
+        t = totals.get(name, {})
+        c = balances.get(name, {})
+        balance = c.get("balance")
+        if balance is None and t:
+            balance = t.get("published", 0) - t.get("acked", 0) - t.get("dead_lettered", 0) - t.get("filtered", 0) - t.get("backlog", 0)
+        rows.append({"name": name, **{k: t.get(k) for k in SUB_COLUMNS},
+                     "peak_backlog": t.get("peak_backlog"), "drain": data.drains.get(name, None),
+                     "drained": name in data.drains and data.drains[name] is not None,
+                     "balance": balance, "ok": balance == 0})
+    return rows
+
+
+def service_rows(summary: dict) -> list[dict]:
+    services = (summary.get("totals") or {}).get("services") or {}
+    return [{"name": n, **t} for n, t in sorted(services.items())]
+
+
+def path_rows(data: RunData, kind: str) -> list[dict]:
+    return [{"path": p, **v} for p, v in data.path_summary(kind).items()]
+
+
+def cost_rows(summary: dict) -> tuple[list[dict], str, str]:
+    cost = summary.get("cost") or {}
+    day, month = cost.get("per_day") or {}, cost.get("per_month") or {}
+    keys = [k for k in day if k != "total"] + (["total"] if "total" in day else [])
+    rows = [{"item": k.replace("_", " "), "day": day.get(k), "month": month.get(k, (day.get(k) or 0) * 30),
+             "total": k == "total"} for k in keys]
+    return rows, cost.get("currency", "USD"), str(cost.get("as_of", ""))
+
+
+def header(data: RunData) -> dict:
+    s = data.summary
+    slos = s.get("slos") or []
+    failed = sum(1 for x in slos if not x.get("holds"))
+    verdict = (s.get("verdict") or ("fail" if failed else "pass")).lower()
+    return {
+        "scenario": s.get("scenario"), "system": s.get("system"), "plan": s.get("plan"), "seed": s.get("seed"),
+        "mode": s.get("mode"), "scales": data.scales, "duration": fmt.duration(data.duration_s),
+        "clock": f"{fmt.clock(data.start_clock_s)}–{fmt.clock(data.start_clock_s + data.duration_s, True)}",
+        "window": fmt.duration(data.window_s), "verdict": verdict,
+        "verdict_text": (f"PASS — all {len(slos)} SLOs met" if verdict == "pass" and slos else
+                         "PASS" if verdict == "pass" else f"FAIL — {failed} of {len(slos)} SLOs missed"),
+        "run_id": data.name, "inputs": s.get("inputs") or {}, "meta": data.run.meta,
+    }
+
+
+def build_plots(data: RunData, out_dir: Path, *, include_lag: bool = True) -> list[plots.Plot]:
+    """Every figure of the single-run report, in reading order."""
+    for stale in out_dir.glob("*.png"):  # a plot an earlier build drew must not linger
+        stale.unlink()
+    tl = plots.Timeline(data.start_clock_s, data.duration_s, data.events)
+    entities = set()
+    for key in ("backlog", "published", "requests", "instances", "dead_lettered"):
+        entities |= set(data.frame(key).columns)
+    colours = plots._palette(sorted(entities))
+    thresholds = slo_thresholds(data.summary)
+    figures = [
+        plots.rates(data, tl, out_dir, colours),
+        plots.percentiles(data, tl, out_dir, "latency", thresholds),
+        plots.backlog(data, tl, out_dir, colours),
+    ]
+    if include_lag:
+        figures.append(plots.percentiles(data, tl, out_dir, "lag", thresholds))
+    figures += [plots.dead_letters(data, tl, out_dir, colours), plots.instances(data, tl, out_dir, colours)]
+    return figures
+
+
+def build_report(run_dir: str | Path) -> Path:
+    """Write run_dir/report.html and run_dir/plots/*.png; return the HTML's path."""
+    run = load_run(run_dir)
+    data = RunData(run)
+    figures = build_plots(data, run.dir / "plots")
+    costs, currency, as_of = cost_rows(data.summary)
+    cons = data.summary.get("conservation") or {}
+    subs = subscription_rows(data)
+    return render(
+        "run.html", run.dir / "report.html",
+        title=f"{data.summary.get('scenario')} · {data.summary.get('plan')} · {data.summary.get('mode')}",
+        h=header(data), story=narrative(data), slos=slo_rows(data.summary), figures=figures,
+        latency=path_rows(data, LATENCY), lag=path_rows(data, LAG), subs=subs,
+        conservation_ok=bool(cons.get("ok", all(r["ok"] for r in subs))) and all(r["ok"] for r in subs),
+        services=service_rows(data.summary), costs=costs, currency=currency, as_of=as_of,
+    )
