@@ -7,7 +7,14 @@ calibration, and JUnit XML for CI. Reads run directories only (see docs/run-dire
     write_junit(run_dir) -> Path                      runs/<id>/junit.xml
 """
 
+from surgesim.reports.compare import build_comparison, calibration_pair
 from surgesim.reports.junit import write_junit
 from surgesim.reports.single import build_report
 
-__all__ = ["build_report", "write_junit"]
+__all__ = ["build_report", "build_comparison", "build_calibration", "calibration_pair", "write_junit"]
+
+
+def build_calibration(sim_dir, live_dir, out_dir):
+    from surgesim.reports.calibration import build_calibration as build
+
+    return build(sim_dir, live_dir, out_dir)
