@@ -70,9 +70,15 @@ def start_process(
     state_dir: str | os.PathLike = "",
     ports: Mapping[str, int] | None = None,
 ) -> ManagedProcess:
-    """Start ``command`` in a new session, stdout+stderr to ``log_path`` (truncated)."""
+    """Start ``command`` in a new session, stdout+stderr to ``log_path``.
+
+    An existing log is kept as ``<log_path>.prev`` (e.g. the log of a crashed emulator
+    that is being restarted).
+    """
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    if log_path.exists() and log_path.stat().st_size:
+        os.replace(log_path, log_path.with_name(log_path.name + ".prev"))
     child_env = dict(os.environ if env is None else env)
     child_env[MARKER_NAME] = name
     child_env[MARKER_STATE_DIR] = str(state_dir)

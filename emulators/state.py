@@ -6,7 +6,7 @@ Layout of the state directory (default ``$SURGESIM_HOME`` or ``~/.surgesim``)::
                       "started":  {name: ManagedProcess fields},   <- ours; `down` stops these
                       "external": {name: {"ports": ..., "seen_at": ...}}}  <- reused, never stopped
     fidelity.json    the last Pub/Sub fidelity probe (emulators/probe.py)
-    logs/<name>.log  each emulator's stdout+stderr (truncated at each start)
+    logs/<name>.log  each emulator's stdout+stderr (the previous one kept as <name>.log.prev)
     data/<name>/     per-emulator working data (e.g. gcloud's pubsub env.yaml)
     .lock            flock'ed while `up`/`down` change things
 """

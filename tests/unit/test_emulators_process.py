@@ -115,3 +115,12 @@ def test_log_tail(tmp_path):
 def test_free_port_is_bindable(n):
     for _ in range(n):
         assert not port_open("127.0.0.1", free_port())
+
+
+def test_previous_log_is_kept_on_restart(tmp_path):
+    log = tmp_path / "logs" / "x.log"
+    for word in ("first", "second"):
+        rec = start_process("x", [sys.executable, "-c", f"print({word!r})"], log, state_dir=tmp_path)
+        assert wait_for(lambda: not is_running(rec.pid), 10)
+    assert log.read_text().strip() == "second"
+    assert (tmp_path / "logs" / "x.log.prev").read_text().strip() == "first"
