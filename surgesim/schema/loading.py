@@ -19,12 +19,18 @@ Kind = Literal["system", "plan", "scenario"]
 MODELS: dict[str, type] = {"system": System, "plan": Plan, "scenario": Scenario}
 
 
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_MAX_NODES = 200_000
+_MAX_DEPTH = 64
+
+
 class SchemaError(ValueError):
     """One or more problems, each a line `file:line: field.path: what is wrong`."""
 
     def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(problems))
+        # One line per problem, whatever characters a key or value brought along.
+        self.problems = [p.replace("\r", "\\r").replace("\n", "\\n") for p in problems]
+        super().__init__("\n".join(self.problems))
 
 
 # ---- YAML with positions --------------------------------------------------------------
@@ -43,19 +49,38 @@ class _Doc:
         except (OSError, UnicodeDecodeError) as exc:
             raise SchemaError([f"{path}: cannot read: {exc}"]) from None
         try:
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
-            self.data = yaml.safe_load(text)
+            # One parse (libyaml when present) gives both the nodes, for line numbers, and
+            # the data constructed from them.
+            loader = _Loader(text)
+            try:
+                node = loader.get_single_node()
+                self.data = loader.construct_document(node) if node is not None else None
+            finally:
+                loader.dispose()
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f":{mark.line + 1}" if mark is not None else ""
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise SchemaError([f"{self.name}{where}: YAML syntax error: {problem}"]) from None
+        except RecursionError:
+            raise SchemaError([f"{self.name}: YAML nested too deeply"]) from None
         self.lines: dict[tuple, int] = {}
         self.duplicates: list[str] = []
+        self._budget = _MAX_NODES
         if node is not None:
-            self._index(node, ())
+            self._index(node, (), ())
 
-    def _index(self, node: yaml.Node, path: tuple) -> None:
+    def _index(self, node: yaml.Node, path: tuple, ancestors: tuple) -> None:
+        # Aliases can make a cycle (`&a [*a]`) or expand exponentially ("billion laughs");
+        # either would hang or overflow the validators, so refuse them here.
+        if any(node is a for a in ancestors):
+            raise SchemaError([self.problem(path, "a YAML alias refers to its own ancestor (a cycle)")])
+        if len(ancestors) > _MAX_DEPTH:
+            raise SchemaError([self.problem(path, f"nested more than {_MAX_DEPTH} levels deep")])
+        self._budget -= 1
+        if self._budget < 0:
+            raise SchemaError([f"{self.name}: more than {_MAX_NODES:,} values (do YAML aliases expand too far?)"])
+        ancestors = ancestors + (node,)
         self.lines[path] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             seen: set = set()
@@ -67,10 +92,10 @@ class _Doc:
                     )
                 seen.add(key)
                 self.lines[path + (key,)] = key_node.start_mark.line + 1
-                self._index(value_node, path + (key,))
+                self._index(value_node, path + (key,), ancestors)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
-                self._index(item, path + (i,))
+                self._index(item, path + (i,), ancestors)
 
     def line_of(self, path: tuple) -> int | None:
         while path:

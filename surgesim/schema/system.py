@@ -57,6 +57,8 @@ class BigQueryDelivery(Strict):
 def _check_filter(value: str | None) -> str | None:
     if value is None:
         return None
+    if not isinstance(value, str):
+        raise ValueError(f"expected a filter such as 'attributes.k = \"v\"', got {value!r}")
     if len(value.encode()) > 256:
         raise ValueError(f"must be at most 256 bytes (Pub/Sub's limit), got {len(value.encode())}")
     try:
@@ -195,6 +197,8 @@ class Step(Strict):
                 raise ValueError(
                     f"a step has exactly one of {', '.join(_STEP_KINDS)}; got {', '.join(map(str, data)) or 'nothing'}"
                 )
+            if data[kinds[0]] is None:
+                raise ValueError(f"step {kinds[0]} needs a value")
         return data
 
     @property
