@@ -37,6 +37,19 @@ EVENTARC_MIN_BACKOFF_S = 10.0
 EVENTARC_MAX_BACKOFF_S = 600.0
 
 
+def lindley(a: np.ndarray, s: np.ndarray, c: int, U: float, tU: float) -> np.ndarray:
+    """Waits of sorted arrivals a with handler times s at one server of c-fold speed that
+    already holds U slot-seconds of work at time tU: w_i = max(0, w_{i-1} + s_{i-1}/c -
+    (a_i - a_{i-1})), solved as S - min(prefix-min(S), 0) with S the cumulative sum."""
+    if a.shape[0] == 0:
+        return np.zeros(0)
+    x = np.empty(a.shape[0])
+    x[0] = U / c - (a[0] - tU)
+    x[1:] = s[:-1] / c - np.diff(a)
+    S = np.cumsum(x)
+    return S - np.minimum(np.minimum.accumulate(S), 0.0)
+
+
 @dataclass
 class Channel:
     kind: str  # route | sub | trigger | bigquery
@@ -56,6 +69,7 @@ class ServiceNode:
         self.is_service = fixed_slots is None
         self.channels: list[Channel] = []
         self.inbox: list[tuple[int, Batch]] = []
+        self.next_due = math.inf
         self.rng = eng.rng(f"service:{name}")
         self.ready = plan.min_instances if self.is_service else 1
         self.pending: list[float] = []  # ready times of starting instances
@@ -68,6 +82,7 @@ class ServiceNode:
         self.bad: list[tuple[float, float, Any]] = []
         self.last_c = 0
         self.first_ready = 0.0
+        self.mean_svc = 0.01
         self.totals = {"requests": 0, "rejected": 0, "errors": 0, "instance_seconds": 0.0, "cold_starts": 0,
                        "peak_instances": self.ready}
 
@@ -80,9 +95,12 @@ class ServiceNode:
     def enqueue(self, ch: int, b: Batch) -> None:
         if len(b):
             self.inbox.append((ch, b))
+            tmin = float(b.t.min())
+            if tmin < self.next_due:
+                self.next_due = tmin
 
     def has_due(self, t1: float) -> bool:
-        return any(float(b.t.min()) < t1 for _, b in self.inbox)
+        return self.next_due < t1
 
     # ---- capacity ----------------------------------------------------------------------
 
@@ -118,24 +136,42 @@ class ServiceNode:
             else:
                 keep.append((ci, b))
         self.inbox = keep
+        self.next_due = min((float(b.t.min()) for _, b in keep), default=math.inf)
         due = self._apply_down(due, t1)
         due = self._expire(due)
         if not due:
             return
         # handler times per channel
+        # Time-dependent parts of a handler (rate-limit seconds, fault windows, debounce)
+        # are evaluated at an estimated start: arrival + the backlog already queued.
+        # A first Lindley pass with the mean handler time paces these estimates at the
+        # rate the slots drain the queue.
+        c_est = max(1, self.capacity({ci for ci, _ in due}))
+        a_all = np.concatenate([b.t for _, b in due])
+        order = np.argsort(a_all, kind="stable")
+        w_sorted = lindley(a_all[order], np.full(a_all.shape[0], self.mean_svc), c_est, self.U, self.tU)
+        w_est = np.empty_like(w_sorted)
+        w_est[order] = w_sorted
         results = []
+        pos = 0
         for ci, b in due:
             ch = self.channels[ci]
+            n = len(b)
+            wb = w_est[pos:pos + n]
+            pos += n
             if ch.kind == "bigquery":
                 results.append(None)
                 continue
-            results.append(ch.handler.run(b, self._forced_fail(ch, b)))
+            est = b if not wb.any() else Batch(b.t + wb, b.pub, b.attrs, b.key, b.attempt)
+            results.append(ch.handler.run(est, self._forced_fail(ch, b)))
         a = np.concatenate([b.t for _, b in due])
         if self.fixed_service_s is not None:
             s = np.full(a.shape[0], self.fixed_service_s)
         else:
             s = np.concatenate([r.svc for r in results])
         can_reject = np.concatenate([np.full(len(b), self.channels[ci].kind == "route") for ci, b in due])
+        if s.shape[0]:
+            self.mean_svc = 0.8 * self.mean_svc + 0.2 * float(s.mean())
         start = self._queue(a, s, can_reject, {ci for ci, _ in due}, t0, t1)
         # outcomes per channel
         pos = 0
@@ -168,7 +204,7 @@ class ServiceNode:
             if ch.kind != "route" and len(b):
                 later = b.t >= t1
                 if later.any():
-                    self.inbox.append((ci, b.take(np.nonzero(later)[0])))
+                    self.enqueue(ci, b.take(np.nonzero(later)[0]))
                     b = b.take(np.nonzero(~later)[0])
             if len(b):
                 out.append((ci, b))
@@ -279,13 +315,7 @@ class ServiceNode:
         return a + w
 
     def _lindley(self, a, s, c) -> np.ndarray:
-        if a.shape[0] == 0:
-            return np.zeros(0)
-        x = np.empty(a.shape[0])
-        x[0] = self.U / c - (a[0] - self.tU)
-        x[1:] = s[:-1] / c - np.diff(a)
-        S = np.cumsum(x)
-        return S - np.minimum(np.minimum.accumulate(S), 0.0)
+        return lindley(a, s, c, self.U, self.tU)
 
     def _carry(self, a, s, w, c, t1) -> None:
         if a.shape[0] == 0:
