@@ -9,7 +9,7 @@ import pytest
 
 from surgesim.emulators.bq_subscription import BigQuerySubscriptionBridge
 from surgesim.emulators.pubsub_rest import PubSubRest, b64
-from test_bridges_support import LoopThread, fresh, wait_until
+from tests.integration.bridges_support import LoopThread, fresh, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import pytest
 
 from surgesim.emulators.filtering import FilterRelay
 from surgesim.emulators.pubsub_rest import PubSubRest, b64
-from test_bridges_support import LoopThread, fresh, wait_until
+from tests.integration.bridges_support import LoopThread, fresh, wait_until
 
 pytestmark = pytest.mark.integration
 

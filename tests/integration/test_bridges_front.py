@@ -9,7 +9,7 @@ import pytest
 
 from surgesim.emulators.front import Front, FrontSettings, serve, stop
 from surgesim.emulators.process import free_port
-from test_bridges_support import LoopThread, Recorder
+from tests.integration.bridges_support import LoopThread, Recorder
 
 pytestmark = pytest.mark.integration
 

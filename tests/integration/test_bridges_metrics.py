@@ -11,7 +11,7 @@ from surgesim.emulators.metrics import MetricsSampler
 from surgesim.emulators.pubsub_rest import PubSubRest, b64
 from surgesim.emulators.push import PushBridge, PushTarget
 from surgesim.rundir import METRICS
-from test_bridges_support import LoopThread, Recorder, fresh, wait_until
+from tests.integration.bridges_support import LoopThread, Recorder, fresh, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 
 from surgesim.emulators.pubsub_rest import PubSubRest, b64
 from surgesim.emulators.push import PushBridge, PushTarget
-from test_bridges_support import LoopThread, Recorder, fresh, wait_until
+from tests.integration.bridges_support import LoopThread, Recorder, fresh, wait_until
 
 pytestmark = pytest.mark.integration
 

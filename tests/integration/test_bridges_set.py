@@ -8,7 +8,7 @@ from surgesim.emulators.bridges import Bridges
 from surgesim.emulators.pubsub_rest import b64
 from surgesim.rundir import METRICS
 from surgesim.schema import System
-from test_bridges_support import Recorder, fresh, wait_until
+from tests.integration.bridges_support import Recorder, fresh, wait_until
 
 pytestmark = pytest.mark.integration
 

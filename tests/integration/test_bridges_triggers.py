@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from surgesim.emulators.triggers import TriggerBridge
-from test_bridges_support import LoopThread, Recorder, wait_until
+from tests.integration.bridges_support import LoopThread, Recorder, wait_until
 
 pytestmark = pytest.mark.integration
 
