@@ -130,7 +130,7 @@ def log_ticks(ax, values: np.ndarray, durations: bool) -> None:
     while len(ticks) > 7:
         ticks = ticks[::2]
     ax.yaxis.set_major_locator(FixedLocator(ticks))
-    ax.yaxis.set_major_formatter(FuncFormatter(_duration_label if durations else (lambda x, _p: f"{x:g}")))
+    ax.yaxis.set_major_formatter(FuncFormatter(_duration_label if durations else _human))
 
 
 def log_axis(ax, formatter=_log_labels) -> None:
