@@ -130,7 +130,7 @@ def _message(err: dict) -> str:
         if msg.startswith(prefix):
             msg = msg[len(prefix):]
     shown = err.get("input")
-    if kind.endswith("_type") or kind in ("literal_error", "string_pattern_mismatch", "int_from_float"):
+    if kind.endswith(("_type", "_parsing")) or kind in ("literal_error", "string_pattern_mismatch", "int_from_float"):
         return f"{msg[0].lower()}{msg[1:]}, got {shown!r}"
     return msg
 
