@@ -16,6 +16,7 @@ import datetime as dt
 import enum
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -58,11 +59,21 @@ class FirestoreClaims:
         self.collection = collection
         self.lease_s = lease_s
         self.ttl_s = ttl_s
+        # Concurrent deliveries of one event inside this instance queue here instead of
+        # aborting each other's transactions in Firestore.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    async def claim(self, key: str) -> Claim:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        async with lock:
+            return await self._claim(key)
 
     def ref(self, key: str):
         return self.db.collection(self.collection).document(doc_id(key))
 
-    async def claim(self, key: str) -> Claim:
+    async def _claim(self, key: str) -> Claim:
         from google.api_core import exceptions as gexc
         from google.cloud import firestore
 

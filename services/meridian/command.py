@@ -10,11 +10,13 @@ nothing. The same id with a different request is 409.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import hashlib
 import json
 import uuid
+import weakref
 from typing import Any
 
 from fastapi import FastAPI, Header, HTTPException, Path, Request
@@ -104,9 +106,20 @@ class CommandStore:
     def __init__(self, db, request_ttl_s: float = 7 * 86400) -> None:
         self.db = db
         self.request_ttl_s = request_ttl_s
+        # Commands on one parcel inside this instance queue here rather than in Firestore,
+        # where contended transactions abort and back off (seconds on the emulator).
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def apply(self, request_id: str, route: str, parcel_id: str, event_type: str, body: BaseModel | None,
                     changes: dict[str, Any]) -> tuple[dict, bool]:
+        lock = self._locks.get(parcel_id)
+        if lock is None:
+            lock = self._locks[parcel_id] = asyncio.Lock()
+        async with lock:
+            return await self._apply(request_id, route, parcel_id, event_type, body, changes)
+
+    async def _apply(self, request_id: str, route: str, parcel_id: str, event_type: str, body: BaseModel | None,
+                     changes: dict[str, Any]) -> tuple[dict, bool]:
         from google.cloud import firestore
 
         fingerprint = _fingerprint(route, parcel_id, body)

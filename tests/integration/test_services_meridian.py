@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 
 import httpx
@@ -111,14 +112,18 @@ def test_concurrent_retries_of_one_request_create_one_parcel(gcp, command):
     request_id = rid()
 
     async def burst():
-        async with httpx.AsyncClient(trust_env=False) as http:
+        # contended transactions queue on the emulator's document lock: allow them time
+        async with httpx.AsyncClient(trust_env=False, timeout=60) as http:
             return await asyncio.gather(*[
                 http.post(command.url + "/shipments", json=SHIPMENT, headers={"X-Request-Id": request_id}) for _ in range(10)
             ])
 
+    t0 = time.monotonic()
     answers = asyncio.run(burst())
+    print(f"10 concurrent retries answered in {time.monotonic() - t0:.2f}s:", sorted(r.status_code for r in answers))
     ok = [r for r in answers if r.status_code == 202]
-    assert ok and all(r.status_code in (202, 503) for r in answers)
+    assert len(ok) == len(answers)  # one instance queues them per parcel instead of aborting
+    assert sum(1 for r in answers if r.headers.get("idempotent-replayed") != "true") == 1
     assert len({r.json()["eventId"] for r in ok}) == 1
     pid = ok[0].json()["parcelId"]
     assert gcp.clients.firestore().collection("parcels").document(pid).get().get("version") == 1
