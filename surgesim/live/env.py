@@ -1,0 +1,108 @@
+"""The Cloud Run-style environment each process of a live run gets. Pure: no processes,
+no network, so the mapping from system file + plan to variables is unit-tested alone.
+
+Names a service reads (docs/services.md): every external API `foo-bar` becomes
+`FOO_BAR_URL` (plus the historical names in ``API_ALIASES``), every other service's
+front `<SERVICE>_URL` (plus ``SERVICE_ALIASES``), a pull worker its `SUBSCRIPTION`,
+`MAX_OUTSTANDING`, `PULL_STREAMS`, and live-map its `DEBOUNCE_SECONDS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from surgesim.schema import ExternalApi, Plan, System
+
+API_ALIASES: dict[str, tuple[str, ...]] = {
+    # the reference reactors name the shipper webhook after what it is, not the API entry
+    "client-endpoints": ("CLIENT_WEBHOOK_URL",),
+}
+SERVICE_ALIASES: dict[str, tuple[str, ...]] = {
+    "fleet-allocator": ("ALLOCATOR_URL",),
+}
+
+FAKE_APPS = {"sms": "surgesim.services.fakes.gateway:sms_app",
+             "billing": "surgesim.services.fakes.gateway:billing_app",
+             "generic": "surgesim.services.fakes.gateway:generic_app"}
+
+
+def url_var(name: str) -> str:
+    """`sms-gateway` -> SMS_GATEWAY_URL (the load generators use the same rule)."""
+    return name.upper().replace("-", "_").replace(".", "_") + "_URL"
+
+
+def api_vars(api_name: str, url: str) -> dict[str, str]:
+    return {v: url for v in (url_var(api_name), *API_ALIASES.get(api_name, ()))}
+
+
+def service_vars(service: str, url: str) -> dict[str, str]:
+    return {v: url for v in (url_var(service), *SERVICE_ALIASES.get(service, ()))}
+
+
+def fake_env(api: ExternalApi, rate_scale: float = 1.0, seed: int = 1) -> dict[str, str]:
+    """A fake gateway's start-up behaviour from the system file's API entry. The rate limit
+    is scaled like the traffic (rate_scale): at 2% of the volume, 2% of the limit bites at
+    the same point of the scenario. Latency is not scaled: handlers run in real time."""
+    env = {"FAKE_KIND": api.fake or "generic", "FAKE_LATENCY_P50_MS": repr(api.latency.p50 * 1000.0),
+           "FAKE_ERROR_RATE": repr(api.error_rate), "FAKE_SEED": str(seed)}
+    if api.latency.p99 is not None:
+        env["FAKE_LATENCY_P99_MS"] = repr(api.latency.p99 * 1000.0)
+    if api.rate_limit is not None:
+        env["FAKE_RATE_LIMIT"] = repr(max(api.rate_limit * rate_scale, 0.001))
+    return env
+
+
+def pull_subscriptions(system: System, service: str) -> list[str]:
+    return [s.name for s in system.subscriptions if s.consumer == service and s.delivery == "pull"]
+
+
+def push_consumers(system: System) -> set[str]:
+    """Services that receive pushes or trigger CloudEvents (their fronts check the push token)."""
+    out = {s.consumer for s in system.subscriptions if s.delivery == "push" and s.consumer}
+    return out | {t.target for t in system.triggers}
+
+
+def process_env(system: System, plan: Plan, service: str, *, emulators: Mapping[str, str],
+                api_urls: Mapping[str, str], service_urls: Mapping[str, str],
+                pull_emulator_host: str | None = None, extra: Mapping[str, str] | None = None,
+                log_level: str = "INFO") -> dict[str, str]:
+    """Every variable for one service process (PORT is added by whoever picks the port).
+
+    emulators: the stack's env_vars(); api_urls: api name -> URL (fake or real);
+    service_urls: service name -> front URL; pull_emulator_host: where a pull worker's
+    Pub/Sub client should connect (a counting proxy) instead of the emulator."""
+    env = dict(emulators)
+    env["GOOGLE_CLOUD_PROJECT"] = system.project
+    env["K_SERVICE"] = service  # as Cloud Run sets it
+    env["LOG_LEVEL"] = log_level
+    for api, url in api_urls.items():
+        env.update(api_vars(api, url))
+    for other, url in service_urls.items():
+        if other != service:
+            env.update(service_vars(other, url))
+    subs = pull_subscriptions(system, service)
+    if subs:
+        sub = subs[0]
+        sp = plan.subscription(sub)
+        env["SUBSCRIPTION"] = sub
+        env["MAX_OUTSTANDING"] = str(sp.max_outstanding_messages)
+        env["PULL_STREAMS"] = str(sp.streams)
+        if pull_emulator_host:
+            env["PUBSUB_EMULATOR_HOST"] = pull_emulator_host
+    if service in plan.debounce:
+        env["DEBOUNCE_SECONDS"] = repr(plan.debounce[service])
+    env.update(extra or {})
+    return env
+
+
+def front_settings(sp):
+    """FrontSettings from a ServicePlan. A plan that does not name a service gives a
+    ServicePlan whose default cold_start is still the raw dict (pydantic does not validate
+    defaults), which FrontSettings.from_plan cannot read: normalise it here."""
+    from surgesim.emulators.front import FrontSettings
+    from surgesim.schema.common import Latency
+
+    cold = sp.cold_start if isinstance(sp.cold_start, Latency) else Latency.model_validate(sp.cold_start)
+    return FrontSettings(concurrency=sp.concurrency, max_instances=sp.max_instances, min_instances=sp.min_instances,
+                         cold_start_p50=cold.p50, cold_start_p99=cold.p99, scale_down_delay=sp.scale_down_delay,
+                         pending_timeout=sp.pending_timeout, request_timeout=sp.request_timeout)

@@ -1,0 +1,70 @@
+"""Every service's Cloud Run front (emulators/front.py) served from one asyncio loop in a
+thread of the harness, each on its own free port."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from surgesim.emulators import front as front_mod
+from surgesim.emulators.front import Front, FrontSettings
+from surgesim.services.common.devserver import free_port
+
+
+class FrontSet:
+    def __init__(self) -> None:
+        self.fronts: dict[str, Front] = {}
+        self.ports: dict[str, int] = {}
+        self._servers: dict[str, object] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, name="surgesim-fronts", daemon=True)
+            self._thread.start()
+        return self._loop
+
+    def add(self, name: str, upstream: str, settings: FrontSettings, *, token: str | None, seed: int = 0,
+            timeout: float = 15.0) -> str:
+        """Start a front for `name` proxying to `upstream`; returns its URL."""
+        loop = self._ensure_loop()
+        port = free_port()
+        f = Front(name, upstream, settings, token=token, seed=seed)
+        server = asyncio.run_coroutine_threadsafe(front_mod.serve(f, port), loop).result(timeout)
+        self.fronts[name], self.ports[name], self._servers[name] = f, port, server
+        return self.url(name)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def retarget(self, name: str, upstream: str) -> None:
+        """Point a front at a restarted service process (the front, its URL and its
+        instances stay: a Cloud Run revision swap behind the same URL)."""
+        self.fronts[name].upstream = upstream.rstrip("/")
+
+    def stats(self) -> dict[str, dict]:
+        out = {}
+        for name, f in self.fronts.items():
+            s = f.stats
+            out[name] = {"requests": s.requests, "rejected": s.rejected, "errors": s.errors,
+                         "unauthorized": s.unauthorized, "cold_starts": s.cold_starts,
+                         "peak_instances": s.peak_instances, "instances": f.instance_count()}
+        return out
+
+    def stop(self, timeout: float = 15.0) -> None:
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        try:
+            for name, server in list(self._servers.items()):
+                try:
+                    asyncio.run_coroutine_threadsafe(front_mod.stop(server), loop).result(timeout)
+                except Exception:  # noqa: BLE001 -- one stuck front must not keep the others up
+                    pass
+        finally:
+            self._servers.clear()
+            loop.call_soon_threadsafe(loop.stop)
+            self._thread.join(10)
+            loop.close()

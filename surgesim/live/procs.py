@@ -1,0 +1,131 @@
+"""Service processes of a live run: an ASGI app (`app:`) through
+`surgesim.services.common.devserver`, or a user's own `command:`, each in its own process
+group on a port chosen here, with a log file per process. Starting many at once is done
+in parallel: each costs a second or two of CPU to import its libraries."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from surgesim.services.common.devserver import free_port, start_service
+
+
+@dataclass
+class Proc:
+    """One running (or stopped) service process."""
+
+    name: str
+    target: str | list[str]
+    """`module:app` or a command line."""
+    env: dict[str, str]
+    port: int
+    log_dir: Path
+    proc: subprocess.Popen | None = None
+    log_path: str | None = None
+    restarts: int = 0
+    ready_path: str = "/healthz"
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 60.0) -> "Proc":
+        if isinstance(self.target, str):
+            svc = start_service(self.target, self.env, port=self.port, ready_path=self.ready_path, timeout=timeout,
+                                log_dir=str(self.log_dir))
+            self.proc, self.log_path = svc.proc, svc.log_path
+        else:
+            self._start_command(timeout)
+        self.history.append({"event": "started", "pid": self.proc.pid, "at": time.time()})
+        return self
+
+    def _start_command(self, timeout: float) -> None:
+        self.log_path = str(self.log_dir / f"{self.name}-{self.restarts}.log")
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(self.target, env={**os.environ, **self.env, "PORT": str(self.port)},
+                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name}: `{' '.join(self.target)}` exited with {self.proc.returncode} "
+                                   f"before listening on $PORT={self.port}:\n{self.log()[-3000:]}")
+            try:
+                httpx.get(self.url + self.ready_path, timeout=1.0, trust_env=False)
+                return  # any HTTP answer: it listens
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not listen on port {self.port} within {timeout:g}s:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        if not self.log_path:
+            return ""
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """SIGTERM to the process group, SIGKILL after `timeout`; the whole group goes."""
+        p = self.proc
+        if p is None:
+            return None
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(p.pid, sig)
+            try:
+                p.wait(timeout)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # children that ignored TERM (the group outlives its leader)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.pid, signal.SIGKILL)
+        self.history.append({"event": "stopped", "pid": p.pid, "at": time.time(), "returncode": p.returncode})
+        return p.returncode
+
+    def restart(self, env: Mapping[str, str] | None = None, new_port: bool = True, timeout: float = 60.0) -> "Proc":
+        """Stop, then start again (with a changed environment); a fresh port by default so a
+        lingering socket of the old process can never answer for the new one."""
+        self.stop()
+        if env is not None:
+            self.env = dict(env)
+        if new_port:
+            self.port = free_port()
+        self.restarts += 1
+        return self.start(timeout)
+
+
+def start_all(procs: list[Proc], timeout: float = 90.0, workers: int = 8) -> None:
+    """Start every process in parallel; on any failure stop the ones that did start."""
+    if not procs:
+        return
+    with ThreadPoolExecutor(max_workers=min(workers, len(procs))) as pool:
+        futures = [pool.submit(p.start, timeout) for p in procs]
+        errors = []
+        for p, f in zip(procs, futures):
+            try:
+                f.result()
+            except Exception as exc:  # noqa: BLE001 -- reported together below
+                errors.append(f"{p.name}: {exc}")
+    if errors:
+        for p in procs:
+            p.stop()
+        raise RuntimeError("services failed to start:\n" + "\n".join(errors))

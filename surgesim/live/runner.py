@@ -1,0 +1,395 @@
+"""Run a system file for real on this machine: emulators, fake external APIs, every
+service as its own process behind a Cloud Run front, and the bridges.
+
+    from surgesim.live import SystemRunner
+    with SystemRunner(system, plan) as run:          # or SystemRunner(...).start() / .stop()
+        run.urls["command"]          # the command service's Cloud Run front
+        run.raw_urls["command"]      # the process itself
+        run.fakes["sms-gateway"]     # a fake's base URL (admin API under /admin)
+        run.bridges.metrics          # the MetricsSampler (backlog, acked, dead-lettered...)
+        run.restart_service("eta", extra_env={"BAD_PATTERN": "..."})
+
+Start order: emulators (started or reused) -> stores provisioned -> fakes -> fronts (on
+ports picked for the services in advance, so every process can be given every other
+service's URL) -> HTTP and push services -> bridges (topics, subscriptions, push,
+filters, BigQuery, triggers, metrics) -> pull workers (their subscriptions now exist).
+Stop is the reverse, and kills each process group; SIGTERM is turned into a clean stop.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from surgesim.rundir import METRICS
+from surgesim.schema import Plan, System
+from surgesim.services.common.devserver import free_port
+
+from .env import FAKE_APPS, fake_env, front_settings, process_env, pull_subscriptions, push_consumers
+from .fronts import FrontSet
+from .procs import Proc, start_all
+
+log = logging.getLogger(__name__)
+
+PUSH_TOKEN = "local-oidc"
+
+
+class LiveSetupError(RuntimeError):
+    pass
+
+
+class SystemRunner:
+    def __init__(self, system: System, plan: Plan | None = None, state_dir: str | Path | None = None, *,
+                 rate_scale: float = 1.0, sample_interval: float = 1.0, push_token: str = PUSH_TOKEN,
+                 log_dir: str | Path | None = None, log_level: str = "INFO", purge: bool = False,
+                 count_pull_acks: bool = True, keep_emulators: bool = False, seed: int = 1,
+                 on_message=None) -> None:
+        """rate_scale: the live run's volume fraction (scales the fakes' rate limits).
+        purge: seek every subscription of the system to now before starting, so a reused
+        emulator's leftovers are not delivered into this run. count_pull_acks: put the
+        counting gRPC proxy (emulators/grpc_proxy.py) between pull workers and the emulator,
+        so their subscriptions get backlog and acked metrics too."""
+        self.system = system
+        self.plan = plan or Plan(name="default")
+        self.state_dir = state_dir
+        self.rate_scale = rate_scale
+        self.sample_interval = sample_interval
+        self.push_token = push_token
+        self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix=f"surgesim-{system.name}-"))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_level = log_level
+        self.purge = purge
+        self.count_pull_acks = count_pull_acks
+        self.keep_emulators = keep_emulators
+        self.seed = seed
+        self.say = on_message or (lambda msg: log.info("%s", msg))
+
+        self.stack = None
+        self.started_emulators: list[str] = []
+        self.fakes: dict[str, str] = {}
+        """external API name -> base URL (a fake's admin API is under /admin)."""
+        self.api_urls: dict[str, str] = {}
+        self.procs: dict[str, Proc] = {}
+        self.fake_procs: dict[str, Proc] = {}
+        self.fronts = FrontSet()
+        self.bridges = None
+        self.proxy = None
+        self.skipped: dict[str, str] = {}
+        """service -> why it is not run."""
+        self.front_rows: list[dict] = []
+        self.clock_zero = time.monotonic()
+        self._sampling = threading.Event()
+        self._sampler_thread: threading.Thread | None = None
+        self._last_front: dict[tuple[str, str], int] = {}
+        self._window_start = 0.0
+        self._old_sigterm = None
+        self._stopped = True
+        self._lock = threading.RLock()
+
+    # ---- what runs where ---------------------------------------------------------------------
+    @property
+    def urls(self) -> dict[str, str]:
+        """service -> its front's URL (where users and Pub/Sub push reach it)."""
+        return {name: self.fronts.url(name) for name in self.fronts.fronts}
+
+    @property
+    def raw_urls(self) -> dict[str, str]:
+        return {name: p.url for name, p in self.procs.items()}
+
+    @property
+    def emulator_env(self) -> dict[str, str]:
+        return self.stack.env_vars() if self.stack is not None else {}
+
+    def endpoints(self) -> dict[str, str]:
+        """For the load generators: {service: front URL, "pubsub": host:port, "project": id}."""
+        out = dict(self.urls)
+        for name, p in self.procs.items():
+            out.setdefault(name, p.url)
+        out["pubsub"] = self.stack.endpoint("pubsub")
+        out["project"] = self.system.project
+        return out
+
+    def listing(self) -> list[dict]:
+        """One row per thing that listens: kind, name, url, pid, detail."""
+        rows = []
+        for name, st in self.stack.emulators.items():
+            rows.append({"kind": "emulator", "name": name, "url": self.stack.endpoint(name),
+                         "pid": st.pid, "detail": st.action or st.status})
+        for name, url in self.fakes.items():
+            p = self.fake_procs.get(name)
+            rows.append({"kind": "fake", "name": name, "url": url, "pid": p.pid if p else None,
+                         "detail": "admin: " + url + "/admin/behaviour" if p else "real endpoint"})
+        for name, p in self.procs.items():
+            front = name in self.fronts.fronts
+            rows.append({"kind": "service", "name": name, "url": self.fronts.url(name) if front else p.url,
+                         "pid": p.pid, "detail": (f"front -> {p.url}" if front else "pull worker, no front")})
+        for name, why in self.skipped.items():
+            rows.append({"kind": "skipped", "name": name, "url": "", "pid": None, "detail": why})
+        return rows
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    def __enter__(self) -> "SystemRunner":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> "SystemRunner":
+        self._stopped = False
+        self._install_signals()
+        atexit.register(self._atexit)
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        from surgesim.emulators import up
+        from surgesim.emulators.provision import needed_emulators, provision
+
+        system = self.system
+        needed = needed_emulators(system)
+        self.stack = up(needed, project=system.project, state_dir=self.state_dir, on_message=self.say)
+        self.started_emulators = [n for n, st in self.stack.emulators.items() if st.action in ("started", "restarted")]
+        clients = self.stack.clients
+        # Stores only: the bridges create the topics and subscriptions themselves (push ones
+        # as pull, and without the retry policy, which the push bridge applies).
+        provision(system.model_copy(update={"topics": [], "subscriptions": []}), clients)
+        if self.purge:
+            self._purge()
+
+        # fakes for the external APIs
+        fake_list = []
+        for api in system.external_apis:
+            if api.url:
+                self.api_urls[api.name] = self.fakes[api.name] = api.url.rstrip("/")
+            elif api.fake:
+                p = Proc(f"fake-{api.name}", FAKE_APPS[api.fake], fake_env(api, self.rate_scale, self.seed),
+                         free_port(), self.log_dir)
+                self.fake_procs[api.name] = p
+                fake_list.append(p)
+                self.api_urls[api.name] = self.fakes[api.name] = p.url
+        start_all(fake_list)
+        self.say(f"started {len(fake_list)} fake APIs")
+
+        # which services run, on which ports, and which get fronts
+        runnable = [s for s in system.services if s.app or s.command]
+        for s in system.services:
+            if not (s.app or s.command):
+                self.skipped[s.name] = "no app: or command: in the system file"
+        for wf in system.workflows:
+            if wf.name not in {s.name for s in system.services}:
+                self.skipped[wf.name] = "a workflow without a service (app:/command:) to run it live"
+        pull_workers = {s.name for s in runnable if pull_subscriptions(system, s.name) and not s.routes}
+        pushed = push_consumers(system)
+        ports = {s.name: free_port() for s in runnable}
+        for s in runnable:
+            if s.name in pull_workers:
+                continue
+            settings = front_settings(self.plan.service(s.name))
+            token = self.push_token if (s.name in pushed and not s.routes) else None
+            self.fronts.add(s.name, f"http://127.0.0.1:{ports[s.name]}", settings, token=token, seed=self.seed)
+        front_urls = self.urls
+
+        proxy_host = None
+        if self.count_pull_acks and pull_workers:
+            from surgesim.emulators.grpc_proxy import PubSubProxy
+
+            self.proxy = PubSubProxy(self.stack.endpoint("pubsub"), on_settled=self._pull_settled).start()
+            proxy_host = self.proxy.endpoint
+
+        for s in runnable:
+            env = process_env(system, self.plan, s.name, emulators=self.emulator_env, api_urls=self.api_urls,
+                              service_urls=front_urls, pull_emulator_host=proxy_host, log_level=self.log_level)
+            target = s.app if s.app else list(s.command)
+            self.procs[s.name] = Proc(s.name, target, env, ports[s.name], self.log_dir)
+
+        first = [self.procs[n] for n in self.procs if n not in pull_workers]
+        start_all(first)
+        self.say(f"started {len(first)} services behind Cloud Run fronts")
+        self._start_bridges(front_urls)
+        start_all([self.procs[n] for n in pull_workers])
+        if pull_workers:
+            self.say(f"started {len(pull_workers)} pull workers: {', '.join(sorted(pull_workers))}")
+        self.clock_zero = time.monotonic()
+        self._sampling.clear()
+        self._sampler_thread = threading.Thread(target=self._sample_fronts_loop, name="surgesim-front-sampler",
+                                                daemon=True)
+        self._sampler_thread.start()
+
+    def _start_bridges(self, front_urls: dict[str, str]) -> None:
+        from surgesim.emulators import load_fidelity
+        from surgesim.emulators.bridges import Bridges
+
+        from surgesim.emulators import Clients
+
+        # clients in the system's project (a reused stack's default project may differ)
+        clients = Clients(self.stack.env_vars(), project=self.system.project)
+        bq = clients.bigquery() if "bigquery" in self.stack.emulators else None
+        fs = clients.firestore() if "firestore" in self.stack.emulators else None
+        self.bridges = Bridges(self.system, self.plan, pubsub_endpoint=self.stack.endpoint("pubsub"),
+                               project=self.system.project, service_urls=front_urls, push_token=self.push_token,
+                               firestore=fs, bigquery=bq, fidelity=load_fidelity(self.stack.state_dir),
+                               metrics_interval=self.sample_interval)
+        self.bridges.start()
+        for sub in self.system.subscriptions:
+            if sub.delivery == "pull" and sub.consumer in self.procs and self.proxy is not None:
+                self.bridges._loop.call_soon_threadsafe(self.bridges.metrics.observe, sub.name)  # noqa: SLF001
+
+    def _pull_settled(self, sub: str, mids: list[str]) -> None:
+        b = self.bridges
+        if b is None or b.metrics is None or b._loop is None:  # noqa: SLF001
+            return
+        metrics = b.metrics
+
+        def settle() -> None:
+            for mid in mids:
+                metrics.settled(sub, mid)
+
+        b._loop.call_soon_threadsafe(settle)  # noqa: SLF001 -- the ledgers belong to that loop
+
+    def _purge(self) -> None:
+        """Seek each of the system's existing subscriptions to now: acks whatever an earlier
+        run left, so this run starts from empty backlogs."""
+        import datetime as dt
+
+        base = f"http://{self.stack.endpoint('pubsub')}/v1/projects/{self.system.project}/subscriptions"
+        now = dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+        with httpx.Client(trust_env=False, timeout=10) as http:
+            for sub in self.system.subscriptions:
+                r = http.post(f"{base}/{sub.name}:seek", json={"time": now})
+                if r.status_code not in (200, 404):
+                    log.warning("purge %s: %s %s", sub.name, r.status_code, r.text[:200])
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._sampling.set()
+        if self._sampler_thread is not None:
+            self._sampler_thread.join(5)
+        for p in reversed([p for p in self.procs.values() if pull_subscriptions(self.system, p.name)]):
+            p.stop()
+        if self.bridges is not None and self.bridges._loop is not None:  # noqa: SLF001
+            try:
+                self.bridges.stop()
+            except Exception as exc:  # noqa: BLE001 -- keep stopping the rest
+                log.warning("bridges stop: %s", exc)
+        for p in reversed(list(self.procs.values())):
+            p.stop()
+        if self.proxy is not None:
+            self.proxy.stop()
+        self.fronts.stop()
+        for p in reversed(list(self.fake_procs.values())):
+            p.stop()
+        if self.started_emulators and not self.keep_emulators:
+            from surgesim.emulators import down
+
+            res = down(self.started_emulators, state_dir=self.stack.state_dir)
+            for m in res.messages:
+                self.say(m)
+        self._restore_signals()
+        atexit.unregister(self._atexit)
+
+    def _atexit(self) -> None:
+        # the interpreter is going away without stop(): at least leave no process behind
+        for p in [*self.procs.values(), *self.fake_procs.values()]:
+            p.stop(timeout=2)
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+
+        def on_term(signum, frame):
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        self._old_sigterm = signal.signal(signal.SIGTERM, on_term)
+
+    def _restore_signals(self) -> None:
+        if self._old_sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._old_sigterm)
+            self._old_sigterm = None
+
+    # ---- operations used by the fault injector and tests ---------------------------------------
+    def stop_service(self, name: str) -> None:
+        self.procs[name].stop()
+
+    def start_service(self, name: str, extra_env: dict[str, str] | None = None,
+                      drop_env: tuple[str, ...] = ()) -> Proc:
+        """(Re)start a service process with a changed environment; its front is pointed at
+        the new process."""
+        p = self.procs[name]
+        env = {k: v for k, v in p.env.items() if k not in drop_env}
+        env.update(extra_env or {})
+        p.restart(env)
+        if name in self.fronts.fronts:
+            self.fronts.retarget(name, p.url)
+        return p
+
+    restart_service = start_service
+
+    def fake_admin(self, api: str, method: str, path: str, **kwargs) -> httpx.Response:
+        if api not in self.fake_procs:
+            raise KeyError(f"{api} is not a fake run here")
+        with httpx.Client(trust_env=False, timeout=10) as http:
+            r = http.request(method, self.fakes[api] + path, **kwargs)
+        r.raise_for_status()
+        return r
+
+    def fake_stats(self, api: str, keys: bool = True) -> dict:
+        return self.fake_admin(api, "GET", "/admin/stats" + ("" if keys else "?keys=false")).json()
+
+    def service_metrics(self, name: str) -> dict:
+        """A reactor's /metrics counters (received, handled, duplicate, poison, ...)."""
+        with httpx.Client(trust_env=False, timeout=10) as http:
+            return http.get(self.procs[name].url + "/metrics").json()
+
+    # ---- front metrics -------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return time.monotonic() - self.clock_zero
+
+    def mark_start(self) -> None:
+        """Restart the front-metric clock (a live run calls it when traffic starts)."""
+        with self._lock:
+            self.clock_zero = time.monotonic()
+            self._window_start = 0.0
+            self.front_rows.clear()
+            self._last_front = {(n, k): v[k] for n, v in self.fronts.stats().items()
+                                for k in ("requests", "rejected", "errors")}
+
+    def sample_fronts(self) -> list[dict]:
+        """Rows (time_s in wall seconds since clock_zero, window start) of every front:
+        instances (gauge), requests, rejected (429), errors (5xx) in the window."""
+        with self._lock:
+            now = round(self.elapsed(), 3)
+            t, self._window_start = self._window_start, now
+            rows = []
+            for name, s in self.fronts.stats().items():
+                rows.append({"time_s": t, "metric": METRICS["instances"], "entity": name, "value": float(s["instances"])})
+                for key in ("requests", "rejected", "errors"):
+                    last = self._last_front.get((name, key), 0)
+                    self._last_front[(name, key)] = s[key]
+                    rows.append({"time_s": t, "metric": METRICS[key], "entity": name, "value": float(s[key] - last)})
+            self.front_rows += rows
+            return rows
+
+    def _sample_fronts_loop(self) -> None:
+        while not self._sampling.wait(self.sample_interval):
+            try:
+                self.sample_fronts()
+            except Exception as exc:  # noqa: BLE001 -- sampling must not kill the run
+                log.warning("front sampling: %s", exc)
+
+    def sampler_offset(self) -> float:
+        """Seconds to add to the bridges' sampler row times to put them on clock_zero's clock."""
+        return self.bridges.metrics.start - self.clock_zero if self.bridges and self.bridges.metrics else 0.0
