@@ -50,7 +50,7 @@ def _check(text: str, name: str = "f.yaml") -> None:
             assert exc.problems and all(isinstance(p, str) and "\n" not in p for p in exc.problems), exc.problems
 
 
-@settings(max_examples=int(200 * SCALE), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(150 * SCALE), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(structures)
 def test_random_structures_give_schema_errors_only(data):
     _check(yaml.safe_dump(data, allow_unicode=True))
@@ -85,7 +85,7 @@ SEEDS = {p.name: yaml.safe_load(p.read_text()) for p in [SCENARIOS / "systems" /
                                                           SCENARIOS / "plans" / "baseline.yaml"]}
 
 
-@settings(max_examples=int(150 * SCALE), deadline=None)
+@settings(max_examples=int(100 * SCALE), deadline=None)
 @given(st.sampled_from(sorted(SEEDS)), st.data(), scalars | structures)
 def test_one_bad_value_in_a_real_file_gives_schema_errors_only(name, data, value):
     import copy
