@@ -63,6 +63,8 @@ MODIFY_ACK_DEADLINE = "/google.pubsub.v1.Subscriber/ModifyAckDeadline"
 # Every google.pubsub.v1 / google.iam.v1 method but StreamingPull is unary; anything else
 # is forwarded as a bidirectional stream, which carries any cardinality on the wire.
 _UNARY_PREFIXES = (SERVICE, "/google.iam.v1.")
+UNKNOWN_METHOD_WAIT = 0.2
+"""Seconds a stream of an unknown method waits for the server's headers before the first write."""
 
 # Headers gRPC sets itself; forwarding them as metadata is refused or duplicated.
 _HOP_HEADERS = {"user-agent", "content-type", "te", "grpc-accept-encoding", "grpc-encoding", "grpc-timeout",
@@ -467,7 +469,7 @@ class PubSubProxy:
             response = await self._callable(method, False)(request, timeout=context.time_remaining(),
                                                              metadata=_metadata(context))
         except grpc.aio.AioRpcError as exc:
-            await context.abort(exc.code(), exc.details() or "", exc.trailing_metadata())
+            await context.abort(exc.code(), exc.details() or "", tuple(exc.trailing_metadata() or ()))
         if method == PUBLISH:
             self._observe(self.book.observe_publish, request, response)
         elif method == ACKNOWLEDGE:
@@ -484,6 +486,15 @@ class PubSubProxy:
 
         async def pump() -> None:
             try:
+                if stream is None:
+                    # A server may refuse a method on its headers alone (UNIMPLEMENTED as a
+                    # trailers-only answer). A write racing that answer fails in gRPC core and
+                    # turns the status into INTERNAL, so give the answer a moment to land first.
+                    # StreamingPull skips this: its server sends headers after our first request.
+                    try:
+                        await asyncio.wait_for(asyncio.shield(call.initial_metadata()), UNKNOWN_METHOD_WAIT)
+                    except asyncio.TimeoutError:
+                        pass
                 async for req in requests:
                     if stream is not None:
                         self._observe(book.observe_stream_request, stream, req)
@@ -499,7 +510,7 @@ class PubSubProxy:
                     self._observe(book.observe_stream_response, stream, resp)
                 yield resp
         except grpc.aio.AioRpcError as exc:
-            await context.abort(exc.code(), exc.details() or "", exc.trailing_metadata())
+            await context.abort(exc.code(), exc.details() or "", tuple(exc.trailing_metadata() or ()))
         finally:
             pumping.cancel()
             call.cancel()
