@@ -216,19 +216,27 @@ class Payloads:
                 n = max(1, int(round(s.source.vehicles * plan.rate_scale)))
                 self.fleets[s.name] = Fleet(n, seed=plan.seed)
         self._fleet_wall = {name: 0.0 for name in self.fleets}
+        self._fleet_pings: dict[str, list[dict]] = {}
         self.drivers = max([f.n for f in self.fleets.values()] + [50])
 
     def request_id(self, source: LiveSource) -> str:
         self._seq += 1
         return f"{self.tag}-{source.name}-{self._seq}".replace("_", "-")
 
+    FLEET_STEP_S = 1.0
+    """Scenario seconds between fleet moves: a step costs O(vehicles x geofences), so the
+    fleet moves at most once per scenario second and pings in between share its positions."""
+
     def advance_fleets(self, wall_t: float) -> None:
         """Move every fleet to wall time wall_t (scenario time wall_t x time_scale)."""
         for name, fleet in self.fleets.items():
-            dt_wall = wall_t - self._fleet_wall[name]
-            if dt_wall > 0:
-                fleet.step(dt_wall * self.plan.time_scale)
-                self._fleet_wall[name] = wall_t
+            dt_scenario = (wall_t - self._fleet_wall[name]) * self.plan.time_scale
+            if dt_scenario >= self.FLEET_STEP_S or name not in self._fleet_pings:
+                if dt_scenario > 0:
+                    fleet.step(dt_scenario)
+                    self._fleet_wall[name] = wall_t
+                # every vehicle's ping at this step (sim/fleet.py's payload), stamped per send
+                self._fleet_pings[name] = fleet.pings(np.arange(fleet.n), 0.0)
 
     def build(self, source: LiveSource, intended: float, wall_t: float | None = None) -> Send | None:
         """The Send for one arrival at epoch `intended` (wall_t: seconds since the start);
@@ -241,15 +249,42 @@ class Payloads:
             return self._sighting(source, intended)
         return self._request(source, intended)
 
+    def build_due(self, due: list[tuple[float, LiveSource]], t0: float) -> list[Send | None]:
+        """build() for a batch of due arrivals (wall_t, source) of a schedule started at
+        epoch t0 (the fleet is moved once per batch, not once per ping)."""
+        out: list[Send | None] = []
+        fleet_items: dict[str, list[int]] = {}
+        for i, (wall_t, source) in enumerate(due):
+            if source.action == PUBLISH and source.name in self.fleets:
+                fleet_items.setdefault(source.name, []).append(i)
+                out.append(None)
+            else:
+                out.append(self.build(source, t0 + wall_t, wall_t))
+        if fleet_items:
+            self.advance_fleets(max(due[i][0] for items in fleet_items.values() for i in items))
+        for name, items in fleet_items.items():
+            table = self._fleet_pings[name]
+            vs = self.rng.integers(0, len(table), size=len(items))
+            for i, v in zip(items, vs.tolist()):
+                wall_t, source = due[i]
+                intended = t0 + wall_t
+                ping = dict(table[v])
+                ping["ts"] = _iso(intended)  # the device's clock: when it meant to send
+                attrs = dict(source.attributes)
+                attrs[INTENDED_ATTRIBUTE] = stamp(intended)
+                attrs["vehicleId"] = ping["vehicleId"]
+                out[i] = Send(source, intended, message=(json.dumps(ping, separators=(",", ":")).encode(), attrs))
+        return out
+
     def _publish(self, source: LiveSource, intended: float, wall_t: float | None) -> Send:
         attrs = dict(source.attributes)
         attrs[INTENDED_ATTRIBUTE] = stamp(intended)
         fleet = self.fleets.get(source.name)
         if fleet is not None:
-            if wall_t is not None:
-                self.advance_fleets(wall_t)
-            v = int(self.rng.integers(0, fleet.n))
-            ping = fleet.pings([v], intended)[0]
+            if wall_t is not None or source.name not in self._fleet_pings:
+                self.advance_fleets(wall_t or 0.0)
+            ping = dict(self._fleet_pings[source.name][int(self.rng.integers(0, fleet.n))])
+            ping["ts"] = _iso(intended)
             attrs["vehicleId"] = ping["vehicleId"]
             data = json.dumps(ping, separators=(",", ":")).encode()
         else:

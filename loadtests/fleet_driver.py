@@ -10,7 +10,9 @@ commands and sightings over HTTP (httpx), each stamped with its intended send ti
 An asyncio loop is the scheduler: it sleeps until the next intended time, hands every due
 send to a task and goes back to the schedule, so a slow server never delays later sends
 (open model); the connection limit (`concurrency`) is where a slow server makes sends queue,
-and that queueing is measured because latency counts from the intended time.
+and that queueing is measured because latency counts from the intended time. Telemetry
+goes to a few publish workers per topic (`publishers`), each taking everything queued (up
+to 1,000 messages) per request, so batches grow with the publish latency.
 
     python -m surgesim.loadtests.fleet_driver --duration 20 --out runs/x/fleet
     (endpoints from COMMAND_URL, APP_URL, PUBSUB_EMULATOR_HOST, GOOGLE_CLOUD_PROJECT)
@@ -35,7 +37,8 @@ DriverResult = LoadResult
 
 
 class FleetDriver:
-    def __init__(self, plan: LivePlan, endpoints: dict[str, str], *, concurrency: int = 64,
+    def __init__(self, plan: LivePlan, endpoints: dict[str, str], *, concurrency: int = 64, publishers: int = 4,
+                 tick_s: float = 0.005,
                  client: httpx.AsyncClient | None = None, tag: str | None = None, window_s: float | None = None):
         self.plan = plan
         self.endpoints = dict(endpoints)
@@ -51,6 +54,11 @@ class FleetDriver:
         self._tasks: set[asyncio.Task] = set()
         self.t0 = 0.0
         self.stock: dict[str, Any] = {}
+        self.publishers = publishers
+        self.tick_s = tick_s
+        self._pubq: dict[str, list[Send]] = {}
+        self._pubwake: dict[str, asyncio.Event] = {}
+        self._closing = False
 
     # ---- sending -----------------------------------------------------------------------
 
@@ -86,6 +94,28 @@ class FleetDriver:
         for s in sends:
             self.recorder.record(s.label, s.source.name, s.intended - self.t0, s.intended, sent_at, done, ok, status,
                                  GENERATOR)
+
+    async def _publisher(self, topic: str) -> None:
+        """One of a topic's publish workers: takes everything queued (up to 1,000) per request,
+        so batches grow with the publish latency instead of one request per due ping."""
+        queue, wake = self._pubq[topic], self._pubwake[topic]
+        while True:
+            while not queue:
+                if self._closing:
+                    return
+                wake.clear()
+                await wake.wait()
+            batch = queue[:MAX_PUBLISH_BATCH]
+            del queue[:MAX_PUBLISH_BATCH]
+            await self._publish(topic, batch)
+
+    def _enqueue(self, topic: str, sends: list[Send]) -> None:
+        if topic not in self._pubq:
+            self._pubq[topic], self._pubwake[topic] = [], asyncio.Event()
+            for _ in range(self.publishers):
+                self._spawn(self._publisher(topic))
+        self._pubq[topic].extend(sends)
+        self._pubwake[topic].set()
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -124,14 +154,18 @@ class FleetDriver:
             table = self.plan.timetable(duration_s=duration)
             self.t0 = time.time()
             loop_started = time.perf_counter()
+            woke = 0.0
             while (nxt := table.next_time()) is not None:
-                delay = self.t0 + nxt - time.time()
+                # Wake at most every tick_s: at high rates one wake-up per arrival costs more
+                # than the sends (fleet step, positions); sends stay stamped with their times.
+                delay = max(self.t0 + nxt, woke + self.tick_s) - time.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
+                woke = time.time()
                 now = time.time() - self.t0
                 batches: dict[str, list[Send]] = defaultdict(list)
-                for wall_t, source in table.pop_due(now):
-                    send = self.payloads.build(source, self.t0 + wall_t, wall_t)
+                due = table.pop_due(now)
+                for (wall_t, source), send in zip(due, self.payloads.build_due(due, self.t0)):
                     if send is None:
                         self.recorder.count(source.name, "starved")
                     elif send.message is not None:
@@ -139,9 +173,11 @@ class FleetDriver:
                     else:
                         self._spawn(self._http(send))
                 for topic, sends in batches.items():
-                    for i in range(0, len(sends), MAX_PUBLISH_BATCH):
-                        self._spawn(self._publish(topic, sends[i:i + MAX_PUBLISH_BATCH]))
+                    self._enqueue(topic, sends)
             schedule_s = time.perf_counter() - loop_started
+            self._closing = True
+            for wake in self._pubwake.values():
+                wake.set()
             if self._tasks:
                 done, pending = await asyncio.wait(set(self._tasks), timeout=drain_s)
                 for t in pending:

@@ -202,8 +202,7 @@ class ScheduledUser(User):
             gevent.sleep(0.5 if nxt is None else min(max(nxt - now, 0.0), 0.1))
             return
         sends = []
-        for wall_t, source in due:
-            send = STATE.payloads.build(source, STATE.t0 + wall_t, wall_t)
+        for (wall_t, source), send in zip(due, STATE.payloads.build_due(due, STATE.t0)):
             if send is None:
                 STATE.recorder.count(source.name, "starved")
             else:

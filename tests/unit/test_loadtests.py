@@ -173,6 +173,20 @@ def test_every_send_carries_its_intended_time(tmp_path):
     assert 51.0 < doc["lat"] < 52.0
 
 
+def test_a_batch_of_pings_keeps_each_intended_time(tmp_path):
+    plan = tiny(tmp_path)
+    p = Payloads(plan, tag="b")
+    t0 = 1_700_000_000.0
+    due = [(0.1 * i, plan.source("pings")) for i in range(5)] + [(0.55, plan.source("steady"))]
+    sends = p.build_due(due, t0)
+    assert [s.intended for s in sends] == [t0 + w for w, _ in due]
+    for send in sends[:5]:
+        data, attrs = send.message
+        assert attrs[INTENDED_ATTRIBUTE] == stamp(send.intended)
+        assert json.loads(data)["ts"] == actions._iso(send.intended)
+    assert sends[5].headers[INTENDED_HEADER] == stamp(t0 + 0.55)
+
+
 def test_sighting_is_multipart_with_a_real_jpeg(tmp_path):
     from PIL import Image
 
