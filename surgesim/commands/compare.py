@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from surgesim.schema import SchemaError
+
+
+def _row(summary: dict) -> dict:
+    subs = summary["totals"]["subscriptions"]
+    services = summary["totals"]["services"]
+    lat = summary.get("latency", {})
+    cost = summary.get("cost") or {}
+    per_day = (cost.get("per_day") or {}).get("total")
+    return {
+        "plan": summary["plan"],
+        "verdict": summary["verdict"],
+        "p99": {path: v["p99"] for path, v in sorted(lat.items())},
+        "peak_backlog": max((s["peak_backlog"] for s in subs.values()), default=0),
+        "dlq": sum(s["dead_lettered"] for s in subs.values()),
+        "peak_instances": sum(s["peak_instances"] for s in services.values()),
+        "cost_per_day": per_day,
+        "drain_s": next((r["observed"] for r in summary["slos"] if r["text"].startswith("drain(")), None),
+    }
+
+
+@click.command()
+@click.argument("scenario", type=click.Path(path_type=Path))
+@click.option("--plan", "plans", type=click.Path(path_type=Path), multiple=True, required=True, help="A plan (repeat).")
+@click.option("--seed", type=int, default=None)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Directory for the runs and compare.json.")
+def compare(scenario: Path, plans: tuple[Path, ...], seed: int | None, out: Path | None) -> None:
+    """Run SCENARIO under each --plan and show them side by side; the cheapest plan that
+    meets every SLO is marked."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from surgesim.commands.sim import default_run_dir, simulate
+
+    out = out or default_run_dir(scenario.stem, "compare", seed or 0)
+    rows, dirs = [], []
+    for plan in plans:
+        try:
+            summary, run_dir = simulate(scenario, plan, seed, out / plan.stem, exact=False)
+        except SchemaError as exc:
+            for line in exc.problems:
+                click.echo(line, err=True)
+            sys.exit(2)
+        rows.append(_row(summary))
+        dirs.append(str(run_dir))
+    passing = [r for r in rows if r["verdict"] == "pass" and r["cost_per_day"] is not None]
+    best = min(passing, key=lambda r: r["cost_per_day"])["plan"] if passing else None
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.json").write_text(json.dumps({"scenario": str(scenario), "runs": dirs, "rows": rows,
+                                                  "best": best}, indent=2, sort_keys=True) + "\n")
+    try:
+        from surgesim.reports import build_comparison  # the HTML comparison, when present
+    except ImportError:
+        build_comparison = None
+    if build_comparison is not None:
+        build_comparison([Path(d) for d in dirs], out)
+    paths = sorted({p for r in rows for p in r["p99"]})
+    table = Table(title=f"{scenario.name}: {len(rows)} plans")
+    table.add_column("")
+    for r in rows:
+        table.add_column(("★ " if r["plan"] == best else "") + r["plan"], justify="right")
+    for p in paths:
+        table.add_row(f"p99 {p}", *[f"{r['p99'].get(p, float('nan')) * 1000:.1f} ms" for r in rows])
+    table.add_row("peak backlog", *[f"{r['peak_backlog']:,}" for r in rows])
+    table.add_row("drain", *["-" if r["drain_s"] is None else f"{r['drain_s']:.0f} s" for r in rows])
+    table.add_row("dead-lettered", *[f"{r['dlq']:,}" for r in rows])
+    table.add_row("peak instances", *[str(r["peak_instances"]) for r in rows])
+    table.add_row("cost / day", *["-" if r["cost_per_day"] is None else f"${r['cost_per_day']:,.2f}" for r in rows])
+    table.add_row("SLOs", *[r["verdict"] for r in rows])
+    Console().print(table)
+    click.echo(f"cheapest plan meeting every SLO: {best or 'none'}")
+    click.echo(f"runs and compare.json: {out}")
