@@ -14,7 +14,6 @@ import math
 import statistics
 from pathlib import Path
 
-import numpy as np
 
 from surgesim.reports import fmt, plots
 from surgesim.reports.html import render

@@ -16,6 +16,8 @@ def clock(seconds: float, with_day: bool = False) -> str:
         return "—"
     s = int(round(seconds))
     day, rest = divmod(s, int(DAY))
+    if with_day and day == 1 and rest == 0:
+        return "24:00"  # the end of a run that covers a whole day
     text = f"{rest // 3600:02d}:{rest % 3600 // 60:02d}"
     return f"{text} +{day}d" if day and with_day else text
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from surgesim import slo
-from surgesim.histogram import N_BUCKETS, bucket_value
+from surgesim.histogram import bucket_value
 from surgesim.rundir import GAUGES, LAG, LATENCY, METRICS, Run
 
 def is_wave(event: dict) -> bool:

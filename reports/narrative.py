@@ -27,7 +27,7 @@ def narrative(data: RunData) -> list[str]:
     mode = "simulated" if s.get("mode") == "sim" else "run live on the emulators"
     lines = [
         f"Scenario {s.get('scenario')} on system {s.get('system')} with plan {s.get('plan')} was {mode}, "
-        f"covering {fmt.clock(start)}–{fmt.clock(start + data.duration_s)} ({fmt.duration(data.duration_s)})"
+        f"covering {fmt.clock(start)}–{fmt.clock(start + data.duration_s, True)} ({fmt.duration(data.duration_s)})"
         + (f" at time scale {data.scales['time_scale']:g} and rate scale {data.scales['rate_scale']:g}"
            if s.get("mode") == "live" else "") + ".",
         _slo_sentence(s.get("slos") or []),
@@ -58,6 +58,8 @@ def narrative(data: RunData) -> list[str]:
         if drain is None:
             sentence += f"; it had not drained by the end ({fmt.count(final)} left)" if final is not None else \
                 "; it had not drained by the end"
+        elif events and drain == 0:
+            sentence += "; it was back to its earlier level by the time the last fault or wave ended"
         elif events:
             sentence += f"; it was back to its earlier level {fmt.duration(drain)} after the last fault or wave ended"
         others = sorted(((p, n) for n, (p, _) in peaks.items() if n != sub and p > 0), reverse=True)[:2]

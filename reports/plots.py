@@ -75,29 +75,6 @@ def _human(v: float, _pos=None) -> str:
     return f"{v:,.0f}" if a >= 10 or v == round(v) else f"{v:.2g}"
 
 
-def _log_labels(v: float, _pos=None) -> str:
-    """Plain numbers on log axes, at 1, 2 and 5 times a power of ten only."""
-    if v <= 0:
-        return ""
-    lead = round(v / 10 ** math.floor(math.log10(v) + 1e-9), 6)
-    return f"{v:g}" if lead in (1.0, 2.0, 5.0) else ""
-
-
-def _short_duration(v: float, _pos=None) -> str:
-    if v <= 0:
-        return ""
-    lead = round(v / 10 ** math.floor(math.log10(v) + 1e-9), 6)
-    if lead not in (1.0, 2.0, 5.0):
-        return ""
-    if v < 1:
-        return f"{v * 1000:g}ms"
-    if v < 120:
-        return f"{v:g}s"
-    if v < 7200:
-        return f"{v / 60:.3g}m"
-    return f"{v / 3600:.3g}h"
-
-
 _DURATION_TICKS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600,
                    1200, 1800, 3600, 7200, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400]
 _NUMBER_TICKS = [m * 10.0**e for e in range(-3, 9) for m in (1, 2, 5)]
@@ -133,15 +110,6 @@ def log_ticks(ax, values: np.ndarray, durations: bool) -> None:
     ax.yaxis.set_major_formatter(FuncFormatter(_duration_label if durations else _human))
 
 
-def log_axis(ax, formatter=_log_labels) -> None:
-    from matplotlib.ticker import LogLocator
-
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_minor_locator(NullLocator())  # minor log ticks are slow to lay out and add little
-    ax.yaxis.set_major_formatter(FuncFormatter(formatter))
-
-
 def time_axis(ax, tl: Timeline, labels: bool = True, small: bool = False) -> None:
     """Clock-time ticks and the shaded events. Small panels get fewer ticks and numbered
     events (the key is in the figure's caption), since full labels would not fit."""
@@ -150,7 +118,7 @@ def time_axis(ax, tl: Timeline, labels: bool = True, small: bool = False) -> Non
     step = _tick_step(hi - lo, 5 if small else 12)
     ticks = np.arange(math.ceil(lo / step) * step, hi + 1e-9, step)
     ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: fmt.clock(v, with_day=tl.duration_s > 86400)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: fmt.clock(v, with_day=tl.duration_s >= 86400)))
     ax.grid(True, alpha=0.25, linewidth=0.6)
     shade(ax, tl, labels, numbered=small)
 
@@ -182,8 +150,12 @@ def shade(ax, tl: Timeline, labels: bool = True, numbered: bool = False) -> None
         else:
             ax.axvspan(start, end, color=colour, alpha=0.10 if is_wave(e) else 0.13, linewidth=0)
         if numbered:
-            ax.text(start, 0.98, f"{number}", transform=trans, fontsize=7.5, color=colour, va="top", ha="left",
-                    fontweight="bold", clip_on=True)
+            level = 0
+            while level in last_x and start - last_x[level] < span * 0.04 and level < 4:
+                level += 1
+            last_x[level] = start
+            ax.text(start, 0.98 - level * 0.09, f"{number}", transform=trans, fontsize=7.5, color=colour, va="top",
+                    ha="left", fontweight="bold", clip_on=True)
         elif labels:
             level = 0
             while level in last_x and start - last_x[level] < span * 0.16 and level < 4:
@@ -217,8 +189,15 @@ def _lines(ax, frame: pd.DataFrame, tl: Timeline, window_s: float, *, gauge: boo
     for i, name in enumerate(rest):
         ax.plot(x, frame[name].to_numpy(), color="#999999", linewidth=0.6, alpha=0.6, drawstyle=drawstyle,
                 label=f"{len(rest)} others" if i == 0 else None)
+    used: set = set()
+    spare = [c for c in _palette([str(i) for i in range(18)]).values()]
     for name in top:
-        ax.plot(x, frame[name].to_numpy(), color=colours.get(name), linewidth=1.4, drawstyle=drawstyle, label=name)
+        # keep an entity's colour across figures, unless two drawn lines would share it
+        colour = colours.get(name)
+        if colour is None or colour in used:
+            colour = next((c for c in spare if c not in used and c not in {colours.get(n) for n in top}), colour)
+        used.add(colour)
+        ax.plot(x, frame[name].to_numpy(), color=colour, linewidth=1.4, drawstyle=drawstyle, label=name)
     return top
 
 
@@ -231,7 +210,7 @@ def _legend(ax) -> None:
                   bbox_to_anchor=(1.005, 1.0), fontsize=8, frameon=False)
 
 
-def _figure(rows: int, height: float = 2.9, cols: int = 1, *, legend_in: float = 2.0, top_in: float = 0.15,
+def _figure(rows: int, height: float = 2.9, cols: int = 1, *, legend_in: float = 2.0, top_in: float = 0.35,
             gap_in: float = 0.25) -> tuple[Figure, np.ndarray]:
     """Fixed margins in inches (room on the right for legends). Matplotlib's constrained
     layout measures every tick label and costs more than the drawing for a day-long run."""
@@ -274,7 +253,7 @@ def rates(data, tl: Timeline, out_dir: Path, colours: dict[str, str]) -> Plot:
         peaks = peaks[peaks > 0]
         if not label.startswith("rejected") and len(peaks) > 1 and peaks.max() / peaks.min() > 30:
             # one busy topic would flatten every other line to zero on a linear axis
-            log_axis(ax)
+            log_ticks(ax, frame.to_numpy().ravel(), durations=False)
             label += ", log scale"
         else:
             ax.yaxis.set_major_formatter(FuncFormatter(_human))
@@ -306,10 +285,8 @@ def backlog(data, tl: Timeline, out_dir: Path, colours: dict[str, str]) -> Plot:
     peak = float(levels[name].max())
     px = tl.start_clock_s + peak_t + data.window_s
     ax.plot([px], [peak], marker="o", color=colours.get(name), markersize=5)
-    right = px > tl.start_clock_s + tl.duration_s * 0.6
-    ax.annotate(f"peak {fmt.count(peak)} ({name}) at {fmt.clock(px)}", (px, peak), xytext=(-6 if right else 6, 4),
-                textcoords="offset points", fontsize=8, ha="right" if right else "left",
-                bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1})
+    # said above the axes, where it cannot collide with the event labels
+    ax.set_title(f"peak {fmt.count(peak)} on {name} at {fmt.clock(px)}", fontsize=8.5, loc="right")
     time_axis(ax, tl)
     _legend(ax)
     if not ages.empty:
