@@ -77,7 +77,8 @@ def verdict(result, source: str, seconds: float) -> dict:
             "sustained": ok == c["scheduled"] and late.get("p99", 99) < 1.0}
 
 
-def bench_generator(kind: str, generator: str, rates: list[int], seconds: float, endpoints: dict, tmp: Path) -> list:
+def bench_generator(kind: str, generator: str, rates: list[int], seconds: float, endpoints: dict, tmp: Path,
+                    concurrency: int = 32) -> list:
     from surgesim.loadtests.fleet_driver import run_fleet
     from surgesim.loadtests.runner import run_locust
 
@@ -92,8 +93,10 @@ def bench_generator(kind: str, generator: str, rates: list[int], seconds: float,
             result = run_locust(path, endpoints, seconds, out, env={"SURGESIM_MAX_USERS": "200",
                                                                    "SURGESIM_USER_WINDOW_S": "0.1"})
         else:
-            result = run_fleet(path, endpoints, seconds, out, concurrency=32, drain_s=10.0)
+            result = run_fleet(path, endpoints, seconds, out, concurrency=concurrency, drain_s=10.0)
         row = {"path": kind, "generator": generator, "offered_per_s": rate, **verdict(result, source, seconds)}
+        if generator == "fleet_driver":
+            row["concurrency"] = concurrency
         print(json.dumps(row), flush=True)
         rows.append(row)
         if not row["sustained"]:
@@ -156,6 +159,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=6.0, help="offered window per rate (wall seconds)")
     ap.add_argument("--rates", default=None, help="comma-separated offered rates (per path default otherwise)")
     ap.add_argument("--generator", choices=["locust", "fleet_driver"], action="append")
+    ap.add_argument("--driver-concurrency", type=int, default=32, help="the fleet driver's connection limit")
     ap.add_argument("--json", default=None, help="write all rows to this file")
     a = ap.parse_args()
     only = a.only or ["scheduler", "http", "telemetry"]
@@ -187,7 +191,7 @@ def main() -> int:
                 endpoints = {"api": f"http://127.0.0.1:{port}", "project": "p"}
                 rates = [int(r) for r in (a.rates or "200,500,1000,2000").split(",")]
                 for gen in a.generator or ("locust", "fleet_driver"):
-                    rows += bench_generator("http", gen, rates, a.seconds, endpoints, tmp)
+                    rows += bench_generator("http", gen, rates, a.seconds, endpoints, tmp, a.driver_concurrency)
             finally:
                 server.terminate()
                 server.wait(10)
@@ -204,7 +208,7 @@ def main() -> int:
                 endpoints = {"pubsub": host, "project": "surgesim-bench"}
                 rates = [int(r) for r in (a.rates or "2000,5000,10000,20000").split(",")]
                 for gen in a.generator or ("locust", "fleet_driver"):
-                    rows += bench_generator("telemetry", gen, rates, a.seconds, endpoints, tmp)
+                    rows += bench_generator("telemetry", gen, rates, a.seconds, endpoints, tmp, a.driver_concurrency)
             finally:
                 down(state_dir=state)
     if a.json:
