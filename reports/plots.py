@@ -47,9 +47,33 @@ class Timeline:
     start_clock_s: float
     duration_s: float
     events: list[dict] = field(default_factory=list)
+    view: tuple[float, float] | None = None
+    """(start, end) in scenario seconds when a plot zooms in on part of the run."""
 
     def x(self, t: np.ndarray | pd.Index) -> np.ndarray:
         return self.start_clock_s + np.asarray(t, dtype=float)
+
+    @property
+    def span(self) -> tuple[float, float]:
+        lo, hi = self.view or (0.0, self.duration_s)
+        return self.start_clock_s + lo, self.start_clock_s + hi
+
+    def clip(self, frame: pd.DataFrame, window_s: float) -> pd.DataFrame:
+        if self.view is None or frame.empty:
+            return frame
+        t = frame.index.to_numpy(dtype=float)
+        return frame[(t + window_s >= self.view[0]) & (t <= self.view[1])]
+
+    def zoom(self, pad_s: float) -> "Timeline | None":
+        """A view around the faults and waves, if they are a small part of a long run."""
+        if not self.events:
+            return None
+        first = min(float(e["start_s"]) for e in self.events)
+        last = max(float(e["start_s"] if e.get("end_s") is None else e["end_s"]) for e in self.events)
+        lo, hi = max(0.0, first - pad_s), min(self.duration_s, last + pad_s)
+        if hi - lo > 0.4 * self.duration_s:
+            return None
+        return Timeline(self.start_clock_s, self.duration_s, self.events, (lo, hi))
 
 
 def _palette(names: list[str]) -> dict[str, str]:
@@ -113,7 +137,7 @@ def log_ticks(ax, values: np.ndarray, durations: bool) -> None:
 def time_axis(ax, tl: Timeline, labels: bool = True, small: bool = False) -> None:
     """Clock-time ticks and the shaded events. Small panels get fewer ticks and numbered
     events (the key is in the figure's caption), since full labels would not fit."""
-    lo, hi = tl.start_clock_s, tl.start_clock_s + tl.duration_s
+    lo, hi = tl.span
     ax.set_xlim(lo, hi)
     step = _tick_step(hi - lo, 5 if small else 12)
     ticks = np.arange(math.ceil(lo / step) * step, hi + 1e-9, step)
@@ -139,7 +163,7 @@ def shade(ax, tl: Timeline, labels: bool = True, numbered: bool = False) -> None
     """Faults in red, waves in blue, each labelled at its start (staggered so labels of
     close events do not overlap)."""
     trans = blended_transform_factory(ax.transData, ax.transAxes)
-    span = max(tl.duration_s, 1.0)
+    span = max(tl.span[1] - tl.span[0], 1.0)
     last_x: dict[int, float] = {}
     for number, e in enumerate(sorted(tl.events, key=lambda e: e["start_s"]), start=1):
         colour = WAVE_COLOUR if is_wave(e) else FAULT_COLOUR
@@ -266,10 +290,10 @@ def rates(data, tl: Timeline, out_dir: Path, colours: dict[str, str]) -> Plot:
                 "Per second, averaged over each window. Shaded: faults (red) and waves (blue).")
 
 
-def backlog(data, tl: Timeline, out_dir: Path, colours: dict[str, str]) -> Plot:
-    title = "Backlog and oldest unacked message age per subscription"
-    levels = data.frame("backlog")
-    ages = data.frame("oldest_unacked")
+def backlog(data, tl: Timeline, out_dir: Path, colours: dict[str, str], file: str = "backlog.png",
+            title: str = "Backlog and oldest unacked message age per subscription") -> Plot:
+    levels = tl.clip(data.frame("backlog"), data.window_s)
+    ages = tl.clip(data.frame("oldest_unacked"), data.window_s)
     if levels.empty or not (levels.fillna(0) != 0).any().any():
         note = ("No backlog recorded." if levels.empty else
                 f"Every subscription's backlog stayed at 0 ({len(levels.columns)} subscriptions).")
@@ -291,7 +315,7 @@ def backlog(data, tl: Timeline, out_dir: Path, colours: dict[str, str]) -> Plot:
     _legend(ax)
     if not ages.empty:
         ax2 = axes[1, 0]
-        _lines(ax2, ages / 60.0, tl, data.window_s, gauge=True, rank=levels.max(), colours=colours)
+        _lines(ax2, ages / 60.0, tl, data.window_s, gauge=True, rank=ages.max(), colours=colours)
         ax2.set_ylabel("oldest unacked (min)", fontsize=9)
         ax2.set_ylim(bottom=0)
         time_axis(ax2, tl)
@@ -301,7 +325,7 @@ def backlog(data, tl: Timeline, out_dir: Path, colours: dict[str, str]) -> Plot:
     caption = "Level at the end of each window; the largest eight in colour."
     if quiet:
         caption += f" {len(quiet)} subscription(s) never had a backlog: {', '.join(sorted(quiet))}."
-    return Plot(title, _save(fig, out_dir, "backlog.png"), caption)
+    return Plot(title, _save(fig, out_dir, file), caption)
 
 
 def dead_letters(data, tl: Timeline, out_dir: Path, colours: dict[str, str]) -> Plot:

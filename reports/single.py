@@ -109,6 +109,11 @@ def build_plots(data: RunData, out_dir: Path, *, include_lag: bool = True) -> li
         plots.percentiles(data, tl, out_dir, "latency", thresholds),
         plots.backlog(data, tl, out_dir, colours),
     ]
+    zoom = tl.zoom(pad_s=max(1800.0, 0.02 * data.duration_s))
+    if zoom is not None:
+        lo, hi = zoom.span
+        figures.append(plots.backlog(data, zoom, out_dir, colours, "backlog_zoom.png",
+                                     f"Backlog around the faults and waves ({fmt.clock(lo)}–{fmt.clock(hi)})"))
     if include_lag:
         figures.append(plots.percentiles(data, tl, out_dir, "lag", thresholds))
     figures += [plots.dead_letters(data, tl, out_dir, colours), plots.instances(data, tl, out_dir, colours)]

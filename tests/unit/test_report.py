@@ -158,6 +158,17 @@ def test_window_percentiles_match_the_merged_histogram(runs):
         assert row[f"p{q}"] == pytest.approx(merged.percentile(q), rel=0.02)
 
 
+def test_long_run_gets_a_zoomed_backlog_around_its_events(tmp_path):
+    run = write_synthetic_run(tmp_path / "long", duration_s=6 * 3600.0, start_clock_s=5 * 3600.0, step_s=30.0)
+    html = build_report(run).read_text()
+    assert "Backlog around the faults and waves (07:00–08:50)" in html
+    assert "plots/backlog_zoom.png" in html
+    # a short run is all "around the events": no zoom
+    short = minimal_run(tmp_path / "short", duration_s=20.0)
+    (short / "faults.json").write_text('[{"kind": "wave", "target": "w", "start_s": 0, "end_s": 10, "details": {}}]')
+    assert "backlog_zoom" not in build_report(short).read_text()
+
+
 def test_drain_time_none_when_the_backlog_never_recovers():
     events = [{"kind": "wave", "target": "w", "start_s": 100.0, "end_s": 200.0}]
     rising = pd.Series([0, 0, 50, 100, 150, 200], index=[0.0, 50, 100, 150, 200, 250])
