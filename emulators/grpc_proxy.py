@@ -514,3 +514,28 @@ class PubSubProxy:
         finally:
             pumping.cancel()
             call.cancel()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m surgesim.emulators.grpc_proxy --upstream 127.0.0.1:8085 [--port N]``:
+    prints ``PUBSUB_EMULATOR_HOST=<proxy>``, runs until SIGINT/SIGTERM, then prints the
+    totals as JSON."""
+    import argparse
+    import json
+    import signal
+
+    ap = argparse.ArgumentParser(prog="python -m surgesim.emulators.grpc_proxy", description=main.__doc__)
+    ap.add_argument("--upstream", required=True, help="the Pub/Sub emulator, host:port")
+    ap.add_argument("--port", type=int, default=0)
+    args = ap.parse_args(argv)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    with PubSubProxy(args.upstream, port=args.port) as proxy:
+        print(f"PUBSUB_EMULATOR_HOST={proxy.endpoint}", flush=True)
+        done.wait()
+    print(json.dumps(proxy.totals(), sort_keys=True), flush=True)
+
+
+if __name__ == "__main__":
+    main()
