@@ -1,8 +1,8 @@
 """What each scheduled send carries on the wire, shared by the Locust users and the fleet
 driver so both send byte-for-byte the same kinds of request.
 
-Assumed service contracts (services/meridian/command.py; the Dog Finder app was not
-written yet when this was, so its form is the documented assumption below):
+Service contracts (services/meridian/command.py, services/dogfinder/app.py; both checked
+by the integration tests against the real services):
 
 - command service: JSON bodies with `requestId` and the header `X-Request-Id` (equal).
   create_shipment POST /shipments {requestId, parcelId, shipperId, recipient{name, phone},

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from importlib import resources
 
 import psutil
 import pytest
@@ -16,6 +17,7 @@ from surgesim.loadtests.plan import LIFECYCLE_ROUTES, LivePlan
 from surgesim.loadtests.runner import run_locust
 from surgesim.loadtests.target import build_app, serve
 from surgesim.rundir import RunWriter, load_run
+from surgesim.sim.traffic import BREEDS
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -189,3 +191,40 @@ def test_fleet_driver_keeps_up_at_a_small_rate(tmp_path):
     # keeping up: the median send leaves within a quarter second of its intended time
     assert result.lateness["p50"] < 0.25
     assert result.extra["unfinished"] == 0
+
+
+def test_locust_sightings_reach_the_real_dogfinder_app(tmp_path, gcp):
+    """dogfinder.py's users post multipart sightings with a JPEG; the app stores each and
+    publishes it (all 201, one message per sighting)."""
+    from google.api_core.exceptions import Conflict
+
+    from surgesim.loadtests.runner import LOCUSTFILE
+    from surgesim.services.common.devserver import run_service
+
+    try:
+        gcp.clients.storage().create_bucket("dogfinder-photos")
+    except Conflict:
+        pass
+    topic = f"sightings-{uuid.uuid4().hex[:8]}"
+    pub, sub = gcp.clients.publisher(), gcp.clients.subscriber()
+    topic_path, sub_path = pub.topic_path(gcp.project, topic), sub.subscription_path(gcp.project, topic + "-lt")
+    pub.create_topic(name=topic_path)
+    sub.create_subscription(name=sub_path, topic=topic_path)
+    env = {**gcp.env_vars(), "SIGHTINGS_TOPIC": topic, "PHOTO_BUCKET": "dogfinder-photos"}
+    out = tmp_path / "dog"
+    try:
+        with run_service("surgesim.services.dogfinder.app:app", env) as app:
+            # dogfinder_viral at 17:00: ~2 sightings/s wall at its live scales
+            scenario = resources.files("surgesim.scenarios").joinpath("dogfinder_viral.yaml")
+            result = run_locust(str(scenario), {"app": app.url}, 4.0, out, env=env,
+                                locustfile=LOCUSTFILE.with_name("dogfinder.py"))
+        assert_no_process_mentions(str(out))
+        c = result.counts["sightings"]
+        assert c["sent"] == c["scheduled"] == c.get("status_201", 0) > 2, c
+        msgs = pull_all(sub, sub_path, c["sent"])
+        assert len(msgs) == c["sent"]
+        assert {json.loads(m.data)["breed"] for m in msgs} <= set(BREEDS)
+        assert result.histograms["latency/app.post_sighting"].count == c["sent"]
+    finally:
+        sub.delete_subscription(subscription=sub_path)
+        pub.delete_topic(topic=topic_path)
