@@ -242,3 +242,21 @@ def test_metrics_sampler_reports_backlog_of_a_pull_subscription_consumed_through
         lt.close()
         sub.delete_subscription(subscription=sp)
         pub.delete_topic(topic=tp)
+
+
+def test_upstream_down_reaches_the_client_as_unavailable_and_stop_frees_the_port():
+    from surgesim.emulators.process import free_port
+
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    p = PubSubProxy(dead).start()
+    try:
+        with grpc.insecure_channel(p.endpoint) as ch:
+            with pytest.raises(grpc.RpcError) as err:
+                ch.unary_unary("/google.pubsub.v1.Publisher/GetTopic")(b"", timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert _port_open(p.port)
+    finally:
+        thread = p._thread
+        p.stop()
+    assert not _port_open(p.port)
+    assert not thread.is_alive()
