@@ -282,7 +282,7 @@ def test_slow_server_latency_includes_the_queueing_delay(tmp_path):
     lat, resp = result.histograms["latency/api.hit"], result.histograms["response/api.hit"]
     n = result.counts["steady"]["sent"]
     assert n == result.counts["steady"]["scheduled"] > 50
-    assert resp.percentile(50) < 4 * service_s
+    assert resp.percentile(50) < 0.25  # ~20 ms each once sent (generous: shared CPU)
     # the k-th queued send waits for the k-1 before it: the last ones wait ~n x 20 ms
     assert lat.max > 0.5 * n * service_s
     assert lat.percentile(50) > 5 * resp.percentile(50)
