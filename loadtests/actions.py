@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from surgesim.loadtests.plan import COMMAND, LIFECYCLE_ROUTES, PUBLISH, REQUEST, SIGHTING, LivePlan, LiveSource
+from surgesim.loadtests.plan import COMMAND, LIFECYCLE_ROUTES, PUBLISH, SIGHTING, LivePlan, LiveSource
 from surgesim.sim import traffic
 from surgesim.sim.fleet import Fleet, vehicle_id
 
