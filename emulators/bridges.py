@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 class Bridges:
     def __init__(self, system: System, plan: Plan | None, *, pubsub_endpoint: str, project: str | None = None,
                  service_urls: dict[str, str] | None = None, push_token: str | None = None, firestore=None,
-                 bigquery=None, fidelity=None, metrics_interval: float = 1.0, trigger_partitions: int = 4) -> None:
+                 bigquery=None, fidelity=None, metrics_interval: float = 1.0, trigger_partitions: int = 4,
+                 count_pull_acks: bool = True) -> None:
         self.system = system
         self.plan = plan or Plan(name="default")
         self.endpoint = pubsub_endpoint
@@ -54,6 +55,8 @@ class Bridges:
         self.bq: dict[str, BigQuerySubscriptionBridge] = {}
         self.triggers: dict[str, TriggerBridge] = {}
         self.metrics: MetricsSampler | None = None
+        self.count_pull_acks = count_pull_acks
+        self.proxy = None  # PubSubProxy: counts acks of pull subscriptions consumed by the services
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._main: asyncio.Future | None = None
@@ -74,6 +77,9 @@ class Bridges:
         try:
             self._main.result(timeout)
         finally:
+            if self.proxy is not None:
+                self.proxy.stop()
+                self.proxy = None
             asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
@@ -134,6 +140,9 @@ class Bridges:
             else:
                 await self.rest.create_subscription(s.name, s.topic, ack_deadline=s.ack_deadline, dead_letter=dl,
                                                     filter=s.filter)
+                if s.consumer is not None and self.count_pull_acks:
+                    self._start_proxy()
+                    self.metrics.observe(s.name)
         for trig in self.system.triggers:
             url = self.urls.get(trig.target)
             if url is None or self.firestore is None:
@@ -143,6 +152,19 @@ class Bridges:
                 self.firestore, collection=trig.collection, url=url.rstrip("/") + "/", project=self.project,
                 events=list(trig.events), database=trig.database, partitions=self.trigger_partitions,
                 token=self.token, http=self.http)
+
+    def _start_proxy(self) -> None:
+        # The services' own streaming pulls ack straight to the emulator, which reports
+        # nothing; a counting gRPC proxy in between gives the backlog of those subscriptions.
+        if self.proxy is None:
+            from .grpc_proxy import PubSubProxy, sampler_sink
+
+            self.proxy = PubSubProxy(self.endpoint, on_settled=sampler_sink(self.metrics, self._loop)).start()
+
+    @property
+    def services_pubsub_host(self) -> str:
+        """What the services' PUBSUB_EMULATOR_HOST should be: the counting proxy when one runs."""
+        return self.proxy.endpoint if self.proxy is not None else self.endpoint
 
     async def _run(self) -> None:
         ready = [asyncio.Event() for _ in self.triggers]

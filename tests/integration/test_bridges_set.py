@@ -49,3 +49,49 @@ def test_bridges_for_a_system_deliver_filter_and_measure(gcp):
     frame = bridges.metrics.frame()
     backlog = frame[(frame.metric == METRICS["backlog"]) & (frame.entity == sub)]
     assert len(backlog) >= 1 and backlog.value.iloc[-1] == 0
+
+
+def test_backlog_of_a_pull_subscription_consumed_by_a_service_process(gcp):
+    """The service pulls straight from Pub/Sub; the counting proxy Bridges puts in its way
+    gives the harness the acks, hence the backlog, without the service reporting anything."""
+    from google.cloud import pubsub_v1
+
+    from surgesim.emulators import Clients
+
+    telemetry, sub = fresh("telemetry"), fresh("livemap")
+    system = System.model_validate({
+        "name": "mini", "project": gcp.project, "topics": [{"name": telemetry}],
+        "subscriptions": [{"name": sub, "topic": telemetry, "consumer": "live-map"}],
+        "services": [{"name": "live-map", "steps": [{"cpu": "1ms"}]}],
+    })
+    bridges = Bridges(system, None, pubsub_endpoint=gcp.endpoint("pubsub"), fidelity=gcp.fidelity,
+                      metrics_interval=0.2).start()
+    try:
+        assert bridges.services_pubsub_host != gcp.endpoint("pubsub")  # services go through the proxy
+        service_env = {**gcp.env_vars(), "PUBSUB_EMULATOR_HOST": bridges.services_pubsub_host}
+        publisher = gcp.clients.publisher()
+        topic = publisher.topic_path(gcp.project, telemetry)
+        for i in range(20):
+            publisher.publish(topic, b"ping", vehicleId=f"V{i}").result(timeout=10)
+        assert wait_until(lambda: bridges.metrics.totals()[sub]["backlog"] == 20, timeout=20)
+        subscriber = Clients(service_env, project=gcp.project).subscriber()
+        seen: list[str] = []
+
+        def callback(message):
+            if len(seen) < 15:
+                seen.append(message.message_id)
+                message.ack()
+
+        future = subscriber.subscribe(subscriber.subscription_path(gcp.project, sub), callback,
+                                      flow_control=pubsub_v1.types.FlowControl(max_messages=15))
+        try:
+            assert wait_until(lambda: bridges.metrics.totals()[sub]["acked"] == 15, timeout=30)
+            assert wait_until(lambda: bridges.metrics.totals()[sub]["backlog"] == 5, timeout=10)
+        finally:
+            future.cancel()
+            subscriber.close()
+    finally:
+        bridges.stop()
+    frame = bridges.metrics.frame()
+    backlog = frame[(frame.metric == METRICS["backlog"]) & (frame.entity == sub)].value
+    assert backlog.max() == 20 and backlog.iloc[-1] == 5
