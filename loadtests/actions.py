@@ -357,7 +357,8 @@ class Payloads:
     def stock_sends(self, counts: dict[str, int], now: float) -> list[list[Send]]:
         """Per stocked parcel, the commands (in order) that bring it to the status its
         route needs: sent before the clock starts, not measured."""
-        by_route = {s.route: s for s in self.plan.sources if s.action == COMMAND}
+        # the whole scenario's routes: a plan limited to deliveries still stocks via create etc.
+        by_route = {s.route: s for s in self.plan.all_sources if s.action == COMMAND}
         chains = []
         for route, n in counts.items():
             k = LIFECYCLE_ROUTES.index(route)

@@ -202,7 +202,7 @@ async def drive_fleet(scenario_path: str | Path | None, endpoints: dict[str, str
                       out_dir: str | Path | None = None, **kwargs: Any) -> LoadResult:
     """Async form of run_fleet, for callers already inside an event loop."""
     scales = {k: kwargs.pop(k) for k in ("time_scale", "rate_scale") if k in kwargs}
-    plan = LivePlan(scenario_path, **scales)
+    plan = LivePlan(scenario_path, only=kwargs.pop("sources", None), **scales)
     run_kw = {k: kwargs.pop(k) for k in ("preload", "drain_s") if k in kwargs}
     result = await FleetDriver(plan, endpoints, **kwargs).run(duration_s, **run_kw)
     if out_dir is not None:
@@ -214,7 +214,8 @@ def run_fleet(scenario_path: str | Path | None, endpoints: dict[str, str], durat
               out_dir: str | Path | None = None, **kwargs: Any) -> LoadResult:
     """Drive the scenario's traffic at the services for duration_s wall seconds (default: the
     whole compressed scenario). endpoints: {service: base URL, "pubsub": host:port,
-    "project": id}. Options: time_scale, rate_scale (override scenario.live), concurrency,
+    "project": id}. Options: time_scale, rate_scale (override scenario.live), sources (send
+    only these, e.g. the telemetry while Locust sends the commands), concurrency,
     preload (stock parcels first; default True), drain_s. Writes out_dir/histograms.parquet
     and out_dir/loadgen.json when out_dir is given."""
     return asyncio.run(drive_fleet(scenario_path, endpoints, duration_s, out_dir, **kwargs))
@@ -232,8 +233,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate-scale", type=float, default=None)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--no-preload", action="store_true")
+    ap.add_argument("--sources", default=None, help="comma-separated source names to send (default: all)")
     a = ap.parse_args(argv)
-    plan = LivePlan(a.scenario, time_scale=a.time_scale, rate_scale=a.rate_scale)
+    plan = LivePlan(a.scenario, time_scale=a.time_scale, rate_scale=a.rate_scale,
+                    only=a.sources.split(",") if a.sources else None)
     endpoints = endpoints_from_env(plan)
     result = asyncio.run(FleetDriver(plan, endpoints, concurrency=a.concurrency).run(a.duration, preload=not a.no_preload))
     if a.out:

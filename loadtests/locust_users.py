@@ -22,6 +22,7 @@ Configuration (environment):
     SURGESIM_DURATION      wall seconds to run (default: the compressed scenario)
     SURGESIM_TIME_SCALE, SURGESIM_RATE_SCALE   override scenario.live
     SURGESIM_OUT_DIR       write histograms.parquet + loadgen.json there at the end
+    SURGESIM_SOURCES       comma-separated source names: send only these
     SURGESIM_PRELOAD       1 (default): pre-position stock parcels before the clock starts
     SURGESIM_USER_WINDOW_S expected seconds per send (default 0.25), for pool sizing
     SURGESIM_MAX_USERS     cap on HTTP users (default 200)
@@ -72,8 +73,9 @@ class _State:
             v = os.environ.get(f"SURGESIM_{key.upper()}")
             if v:
                 scales[key] = float(v)
+        only = os.environ.get("SURGESIM_SOURCES")
         self.plan = LivePlan(os.environ.get("SURGESIM_SCENARIO") or None, os.environ.get("SURGESIM_PLAN") or None,
-                             **scales)
+                             only=[x.strip() for x in only.split(",") if x.strip()] if only else None, **scales)
         self.endpoints = endpoints_from_env(self.plan)
         for svc in self.plan.services():
             if svc not in self.endpoints and host:

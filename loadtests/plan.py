@@ -82,7 +82,10 @@ class LivePlan:
     seeded Poisson schedules of intended send times."""
 
     def __init__(self, scenario_path: str | Path | None = None, plan_path: str | Path | None = None, *,
-                 time_scale: float | None = None, rate_scale: float | None = None):
+                 time_scale: float | None = None, rate_scale: float | None = None,
+                 only: Iterable[str] | None = None):
+        """only: send just these sources (by name), e.g. to split a scenario between
+        Locust and the fleet driver; each keeps the schedule it has in the full plan."""
         self.scenario_path = Path(scenario_path) if scenario_path else default_scenario()
         self.exp = load_experiment(self.scenario_path, plan_path)
         live = self.exp.scenario.live
@@ -94,6 +97,13 @@ class LivePlan:
         """Wall seconds the scenario lasts."""
         self.seed = int(self.exp.scenario.seed)
         self.sources, self.skipped = self._resolve()
+        self.all_sources = list(self.sources)
+        if only is not None:
+            wanted = set(only)
+            unknown = wanted - {s.name for s in self.sources} - set(self.skipped)
+            if unknown:
+                raise ValueError(f"no such source in {self.scenario_path.name}: {', '.join(sorted(unknown))}")
+            self.sources = [s for s in self.sources if s.name in wanted]
         # The simulator's model, thinned: multiplier x rate_scale / time_scale (see module doc).
         thin = self.rate_scale / self.time_scale
         traffic_ = self.exp.scenario.traffic.model_copy(update={"multiplier": self.exp.scenario.traffic.multiplier * thin})

@@ -41,23 +41,26 @@ def host_env(host_map: dict[str, str]) -> dict[str, str]:
 def run_locust(scenario_path: str | Path | None, host_map: dict[str, str], duration_s: float | None,
                out_dir: str | Path, env: dict[str, str] | None = None, *, time_scale: float | None = None,
                rate_scale: float | None = None, preload: bool = True, locustfile: str | Path | None = None,
-               grace_s: float = 60.0) -> LocustResult:
+               sources: list[str] | None = None, grace_s: float = 60.0) -> LocustResult:
     """Run the scenario's traffic through Locust, headless, for duration_s wall seconds
     (default: the whole compressed scenario), and return what it sent and measured.
 
     host_map: {service: base URL, "pubsub": PUBSUB_EMULATOR_HOST, "project": project}.
     env: extra environment for the Locust process (e.g. the emulators' env vars).
+    sources: send only these scenario sources (the rest can come from run_fleet).
     Writes out_dir/histograms.parquet, out_dir/loadgen.json, Locust's CSV stats
     (out_dir/locust_stats.csv) and its log (out_dir/locust.log). The process group is
     killed if it outlives duration + grace_s (stock preloading and drain included)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    plan = LivePlan(scenario_path, time_scale=time_scale, rate_scale=rate_scale)
+    plan = LivePlan(scenario_path, time_scale=time_scale, rate_scale=rate_scale, only=sources)
     duration = plan.duration_s if duration_s is None else min(float(duration_s), plan.duration_s)
     child_env = {**os.environ, **(env or {}), **host_env(host_map),
                  "SURGESIM_SCENARIO": str(plan.scenario_path), "SURGESIM_DURATION": repr(duration),
                  "SURGESIM_OUT_DIR": str(out), "SURGESIM_PRELOAD": "1" if preload else "0",
                  "SURGESIM_TIME_SCALE": repr(plan.time_scale), "SURGESIM_RATE_SCALE": repr(plan.rate_scale)}
+    if sources is not None:
+        child_env["SURGESIM_SOURCES"] = ",".join(sources)
     cmd = [sys.executable, "-m", "locust", "-f", str(locustfile or LOCUSTFILE), "--headless", "--only-summary",
            "--csv", str(out / "locust"), "--loglevel", "WARNING", "--exit-code-on-error", "0"]
     log_path = out / "locust.log"

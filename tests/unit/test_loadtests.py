@@ -246,6 +246,25 @@ def test_stock_covers_the_delivery_wave(wave_plan):
     assert p.book.backlog()["mark_delivered"] == 1
 
 
+def test_a_plan_can_send_some_sources_with_their_full_plan_schedule(tmp_path):
+    full = tiny(tmp_path)
+    part = LivePlan(full.scenario_path, only=["steady"])
+    assert [s.name for s in part.sources] == ["steady"]
+    assert [t for t, _ in part.timetable().all_times()] == \
+        [t for t, s in full.timetable().all_times() if s.name == "steady"]
+    with pytest.raises(ValueError, match="nope"):
+        LivePlan(full.scenario_path, only=["nope"])
+
+
+def test_deliveries_alone_are_stocked_through_the_whole_lifecycle(wave_plan):
+    plan = LivePlan(wave_plan.scenario_path, only=["mark_delivered"])
+    counts = stock_counts(plan)
+    assert list(counts) == ["mark_delivered"] and counts["mark_delivered"] > plan.expected_count(plan.sources[0])
+    chains = Payloads(plan, tag="d").stock_sends(counts, 0.0)
+    assert len(chains) == counts["mark_delivered"]
+    assert [s.source.route for s in chains[0]] == list(LIFECYCLE_ROUTES[:3])
+
+
 def test_endpoints_from_env(wave_plan):
     env = {"COMMAND_URL": "http://127.0.0.1:9", "PUBSUB_EMULATOR_HOST": "127.0.0.1:8085"}
     ep = endpoints_from_env(wave_plan, env)
