@@ -1,0 +1,72 @@
+"""Simulator benchmarks.
+
+    .venv/bin/python bench/bench_sim.py accuracy   # fluid vs per-message on a reduced wave
+    .venv/bin/python bench/bench_sim.py day        # scenarios/meridian_day.yaml: wall, peak RSS
+
+`accuracy` runs a 20-minute cut of the dispatch wave (commands, events, reactors; the
+wave at minute 5) once with the default engine (fluid queues on busy steps) and once
+with --exact (per-message queues everywhere), and prints p50/p99 per latency and lag path
+and peak backlogs side by side with the relative difference."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "unit"))
+
+
+def accuracy() -> int:
+    from test_sim_engine import trimmed
+
+    from surgesim.sim.engine import Engine
+
+    exp = trimmed("dispatch_wave.yaml", duration=1200, shift=85 * 60, drop=("gps",))
+    runs = {}
+    for exact in (False, True):
+        began = time.process_time()
+        eng = Engine(exp, exact=exact).run()
+        runs[exact] = (eng, time.process_time() - began)
+    fast, slow = runs[False][0], runs[True][0]
+    worst = 0.0
+    print(f"{'path':45s} {'fluid':>10s} {'exact':>10s} {'diff':>7s}")
+    for path in sorted(slow.metrics.totals):
+        hf, he = fast.metrics.totals[path], slow.metrics.totals[path]
+        if he.count < 1000:
+            continue
+        for q in (50, 99):
+            a, b = hf.percentile(q), he.percentile(q)
+            d = abs(a - b) / b if b else 0.0
+            worst = max(worst, d)
+            print(f"{path + f' p{q}':45s} {a * 1000:9.2f}ms {b * 1000:9.2f}ms {d:7.2%}")
+    for name in sorted(slow.broker.subs):
+        a = fast.metrics.gauges[("backlog", name)].max()
+        b = slow.metrics.gauges[("backlog", name)].max()
+        if b >= 100:
+            d = abs(a - b) / b
+            worst = max(worst, d)
+            print(f"{'peak backlog ' + name:45s} {a:10.0f} {b:10.0f} {d:7.2%}")
+    print(f"cpu: fluid {runs[False][1]:.1f} s, exact {runs[True][1]:.1f} s; worst difference {worst:.2%}")
+    return 0 if worst <= 0.05 else 1
+
+
+def day() -> int:
+    from surgesim.schema import load_experiment
+    from surgesim.sim.engine import Engine
+
+    exp = load_experiment(ROOT / "scenarios" / "meridian_day.yaml")
+    began, cpu = time.perf_counter(), time.process_time()
+    eng = Engine(exp).run()
+    wall, cpu = time.perf_counter() - began, time.process_time() - cpu
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    pings = eng.broker.topic_totals["vehicle.telemetry"]["published"]
+    print(f"meridian_day: {pings:,} pings, wall {wall:.1f} s, cpu {cpu:.1f} s, peak RSS {rss:.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit({"accuracy": accuracy, "day": day}[sys.argv[1] if len(sys.argv) > 1 else "accuracy"]())
