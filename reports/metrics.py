@@ -180,11 +180,25 @@ class RunData:
         return plot_bin(self.duration_s, self.window_s)
 
     @cached_property
+    def histograms(self) -> pd.DataFrame:
+        """histograms.parquet with `path` read as a dictionary (categorical): a day's ~15M
+        rows repeat ~20 path strings, and materialising each as a string costs seconds
+        and gigabytes."""
+        p = self.run.dir / "histograms.parquet"
+        if not p.exists():
+            return self.run.histograms
+        import pyarrow.parquet as pq
+
+        return pq.read_table(p, read_dictionary=["path"]).to_pandas()
+
+    @cached_property
     def percentiles(self) -> pd.DataFrame:
-        return percentile_series(self.run.histograms, self.bin_s)
+        return percentile_series(self.histograms, self.bin_s)
 
     def paths(self, kind: str) -> list[str]:
-        return self.run.paths(kind)
+        prefix = kind + "/"
+        names = self.histograms["path"].unique()
+        return sorted({str(p)[len(prefix):] for p in names if str(p).startswith(prefix)})
 
     def path_summary(self, kind: str) -> dict[str, dict]:
         """Latency summaries per path: summary.json's, else computed from the histograms."""
