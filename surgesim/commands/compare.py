@@ -42,9 +42,10 @@ def compare(scenario: Path, plans: tuple[Path, ...], seed: int | None, out: Path
 
     out = out or default_run_dir(scenario.stem, "compare", seed or 0)
     rows, dirs = [], []
-    for plan in plans:
+    for i, plan in enumerate(plans):
+        sub = plan.stem if [p.stem for p in plans].count(plan.stem) == 1 else f"{plan.stem}-{i + 1}"
         try:
-            summary, run_dir = simulate(scenario, plan, seed, out / plan.stem, exact=False)
+            summary, run_dir = simulate(scenario, plan, seed, out / sub, exact=False)
         except SchemaError as exc:
             for line in exc.problems:
                 click.echo(line, err=True)
@@ -60,7 +61,7 @@ def compare(scenario: Path, plans: tuple[Path, ...], seed: int | None, out: Path
         from surgesim.reports import build_comparison  # the HTML comparison, when present
     except ImportError:
         build_comparison = None
-    if build_comparison is not None:
+    if build_comparison is not None and len(dirs) >= 2:
         build_comparison([Path(d) for d in dirs], out)
     paths = sorted({p for r in rows for p in r["p99"]})
     table = Table(title=f"{scenario.name}: {len(rows)} plans")
