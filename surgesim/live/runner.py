@@ -50,12 +50,13 @@ class SystemRunner:
                  rate_scale: float = 1.0, sample_interval: float = 1.0, push_token: str = PUSH_TOKEN,
                  log_dir: str | Path | None = None, log_level: str = "INFO", purge: bool = False,
                  count_pull_acks: bool = True, keep_emulators: bool = False, seed: int = 1,
-                 on_message=None) -> None:
+                 service_env: dict[str, dict[str, str]] | None = None, on_message=None) -> None:
         """rate_scale: the live run's volume fraction (scales the fakes' rate limits).
         purge: seek every subscription of the system to now before starting, so a reused
         emulator's leftovers are not delivered into this run. count_pull_acks: put the
         counting gRPC proxy (emulators/grpc_proxy.py) between pull workers and the emulator,
-        so their subscriptions get backlog and acked metrics too."""
+        so their subscriptions get backlog and acked metrics too. service_env: extra
+        variables per service name."""
         self.system = system
         self.plan = plan or Plan(name="default")
         self.state_dir = state_dir
@@ -69,6 +70,7 @@ class SystemRunner:
         self.count_pull_acks = count_pull_acks
         self.keep_emulators = keep_emulators
         self.seed = seed
+        self.service_env = service_env or {}
         self.say = on_message or (lambda msg: log.info("%s", msg))
 
         self.stack = None
@@ -209,7 +211,8 @@ class SystemRunner:
 
         for s in runnable:
             env = process_env(system, self.plan, s.name, emulators=self.emulator_env, api_urls=self.api_urls,
-                              service_urls=front_urls, pull_emulator_host=proxy_host, log_level=self.log_level)
+                              service_urls=front_urls, pull_emulator_host=proxy_host, log_level=self.log_level,
+                              extra=self.service_env.get(s.name))
             target = s.app if s.app else list(s.command)
             self.procs[s.name] = Proc(s.name, target, env, ports[s.name], self.log_dir)
 

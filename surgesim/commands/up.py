@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from surgesim.schema import SchemaError, load_plan, load_system
+
+
+def listing_table(rows: list[dict], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("kind", "name", "listens on", "pid", "detail"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["kind"], r["name"], r["url"], str(r["pid"] or ""), r["detail"])
+    Console().print(table)
+
+
+@click.command()
+@click.argument("system_file", type=click.Path(path_type=Path))
+@click.option("--plan", "plan_file", type=click.Path(path_type=Path), default=None,
+              help="Plan file: the Cloud Run fronts' concurrency, instances and cold starts.")
+@click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+              help="Emulator state directory (default: $SURGESIM_HOME or ~/.surgesim).")
+@click.option("--log-dir", type=click.Path(file_okay=False), default=None,
+              help="Where each service's log goes (default: a new temporary directory).")
+@click.option("--keep-emulators", is_flag=True, help="Leave the emulators this started running on exit.")
+def up(system_file: Path, plan_file: Path | None, state_dir: str | None, log_dir: str | None,
+       keep_emulators: bool) -> None:
+    """Run SYSTEM_FILE's services for real on this machine until Ctrl-C.
+
+    Starts (or reuses) the emulators, provisions the stores, starts a fake for each
+    external API, each service as its own process behind a local Cloud Run front, and the
+    bridges (push delivery, filters, Firestore triggers, BigQuery subscriptions). Prints
+    where everything listens. Ctrl-C or SIGTERM stops it all; nothing is left running."""
+    from surgesim.emulators import EmulatorError
+    from surgesim.live import SystemRunner
+
+    try:
+        system = load_system(system_file)
+        plan = load_plan(plan_file, system) if plan_file else None
+    except SchemaError as exc:
+        for line in exc.problems:
+            click.echo(line, err=True)
+        sys.exit(2)
+    runner = SystemRunner(system, plan, state_dir, log_dir=log_dir, keep_emulators=keep_emulators,
+                          on_message=lambda m: click.echo(m, err=True))
+    try:
+        with runner:
+            listing_table(runner.listing(), f"{system.name}" + (f" / plan {plan.name}" if plan else ""))
+            click.echo(f"service logs: {runner.log_dir}")
+            click.echo("Ctrl-C stops everything.")
+            while True:  # until KeyboardInterrupt (SIGINT, or SIGTERM via the runner)
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo("stopped.", err=True)
+    except (EmulatorError, RuntimeError) as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
