@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from surgesim.schema import SchemaError
+
+
+@click.command()
+@click.argument("scenario", type=click.Path(path_type=Path))
+@click.option("--plan", type=click.Path(path_type=Path), default=None, help="Plan file (overrides the scenario's).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory to write (default runs/<id>).")
+@click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+              help="Emulator state directory (default: $SURGESIM_HOME or ~/.surgesim).")
+def live(scenario: Path, plan: Path | None, out: Path | None, state_dir: str | None) -> None:
+    """Run SCENARIO against the real services on the emulators and write a run directory.
+
+    Real (compressed) time: scenario.live.time_scale scenario seconds per wall second, and
+    rate_scale of the volume. Faults are applied on the timeline, SLOs judged at the end.
+    Exits 0 when every SLO holds and no message was lost, 1 otherwise, 2 on bad input."""
+    from surgesim.commands.sim import verdict_table
+    from surgesim.emulators import EmulatorError
+    from surgesim.live.session import run_live
+
+    if not scenario.is_file():
+        click.echo(f"{scenario}: no such file", err=True)
+        sys.exit(2)
+    try:
+        summary, run_dir = run_live(scenario, plan, out, state_dir=state_dir,
+                                    say=lambda m: click.echo(m, err=True))
+    except SchemaError as exc:
+        for line in exc.problems:
+            click.echo(line, err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted; everything stopped", err=True)
+        sys.exit(130)
+    except (EmulatorError, RuntimeError) as exc:
+        click.echo(f"live run failed: {exc}", err=True)
+        sys.exit(1)
+    verdict_table(summary)
+    click.echo(f"run directory: {run_dir}")
+    sys.exit(0 if summary["verdict"] == "pass" else 1)
