@@ -22,7 +22,8 @@ def is_wave(event: dict) -> bool:
 
 def event_label(event: dict) -> str:
     if is_wave(event):
-        return f"wave {event.get('target') or (event.get('details') or {}).get('name', '')}".strip()
+        # the engines put the wave's name in details and the sources it drives in target
+        return f"wave {(event.get('details') or {}).get('name') or event.get('target') or ''}".strip()
     target = event.get("target") or (event.get("details") or {}).get("topic")
     return f"{event['kind'].replace('_', ' ')} {target}" if target else event["kind"].replace("_", " ")
 

@@ -99,12 +99,14 @@ def _human(v: float, _pos=None) -> str:
     return f"{v:,.0f}" if a >= 10 or v == round(v) else f"{v:.2g}"
 
 
-_DURATION_TICKS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600,
+_DURATION_TICKS = [1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600,
                    1200, 1800, 3600, 7200, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400]
 _NUMBER_TICKS = [m * 10.0**e for e in range(-3, 9) for m in (1, 2, 5)]
 
 
 def _duration_label(v: float, _pos=None) -> str:
+    if v < 1e-3:
+        return f"{v * 1e6:g}µs"
     if v < 1:
         return f"{v * 1000:g}ms"
     if v < 60:
