@@ -176,3 +176,14 @@ def test_drain_time_none_when_the_backlog_never_recovers():
     recovering = pd.Series([0, 0, 500, 1000, 400, 0, 0], index=[0.0, 50, 100, 150, 200, 250, 300])
     # back below max(pre, 1% of peak, 10 messages), interpolated between 250 s (400) and 300 s (0)
     assert drain_time(recovering, events, 50.0, 350.0) == pytest.approx(298.75 - 200.0)
+
+
+def test_event_labels_name_waves_and_fault_targets():
+    from surgesim.reports.metrics import event_label
+
+    # the simulator writes the wave's name in details and the sources it drives in target
+    assert event_label({"kind": "wave", "target": "gps,mark_delivered", "start_s": 0, "end_s": 1,
+                        "details": {"name": "dispatch_wave"}}) == "wave dispatch_wave"
+    assert event_label({"kind": "consumer_down", "target": "eta", "start_s": 0, "end_s": 1}) == "consumer down eta"
+    assert event_label({"kind": "poison_message", "target": None, "start_s": 0, "end_s": 0,
+                        "details": {"topic": "logistics.events"}}) == "poison message logistics.events"
