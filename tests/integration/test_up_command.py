@@ -27,6 +27,7 @@ def test_up_lists_what_listens_and_a_signal_stops_everything(gcp, tmp_path, sig)
                                  str(gcp.state_dir), "--log-dir", str(tmp_path / "logs")],
                                 stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
                                 env={**os.environ, "COLUMNS": "200"})
+    children: list[psutil.Process] = []
     try:
         deadline = time.monotonic() + 120
         while "Ctrl-C stops everything" not in out.read_text():
@@ -45,9 +46,15 @@ def test_up_lists_what_listens_and_a_signal_stops_everything(gcp, tmp_path, sig)
         proc.send_signal(sig)
         assert proc.wait(60) == 0, out.read_text()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc.poll() is None:  # a failed assertion: let the runner clean up, then make sure
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                for p in proc_tree_safe(children):
+                    p.kill()
     left = [p for p in children if alive(p)]
     assert not left, f"left running: {[(p.pid, p.cmdline()) for p in left]}"
     assert gcp.refresh().emulators["pubsub"].healthy  # the session's reused emulators are not stopped
@@ -62,3 +69,7 @@ def alive(p: psutil.Process) -> bool:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def proc_tree_safe(procs: list[psutil.Process]) -> list[psutil.Process]:
+    return [p for p in procs if alive(p)]
