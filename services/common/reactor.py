@@ -84,7 +84,7 @@ def make_reactor(
 
     `event_types`: the types acted on, or a predicate on the type (others are acked as ignored: the emulator does not
     apply subscription filters unless the bridge does). `side_effect=True` wraps the
-    handler in a claim on `processed_messages` keyed by the event id, so redeliveries and
+    handler in a claim on `processed_messages` keyed by reactor and event id, so redeliveries and
     duplicate publishes never repeat the effect. `db`, `claims`, `http` are injectable for
     tests; by default they come from the environment at startup.
     """
@@ -149,7 +149,8 @@ def make_reactor(
         claim = None
         if side_effect:
             assert ctx.claims is not None
-            claim = await ctx.claims.claim(event.event_id)
+            # One claim per reactor and event: billing's claim must not stop notification's SMS.
+            claim = await ctx.claims.claim(f"{name}:{event.event_id}")
             if claim.state is ClaimState.DONE:
                 log.info("duplicate delivery acked without effect", extra=fields)
                 return answer(ctx, 200, "duplicate", event)

@@ -26,18 +26,8 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 MERIDIAN = ROOT / "scenarios" / "systems" / "meridian.yaml"
 DOGFINDER = ROOT / "scenarios" / "systems" / "dogfinder.yaml"
-# Found by this file: services/common/reactor.py claims `processed_messages/{eventId}` for
-# every side-effect reactor in one shared collection, so notification, billing and
-# client-webhook race for the same claim: whichever claims an event first makes the other
-# two ack it as a duplicate (or 503 busy, then duplicate) and their effect never happens
-# (a delivered parcel gets no SMS or no charge). The fix is per-reactor claim keys (as
-# driver-scoring already does). E2E_CLAIMS_WORKAROUND=1 gives each of the three its own
-# Firestore database (they read nothing else from it) to check the rest of the path.
-CLAIMS_BUG = pytest.mark.xfail(
-    not os.environ.get("E2E_CLAIMS_WORKAROUND"), strict=True,
-    reason="reactors share processed_messages/{eventId} claims: one effect per event across reactors")
-CLAIMS_WORKAROUND = ({k: {"FIRESTORE_DATABASE": f"{k}-claims"} for k in ("notification", "billing", "client-webhook")}
-                     if os.environ.get("E2E_CLAIMS_WORKAROUND") else None)
+# This file found that reactors once shared one idempotency claim per event, so billing's
+# claim stopped notification's SMS; claims are now per reactor (services/common/reactor.py).
 REACTORS = ("eta", "notification", "billing", "driver-scoring", "pod", "client-webhook")
 
 
@@ -99,7 +89,7 @@ def meridian(gcp, tmp_path_factory):
     system = fast_retries(load_system(MERIDIAN))
     plan = load_plan(ROOT / "scenarios" / "plans" / "baseline.yaml", system)
     runner = SystemRunner(system, plan, gcp.state_dir, log_dir=tmp_path_factory.mktemp("meridian-logs"),
-                          purge=True, sample_interval=0.5, service_env=CLAIMS_WORKAROUND)
+                          purge=True, sample_interval=0.5)
     with runner:
         pubsub = PubSub(gcp.endpoint("pubsub"), system.project)
         spy = pubsub.subscribe("logistics.events")
@@ -141,7 +131,6 @@ def lifecycle(command_url: str, parcel: str) -> dict[str, str]:
 EXPECTED_HANDLED = {"eta": 2, "notification": 2, "billing": 1, "driver-scoring": 1, "pod": 1, "client-webhook": 3}
 
 
-@CLAIMS_BUG
 def test_mark_delivered_reaches_exactly_the_matching_reactors_and_effects_happen_once(meridian):
     runner, pubsub, spy = meridian
     parcel = f"PE2E{uuid.uuid4().hex[:8]}"
@@ -175,7 +164,6 @@ def test_mark_delivered_reaches_exactly_the_matching_reactors_and_effects_happen
     assert billing.get(f"billing-{parcel}") == 1
 
 
-@CLAIMS_BUG
 def test_a_thousand_duplicate_deliveries_cause_no_second_sms_or_charge(meridian):
     runner, pubsub, spy = meridian
     parcel = f"PDUP{uuid.uuid4().hex[:8]}"
