@@ -15,7 +15,8 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 class Strict(BaseModel):
     """Every model rejects unknown keys: a typo must not silently fall back to a default."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True,
+                              validate_default=True)
 
 
 def parse_duration(value: Any) -> float:

@@ -270,7 +270,7 @@ class Scenario(Strict):
     """Path of the plan file, relative to this file; `--plan` overrides it."""
     seed: Annotated[int, Field(strict=True), in_range(0, 2**63 - 1)] = 1
     """Same seed, same simulator run, byte for byte."""
-    start_clock: Clock = 0.0
+    start_clock: Clock = "00:00"
     """Clock time at the scenario's start ('06:00'): curves are evaluated in clock time."""
     duration: Annotated[Duration, in_range(1, 31 * 86400, "s")]
     """How long the scenario runs."""
