@@ -69,7 +69,8 @@ def verdict_table(summary: dict) -> None:
 @click.option("--seed", type=int, default=None, help="Random seed (default: the scenario's).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory to write (default runs/<id>).")
 @click.option("--exact", is_flag=True, help="Per-message queues everywhere (slower; the fluid fast path is off).")
-def sim(scenario: Path, plan: Path | None, seed: int | None, out: Path | None, exact: bool) -> None:
+@click.option("--report/--no-report", default=True, show_default=True, help="Build report.html and junit.xml at the end.")
+def sim(scenario: Path, plan: Path | None, seed: int | None, out: Path | None, exact: bool, report: bool) -> None:
     """Run SCENARIO in the discrete-event simulator and write a run directory.
 
     Exits 0 when every SLO holds, 1 when any fails, 2 on bad input."""
@@ -80,5 +81,18 @@ def sim(scenario: Path, plan: Path | None, seed: int | None, out: Path | None, e
             click.echo(line, err=True)
         sys.exit(2)
     verdict_table(summary)
+    if report:
+        finish_report(run_dir)
     click.echo(f"run directory: {run_dir}")
     sys.exit(0 if summary["verdict"] == "pass" else 1)
+
+
+def finish_report(run_dir: Path) -> None:
+    """Every run ends with report.html and junit.xml; a report failure is reported, not fatal."""
+    from surgesim.reports import build_report, write_junit
+
+    try:
+        write_junit(run_dir)
+        click.echo(f"report: {build_report(run_dir)}")
+    except Exception as exc:  # the run directory is complete either way
+        click.echo(f"report not built: {type(exc).__name__}: {exc} (retry with `surgesim report {run_dir}`)", err=True)
