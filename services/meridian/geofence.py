@@ -21,7 +21,7 @@ from surgesim.services.common import gcp, trace
 from surgesim.services.common.puller import make_pull_app
 
 from .model import EVENT_TOPIC
-from .telemetry import parse_ping
+from .telemetry import receive_ping
 
 
 def default_fences() -> list[dict]:
@@ -75,11 +75,8 @@ _publisher = None
 
 def on_message(message, counters) -> None:
     global _publisher
-    try:
-        ping = parse_ping(message.data, message.attributes)
-    except (ValueError, KeyError, TypeError):
-        counters["invalid"] += 1
-        message.nack()
+    ping = receive_ping(message, counters)
+    if ping is None:
         return
     with _lock:
         counters["received"] += 1

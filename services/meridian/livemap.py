@@ -20,18 +20,15 @@ from fastapi import FastAPI
 
 from surgesim.services.common.puller import make_pull_app
 
-from .telemetry import parse_ping
+from .telemetry import receive_ping
 
 _pending: dict[str, dict] = {}
 _lock = threading.Lock()
 
 
 def on_message(message, counters) -> None:
-    try:
-        ping = parse_ping(message.data, message.attributes)
-    except (ValueError, KeyError, TypeError):
-        counters["invalid"] += 1
-        message.nack()
+    ping = receive_ping(message, counters)
+    if ping is None:
         return
     with _lock:
         counters["received"] += 1

@@ -27,3 +27,14 @@ def parse_ping(data: bytes, attributes) -> Ping:
     if not vid or not (-90 <= lat <= 90 and -180 <= lng <= 180) or math.isnan(lat + lng):
         raise ValueError("ping needs vehicleId and a valid lat/lng")
     return Ping(str(vid), lat, lng, str(body.get("ts") or ""), body)
+
+
+def receive_ping(message, counters) -> Ping | None:
+    """Parse a pulled ping; an unusable one is nacked (it dead-letters after max attempts)."""
+    try:
+        ping = parse_ping(message.data, message.attributes)
+    except (ValueError, KeyError, TypeError):
+        counters["invalid"] += 1
+        message.nack()
+        return None
+    return ping

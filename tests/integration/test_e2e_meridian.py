@@ -21,6 +21,8 @@ import pytest
 from surgesim.live import SystemRunner
 from surgesim.schema import load_plan, load_system
 
+from tests.integration.bridges_support import wait_until
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,13 +39,6 @@ def fast_retries(system):
     return system.model_copy(update={"subscriptions": subs})
 
 
-def wait_until(cond, timeout: float = 30.0, step: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
 
 
 class PubSub:
