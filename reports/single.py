@@ -51,18 +51,21 @@ def subscription_rows(data: RunData) -> list[dict]:
         t = totals.get(name, {})
         c = balances.get(name, {})
         balance = c.get("balance")
-        if balance is None and t:
+        # A live run cannot count what nobody consumes: its backlog is None and the
+        # conservation row says observed: false. That balance is unknown, not a violation.
+        observed = c.get("observed", True) and t.get("backlog", 0) is not None
+        if balance is None and t and observed:
             balance = t.get("published", 0) - t.get("acked", 0) - t.get("dead_lettered", 0) - t.get("filtered", 0) - t.get("backlog", 0)
         rows.append({"name": name, **{k: t.get(k) for k in SUB_COLUMNS},
                      "peak_backlog": t.get("peak_backlog"), "drain": data.drains.get(name, None),
                      "drained": name in data.drains and data.drains[name] is not None,
-                     "balance": balance, "ok": balance == 0})
+                     "balance": balance, "ok": balance == 0, "observed": observed})
     return rows
 
 
 def service_rows(summary: dict) -> list[dict]:
     services = (summary.get("totals") or {}).get("services") or {}
-    return [{"name": n, **t} for n, t in sorted(services.items())]
+    return [{"name": n, "instance_seconds": None, **t} for n, t in sorted(services.items())]
 
 
 def path_rows(data: RunData, kind: str) -> list[dict]:
