@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from surgesim.live.env import fake_env, front_settings, process_env, push_consumers, url_var
 from surgesim.schema import Plan, load_plan, load_system
 
@@ -45,7 +47,7 @@ def test_fake_env_scales_the_rate_limit_like_the_traffic_but_not_the_latency():
     sms = next(a for a in MERIDIAN.external_apis if a.name == "sms-gateway")
     env = fake_env(sms, rate_scale=0.02)
     assert env["FAKE_KIND"] == "sms"
-    assert float(env["FAKE_RATE_LIMIT"]) == 20.0
+    assert float(env["FAKE_RATE_LIMIT"]) == pytest.approx(sms.rate_limit * 0.02)  # 2% of the contract
     assert float(env["FAKE_LATENCY_P50_MS"]) == 200.0 and float(env["FAKE_LATENCY_P99_MS"]) == 600.0
     assert float(env["FAKE_ERROR_RATE"]) == 0.001
 
