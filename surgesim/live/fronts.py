@@ -21,7 +21,12 @@ class FrontSet:
 
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
-            self._loop = asyncio.new_event_loop()
+            try:  # uvloop: a cheaper event loop for every proxied request
+                import uvloop
+
+                self._loop = uvloop.new_event_loop()
+            except ImportError:
+                self._loop = asyncio.new_event_loop()
             self._thread = threading.Thread(target=self._loop.run_forever, name="surgesim-fronts", daemon=True)
             self._thread.start()
         return self._loop

@@ -13,6 +13,9 @@ import datetime as dt
 import hashlib
 import logging
 import math
+import os
+import subprocess
+import sys
 import platform
 import threading
 import time
@@ -21,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from surgesim.histogram import Histogram
-from surgesim.rundir import Run, RunWriter, histogram_rows
+from surgesim.rundir import METRICS, Run, RunWriter, histogram_rows
 from surgesim.schema import load_experiment
 
 from .faults import FaultInjector
@@ -146,13 +149,18 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
         gen = threading.Thread(target=driver, name="surgesim-loadgen", daemon=True)
         gen.start()
         next_progress = 0.0
-        while gen.is_alive():
-            el = time.monotonic() - t0_mono
-            faults.tick(el * ts)
-            if el >= next_progress:
-                say(_progress(el, ts, holder, runner))
-                next_progress += progress_every
-            gen.join(min(0.2, live.sample_interval))
+        try:
+            while gen.is_alive():
+                el = time.monotonic() - t0_mono
+                faults.tick(el * ts)
+                if el >= next_progress:
+                    say(_progress(el, ts, holder, runner))
+                    next_progress += progress_every
+                gen.join(min(0.2, live.sample_interval))
+        except BaseException:
+            if "proc" in holder:  # Ctrl-C / SIGTERM: the generator goes first, then the runner stops the rest
+                holder["proc"].kill()
+            raise
         if "error" in holder:
             raise holder["error"]
         # drain: wait for the observed backlogs to empty (faults still on the timeline keep ticking)
@@ -203,14 +211,20 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
         "inputs": {"scenario": _input(exp.scenario_path), "system": _input(exp.system_path), "plan": _input(exp.plan_path)},
         "totals": {"topics": {t: {"published": n} for t, n in runner.bridges.metrics.published.items()},
                    "subscriptions": {k: v for k, v in totals.items()},
-                   "services": {k: {kk: v[kk] for kk in ("requests", "rejected", "errors", "cold_starts", "peak_instances")}
+                   "services": {k: {**{kk: v[kk] for kk in ("requests", "rejected", "errors", "cold_starts",
+                                                              "peak_instances")},
+                                    "instance_seconds": _instance_seconds(runner, k, ts)}
                                 for k, v in front.items()},
                    "apis": apis},
         "latency": latency, "lag": lag.summaries(), "slos": slos, "verdict": verdict(slos),
         "conservation": cons,
         "loadgen": {"generator": result.generator, "counts": result.counts, "lateness": result.lateness},
         "live": {"drained": end_s <= sc.duration + live.drain_timeout * ts, "end_s": end_s,
-                 "skipped": runner.skipped},
+                 "skipped": runner.skipped,
+                 # inside the front: request received -> upstream answered (the service and its
+                 # emulator calls); latency/... minus this is the generator and the network
+                 "front_latency": {f"{name}{route}": h.summary() for name, f in runner.fronts.fronts.items()
+                                   for route, h in sorted(f.stats.latency.items()) if name == "command"}},
     }
     if not cons["ok"]:
         summary["verdict"] = "fail"
@@ -230,9 +244,10 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
 
 
 def _make_driver(exp, scenario_path, runner: SystemRunner, live, out: Path, holder: dict):
-    """The traffic: Locust headless in its own process when scenario.live.locust, else the
-    asyncio fleet driver in a thread of this process. No preloaded stock: the fault clock
-    and the traffic clock start together."""
+    """The traffic, in its own process either way: Locust headless when scenario.live.locust,
+    else the asyncio fleet driver on uvloop (surgesim.live.loadgen_proc). Sharing the
+    harness's process (fronts, bridges) cost the driver its timing: docs/benchmarks/live.md.
+    No preloaded stock: the fault clock and the traffic clock start together."""
     endpoints = runner.endpoints()
     if live.locust:
         from surgesim.loadtests import run_locust
@@ -245,19 +260,86 @@ def _make_driver(exp, scenario_path, runner: SystemRunner, live, out: Path, hold
                 holder["error"] = exc
 
         return drive
-    from surgesim.loadtests.fleet_driver import FleetDriver
     from surgesim.loadtests.plan import LivePlan
 
-    fd = FleetDriver(LivePlan(scenario_path), endpoints)
-    holder["driver"] = fd
+    proc = DriverProcess(scenario_path, endpoints, out / "loadgen", LivePlan(scenario_path).duration_s,
+                         env=runner.emulator_env).start()
+    holder["proc"] = proc
 
     def drive() -> None:
         try:
-            holder["result"] = asyncio.run(fd.run(None, preload=False))
+            proc.go()
+            holder["result"] = proc.wait()
         except BaseException as exc:  # noqa: BLE001
             holder["error"] = exc
 
     return drive
+
+
+class DriverProcess:
+    """The fleet driver in its own process group: started (imports done) before the run's
+    clocks, released by go(), killed if it outlives duration + grace_s or on kill()."""
+
+    def __init__(self, scenario_path, endpoints: dict[str, str], out_dir: Path, duration_s: float, *,
+                 env: dict[str, str] | None = None, grace_s: float = 60.0) -> None:
+        self.cmd = [sys.executable, "-m", "surgesim.live.loadgen_proc", "--scenario", str(scenario_path),
+                    "--out", str(out_dir), "--no-preload"]
+        from surgesim.loadtests.runner import host_env
+
+        self.env = {**os.environ, **(env or {}), **host_env(endpoints)}
+        self.out_dir, self.duration_s, self.grace_s = out_dir, duration_s, grace_s
+        self.log_path = out_dir / "driver.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> "DriverProcess":
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / "loadgen.json").unlink(missing_ok=True)
+        with open(self.log_path, "wb") as log_file:
+            self.proc = subprocess.Popen(self.cmd, env=self.env, stdout=subprocess.PIPE, stderr=log_file,
+                                         stdin=subprocess.PIPE, start_new_session=True)
+        ready = threading.Thread(target=self.proc.stdout.readline, daemon=True)
+        ready.start()
+        ready.join(timeout)
+        if ready.is_alive() or self.proc.poll() is not None:
+            self.kill()
+            raise RuntimeError("the fleet driver did not start:\n" + self._log())
+        return self
+
+    def go(self) -> None:
+        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.flush()
+
+    def wait(self):
+        from surgesim.loadtests.recorder import read_result
+
+        try:
+            rc = self.proc.wait(timeout=self.duration_s + self.grace_s)
+        except subprocess.TimeoutExpired:
+            rc = None
+        finally:
+            rest = self.proc.stdout.read() if self.proc.poll() is not None else b""
+            self.kill()
+        if rest:
+            with open(self.log_path, "ab") as f:
+                f.write(rest)
+        if not (self.out_dir / "loadgen.json").exists():
+            raise RuntimeError(f"the fleet driver wrote no results (exit {rc}):\n" + self._log())
+        return read_result(self.out_dir)
+
+    def kill(self) -> None:
+        from surgesim.loadtests.runner import _kill_group
+
+        if self.proc is not None:
+            _kill_group(self.proc)
+
+    def _log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+
+
+def _instance_seconds(runner: SystemRunner, service: str, ts: float) -> float:
+    """Scenario instance-seconds of a front: its sampled instance gauge x window length."""
+    level = [r["value"] for r in runner.front_rows if r["entity"] == service and r["metric"] == METRICS["instances"]]
+    return round(sum(level) * runner.sample_interval * ts, 3)
 
 
 def _backlog(runner: SystemRunner) -> int:
@@ -268,11 +350,13 @@ def _backlog(runner: SystemRunner) -> int:
 
 
 def _progress(el: float, ts: float, holder: dict, runner: SystemRunner) -> str:
-    fd = holder.get("driver")
-    sent = sum(c.get("sent", 0) for c in fd.recorder.counts.values()) if fd is not None else None
+    # the generator runs in its own process: count what the fronts received instead
+    stats = runner.fronts.stats()
+    requests = sum(v["requests"] for v in stats.values())
+    rejected = sum(v["rejected"] for v in stats.values())
     clock = int(el * ts)
     return (f"  wall {el:6.1f}s  scenario {clock // 3600:02d}:{clock // 60 % 60:02d}:{clock % 60:02d}  "
-            f"sent {sent if sent is not None else '-'}  backlog {_backlog(runner)}")
+            f"requests {requests}  429 {rejected}  backlog {_backlog(runner)}")
 
 
 def _timeseries(runner: SystemRunner, ts: float, t0_mono: float) -> pd.DataFrame:

@@ -1,0 +1,136 @@
+"""The live run's bookkeeping without processes: the fault injector's start/end/restore
+against a recording runner, the conservation balance, and the lag recorder's windows."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import httpx
+import pytest
+
+from surgesim.live import session
+from surgesim.live.faults import FaultInjector
+from surgesim.schema import Fault
+
+
+class RecordingRunner:
+    """What FaultInjector calls on a SystemRunner, recorded; the fake's behaviour kept in a dict."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.behaviour = {"latency_p50_ms": 200.0, "latency_p99_ms": None, "error_rate": 0.0, "outage": False}
+        self.stack = SimpleNamespace(endpoint=lambda name: "127.0.0.1:9")
+        self.system = SimpleNamespace(project="p", subscriptions=[])
+
+    def fake_admin(self, api, method, path, json=None):
+        self.calls.append(("admin", api, method, json))
+        if method == "PUT":
+            self.behaviour.update(json)
+        return httpx.Response(200, json=dict(self.behaviour), request=httpx.Request(method, "http://x" + path))
+
+    def stop_service(self, name):
+        self.calls.append(("stop", name))
+
+    def start_service(self, name, extra_env=None, drop_env=()):
+        self.calls.append(("start", name, dict(extra_env or {}), tuple(drop_env)))
+
+
+def injector(*faults: Fault) -> tuple[FaultInjector, RecordingRunner]:
+    r = RecordingRunner()
+    return FaultInjector(r, list(faults), time_scale=10.0, say=lambda m: None), r
+
+
+def test_dependency_latency_is_applied_on_time_and_the_old_behaviour_restored():
+    f = Fault(kind="dependency_latency", at=60, duration=120, target="sms-gateway", latency={"p50": "2s"})
+    inj, r = injector(f)
+    inj.tick(59.0)
+    assert r.calls == []
+    inj.tick(60.0)
+    assert r.behaviour["latency_p50_ms"] == 2000.0 and r.behaviour["latency_p99_ms"] == 2000.0
+    inj.tick(179.0)
+    assert len(inj.active) == 1
+    inj.tick(180.0)
+    # p99 had no value before: restored to the old p50, not left at 2 s
+    assert r.behaviour["latency_p50_ms"] == 200.0 and r.behaviour["latency_p99_ms"] == 200.0
+    (ev,) = inj.events
+    assert (ev["kind"], ev["target"], ev["start_s"], ev["end_s"]) == ("dependency_latency", "sms-gateway", 60.0, 180.0)
+    assert ev["details"]["latency"] == f.latency.model_dump()
+
+
+def test_consumer_down_stops_then_restarts_and_a_fault_without_end_lasts_until_finish():
+    inj, r = injector(Fault(kind="consumer_down", at=10, duration=20, target="eta"),
+                      Fault(kind="dependency_outage", at=15, target="billing-api"))
+    inj.tick(16.0)
+    assert ("stop", "eta") in r.calls and r.behaviour["outage"] is True
+    inj.tick(30.0)
+    assert ("start", "eta", {}, ()) in r.calls
+    inj.finish(99.0)
+    assert r.behaviour["outage"] is False
+    assert [(e["kind"], e["start_s"], e["end_s"]) for e in inj.events] == [("consumer_down", 10.0, 30.0),
+                                                                          ("dependency_outage", 15.0, 99.0)]
+
+
+def test_unsupported_and_failing_faults_are_recorded_and_the_run_goes_on():
+    inj, r = injector(Fault(kind="emulator_restart", at=5, target="pubsub"),
+                      Fault(kind="dependency_errors", at=6, duration=10, target="nope", error_rate=0.5))
+
+    def boom(*a, **k):
+        raise KeyError("nope is not a fake run here")
+
+    r.fake_admin = boom
+    inj.tick(7.0)
+    assert inj.active == []
+    assert inj.events[0]["details"]["unsupported"] is True
+    assert "KeyError" in inj.events[1]["details"]["failed"]
+
+
+def test_bad_deploy_restarts_with_the_pattern_and_back_without():
+    inj, r = injector(Fault(kind="bad_deploy", at=0, duration=30, target="eta", matching='attributes.x = "y"'))
+    inj.tick(0.0)
+    inj.tick(30.0)
+    assert r.calls == [("start", "eta", {"BAD_PATTERN": 'attributes.x = "y"'}, ()),
+                       ("start", "eta", {}, ("BAD_PATTERN",))]
+
+
+def sub(name):
+    return SimpleNamespace(name=name)
+
+
+def test_conservation_balances_the_ledger_and_cross_checks_the_emulator(monkeypatch):
+    visible = {"a": 0, "b": 3, "c": 0}
+    monkeypatch.setattr(session, "count_remaining", lambda runner, name: visible[name])
+    monkeypatch.setattr(session, "_emulator_name", lambda runner, name: name)
+    runner = SimpleNamespace(system=SimpleNamespace(subscriptions=[sub("a"), sub("b"), sub("c"), sub("dlq")]))
+    totals = {"a": {"published": 10, "acked": 7, "dead_lettered": 1, "filtered": 2, "backlog": 0},
+              "b": {"published": 5, "acked": 2, "dead_lettered": 0, "filtered": 0, "backlog": 3},
+              "c": {"published": 4, "acked": 4, "dead_lettered": 0, "filtered": 0, "backlog": 0},
+              "dlq": {"published": 1, "acked": 0, "dead_lettered": 0, "filtered": 0, "backlog": None}}
+    out = session.conservation(runner, totals)
+    assert out["ok"] is True
+    assert out["subscriptions"]["a"]["balance"] == 0 and out["subscriptions"]["b"]["emulator_visible"] == 3
+    assert out["subscriptions"]["dlq"]["observed"] is False and out["subscriptions"]["dlq"]["balance"] is None
+    # a ledger that lost a message fails
+    totals["c"]["acked"] = 3
+    assert session.conservation(runner, totals)["ok"] is False
+    # a ledger that says empty while the emulator still holds messages fails too
+    totals["c"]["acked"] = 4
+    visible["c"] = 2
+    bad = session.conservation(runner, totals)
+    assert bad["ok"] is False and bad["subscriptions"]["c"]["balance"] == 0
+
+
+def test_lag_recorder_measures_publish_to_ack_in_scenario_windows(monkeypatch):
+    settled = []
+    ledger = SimpleNamespace(outstanding={"m1": 100.0, "m2": 103.0})
+    ledger.settle = settled.append
+    metrics = SimpleNamespace(ledgers={"sub": ledger})
+    lag = session.LagRecorder(metrics, t0_epoch=100.0, time_scale=10.0, window_s=1.0)
+    monkeypatch.setattr(session.time, "time", lambda: 104.0)
+    ledger.settle("m1")
+    ledger.settle("m2")
+    ledger.settle("unknown")  # not in the ledger: settled, not measured
+    assert settled == ["m1", "m2", "unknown"]
+    rows = lag.rows()
+    assert sorted(rows["time_s"].unique().tolist()) == [0.0, 30.0]  # wall windows 0 and 3, x time_scale
+    s = lag.summaries()["sub"]
+    assert s["count"] == 2 and s["max"] == pytest.approx(4.0, rel=0.05)
