@@ -71,7 +71,8 @@ class BigQuerySubscriptionBridge:
     def __init__(self, rest: PubSubRest, bq_client, *, subscription: str, topic: str, table: str,
                  write_metadata: bool = True, use_table_schema: bool = False, batch: int = 500,
                  ack_deadline: float = 60.0, dead_letter: tuple[str, int] | None = None,
-                 insert_timeout: float = 30.0, on_settled: Callable[[str, str, str], None] | None = None) -> None:
+                 insert_timeout: float = 30.0, on_settled: Callable[[str, str, str], None] | None = None,
+                 workers: int = 2) -> None:
         self.rest = rest
         self.bq = bq_client
         self.subscription = subscription
@@ -84,6 +85,9 @@ class BigQuerySubscriptionBridge:
         self.dead_letter = dead_letter
         self.insert_timeout = insert_timeout
         self.on_settled = on_settled
+        # Two pull -> insert -> ack loops, so one pulls while the other waits on its insert
+        # (one loop spent its time alternating between the two emulators).
+        self.workers = max(1, workers)
         self.counters = BqCounters()
         self._columns: set[str] | None = None
         self._stop = asyncio.Event()
@@ -103,6 +107,9 @@ class BigQuerySubscriptionBridge:
         return self.bq.insert_rows_json(self.table, rows, retry=None, timeout=self.insert_timeout)
 
     async def run(self) -> None:
+        await asyncio.gather(*(self._worker() for _ in range(self.workers)))
+
+    async def _worker(self) -> None:
         idle = 0.01
         while not self._stop.is_set():
             try:
