@@ -7,7 +7,7 @@ command service on the real Firestore emulator, along three paths:
     direct     a raw asyncio-streams HTTP/1.1 client (keep-alive pool, no httpx) straight
                to the service process: the service + Firestore emulator alone
     front      the same client through a Cloud Run front (emulators/front.py) served in
-               this process (as before) or in its own process (--front-process)
+               this process
     (the full harness is measured by `surgesim live`, whose summary.json has
      latency/... from the intended time, response/... from the actual send, lateness)
 
@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -125,22 +123,13 @@ async def offer(url: str, rate: float, seconds: float, conns: int = 32) -> dict:
             "lateness_ms": {"p50": pct(late, 50), "p99": pct(late, 99)}}
 
 
-def front_process(upstream: str, port: int) -> subprocess.Popen:
-    """The front host (surgesim.live.front_host) in its own process, one front."""
-    spec = json.dumps({"name": "command", "upstream": upstream, "port": port,
-                       "settings": {"concurrency": 80, "max_instances": 100, "min_instances": 1,
-                                    "cold_start_p50": 1.5, "cold_start_p99": 4.0}})
-    return subprocess.Popen([sys.executable, "-m", "surgesim.live.front_host", "--bench", spec],
-                            start_new_session=True)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rates", default="48,144")
     ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--only", action="append", choices=["direct", "front", "front-process"])
+    ap.add_argument("--only", action="append", choices=["direct", "front"])
     a = ap.parse_args()
-    only = a.only or ["direct", "front", "front-process"]
+    only = a.only or ["direct", "front"]
 
     from surgesim.emulators import down, up
     from surgesim.emulators.front import Front, FrontSettings, serve
@@ -170,19 +159,6 @@ def main() -> int:
 
                 results.append({"path": "front (same process)", **asyncio.run(via_front())})
                 print(json.dumps(results[-1]), flush=True)
-            if "front-process" in only:
-                port = free_port()
-                p = front_process(url, port)
-                try:
-                    from surgesim.live.front_host import wait_listening
-
-                    wait_listening(port)
-                    results.append({"path": "front (own process)",
-                                    **asyncio.run(offer(f"http://127.0.0.1:{port}", rate, a.seconds))})
-                    print(json.dumps(results[-1]), flush=True)
-                finally:
-                    os.killpg(p.pid, 15)
-                    p.wait(10)
     finally:
         svc.proc.terminate() if hasattr(svc, "proc") else None
         try:

@@ -127,10 +127,13 @@ def test_ci_spike_on_the_weak_plan_fails_and_names_the_slo(gcp, tmp_path):
     rc, summary, run = run_live(gcp, tmp_path, "--plan", str(ROOT / "scenarios" / "plans" / "weak.yaml"))
     assert rc == 1, run.text()[-3000:]
     assert summary["verdict"] == "fail"
+    # one instance taking one request at a time, with no queueing: the spike's overlapping
+    # commands get 429 (scenarios/plans/weak.yaml), whatever this machine's speed
     failing = [s["text"] for s in summary["slos"] if not s["holds"]]
-    assert "p99(latency.command.mark_delivered) < 1s" in failing, summary["slos"]
-    assert "max(rejected.command) == 0" in failing
-    assert "p99(latency.command.mark_delivered) < 1s" in run.text()  # the verdict table names it
+    assert "max(rejected.command) == 0" in failing, summary["slos"]
+    assert summary["totals"]["services"]["command"]["rejected"] > 0
+    row = next(line for line in run.text().splitlines() if "max(rejected.command) == 0" in line)
+    assert "FAILS" in row  # the verdict table names it
     assert summary["conservation"]["ok"]  # a weak plan is slow, not lossy
     junit = (tmp_path / "run" / "junit.xml").read_text()
     assert "<failure" in junit
