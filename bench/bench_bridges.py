@@ -595,6 +595,10 @@ def main() -> None:
         if sink is not None:
             sink.stop()
         res = st.down(state_dir=state_dir)
+        if not res.ports_still_open:
+            import shutil
+
+            shutil.rmtree(state_dir, ignore_errors=True)  # logs and emulator data: nothing left behind
         emit({"bench": "stack_down", "messages": res.messages, "ports_still_open": res.ports_still_open}, results)
         emit({"bench": "uptime_after", "uptime": uptime(), "total_seconds": round(time.time() - t_start, 1)}, results)
         if args.json:
