@@ -64,8 +64,14 @@ class SubState:
     # ---- arrival -----------------------------------------------------------------------
 
     def matches(self, attrs: np.ndarray) -> np.ndarray:
-        if self.pred is None:
+        if self.pred is None or attrs.shape[0] == 0:
             return np.ones(attrs.shape[0], dtype=bool)
+        a0 = int(attrs[0])
+        if attrs.shape[0] < 2 or (attrs == a0).all():  # the usual batch: one attribute set
+            got = self._match.get(a0)
+            if got is None:
+                got = self._match[a0] = bool(self.pred(self.eng.attrs.get(a0)))
+            return np.full(attrs.shape[0], got)
         uniq = np.unique(attrs).tolist()
         hit = []
         for a in uniq:
@@ -298,4 +304,6 @@ class Broker:
         tot["bytes"] += len(b) * (size or eng.system.topic(topic).message_bytes)
         subs = self.subs_of[topic]
         for i, s in enumerate(subs):
-            s.accept(b if i == len(subs) - 1 else Batch(b.t.copy(), b.pub.copy(), b.attrs, b.key, b.attempt.copy()))
+            # One fan-out: the subscriptions share the message arrays (nothing writes into
+            # a batch's arrays in place; changes replace them on the subscription's own Batch).
+            s.accept(b if i == len(subs) - 1 else Batch(b.t, b.pub, b.attrs, b.key, b.attempt))

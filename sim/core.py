@@ -16,6 +16,17 @@ def rng_for(seed: int, name: str) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), zlib.crc32(name.encode())])))
 
 
+_SHAPES: dict[int, tuple[object, float, float]] = {}
+
+
+def _shape(latency) -> tuple[float, float]:
+    """(p50, sigma) of a Latency, computed once per object (sigma is a property)."""
+    hit = _SHAPES.get(id(latency))
+    if hit is None or hit[0] is not latency:
+        hit = _SHAPES[id(latency)] = (latency, float(latency.p50), float(latency.sigma))
+    return hit[1], hit[2]
+
+
 def sample(latency, n: int, rng: np.random.Generator) -> np.ndarray:
     """n draws of a schema Latency: log-normal fitted to p50/p99, or a constant."""
     if latency is None or n == 0:
@@ -24,9 +35,14 @@ def sample(latency, n: int, rng: np.random.Generator) -> np.ndarray:
         from surgesim.schema import Latency
 
         latency = Latency.model_validate(latency)
-    if latency.sigma == 0.0:
-        return np.full(n, float(latency.p50))
-    return float(latency.p50) * np.exp(latency.sigma * rng.standard_normal(n))
+    p50, sigma = _shape(latency)
+    if sigma == 0.0:
+        return np.full(n, p50)
+    x = rng.standard_normal(n)
+    x *= sigma
+    np.exp(x, out=x)
+    x *= p50
+    return x
 
 
 class AttrTable:
@@ -47,6 +63,12 @@ class AttrTable:
 
     def get(self, idx: int) -> dict[str, str]:
         return self.sets[idx]
+
+
+def _column(v, n: int, dtype) -> np.ndarray:
+    if isinstance(v, (int, np.integer)):
+        return np.full(n, v, dtype=dtype)
+    return np.broadcast_to(np.asarray(v, dtype=dtype), (n,)).copy()
 
 
 @dataclass
@@ -72,9 +94,9 @@ class Batch:
         return Batch(
             t=t,
             pub=t.copy() if pub is None else np.asarray(pub, dtype=np.float64),
-            attrs=np.broadcast_to(np.asarray(attrs, dtype=np.int32), (n,)).copy(),
-            key=np.broadcast_to(np.asarray(key, dtype=np.int64), (n,)).copy(),
-            attempt=np.broadcast_to(np.asarray(attempt, dtype=np.int16), (n,)).copy(),
+            attrs=_column(attrs, n, np.int32),
+            key=_column(key, n, np.int64),
+            attempt=_column(attempt, n, np.int16),
         )
 
     def take(self, idx: np.ndarray) -> "Batch":

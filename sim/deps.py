@@ -58,19 +58,24 @@ class Stores:
                 grown[: state.size] = state
             state = self._debounce[(owner, collection)] = grown
         order = np.argsort(tt, kind="stable")
-        remaining = order
+        ks, ts = kk[order], tt[order]
+        remaining = np.arange(m)  # positions in time order
+        first = np.empty(state.size, dtype=np.int64)
         while remaining.size:
-            ok = tt[remaining] >= state[kk[remaining]]
+            ok = ts[remaining] >= state[ks[remaining]]
             remaining = remaining[ok]
             if remaining.size == 0:
                 break
-            _, first = np.unique(kk[remaining], return_index=True)
-            w = remaining[first]
-            do[w] = True
-            state[kk[w]] = tt[w] + interval
-            mask = np.ones(remaining.size, dtype=bool)
-            mask[first] = False
-            remaining = remaining[mask]
+            # The earliest remaining write of each key (a scatter-min, not a sort).
+            kr = ks[remaining]
+            pos = np.arange(remaining.size)
+            first[kr] = remaining.size
+            np.minimum.at(first, kr, pos)
+            lead = first[kr] == pos
+            w = remaining[lead]
+            do[order[w]] = True
+            state[ks[w]] = ts[w] + interval
+            remaining = remaining[~lead]
         return do
 
     def contention(self, collection: str, keys: np.ndarray, tt: np.ndarray) -> np.ndarray:

@@ -47,6 +47,15 @@ class Handler:
         self.debounce_s = debounce_s
         self.rng = eng.rng(f"handler:{owner}")
         self._attr_map: dict[tuple[int, int], int] = {}
+        # Whether any step depends on when the message starts (rate-limit seconds, fault
+        # windows, debounce, contention, job completion); if not, the node skips the
+        # estimated-start pass.
+        self.time_dependent = any(
+            st.kind == "call" or (st.kind == "bigquery" and st.spec.op == "job")
+            or (st.kind == "firestore" and st.spec.op != "read" and (st.spec.key or (st.spec.debounce and debounce_s > 0)))
+            for st in steps)
+        self._steps = [(st, st.kind, st.spec) for st in steps]  # schema properties, resolved once
+        self.error_rate = eng.error_rate(owner)
 
     def run(self, b: Batch, forced_fail: np.ndarray | None = None) -> Result:
         eng, rng = self.eng, self.rng
@@ -58,13 +67,13 @@ class Handler:
         alive = ~fail
         effects: list[Effect] = []
         job_done = None
-        for step in self.steps:
-            idx = np.nonzero(alive)[0] if not alive.all() else np.arange(n)
+        for step, kind, spec in self._steps:
+            full = bool(alive.all())
+            idx = np.arange(n) if full else np.nonzero(alive)[0]
             m = idx.size
             if m == 0:
                 break
-            kind, spec = step.kind, step.spec
-            tt = b.t[idx] + offs[idx]
+            tt = b.t + offs if full else b.t[idx] + offs[idx]
             if kind in ("cpu", "sleep"):
                 lat = sample(spec, m, rng)
             elif kind == "firestore":
@@ -105,9 +114,12 @@ class Handler:
                 lat = sample(spec.latency, m, rng)
             else:  # pragma: no cover - schema forbids
                 raise ValueError(kind)
-            offs[idx] += lat
-        if self.eng.error_rate(self.owner) > 0:
-            err = (rng.random(n) < self.eng.error_rate(self.owner)) & ~fail
+            if full:
+                offs += lat
+            else:
+                offs[idx] += lat
+        if self.error_rate > 0:
+            err = (rng.random(n) < self.error_rate) & ~fail
             fail |= err
         return Result(offs, fail, effects)
 
@@ -115,6 +127,11 @@ class Handler:
         """Attribute set ids for a publish step, copying `$attr` values from the input."""
         spec = step.spec
         sid = id(step)
+        a0 = int(in_ids[0]) if in_ids.shape[0] else 0
+        if in_ids.shape[0] and (in_ids == a0).all():
+            got = self._attr_map.get((sid, a0))
+            if got is not None:
+                return np.full(in_ids.shape[0], got, dtype=in_ids.dtype)
         out = np.empty_like(in_ids)
         for a in np.unique(in_ids).tolist():
             got = self._attr_map.get((sid, a))

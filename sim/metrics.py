@@ -16,6 +16,12 @@ from surgesim.histogram import N_BUCKETS, Histogram, bucket_of, bucket_value
 from surgesim.rundir import METRICS
 
 
+SMALL = 2048
+"""Batches smaller than this are buffered (counters, histogram samples)."""
+PENDING_MAX = 2_000_000
+"""Buffered counter samples are binned once this many have accumulated."""
+
+
 class Metrics:
     def __init__(self, duration: float, step: float, hist_window: float):
         self.duration = duration
@@ -27,6 +33,11 @@ class Metrics:
         self._hist_cur: dict[str, tuple[int, np.ndarray]] = {}
         self._hist_rows: list[tuple[float, str, np.ndarray, np.ndarray]] = []
         self.totals: dict[str, Histogram] = {}
+        # Small batches are buffered and binned together (one NumPy pass per counter
+        # instead of one per call); large ones are binned at once.
+        self._pending: dict[tuple[str, str], list[np.ndarray]] = {}
+        self._pending_n = 0
+        self._hist_pending: dict[str, list[np.ndarray]] = {}
 
     # ---- counters ----------------------------------------------------------------------
 
@@ -41,10 +52,38 @@ class Metrics:
         self._arr(key, entity)
 
     def count(self, key: str, entity: str, times: np.ndarray, weights: np.ndarray | None = None) -> None:
-        if times.shape[0] == 0:
+        n = times.shape[0]
+        if n == 0:
             return
-        arr = self._arr(key, entity)
-        idx = np.minimum((times * (1.0 / self.step)).astype(np.int64), self.nwin)
+        if n < SMALL and weights is None:
+            lst = self._pending.get((key, entity))
+            if lst is None:
+                self._arr(key, entity)
+                lst = self._pending[(key, entity)] = []
+            lst.append(times)
+            self._pending_n += n
+            if self._pending_n > PENDING_MAX:
+                self.flush_counts()
+            return
+        self._bin(self._arr(key, entity), times, weights)
+
+    def flush_counts(self) -> None:
+        for k, lst in self._pending.items():
+            if lst:
+                self._bin(self.counters[k], lst[0] if len(lst) == 1 else np.concatenate(lst), None)
+                lst.clear()
+        self._pending_n = 0
+
+    def _bin(self, arr: np.ndarray, times: np.ndarray, weights: np.ndarray | None) -> None:
+        inv = 1.0 / self.step
+        lo_t, hi_t = float(times.min()), float(times.max())
+        if lo_t == lo_t and hi_t == hi_t:  # not NaN
+            # Most batches fall in one window: two reductions instead of binning each time.
+            lo = min(max(int(lo_t * inv), 0), self.nwin)
+            if lo == min(max(int(hi_t * inv), 0), self.nwin):
+                arr[lo] += times.shape[0] if weights is None else float(weights.sum())
+                return
+        idx = np.minimum((times * inv).astype(np.int64), self.nwin)
         idx = np.maximum(idx, 0)
         lo, hi = int(idx.min()), int(idx.max())
         if lo == hi:
@@ -57,12 +96,14 @@ class Metrics:
         arr[max(0, min(int(t / self.step), self.nwin))] += n
 
     def total(self, key: str, entity: str, within: bool = True) -> float:
+        self.flush_counts()
         arr = self.counters.get((key, entity))
         if arr is None:
             return 0.0
         return float(arr[: self.nwin].sum() if within else arr.sum())
 
     def cumulative(self, key: str, entity: str) -> np.ndarray:
+        self.flush_counts()
         arr = self.counters.get((key, entity))
         return np.zeros(self.nwin) if arr is None else np.cumsum(arr[: self.nwin])
 
@@ -88,12 +129,26 @@ class Metrics:
         cur = self._hist_cur.get(path)
         if cur is None or cur[0] != hw:
             if cur is not None:
+                self._take(path, cur[1])
                 self._flush(path, *cur)
             cur = self._hist_cur[path] = (hw, np.zeros(N_BUCKETS, dtype=np.int64))
-        cur[1][:] += np.bincount(bucket_of(values), minlength=N_BUCKETS)
-        tot = self.totals.get(path)
-        if tot is None:
-            tot = self.totals[path] = Histogram()
+            self._hist_pending[path] = []
+            if path not in self.totals:
+                self.totals[path] = Histogram()
+        if values.shape[0] < SMALL:
+            self._hist_pending[path].append(values)
+        else:
+            self._add(path, cur[1], values)
+
+    def _take(self, path: str, counts: np.ndarray) -> None:
+        pend = self._hist_pending.get(path)
+        if pend:
+            self._add(path, counts, pend[0] if len(pend) == 1 else np.concatenate(pend))
+            pend.clear()
+
+    def _add(self, path: str, counts: np.ndarray, values: np.ndarray) -> None:
+        counts += np.bincount(bucket_of(values), minlength=N_BUCKETS)
+        tot = self.totals[path]
         tot.count += int(values.shape[0])
         tot.total += float(values.sum())
         tot.min = min(tot.min, float(values.min()))
@@ -107,6 +162,7 @@ class Metrics:
 
     def finish_histograms(self) -> None:
         for path, cur in sorted(self._hist_cur.items()):
+            self._take(path, cur[1])
             self._flush(path, *cur)
         self._hist_cur.clear()
 
@@ -142,6 +198,7 @@ class Metrics:
 
     def timeseries_frame(self) -> pd.DataFrame:
         times = np.arange(self.nwin) * self.step
+        self.flush_counts()
         frames = []
         for (key, entity), arr in sorted(self.counters.items()):
             if key.startswith("_"):  # internal counters (e.g. per-subscription publishes)

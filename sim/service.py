@@ -37,6 +37,10 @@ EVENTARC_MIN_BACKOFF_S = 10.0
 EVENTARC_MAX_BACKOFF_S = 600.0
 
 
+def is_sorted(a: np.ndarray) -> bool:
+    return a.shape[0] < 2 or bool((a[1:] >= a[:-1]).all())
+
+
 def lindley(a: np.ndarray, s: np.ndarray, c: int, U: float, tU: float) -> np.ndarray:
     """Waits of sorted arrivals a with handler times s at one server of c-fold speed that
     already holds U slot-seconds of work at time tU: w_i = max(0, w_{i-1} + s_{i-1}/c -
@@ -146,33 +150,43 @@ class ServiceNode:
         # are evaluated at an estimated start: arrival + the backlog already queued.
         # A first Lindley pass with the mean handler time paces these estimates at the
         # rate the slots drain the queue.
-        c_est = max(1, self.capacity({ci for ci, _ in due}))
-        a_all = np.concatenate([b.t for _, b in due])
-        order = np.argsort(a_all, kind="stable")
-        w_sorted = lindley(a_all[order], np.full(a_all.shape[0], self.mean_svc), c_est, self.U, self.tU)
-        w_est = np.empty_like(w_sorted)
-        w_est[order] = w_sorted
+        chans = {ci for ci, _ in due}
+        a = due[0][1].t if len(due) == 1 else np.concatenate([b.t for _, b in due])
+        # One sort serves both Lindley passes; a single batch of fresh arrivals is sorted.
+        order = None if is_sorted(a) else np.argsort(a, kind="stable")
+        ao = a if order is None else a[order]
+        w_est = None
+        if any(self.channels[ci].handler is not None and self.channels[ci].handler.time_dependent for ci in chans):
+            w_sorted = lindley(ao, np.full(a.shape[0], self.mean_svc), max(1, self.capacity(chans)), self.U, self.tU)
+            if order is None:
+                w_est = w_sorted
+            else:
+                w_est = np.empty_like(w_sorted)
+                w_est[order] = w_sorted
         results = []
         pos = 0
         for ci, b in due:
             ch = self.channels[ci]
             n = len(b)
-            wb = w_est[pos:pos + n]
+            wb = w_est[pos:pos + n] if w_est is not None else None
             pos += n
             if ch.kind == "bigquery":
                 results.append(None)
                 continue
-            est = b if not wb.any() else Batch(b.t + wb, b.pub, b.attrs, b.key, b.attempt)
+            est = b if wb is None or not wb.any() else Batch(b.t + wb, b.pub, b.attrs, b.key, b.attempt)
             results.append(ch.handler.run(est, self._forced_fail(ch, b)))
-        a = np.concatenate([b.t for _, b in due])
         if self.fixed_service_s is not None:
             s = np.full(a.shape[0], self.fixed_service_s)
         else:
-            s = np.concatenate([r.svc for r in results])
-        can_reject = np.concatenate([np.full(len(b), self.channels[ci].kind == "route") for ci, b in due])
+            s = results[0].svc if len(results) == 1 else np.concatenate([r.svc for r in results])
+        kinds = {self.channels[ci].kind == "route" for ci in chans}
+        if len(kinds) == 1:
+            can_reject = np.full(a.shape[0], kinds.pop())
+        else:
+            can_reject = np.concatenate([np.full(len(b), self.channels[ci].kind == "route") for ci, b in due])
         if s.shape[0]:
             self.mean_svc = 0.8 * self.mean_svc + 0.2 * float(s.mean())
-        start = self._queue(a, s, can_reject, {ci for ci, _ in due}, t0, t1)
+        start = self._queue(a, s, can_reject, chans, t0, t1, order)
         # outcomes per channel
         pos = 0
         for (ci, b), res in zip(due, results):
@@ -238,22 +252,27 @@ class ServiceNode:
                     fail = f if fail is None else (fail | f)
         return fail
 
-    def _queue(self, a, s, can_reject, chans, t0, t1) -> np.ndarray:
+    def _queue(self, a, s, can_reject, chans, t0, t1, order=None) -> np.ndarray:
         n = a.shape[0]
         if self.slots() == 0:
             self._cold_start_now(float(a.min()))
         c = max(1, self.capacity(chans))
         first_ready = self.first_ready if self.slots() == 0 else None
-        order = np.argsort(a, kind="stable")
-        ao, so, ro = a[order], s[order], can_reject[order]
+        if order is None:
+            ao, so, ro = a, s, can_reject
+        else:
+            ao, so, ro = a[order], s[order], can_reject[order]
         at_max = (not self.is_service) or (self.ready + len(self.pending) >= self.plan.max_instances)
         timeout = self.plan.pending_timeout if self.is_service else math.inf
         if self.eng.exact or n <= self.eng.exact_below:
             st = self._exact(ao, so, ro if at_max else np.zeros(n, bool), timeout, c, t0, t1)
         else:
             st = self._fluid(ao, so, ro if at_max else np.zeros(n, bool), timeout, c, t1)
-        start = np.empty(n)
-        start[order] = st
+        if order is None:
+            start = st
+        else:
+            start = np.empty(n)
+            start[order] = st
         served = ~np.isnan(start)
         self.busy += float(s[served].sum())
         self.last_c = c
@@ -333,7 +352,7 @@ class ServiceNode:
         done = start + svc
         fail = res.fail if res is not None else np.zeros(len(b), bool)
         if res is not None:
-            ch.handler.apply(res, b, np.nan_to_num(start), served)
+            ch.handler.apply(res, b, start if ch.kind != "route" or served.all() else np.where(served, start, 0.0), served)
         if ch.kind == "route":
             m.count("requests", self.name, b.t)
             self.totals["requests"] += len(b)
