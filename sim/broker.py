@@ -133,26 +133,32 @@ class SubState:
         m.count("delivered", self.name, start)
         self.totals["delivered"] += n
         self.totals["redelivered"] += int((b.attempt > 1).sum())
-        bad = fail.copy()
-        fail_t = done.copy()
+        bad = fail
+        fail_t = done
         if sub.delivery == "push":
             expired = (done - start) > sub.ack_deadline
             if expired.any():
-                bad |= expired
+                bad = bad | expired
                 fail_t = np.where(expired, start + sub.ack_deadline, done)
-        ok = ~bad
-        if ok.any():
-            dt = done[ok]
+        nbad = int(bad.sum())
+        nok = n - nbad
+        if nok:
+            # The common case (every delivery acked) needs no gathers.
+            ok = None if nbad == 0 else ~bad
+            dt = done if ok is None else done[ok]
+            pub = b.pub if ok is None else b.pub[ok]
             m.count("acked", self.name, dt)
-            self.totals["acked"] += int(ok.sum())
-            inrun = dt < eng.duration
-            m.record(f"lag/{self.name}", t0, (dt - b.pub[ok])[inrun] if not inrun.all() else dt - b.pub[ok])
-            self._inflight(dt, b.pub[ok], True)
+            self.totals["acked"] += nok
+            lag = dt - pub
+            if dt.shape[0] and float(dt.max()) >= eng.duration:
+                lag = lag[dt < eng.duration]
+            m.record(f"lag/{self.name}", t0, lag)
+            self._inflight(dt, pub, True)
             if sub.bigquery is not None:
                 eng.stores.bigquery_rows(sub.bigquery.table, dt, 1, eng.system.topic(sub.topic).message_bytes)
-        self._step_ok += int(ok.sum())
-        self._step_bad += int(bad.sum())
-        if not bad.any():
+        self._step_ok += nok
+        self._step_bad += nbad
+        if not nbad:
             return
         idx = np.nonzero(bad)[0]
         ft = fail_t[idx]

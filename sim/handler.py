@@ -142,13 +142,13 @@ class Handler:
             out[in_ids == a] = got
         return out
 
-    def apply(self, res: Result, b: Batch, start: np.ndarray, served: np.ndarray) -> None:
-        """Effects of the served messages, at start + each step's end offset."""
+    def apply(self, res: Result, b: Batch, start: np.ndarray, served: np.ndarray | None) -> None:
+        """Effects of the served messages (None: all), at start + each step's end offset."""
         eng, rng = self.eng, self.rng
         for ef in res.effects:
             idx = ef.idx
-            keep = served[idx]
-            if not keep.all():
+            keep = served[idx] if served is not None else None
+            if keep is not None and not keep.all():
                 idx, end = idx[keep], ef.end[keep]
             else:
                 end = ef.end

@@ -131,6 +131,9 @@ class ServiceNode:
         due: list[tuple[int, Batch]] = []
         keep: list[tuple[int, Batch]] = []
         for ci, b in self.inbox:
+            if float(b.t.max()) < t1:
+                due.append((ci, b))
+                continue
             m = b.t < t1
             if m.all():
                 due.append((ci, b))
@@ -142,7 +145,7 @@ class ServiceNode:
         self.inbox = keep
         self.next_due = min((float(b.t.min()) for _, b in keep), default=math.inf)
         due = self._apply_down(due, t1)
-        due = self._expire(due)
+        due = self._expire(due, t1)
         if not due:
             return
         # handler times per channel
@@ -224,11 +227,12 @@ class ServiceNode:
                 out.append((ci, b))
         return out
 
-    def _expire(self, due):
+    def _expire(self, due, t1):
         out = []
         for ci, b in due:
             sub = self.channels[ci].sub
-            if sub is not None:
+            # Due messages arrive before t1, so none can be older than t1 - oldest publish.
+            if sub is not None and t1 - float(b.pub.min()) > sub.retention:
                 old = (b.t - b.pub) > sub.retention
                 if old.any():
                     sub.expire(b.t[old])
@@ -348,11 +352,12 @@ class ServiceNode:
     def _outcome(self, ch: Channel, b: Batch, res, start, svc, t0: float) -> None:
         eng = self.eng
         m = eng.metrics
-        served = ~np.isnan(start)
+        # Only requests can be rejected (start NaN); messages always get a start.
+        served = ~np.isnan(start) if ch.kind == "route" else None
         done = start + svc
         fail = res.fail if res is not None else np.zeros(len(b), bool)
         if res is not None:
-            ch.handler.apply(res, b, start if ch.kind != "route" or served.all() else np.where(served, start, 0.0), served)
+            ch.handler.apply(res, b, start if served is None or served.all() else np.where(served, start, 0.0), served)
         if ch.kind == "route":
             m.count("requests", self.name, b.t)
             self.totals["requests"] += len(b)
