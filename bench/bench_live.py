@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -166,6 +167,7 @@ def main() -> int:
         except Exception:  # noqa: BLE001
             pass
         down(state_dir=state)
+        shutil.rmtree(state, ignore_errors=True)
     print(json.dumps(results, indent=1))
     return 0
 
