@@ -47,15 +47,16 @@ def check_conservation(eng: Engine) -> dict:
 
 def test_same_seed_same_bytes_and_conservation(tmp_path: Path) -> None:
     exp = trimmed("dispatch_wave.yaml", duration=900, shift=80 * 60, drop=("gps",))
-    outs = []
+    outs, engines = [], []
     for i in range(2):
         eng = Engine(exp).run()
         check_conservation(eng)
         write_run(eng, tmp_path / f"r{i}")
         outs.append((tmp_path / f"r{i}" / "summary.json").read_bytes())
+        engines.append(eng)
     assert outs[0] == outs[1]
     other = Engine(exp, seed=7).run()
-    assert other.totals() != Engine(exp).run().totals()
+    assert other.totals() != engines[0].totals()
     run = load_run(tmp_path / "r0")
     assert run.summary["conservation"]["ok"]
     assert run.histogram("latency/command").count > 0
