@@ -77,8 +77,7 @@ def _differences(existing, sub: Subscription, project: str) -> tuple[list[str], 
         fixed.append("ordering")
     if existing.ack_deadline_seconds != int(sub.ack_deadline):
         mutable.append("ack_deadline_seconds")
-    if existing.labels.get(LABEL) != sub.delivery:
-        mutable.append("labels")
+    # Labels are informational (set at creation); the emulator refuses to update them.
     has_retry = existing.retry_policy is not None and (
         _seconds(existing.retry_policy.minimum_backoff) or _seconds(existing.retry_policy.maximum_backoff)
     )

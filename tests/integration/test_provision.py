@@ -1,5 +1,9 @@
 """`surgesim provision` against the real emulators, verified by listing back through the official clients."""
 
+import re
+import uuid
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -10,23 +14,34 @@ from surgesim.schema import load_system
 pytestmark = pytest.mark.integration
 
 
+def _isolated(name: str, tmp_path) -> Path:
+    """The seed system in a project of its own: other tests run the same system on the same emulators."""
+    text = Path(f"scenarios/systems/{name}.yaml").read_text()
+    project = f"prov-{name[:4]}-{uuid.uuid4().hex[:6]}"
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(re.sub(r"^project: .*$", f"project: {project}", text, count=1, flags=re.M))
+    return path
+
+
 @pytest.fixture(scope="module")
-def provisioned(gcp):
+def provisioned(gcp, tmp_path_factory):
     outcomes = {}
+    tmp = tmp_path_factory.mktemp("systems")
     for name in ("meridian", "dogfinder"):
-        system = load_system(f"scenarios/systems/{name}.yaml")
-        outcomes[name] = (system, provision(system, gcp.clients))
+        path = _isolated(name, tmp)
+        system = load_system(path)
+        outcomes[name] = (system, provision(system, gcp.clients), path)
     return outcomes
 
 
 def test_everything_declared_is_created(provisioned):
-    for system, outcomes in provisioned.values():
+    for system, outcomes, _ in provisioned.values():
         assert {o.action for o in outcomes} <= {"created", "unchanged"}
         assert {o.name for o in outcomes if o.kind == "subscription"} == {s.name for s in system.subscriptions}
 
 
 def test_subscriptions_read_back_with_their_policies(provisioned, gcp):
-    system, _ = provisioned["meridian"]
+    system, _, _ = provisioned["meridian"]
     subscriber = gcp.clients.subscriber()
     publisher = gcp.clients.publisher()
     topics = {t.name.rsplit("/", 1)[-1] for t in publisher.list_topics(request={"project": f"projects/{system.project}"})}
@@ -49,14 +64,14 @@ def test_subscriptions_read_back_with_their_policies(provisioned, gcp):
 
 def test_tables_buckets_and_firestore_read_back(provisioned, gcp):
     bq = gcp.clients.bigquery()
-    system, _ = provisioned["dogfinder"]
+    system, _, _ = provisioned["dogfinder"]
     table = bq.get_table(f"{system.project}.dogfinder.sightings")
     assert table.time_partitioning.field == "sighting_date"
     assert [f.name for f in table.schema] == [c.name for c in system.stores.bigquery[0].columns]
     assert gcp.clients.storage().get_bucket("dogfinder-photos").name == "dogfinder-photos"
     from surgesim.emulators import Clients
 
-    db = Clients(gcp.env_vars(), project="meridian-local").firestore()
+    db = Clients(gcp.env_vars(), project=provisioned["meridian"][0].project).firestore()
     meta = db.collection("_surgesim").document("system-meridian").get().to_dict()
     assert "parcels" in meta["collections"] and "LiveMap" in meta["collections"]
 
@@ -64,14 +79,14 @@ def test_tables_buckets_and_firestore_read_back(provisioned, gcp):
 def test_second_run_changes_nothing_and_says_so(provisioned, gcp):
     runner = CliRunner()
     for name in ("meridian", "dogfinder"):
-        result = runner.invoke(cli, ["provision", f"scenarios/systems/{name}.yaml", "--state-dir", str(gcp.state_dir)])
+        result = runner.invoke(cli, ["provision", str(provisioned[name][2]), "--state-dir", str(gcp.state_dir)])
         assert result.exit_code == 0, result.output
         assert "nothing changed" in result.output
         assert "created" not in result.output
 
 
 def test_changed_ack_deadline_is_updated_and_changed_filter_is_a_conflict(gcp, tmp_path):
-    base = ("name: shop\nproject: surgesim-test\ntopics: [{name: orders}, {name: orders.dlq}]\nsubscriptions:\n"
+    base = ("name: shop\nproject: prov-shop-" + uuid.uuid4().hex[:6] + "\ntopics: [{name: orders}, {name: orders.dlq}]\nsubscriptions:\n"
             "  - {name: orders-audit, topic: orders, ack_deadline: %s, filter: '%s', dead_letter: {topic: orders.dlq}}\n"
             "  - {name: orders-dlq-hold, topic: orders.dlq}\n")
     first = tmp_path / "a.yaml"
