@@ -15,9 +15,11 @@ pytestmark = pytest.mark.integration
 
 
 def test_429_beyond_concurrency_times_max_instances_and_auth():
-    upstream = Recorder(delay=0.6)
+    # The upstream holds each request long enough that all 7 arrive while the first 4 hold
+    # every slot, even on a loaded machine where threads start late.
+    upstream = Recorder(delay=3.0)
     settings = FrontSettings(concurrency=2, max_instances=2, cold_start_p50=0.05, cold_start_p99=None,
-                             pending_timeout=0.2, scale_down_delay=900)
+                             pending_timeout=0.3, scale_down_delay=900)
     front = Front("eta", upstream.url, settings, token="tok")
     lt = LoopThread()
     port = free_port()
@@ -34,7 +36,7 @@ def test_429_beyond_concurrency_times_max_instances_and_auth():
 
         with concurrent.futures.ThreadPoolExecutor(7) as pool:
             codes = sorted(pool.map(call, range(7)))
-        # 2 instances x 2 concurrent requests are served; the rest wait 0.2 s then get 429
+        # 2 instances x 2 concurrent requests are served; the rest wait 0.3 s then get 429
         assert codes == [204] * 4 + [429] * 3
         assert front.stats.rejected == 3 and front.stats.cold_starts == 2 and front.stats.peak_instances == 2
         assert upstream.peak_inflight <= 4
