@@ -26,9 +26,8 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-import httpx
 
-from .pubsub_rest import PubSubRest, PubSubRestError
+from .pubsub_rest import PubSubRest, ShortPoller, stoppable_sleep
 
 log = logging.getLogger(__name__)
 
@@ -110,20 +109,11 @@ class BigQuerySubscriptionBridge:
         await asyncio.gather(*(self._worker() for _ in range(self.workers)))
 
     async def _worker(self) -> None:
-        idle = 0.01
+        poller = ShortPoller(self.rest, self.subscription, self._stop, idle_min=0.01, idle_max=0.1)
         while not self._stop.is_set():
-            try:
-                got = await self.rest.pull(self.subscription, self.batch)
-            except (httpx.HTTPError, PubSubRestError) as exc:
-                log.warning("bigquery bridge pull %s: %s", self.subscription, exc)
-                await self._sleep(0.5)
-                continue
-            if not got:
-                await self._sleep(idle)
-                idle = min(0.1, idle * 2)
-                continue
-            idle = 0.01
-            await self._write(got)
+            got = await poller.pull(self.batch)
+            if got:
+                await self._write(got)
 
     async def _write(self, got: list[dict]) -> None:
         rows, good, bad = [], [], []
@@ -149,7 +139,7 @@ class BigQuerySubscriptionBridge:
             self.counters.failed_batches += 1
             log.warning("bigquery bridge insert into %s failed: %s", self.table, str(errors)[:300])
             await self.rest.modify_ack_deadline(self.subscription, ack_ids, 0)
-            await self._sleep(0.5)
+            await stoppable_sleep(self._stop, 0.5)
             return
         self.counters.rows += len(rows)
         self.counters.batches += 1
@@ -157,9 +147,3 @@ class BigQuerySubscriptionBridge:
         if self.on_settled:
             for r in good:
                 self.on_settled(self.subscription, r["message"]["messageId"], "acked")
-
-    async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stop.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass

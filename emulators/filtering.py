@@ -26,7 +26,7 @@ import httpx
 
 from surgesim.pubsub_filter import parse_filter
 
-from .pubsub_rest import PubSubRest, PubSubRestError
+from .pubsub_rest import PubSubRest, PubSubRestError, ShortPoller
 
 log = logging.getLogger(__name__)
 
@@ -87,21 +87,12 @@ class FilterRelay:
         self._stop.set()
 
     async def run(self) -> None:
-        idle = 0.005
+        poller = ShortPoller(self.rest, self.tap, self._stop, on_error=self._count_error)
         try:
             while not self._stop.is_set():
-                try:
-                    got = await self.rest.pull(self.tap, 1000)
-                except (httpx.HTTPError, PubSubRestError) as exc:
-                    self.counters.errors += 1
-                    log.warning("relay pull %s: %s", self.tap, exc)
-                    await self._sleep(0.5)
-                    continue
+                got = await poller.pull(1000)
                 if not got:
-                    await self._sleep(idle)
-                    idle = min(0.05, idle * 2)
                     continue
-                idle = 0.005
                 out = []
                 for r in got:
                     m = r["message"]
@@ -122,7 +113,7 @@ class FilterRelay:
                     # Ack the tap only after the republish: at-least-once, like Pub/Sub.
                     await self.rest.ack(self.tap, [r["ackId"] for r in got])
                 except (httpx.HTTPError, PubSubRestError) as exc:
-                    self.counters.errors += 1
+                    self._count_error()
                     log.warning("relay publish %s: %s", self.internal, exc)
         finally:
             try:
@@ -130,8 +121,5 @@ class FilterRelay:
             except (httpx.HTTPError, PubSubRestError):
                 pass
 
-    async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stop.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
+    def _count_error(self) -> None:
+        self.counters.errors += 1

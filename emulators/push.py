@@ -36,7 +36,7 @@ import httpx
 from surgesim.histogram import Histogram
 from surgesim.pubsub_filter import parse_filter
 
-from .pubsub_rest import PubSubRest, PubSubRestError
+from .pubsub_rest import PubSubRest, PubSubRestError, ShortPoller, stoppable_sleep
 
 log = logging.getLogger(__name__)
 
@@ -215,31 +215,20 @@ class PushBridge:
 
     async def run(self) -> None:
         acker = asyncio.create_task(self._ack_loop())
-        idle = 0.005
+        poller = ShortPoller(self.rest, self.t.subscription, self._stop)
         loop = asyncio.get_running_loop()
         try:
             while not self._stop.is_set():
                 pause = self._paused_until - loop.time()
                 if pause > 0:
-                    await self._sleep(min(pause, 0.5))
+                    await stoppable_sleep(self._stop, min(pause, 0.5))
                     continue
                 free = self.window.limit - self.counters.inflight
                 if free <= 0:
                     self._slot.clear()
                     await self._slot.wait()
                     continue
-                try:
-                    got = await self.rest.pull(self.t.subscription, min(free, PULL_BATCH))
-                except (httpx.HTTPError, PubSubRestError) as exc:
-                    log.warning("pull %s failed: %s", self.t.subscription, exc)
-                    await self._sleep(0.5)
-                    continue
-                if not got:
-                    # Short polling: the emulator's long poll can hold a request for minutes.
-                    await self._sleep(idle)
-                    idle = min(0.05, idle * 2)
-                    continue
-                idle = 0.005
+                got = await poller.pull(min(free, PULL_BATCH))
                 for received in got:
                     self._dispatch(received)
         finally:
@@ -250,12 +239,6 @@ class PushBridge:
             await asyncio.gather(acker, return_exceptions=True)
             await self._flush_acks()
             await self.lanes.aclose()
-
-    async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stop.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
 
     def _dispatch(self, received: dict) -> None:
         msg = received["message"]
