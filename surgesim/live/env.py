@@ -93,16 +93,3 @@ def process_env(system: System, plan: Plan, service: str, *, emulators: Mapping[
         env["DEBOUNCE_SECONDS"] = repr(plan.debounce[service])
     env.update(extra or {})
     return env
-
-
-def front_settings(sp):
-    """FrontSettings from a ServicePlan. A plan that does not name a service gives a
-    ServicePlan whose default cold_start is still the raw dict (pydantic does not validate
-    defaults), which FrontSettings.from_plan cannot read: normalise it here."""
-    from surgesim.emulators.front import FrontSettings
-    from surgesim.schema.common import Latency
-
-    cold = sp.cold_start if isinstance(sp.cold_start, Latency) else Latency.model_validate(sp.cold_start)
-    return FrontSettings(concurrency=sp.concurrency, max_instances=sp.max_instances, min_instances=sp.min_instances,
-                         cold_start_p50=cold.p50, cold_start_p99=cold.p99, scale_down_delay=sp.scale_down_delay,
-                         pending_timeout=sp.pending_timeout, request_timeout=sp.request_timeout)

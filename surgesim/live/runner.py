@@ -28,11 +28,12 @@ from pathlib import Path
 
 import httpx
 
+from surgesim.emulators.front import FrontSettings
 from surgesim.rundir import METRICS
 from surgesim.schema import Plan, System
 from surgesim.services.common.devserver import free_port
 
-from .env import FAKE_APPS, fake_env, front_settings, process_env, pull_subscriptions, push_consumers
+from .env import FAKE_APPS, fake_env, process_env, pull_subscriptions, push_consumers
 from .fronts import FrontSet
 from .procs import Proc, start_all
 
@@ -82,7 +83,6 @@ class SystemRunner:
         self.fake_procs: dict[str, Proc] = {}
         self.fronts = FrontSet()
         self.bridges = None
-        self.proxy = None
         self.skipped: dict[str, str] = {}
         """service -> why it is not run."""
         self.front_rows: list[dict] = []
@@ -197,30 +197,26 @@ class SystemRunner:
         for s in runnable:
             if s.name in pull_workers:
                 continue
-            settings = front_settings(self.plan.service(s.name))
+            settings = FrontSettings.from_plan(self.plan.service(s.name))
             token = self.push_token if (s.name in pushed and not s.routes) else None
             self.fronts.add(s.name, f"http://127.0.0.1:{ports[s.name]}", settings, token=token, seed=self.seed)
         front_urls = self.urls
 
-        proxy_host = None
-        if self.count_pull_acks and pull_workers:
-            from surgesim.emulators.grpc_proxy import PubSubProxy
-
-            self.proxy = PubSubProxy(self.stack.endpoint("pubsub"), on_settled=self._pull_settled).start()
-            proxy_host = self.proxy.endpoint
-
-        for s in runnable:
+        def make_proc(s, pull_host: str | None) -> Proc:
             env = process_env(system, self.plan, s.name, emulators=self.emulator_env, api_urls=self.api_urls,
-                              service_urls=front_urls, pull_emulator_host=proxy_host, log_level=self.log_level,
+                              service_urls=front_urls, pull_emulator_host=pull_host, log_level=self.log_level,
                               extra=self.service_env.get(s.name))
-            target = s.app if s.app else list(s.command)
-            self.procs[s.name] = Proc(s.name, target, env, ports[s.name], self.log_dir)
+            self.procs[s.name] = Proc(s.name, s.app if s.app else list(s.command), env, ports[s.name], self.log_dir)
+            return self.procs[s.name]
 
-        first = [self.procs[n] for n in self.procs if n not in pull_workers]
+        first = [make_proc(s, None) for s in runnable if s.name not in pull_workers]
         start_all(first)
         self.say(f"started {len(first)} services behind Cloud Run fronts")
         self._start_bridges(front_urls)
-        start_all([self.procs[n] for n in pull_workers])
+        # Pull workers start last, on the address the bridges give: their counting proxy,
+        # which turns the workers' own acks into backlog figures.
+        pull_host = self.bridges.services_pubsub_host if self.count_pull_acks else None
+        start_all([make_proc(s, pull_host) for s in runnable if s.name in pull_workers])
         if pull_workers:
             self.say(f"started {len(pull_workers)} pull workers: {', '.join(sorted(pull_workers))}")
         self.clock_zero = time.monotonic()
@@ -242,23 +238,8 @@ class SystemRunner:
         self.bridges = Bridges(self.system, self.plan, pubsub_endpoint=self.stack.endpoint("pubsub"),
                                project=self.system.project, service_urls=front_urls, push_token=self.push_token,
                                firestore=fs, bigquery=bq, fidelity=load_fidelity(self.stack.state_dir),
-                               metrics_interval=self.sample_interval)
+                               metrics_interval=self.sample_interval, count_pull_acks=self.count_pull_acks)
         self.bridges.start()
-        for sub in self.system.subscriptions:
-            if sub.delivery == "pull" and sub.consumer in self.procs and self.proxy is not None:
-                self.bridges._loop.call_soon_threadsafe(self.bridges.metrics.observe, sub.name)  # noqa: SLF001
-
-    def _pull_settled(self, sub: str, mids: list[str]) -> None:
-        b = self.bridges
-        if b is None or b.metrics is None or b._loop is None:  # noqa: SLF001
-            return
-        metrics = b.metrics
-
-        def settle() -> None:
-            for mid in mids:
-                metrics.settled(sub, mid)
-
-        b._loop.call_soon_threadsafe(settle)  # noqa: SLF001 -- the ledgers belong to that loop
 
     def _purge(self) -> None:
         """Seek each of the system's existing subscriptions to now: acks whatever an earlier
@@ -290,8 +271,6 @@ class SystemRunner:
                 log.warning("bridges stop: %s", exc)
         for p in reversed(list(self.procs.values())):
             p.stop()
-        if self.proxy is not None:
-            self.proxy.stop()
         self.fronts.stop()
         for p in reversed(list(self.fake_procs.values())):
             p.stop()

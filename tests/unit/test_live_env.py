@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from surgesim.live.env import fake_env, front_settings, process_env, push_consumers, url_var
+from surgesim.emulators.front import FrontSettings
+from surgesim.live.env import fake_env, process_env, push_consumers, url_var
 from surgesim.schema import Plan, load_plan, load_system
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,9 +59,9 @@ def test_push_consumers_and_trigger_targets_get_the_push_token_check():
 
 
 def test_front_settings_for_a_service_the_plan_does_not_name():
-    s = front_settings(Plan(name="empty").service("pod"))
+    s = FrontSettings.from_plan(Plan(name="empty").service("pod"))
     assert (s.concurrency, s.max_instances, s.cold_start_p50, s.cold_start_p99) == (80, 100, 1.5, 4.0)
-    s = front_settings(BASELINE.service("command"))
+    s = FrontSettings.from_plan(BASELINE.service("command"))
     assert (s.min_instances, s.max_instances, s.cold_start_p50) == (2, 40, 1.2)
 
 
