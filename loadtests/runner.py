@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from surgesim.loadtests.plan import PROJECT, PUBSUB, LivePlan, url_env_var
@@ -41,7 +42,8 @@ def host_env(host_map: dict[str, str]) -> dict[str, str]:
 def run_locust(scenario_path: str | Path | None, host_map: dict[str, str], duration_s: float | None,
                out_dir: str | Path, env: dict[str, str] | None = None, *, time_scale: float | None = None,
                rate_scale: float | None = None, preload: bool = True, locustfile: str | Path | None = None,
-               sources: list[str] | None = None, grace_s: float = 60.0) -> LocustResult:
+               sources: list[str] | None = None, grace_s: float = 60.0,
+               on_start: Callable[[subprocess.Popen], None] | None = None) -> LocustResult:
     """Run the scenario's traffic through Locust, headless, for duration_s wall seconds
     (default: the whole compressed scenario), and return what it sent and measured.
 
@@ -50,7 +52,10 @@ def run_locust(scenario_path: str | Path | None, host_map: dict[str, str], durat
     sources: send only these scenario sources (the rest can come from run_fleet).
     Writes out_dir/histograms.parquet, out_dir/loadgen.json, Locust's CSV stats
     (out_dir/locust_stats.csv) and its log (out_dir/locust.log). The process group is
-    killed if it outlives duration + grace_s (stock preloading and drain included)."""
+    killed if it outlives duration + grace_s (stock preloading and drain included).
+    on_start(popen) is called as soon as Locust is started, so a caller in another thread
+    can kill its process group (_kill_group) on Ctrl-C or an error: the group is in its own
+    session and sees no terminal signal."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plan = LivePlan(scenario_path, time_scale=time_scale, rate_scale=rate_scale, only=sources)
@@ -70,6 +75,8 @@ def run_locust(scenario_path: str | Path | None, host_map: dict[str, str], durat
         proc = subprocess.Popen(cmd, env=child_env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=str(out))
         try:
+            if on_start is not None:
+                on_start(proc)
             rc = proc.wait(timeout=duration + grace_s)
             killed = False
         except subprocess.TimeoutExpired:

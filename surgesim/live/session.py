@@ -251,10 +251,13 @@ def _make_driver(exp, scenario_path, runner: SystemRunner, live, out: Path, hold
     if live.locust:
         from surgesim.loadtests import run_locust
 
+        group = LocustGroup()
+        holder["proc"] = group
+
         def drive() -> None:
             try:
                 holder["result"] = run_locust(scenario_path, endpoints, None, out / "loadgen", env=runner.emulator_env,
-                                              preload=False)
+                                              preload=False, on_start=group.attach)
             except BaseException as exc:  # noqa: BLE001 -- re-raised in the main thread
                 holder["error"] = exc
 
@@ -273,6 +276,42 @@ def _make_driver(exp, scenario_path, runner: SystemRunner, live, out: Path, hold
             holder["error"] = exc
 
     return drive
+
+
+class LocustGroup:
+    """Locust headless (and whatever it spawns) as the process group run_locust starts it
+    in, killable from the harness's main thread. That group has its own session, so a
+    terminal's Ctrl-C never reaches it: kill() is the only way it goes before its own
+    timeout. A kill() that comes before Locust has started makes attach() kill it at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._killed = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def attach(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._proc = proc
+            killed = self._killed
+        if killed:
+            self._kill(proc)
+
+    def kill(self) -> None:
+        with self._lock:
+            self._killed = True
+            proc = self._proc
+        if proc is not None:
+            self._kill(proc)
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen) -> None:
+        from surgesim.loadtests.runner import _kill_group
+
+        _kill_group(proc)
 
 
 class DriverProcess:
