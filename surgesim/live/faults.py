@@ -4,10 +4,32 @@ time_scale), each start and end recorded in scenario seconds for faults.json.
 | kind | start | end |
 | --- | --- | --- |
 | dependency_latency / _errors / _outage | the fake's admin API (PUT /admin/behaviour) | its earlier behaviour restored |
-| consumer_down | the service process stopped | started again (same front) |
+| consumer_down | pushes to it held (runner.hold_push), then the process stopped: it takes no messages, as a stopped pull worker takes none | started again (same front), pushes resumed |
 | poison_message | `count` messages with `attributes` published to `topic` | (instant) |
-| bad_deploy | restarted with BAD_PATTERN=<matching> | restarted without; with replay: the target's subscriptions sought back to the deploy, the DLQ holding subscriptions' messages re-published |
-| emulator_restart | not supported live: recorded as such | |
+| bad_deploy | a new revision with BAD_PATTERN=<matching> (runner.roll_out: no downtime) | the fixed revision; with replay: the target's subscriptions sought back to the deploy, the DLQ holding subscriptions' messages re-published (and again whatever reaches them later) |
+| emulator_restart (Pub/Sub) | the Pub/Sub emulator's process group frozen (SIGSTOP) | thawed (SIGCONT), with every topic, subscription, backlog and lease it had |
+
+emulator_restart, live: the simulator's semantics are "no Pub/Sub deliveries in the
+window; messages are kept and delivered after" (sim/broker.py). Live, the emulator is made
+unavailable for the wall window (duration / time_scale) by freezing it, not by a restart:
+the gcloud emulator keeps its state in memory only, and a real restart would lose topics,
+subscriptions and backlog, which could only be faked back under new message ids
+(surgesim/live/pause.py says why). While frozen, every client (the load generator, the
+services' publishers, the bridges, the pull workers through the counting gRPC proxy) sees
+open connections and no answer: their calls wait and land when the emulator comes back
+(all of them time out later than a window of ~15 wall seconds: httpx 30 s, the official
+clients' 60 s publish deadline, push requests the subscription's ack deadline). So, unlike
+the simulator, publishes made in the window are accepted after it (the publish call
+waits), not during it: the backlog jumps at the end of the window instead of growing in it,
+and publish times are the thaw's. Leases that expired meanwhile are redelivered
+(duplicates, as Pub/Sub allows; never losses). Real Pub/Sub has no such outage at all:
+this rehearses a broker outage, not anything Pub/Sub is known to do. Only the Pub/Sub
+emulator (target `pubsub` or none), and only one started by surgesim (it needs its process
+group); anything else is recorded as unsupported or failed. A reused emulator is frozen
+for everyone using it. The record's details: method, pgid, the frozen processes,
+`frozen_wall_s`, and `settled_inside`: per subscription, the settlements (acks and dead
+letters) reported from SETTLE_S after the freeze to the thaw (0 everywhere when nothing was
+delivered in the window).
 """
 
 from __future__ import annotations
@@ -22,9 +44,15 @@ import httpx
 
 from surgesim.schema import Fault
 
+from .pause import GroupPause
+
 log = logging.getLogger(__name__)
 
 DEAD_LETTER_PREFIX = "CloudPubSubDeadLetter"
+DELIVERY_COUNT = "CloudPubSubDeadLetterSourceDeliveryCount"
+#: Wall seconds between re-drives of a replayed fault's dead-letter holding subscriptions
+#: after the fix (see FaultInjector._watch).
+REDRIVE_EVERY_S = 1.0
 
 
 def _rfc3339(epoch: float) -> str:
@@ -38,6 +66,14 @@ class Active:
     restore: dict = field(default_factory=dict)
 
 
+SETTLE_S = 0.5
+"""emulator_restart: seconds after the freeze before settlements count as inside the window."""
+
+
+class _Unsupported(Exception):
+    """A fault this harness cannot apply live: recorded as unsupported, the run goes on."""
+
+
 class FaultInjector:
     def __init__(self, runner, faults: list[Fault], time_scale: float, *, say=None) -> None:
         self.runner = runner
@@ -48,21 +84,46 @@ class FaultInjector:
         self.say = say or (lambda m: log.info("%s", m))
         self.http = httpx.Client(trust_env=False, timeout=30)
         self.base = f"http://{runner.stack.endpoint('pubsub')}/v1/projects/{runner.system.project}"
+        self.watch: list[tuple[str, str, dict]] = []
+        """(hold, topic, the fault's details) re-driven after a replay (a message whose 5th
+        attempt failed just before the fix reaches the dead-letter topic only on the
+        emulator's next pull, after the replay has drained the hold)."""
+        self._next_redrive = 0.0
 
     # ---- the clock ---------------------------------------------------------------------------
     def tick(self, scenario_t: float, wall_epoch: float | None = None) -> None:
         """Start every fault due by scenario time t and end every one whose end passed."""
         wall_epoch = wall_epoch or time.time()
+        self._pause_tick()
         while self.pending and self.pending[0].at <= scenario_t:
             self._start(self.pending.pop(0), scenario_t, wall_epoch)
         for a in list(self.active):
             if a.fault.end is not None and a.fault.end <= scenario_t:
                 self._end(a, scenario_t)
+        if self.watch and time.monotonic() >= self._next_redrive:
+            self._next_redrive = time.monotonic() + REDRIVE_EVERY_S
+            self.redrive_late()
+
+    def redrive_late(self) -> int:
+        """Re-publish whatever reached a replayed fault's holding subscription since."""
+        n = 0
+        for hold, topic, details in self.watch:
+            try:
+                moved, counts = self._redrive(hold, topic)
+            except Exception as exc:  # noqa: BLE001 -- the final check reports what stays behind
+                log.warning("late re-drive of %s: %s", hold, exc)
+                continue
+            if moved:
+                details["republished_late"] = details.get("republished_late", 0) + moved
+                _merge(details.setdefault("dead_letter_delivery_counts", {}), counts)
+                n += moved
+        return n
 
     def finish(self, scenario_t: float) -> None:
         """End whatever is still active (faults without a duration last until the run ends)."""
         for a in list(self.active):
             self._end(a, scenario_t)
+        self.redrive_late()
         self.http.close()
 
     # ---- start / end ---------------------------------------------------------------------------
@@ -78,6 +139,55 @@ class FaultInjector:
         ev = {"kind": f.kind, "target": f.target or f.topic or "", "start_s": start_s, "end_s": end_s, "details": d}
         self.events.append(ev)
         return ev
+
+    # ---- emulator_restart: the Pub/Sub emulator frozen for the window -------------------------
+    def abort(self) -> None:
+        """Thaw a frozen emulator at once (Ctrl-C, SIGTERM, an error): never leave it stopped.
+        The fault is not recorded as ended; the run is not going to be judged."""
+        for a in self.active:
+            pause = a.restore.get("pause")
+            if pause is not None and pause.resume() is not None:
+                self.say(f"fault {a.fault.kind}: the Pub/Sub emulator (pgid {pause.pgid}) resumed after an abort")
+
+    def _settlements(self) -> dict[str, int]:
+        """Settlement reports per subscription so far: acks (including those the tap has not
+        matched yet, the ledger's `early`) and dead letters."""
+        bridges = getattr(self.runner, "bridges", None)
+        if bridges is None or bridges.metrics is None:
+            return {}
+        return {name: l.acked + len(l.early) + l.dead_lettered for name, l in bridges.metrics.ledgers.items()}
+
+    def _pause_start(self, a: Active) -> None:
+        f = a.fault
+        if f.target not in (None, "", "pubsub"):
+            raise _Unsupported(f"emulator_restart of {f.target!r}: only the Pub/Sub emulator is frozen live "
+                               "(the simulator models Pub/Sub deliveries only)")
+        st = self.runner.stack.emulators.get("pubsub")
+        if st is None or not st.owned or not st.pgid:
+            raise RuntimeError("the Pub/Sub emulator was not started by surgesim (no process group to freeze)")
+        pause = GroupPause(st.pgid)
+        a.restore.update(pause=pause, members=pause.stop(), inside0=None)
+        self.say(f"  Pub/Sub emulator frozen (SIGSTOP to process group {st.pgid}; `kill -CONT -{st.pgid}` "
+                 "resumes it if this harness dies)")
+
+    def _pause_tick(self) -> None:
+        # the settlements snapshot that opens the measured window: SETTLE_S after the freeze,
+        # so answers already on their way (socket buffers) are not counted as in the window
+        for a in self.active:
+            pause = a.restore.get("pause")
+            if pause is not None and a.restore["inside0"] is None and pause.frozen \
+                    and time.monotonic() - pause.stopped_at >= SETTLE_S:
+                a.restore["inside0"] = self._settlements()
+
+    def _pause_end(self, a: Active) -> dict:
+        pause: GroupPause = a.restore["pause"]
+        before, inside1 = a.restore["inside0"], self._settlements()
+        frozen = pause.resume()
+        inside = None if before is None else {k: v - before.get(k, 0) for k, v in inside1.items()}
+        return {"method": "SIGSTOP/SIGCONT of the Pub/Sub emulator's process group (state kept)",
+                "endpoint": self.runner.stack.endpoint("pubsub"), "pgid": pause.pgid,
+                "processes": a.restore["members"], "frozen_wall_s": round(frozen or 0.0, 3),
+                "settled_inside": inside, "settled_inside_from_s": SETTLE_S}
 
     def _start(self, f: Fault, t: float, wall_epoch: float) -> None:
         a = Active(f, wall_epoch)
@@ -97,6 +207,7 @@ class FaultInjector:
                     a.restore["latency_p99_ms"] = a.restore.get("latency_p50_ms")
                 r.fake_admin(f.target, "PUT", "/admin/behaviour", json=patch)
             elif f.kind == "consumer_down":
+                r.hold_push(f.target, True)
                 r.stop_service(f.target)
             elif f.kind == "poison_message":
                 data = base64.b64encode(b"\xff not json").decode()
@@ -107,12 +218,15 @@ class FaultInjector:
                 self.say(f"fault at {t:.0f}s: poison_message x{f.count} -> {f.topic}")
                 return
             elif f.kind == "bad_deploy":
-                r.start_service(f.target, extra_env={"BAD_PATTERN": f.matching})
+                r.roll_out(f.target, extra_env={"BAD_PATTERN": f.matching})
+            elif f.kind == "emulator_restart":
+                self._pause_start(a)
             else:
-                self._record(f, t, t, unsupported=True,
-                             reason="emulator_restart is not applied live: the emulators keep no state across restarts")
-                self.say(f"fault at {t:.0f}s: {f.kind} is not supported live; recorded only")
-                return
+                raise _Unsupported(f"{f.kind} is not applied live")
+        except _Unsupported as exc:
+            self._record(f, t, t, unsupported=True, reason=str(exc))
+            self.say(f"fault at {t:.0f}s: {f.kind} is not supported live ({exc}); recorded only")
+            return
         except Exception as exc:  # noqa: BLE001 -- a fault that cannot be applied is recorded, the run goes on
             self._record(f, t, t, failed=f"{type(exc).__name__}: {exc}")
             self.say(f"fault at {t:.0f}s: {f.kind} on {f.target} FAILED: {exc}")
@@ -128,16 +242,26 @@ class FaultInjector:
             if f.kind.startswith("dependency_"):
                 r.fake_admin(f.target, "PUT", "/admin/behaviour",
                              json={k: v for k, v in a.restore.items() if v is not None} or {"outage": False})
+            elif f.kind == "emulator_restart":
+                details.update(self._pause_end(a))
             elif f.kind == "consumer_down":
                 r.start_service(f.target)
+                r.hold_push(f.target, False)
             elif f.kind == "bad_deploy":
-                r.start_service(f.target, drop_env=("BAD_PATTERN",))
+                try:  # the bad version's own counters, before the fix replaces the process
+                    m = r.service_metrics(f.target)
+                    details["bad_version"] = {k: m.get(k, 0) for k in ("received", "bad_deploy")}
+                except Exception as exc:  # noqa: BLE001
+                    details["bad_version"] = {"unreadable": f"{type(exc).__name__}: {exc}"}
+                r.roll_out(f.target, drop_env=("BAD_PATTERN",))
                 if f.replay:
                     details.update(self._replay(f.target, a.started_wall))
         except Exception as exc:  # noqa: BLE001
             details["end_failed"] = f"{type(exc).__name__}: {exc}"
             self.say(f"fault end at {t:.0f}s: {f.kind} on {f.target} FAILED: {exc}")
-        self._record(f, f.at, t, **details)
+        ev = self._record(f, f.at, t, **details)
+        if f.kind == "bad_deploy" and f.replay:
+            self.watch += [(hold, topic, ev["details"]) for hold, topic in details.get("holds", [])]
         self.say(f"fault at {t:.0f}s: {f.kind} on {f.target or f.topic} ended")
 
     def _replay(self, service: str, since_epoch: float) -> dict:
@@ -145,18 +269,25 @@ class FaultInjector:
         dead-letter holding subscriptions hold (the documented recovery)."""
         system = self.runner.system
         subs = [s for s in system.subscriptions if s.consumer == service]
-        sought, republished = [], 0
+        sought, republished, counts, holds = [], 0, {}, []
         for s in subs:
             self.http.post(f"{self.base}/subscriptions/{s.name}:seek", json={"time": _rfc3339(since_epoch)}).raise_for_status()
             sought.append(s.name)
             if s.dead_letter is None:
                 continue
             for hold in [h for h in system.subscriptions if h.topic == s.dead_letter.topic and h.consumer is None]:
-                republished += self._redrive(hold.name, s.topic)
-        return {"sought": sought, "republished": republished}
+                moved, c = self._redrive(hold.name, s.topic)
+                republished += moved
+                _merge(counts, c)
+                holds.append((hold.name, s.topic))
+        # dead_letter_delivery_counts: {attempts: messages}, from the dead letters' own
+        # CloudPubSubDeadLetterSourceDeliveryCount attribute (set by the emulator)
+        return {"sought": sought, "republished": republished, "dead_letter_delivery_counts": counts,
+                "holds": holds}
 
-    def _redrive(self, hold: str, topic: str) -> int:
+    def _redrive(self, hold: str, topic: str) -> tuple[int, dict[str, int]]:
         n = 0
+        counts: dict[str, int] = {}
         metrics = self.runner.bridges.metrics
         loop = self.runner.bridges._loop  # noqa: SLF001 -- the sampler's ledgers live in that loop
         while True:
@@ -164,7 +295,10 @@ class FaultInjector:
             r.raise_for_status()
             got = r.json().get("receivedMessages", [])
             if not got:
-                return n
+                return n, counts
+            for m in got:
+                c = str((m["message"].get("attributes") or {}).get(DELIVERY_COUNT, "unknown"))
+                counts[c] = counts.get(c, 0) + 1
             msgs = [{"data": m["message"].get("data", ""),
                      "attributes": {k: v for k, v in (m["message"].get("attributes") or {}).items()
                                     if not k.startswith(DEAD_LETTER_PREFIX)}} for m in got]
@@ -174,3 +308,8 @@ class FaultInjector:
             mids = [m["message"]["messageId"] for m in got]
             loop.call_soon_threadsafe(lambda ids=mids: [metrics.settled(hold, i) for i in ids])
             n += len(got)
+
+
+def _merge(into: dict[str, int], more: dict[str, int]) -> None:
+    for k, v in more.items():
+        into[k] = into.get(k, 0) + v

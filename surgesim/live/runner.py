@@ -19,6 +19,7 @@ Stop is the reverse, and kills each process group; SIGTERM is turned into a clea
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import signal
 import tempfile
@@ -29,6 +30,7 @@ from pathlib import Path
 import httpx
 
 from surgesim.emulators.front import FrontSettings
+from surgesim.emulators.push import PushWindow
 from surgesim.rundir import METRICS
 from surgesim.schema import Plan, System
 from surgesim.services.common.devserver import free_port
@@ -46,18 +48,57 @@ class LiveSetupError(RuntimeError):
     pass
 
 
+class ScaledPushWindow(PushWindow):
+    """Pub/Sub's push window with its push backoff (the pause after failed pushes, 100 ms
+    doubling to 60 s) divided by time_scale, like the retry backoffs: unscaled, a 12.8 s
+    pause at time_scale 60 stops a subscription for 13 scenario minutes."""
+
+    def __init__(self, time_scale: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.time_scale = time_scale
+        self.held = False
+        """While held, no new push starts (runner.hold_push: a consumer that is down)."""
+
+    @property
+    def limit(self) -> int:
+        return 0 if self.held else super().limit
+
+    def on_failure(self) -> float:
+        return super().on_failure() / self.time_scale
+
+
+def scaled_retry(system: System, time_scale: float) -> System:
+    """The system with every subscription's retry backoff divided by time_scale.
+
+    A retry backoff (10 s doubling to 600 s) spaces the delivery attempts of one message
+    over the scenario's clock: at time_scale 60 a 30-minute bad deploy lasts 30 wall
+    seconds, and unscaled backoffs would put a message's 5th attempt 150 wall seconds
+    (2.5 scenario hours) after its first, long after the fix. Divided, the attempts fall
+    where they fall in production relative to the faults; the push request itself, its
+    ack deadline and every handler latency stay in real time (docs/live.md)."""
+    if time_scale == 1.0:
+        return system
+    subs = [s.model_copy(update={"retry": s.retry.model_copy(update={
+                "min_backoff": s.retry.min_backoff / time_scale, "max_backoff": s.retry.max_backoff / time_scale})})
+            if s.retry is not None else s for s in system.subscriptions]
+    return system.model_copy(update={"subscriptions": subs})
+
+
 class SystemRunner:
     def __init__(self, system: System, plan: Plan | None = None, state_dir: str | Path | None = None, *,
                  rate_scale: float = 1.0, sample_interval: float = 1.0, push_token: str = PUSH_TOKEN,
                  log_dir: str | Path | None = None, log_level: str = "INFO", purge: bool = False,
                  count_pull_acks: bool = True, keep_emulators: bool = False, seed: int = 1,
-                 service_env: dict[str, dict[str, str]] | None = None, on_message=None) -> None:
+                 service_env: dict[str, dict[str, str]] | None = None, on_message=None,
+                 time_scale: float = 1.0) -> None:
         """rate_scale: the live run's volume fraction (scales the fakes' rate limits).
         purge: seek every subscription of the system to now before starting, so a reused
         emulator's leftovers are not delivered into this run. count_pull_acks: put the
         counting gRPC proxy (emulators/grpc_proxy.py) between pull workers and the emulator,
         so their subscriptions get backlog and acked metrics too. service_env: extra
-        variables per service name."""
+        variables per service name. time_scale: a live run's scenario seconds per wall
+        second; Pub/Sub's retry backoffs, timers on the scenario's clock, are divided by it
+        (retry_policy_for), while request latencies and ack deadlines stay real."""
         self.system = system
         self.plan = plan or Plan(name="default")
         self.state_dir = state_dir
@@ -72,6 +113,7 @@ class SystemRunner:
         self.keep_emulators = keep_emulators
         self.seed = seed
         self.service_env = service_env or {}
+        self.time_scale = float(time_scale)
         self.say = on_message or (lambda msg: log.info("%s", msg))
 
         self.stack = None
@@ -235,11 +277,14 @@ class SystemRunner:
         clients = Clients(self.stack.env_vars(), project=self.system.project)
         bq = clients.bigquery() if "bigquery" in self.stack.emulators else None
         fs = clients.firestore() if "firestore" in self.stack.emulators else None
-        self.bridges = Bridges(self.system, self.plan, pubsub_endpoint=self.stack.endpoint("pubsub"),
+        self.bridges = Bridges(scaled_retry(self.system, self.time_scale), self.plan, pubsub_endpoint=self.stack.endpoint("pubsub"),
                                project=self.system.project, service_urls=front_urls, push_token=self.push_token,
                                firestore=fs, bigquery=bq, fidelity=load_fidelity(self.stack.state_dir),
                                metrics_interval=self.sample_interval, count_pull_acks=self.count_pull_acks)
         self.bridges.start()
+        # the push backoff after failures is Pub/Sub's timer too (see scaled_retry)
+        for bridge in self.bridges.push.values():
+            bridge.window = ScaledPushWindow(self.time_scale, maximum=bridge.window.maximum)
 
     def _purge(self) -> None:
         """Seek each of the system's existing subscriptions to now: acks whatever an earlier
@@ -319,6 +364,38 @@ class SystemRunner:
         return p
 
     restart_service = start_service
+
+    def hold_push(self, service: str, held: bool, settle_s: float = 10.0) -> list[str]:
+        """Stop (held=True) or resume pushing to a service's push subscriptions; returns their
+        names. Holding waits up to settle_s for the pushes in flight to finish, so stopping
+        the service afterwards fails none of them: a consumer that is down takes no
+        messages, they wait in the subscription (as the simulator's consumer_down does)."""
+        bridges = [(name, b) for name, b in self.bridges.push.items()
+                   if any(s.name == name and s.consumer == service for s in self.system.subscriptions)]
+        for _, b in bridges:
+            b.window.held = held
+            if not held:  # wake the delivery loop, which waits for a free slot
+                self.bridges._loop.call_soon_threadsafe(b._slot.set)  # noqa: SLF001 -- no public resume yet
+        deadline = time.monotonic() + settle_s
+        while held and any(b.counters.inflight for _, b in bridges) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return [name for name, _ in bridges]
+
+    def roll_out(self, name: str, extra_env: dict[str, str] | None = None, drop_env: tuple[str, ...] = ()) -> Proc:
+        """A new revision, as Cloud Run deploys one: the new process starts on a port of its
+        own, the front switches to it once it listens, then the old one stops. No request
+        meets a stopped service, so a deploy costs no delivery attempt (start_service, a
+        stop-then-start, answers 503 while the process starts)."""
+        old = self.procs[name]
+        env = {k: v for k, v in old.env.items() if k not in drop_env}
+        env.update(extra_env or {})
+        new = dataclasses.replace(old, env=env, port=free_port(), proc=None, restarts=old.restarts + 1)
+        new.start()
+        if name in self.fronts.fronts:
+            self.fronts.retarget(name, new.url)
+        self.procs[name] = new
+        old.stop()
+        return new
 
     def fake_admin(self, api: str, method: str, path: str, **kwargs) -> httpx.Response:
         if api not in self.fake_procs:

@@ -136,7 +136,8 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
     wall_duration = sc.duration / ts
     began = time.time()
     runner = SystemRunner(exp.system, exp.plan, state_dir, rate_scale=rs, sample_interval=live.sample_interval,
-                          log_dir=out / "logs", log_level="WARNING", purge=True, seed=sc.seed, on_message=say)
+                          log_dir=out / "logs", log_level="WARNING", purge=True, seed=sc.seed, on_message=say,
+                          time_scale=ts)
     with runner:
         say(f"live: {sc.name} / plan {exp.plan.name}: {sc.duration:g} scenario s in {wall_duration:.0f} wall s "
             f"(time_scale {ts:g}, rate_scale {rs:g})")
@@ -158,24 +159,30 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                     next_progress += progress_every
                 gen.join(min(0.2, live.sample_interval))
         except BaseException:
+            faults.abort()  # a frozen emulator is thawed whatever happens
             if "proc" in holder:  # Ctrl-C / SIGTERM: the generator goes first, then the runner stops the rest
                 holder["proc"].kill()
             raise
         if "error" in holder:
+            faults.abort()
             raise holder["error"]
         # drain: wait for the observed backlogs to empty (faults still on the timeline keep ticking)
         drain_deadline = time.monotonic() + live.drain_timeout
-        while time.monotonic() < drain_deadline:
-            el = time.monotonic() - t0_mono
-            faults.tick(el * ts)
-            if not faults.active and not faults.pending and _backlog(runner) == 0:
-                break
-            if el >= next_progress:
-                say(_progress(el, ts, holder, runner) + " (draining)")
-                next_progress += progress_every
-            time.sleep(0.25)
-        end_s = (time.monotonic() - t0_mono) * ts
-        faults.finish(end_s)
+        try:
+            while time.monotonic() < drain_deadline:
+                el = time.monotonic() - t0_mono
+                faults.tick(el * ts)
+                if not faults.active and not faults.pending and _backlog(runner) == 0:
+                    break
+                if el >= next_progress:
+                    say(_progress(el, ts, holder, runner) + " (draining)")
+                    next_progress += progress_every
+                time.sleep(0.25)
+            end_s = (time.monotonic() - t0_mono) * ts
+            faults.finish(end_s)
+        except BaseException:
+            faults.abort()
+            raise
         runner.sample_fronts()
         # stop what consumes, then the bridges (a final drain and sample), then count what is left
         for name, p in runner.procs.items():
@@ -202,7 +209,9 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
     writer.write_faults(faults.events + waves)
     from surgesim.slo import evaluate, junit_xml, verdict
 
-    slos = evaluate(Run(writer.dir), sc)
+    # live.slos, when given, replace the production SLOs that `surgesim sim` judges
+    judged = sc if live.slos is None else sc.model_copy(update={"slos": live.slos})
+    slos = evaluate(Run(writer.dir), judged)
     latency = {p.split("/", 1)[1]: h.summary() for p, h in result.histograms.items() if p.startswith("latency/")}
     summary = {
         "mode": "live", "scenario": sc.name, "system": exp.system.name, "plan": exp.plan.name, "seed": sc.seed,
@@ -221,6 +230,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
         "loadgen": {"generator": result.generator, "counts": result.counts, "lateness": result.lateness},
         "live": {"drained": end_s <= sc.duration + live.drain_timeout * ts, "end_s": end_s,
                  "skipped": runner.skipped,
+                 "slos_from": "scenario.slos" if live.slos is None else "scenario.live.slos",
                  # inside the front: request received -> upstream answered (the service and its
                  # emulator calls); latency/... minus this is the generator and the network
                  "front_latency": _front_latency(runner, "command")},

@@ -259,6 +259,10 @@ class Live(Strict):
     sample_interval: Annotated[Duration, in_range(0.1, 60, "s")] = 1.0
     drain_timeout: Annotated[Duration, in_range(0, 3600, "s")] = 60.0
     """Wall seconds to wait after the traffic ends for backlogs to drain before the final check."""
+    slos: list[Slo] | None = None
+    """SLOs `surgesim live` judges instead of the scenario's `slos` (which `surgesim sim` keeps
+    judging): thresholds this machine can show, e.g. a command-latency bound that only says the
+    path never stalled where production's 100 ms is the local stack's load (docs/live.md)."""
 
 
 class Scenario(Strict):

@@ -1,0 +1,116 @@
+"""The reference incidents run live, end to end, as `surgesim live` (a subprocess on the
+session's emulators): each run's directory must show what the incident is about, and no
+process of the run may be left afterwards (psutil, on the run's tree sampled while it ran).
+
+* bad ETA deploy (tests/integration/scenarios/bad_eta_deploy_short.yaml, ~1.5 wall
+  minutes): ParcelAssigned events dead-letter after exactly 5 delivery attempts, the fix
+  seeks eta-sub back and re-publishes the dead letters, and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.integration
+
+HERE = Path(__file__).resolve().parent
+BAD_ETA = HERE / "scenarios" / "bad_eta_deploy_short.yaml"
+RUN_TIMEOUT = 240  # ~90 s on a quiet machine; a hung run fails the test, not the suite
+
+
+def live(gcp, scenario: Path, out: Path) -> tuple[int, str]:
+    """Run `surgesim live SCENARIO`; returns (exit code, output). Every process of the run's
+    tree, sampled while it runs, must be gone afterwards."""
+    log = out.with_suffix(".log")
+    seen: dict[int, psutil.Process] = {}
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "surgesim.cli", "live", str(scenario), "--out", str(out),
+                                 "--state-dir", str(gcp.state_dir)], stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=True, env={**os.environ, "COLUMNS": "200"})
+    deadline = time.monotonic() + RUN_TIMEOUT
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                for p in psutil.Process(proc.pid).children(recursive=True):
+                    seen.setdefault(p.pid, p)
+            except psutil.NoSuchProcess:
+                pass
+            time.sleep(0.5)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            pytest.fail(f"surgesim live did not finish within {RUN_TIMEOUT}s:\n{log.read_text()[-3000:]}")
+    left = []
+    for p in seen.values():
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                left.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    for p in left:
+        p.kill()
+    assert len(seen) >= 5, f"the run's processes were not observed: {seen}"
+    assert not left, f"left running: {[(p.pid, p.cmdline()) for p in left]}"
+    return proc.returncode, log.read_text(errors="replace")
+
+
+def bad_revision_attempts(logs: Path) -> dict[str, list[int]]:
+    """messageId -> the delivery attempts the bad revision raised on, from its own log."""
+    out: dict[str, list[int]] = {}
+    for path in logs.glob("eta_app-*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if '"bad deploy: handler raised' not in line:
+                continue
+            rec = json.loads(line)
+            out.setdefault(rec["messageId"], []).append(int(rec["deliveryAttempt"]))
+    return out
+
+
+def test_bad_eta_deploy_dead_letters_after_exactly_5_attempts_and_the_replay_loses_nothing(gcp, tmp_path):
+    out = tmp_path / "run"
+    rc, text = live(gcp, BAD_ETA, out)
+    assert (out / "summary.json").exists(), text[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    eta = summary["totals"]["subscriptions"]["eta-sub"]
+    dead = eta["dead_lettered"]
+    assert dead >= 1, (eta, text[-2000:])  # the bad revision did dead-letter ParcelAssigned events
+
+    # exactly 5 attempts: the emulator's own count on every dead letter, and the bad
+    # revision's log shows attempts 1..5 for as many messages as were dead-lettered
+    fault = next(f for f in json.loads((out / "faults.json").read_text()) if f["kind"] == "bad_deploy")
+    d = fault["details"]
+    assert d["dead_letter_delivery_counts"] == {"5": dead}, d
+    raised = bad_revision_attempts(out / "logs")
+    full = [mid for mid, attempts in raised.items() if sorted(attempts) == [1, 2, 3, 4, 5]]
+    assert len(full) == dead, raised
+    assert all(max(a) <= 5 for a in raised.values()), raised  # never a 6th attempt
+    assert d["bad_version"]["bad_deploy"] == sum(len(a) for a in raised.values())
+
+    # the fix: eta-sub sought back to the deploy, every dead letter re-published once
+    assert d["sought"] == ["eta-sub"]
+    assert d["republished"] + d.get("republished_late", 0) == dead, d
+    hold = summary["conservation"]["subscriptions"]["eta-dlq-hold"]
+    assert hold["published"] == dead and hold["acked"] == dead and hold["backlog"] == 0, hold
+
+    # nothing lost: every subscription balances and the emulator holds nothing behind an empty ledger
+    cons = summary["conservation"]
+    assert cons["ok"], cons
+    observed = {k: v for k, v in cons["subscriptions"].items() if v["observed"]}
+    assert all(v["balance"] == 0 for v in observed.values()), observed
+    assert observed["eta-sub"]["backlog"] == 0 and observed["eta-sub"]["emulator_visible"] == 0
+    assert rc == 0, text[-3000:]
+    assert summary["verdict"] == "pass"
