@@ -71,7 +71,7 @@ def test_consumer_down_stops_then_restarts_and_a_fault_without_end_lasts_until_f
 
 
 def test_unsupported_and_failing_faults_are_recorded_and_the_run_goes_on():
-    inj, r = injector(Fault(kind="emulator_restart", at=5, target="pubsub"),
+    inj, r = injector(Fault(kind="emulator_restart", at=5, target="firestore"),
                       Fault(kind="dependency_errors", at=6, duration=10, target="nope", error_rate=0.5))
 
     def boom(*a, **k):
