@@ -304,17 +304,33 @@ async def raw_sink(url, results, seconds=4.0, clients=8, per_client=8):
          results)
 
 
-def raw_bigquery(bq, table, results, seconds=4.0):
+def raw_bigquery(bq, table, results, seconds=4.0, size=500, total=None):
+    """Sequential ``insert_rows_json`` of ``size``-row batches: for ``seconds``, or until
+    ``total`` rows are in (into a fresh table, to compare with a bridge writing as many:
+    the emulator copies the whole table into a snapshot on every insert, so the cost of an
+    insert grows with the table)."""
     rows = [{"subscription_name": "s", "message_id": str(i), "publish_time": "2020-01-01T00:00:00Z",
-             "data": PAYLOAD, "attributes": "{}"} for i in range(500)]
+             "data": PAYLOAD, "attributes": "{}"} for i in range(size)]
     t0, n = time.perf_counter(), 0
-    while time.perf_counter() - t0 < seconds:
+    while (n < total if total else time.perf_counter() - t0 < seconds) and time.perf_counter() - t0 < LIMIT_S:
         errors = bq.insert_rows_json(table, rows, retry=None, timeout=30)
         assert not errors, errors
         n += len(rows)
     d = time.perf_counter() - t0
-    emit({"bench": "raw_bigquery_insert_rows_json", "rows": n, "seconds": round(d, 2), "rows_per_s": round(n / d),
-          "note": "500-row batches, sequential"}, results)
+    return emit({"bench": "raw_bigquery_insert_rows_json", "rows": n, "seconds": round(d, 2),
+                 "rows_per_s": round(n / d), "batch": size, "fresh_table": bool(total),
+                 "note": f"{size}-row batches, sequential"}, results)
+
+
+def bq_table(bq, project, dataset, name) -> str:
+    from google.cloud import bigquery
+
+    schema = [bigquery.SchemaField(c, t) for c, t in (("subscription_name", "STRING"), ("message_id", "STRING"),
+                                                      ("publish_time", "TIMESTAMP"), ("data", "STRING"),
+                                                      ("attributes", "STRING"))]
+    table = f"{project}.{dataset}.{name}"
+    bq.create_table(bigquery.Table(table, schema=schema))
+    return table
 
 
 def raw_firestore(fs_endpoint, project, results, seconds=4.0):
@@ -413,15 +429,15 @@ def bench_relay(lt, endpoint, project, n, results):
                  "note": "messages of the topic processed per second (pull tap + republish matches + ack)"}, results)
 
 
-def bench_bq(lt, endpoint, project, bq, table, n, results, workers=2):
+def bench_bq(lt, endpoint, project, bq, table, n, results, workers=None, batch=None):
     from surgesim.emulators.bq_subscription import BigQuerySubscriptionBridge
     from surgesim.emulators.pubsub_rest import PubSubRest
 
     async def setup():
         rest = PubSubRest(endpoint, project, max_connections=128)
         topic = fresh("bq")
-        bridge = BigQuerySubscriptionBridge(rest, bq, subscription=fresh("bq-s"), topic=topic, table=table,
-                                            workers=workers)
+        kw = {k: v for k, v in (("workers", workers), ("batch", batch)) if v is not None}
+        bridge = BigQuerySubscriptionBridge(rest, bq, subscription=fresh("bq-s"), topic=topic, table=table, **kw)
         await bridge.provision()
         got, _ = await publish(rest, topic, n)
         return rest, bridge, got
@@ -441,7 +457,8 @@ def bench_bq(lt, endpoint, project, bq, table, n, results, workers=2):
     c = bridge.counters
     rate = steady_rate(samples, got)
     return emit({"bench": "bigquery_subscription_bridge", "published": got, "rows": c.rows, "rows_in_table": counted,
-                 "failed_batches": c.failed_batches, "batch": bridge.batch, "workers": workers, "seconds": round(d, 2),
+                 "failed_batches": c.failed_batches, "batch": bridge.batch, "workers": bridge.workers,
+                 "inserts": c.batches, "rows_per_insert": round(c.rows / c.batches) if c.batches else None, "seconds": round(d, 2),
                  "rows_per_s_overall": round(c.rows / d), "rows_per_s_steady": round(rate) if rate else None}, results)
 
 
@@ -499,19 +516,26 @@ def summary(results: list) -> dict:
         by.setdefault(r["bench"], []).append(r)
     g = lambda name, key: by[name][0][key] if name in by and by[name][0].get(key) is not None else None  # noqa: E731
     raw_rest, raw_grpc = g("raw_rest_pull_ack", "msg_per_s"), g("raw_grpc_pull_ack", "msg_per_s")
-    raw_bq = g("raw_bigquery_insert_rows_json", "rows_per_s")
+    # the best raw insert of the run, whatever its batch size: the strictest ceiling
+    raw_bq = max((r["rows_per_s"] for r in by.get("raw_bigquery_insert_rows_json", [])), default=None)
     fs8 = next((r["writes_per_s"] for r in by.get("raw_firestore_single_writes", []) if r["threads"] == 8), None)
     trig = [r for r in by.get("trigger_bridge", []) if r["kept_up"]]
     trig_ceiling = max((r["achieved_writes_per_s"] for r in trig), default=None)
     ratio = lambda a, b: round(a / b, 2) if a and b else None  # noqa: E731
     push = g("push_bridge", "msg_per_s_steady") or g("push_bridge", "msg_per_s_overall")
     relay = g("filter_relay", "msg_per_s_steady") or g("filter_relay", "msg_per_s_overall")
+    # BigQuery: each round's bridge against the best raw insert of the same round (fresh tables)
+    raws = [r for r in by.get("raw_bigquery_insert_rows_json", []) if r.get("fresh_table")]
+    bridges_ = [r for r in by.get("bigquery_subscription_bridge", []) if r["workers"] != 1]
+    per_round = [round(b["rows_per_s_overall"] / max(r["rows_per_s"] for r in raws[2 * k:2 * k + 2]), 2)
+                 for k, b in enumerate(bridges_) if raws[2 * k:2 * k + 2]]
     bqb = g("bigquery_subscription_bridge", "rows_per_s_steady") or g("bigquery_subscription_bridge", "rows_per_s_overall")
     return {"bench": "summary",
             "push_vs_raw_rest_pull_ack": ratio(push, raw_rest),
             "push_vs_raw_http_post": ratio(push, g("raw_http_post_to_sink", "req_per_s")),
             "relay_vs_raw_rest_pull_ack": ratio(relay, raw_rest),
             "bq_vs_raw_insert": ratio(bqb, raw_bq),
+            "bq_vs_best_raw_insert_per_round": per_round,
             "bq_vs_min_raw": ratio(bqb, min(x for x in (raw_bq, raw_rest) if x) if raw_bq or raw_rest else None),
             "trigger_ceiling_writes_per_s": trig_ceiling,
             "trigger_vs_raw_firestore_8_threads": ratio(trig_ceiling, fs8),
@@ -531,6 +555,7 @@ def main() -> None:
     ap.add_argument("--rates", default="10,20,40,80,160,320", help="trigger write rates, rising; stops when behind")
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--only", default="raw,push,relay,bq,trigger")
+    ap.add_argument("--repeat", type=int, default=2, help="rounds of the interleaved raw/bridge figures")
     ap.add_argument("--json", help="also write every record to this file")
     args = ap.parse_args()
     if args.sink:
@@ -559,29 +584,27 @@ def main() -> None:
             asyncio.run(raw_pubsub(ps, args.project, stack.clients, args.n, results))
             asyncio.run(raw_sink(sink.url, results))
             raw_firestore(fs, args.project, results)
-        bq = table = None
+        bq = None
         if "bq" in only or "raw" in only:
-            from google.cloud import bigquery
-
             bq = stack.clients.bigquery()
             ds = fresh("bench").replace("-", "_")
             bq.create_dataset(ds)
-            schema = [bigquery.SchemaField(c, t) for c, t in (("subscription_name", "STRING"), ("message_id", "STRING"),
-                                                              ("publish_time", "TIMESTAMP"), ("data", "STRING"),
-                                                              ("attributes", "STRING"))]
-            raw_t, br_t = f"{args.project}.{ds}.raw", f"{args.project}.{ds}.bridge"
-            bq.create_table(bigquery.Table(raw_t, schema=schema))
-            bq.create_table(bigquery.Table(br_t, schema=schema))
-            if "raw" in only:
-                raw_bigquery(bq, raw_t, results)
+            if "raw" in only and "bq" not in only:
+                raw_bigquery(bq, bq_table(bq, args.project, ds, "raw"), results)
+        if "bq" in only:
+            # Each figure writes the same number of rows into a fresh table (insert cost grows
+            # with the table); raw and bridge interleaved, so load swings hit both.
+            n = min(args.n, 20000)
+            for k in range(args.repeat):
+                raw_bigquery(bq, bq_table(bq, args.project, ds, f"raw500_{k}"), results, size=500, total=n)
+                raw_bigquery(bq, bq_table(bq, args.project, ds, f"raw10k_{k}"), results, size=10000, total=n)
+                bench_bq(lt, ps, args.project, bq, bq_table(bq, args.project, ds, f"bridge_{k}"), n, results)
+            bench_bq(lt, ps, args.project, bq, bq_table(bq, args.project, ds, "bridge_w1"), n, results, workers=1)
         if "push" in only:
             bench_push(lt, ps, args.project, sink.url, args.n, results)
             bench_push(lt, ps, args.project, sink.url, args.n, results, one_client=True, limit=10)
         if "relay" in only:
             bench_relay(lt, ps, args.project, args.n, results)
-        if "bq" in only:
-            bench_bq(lt, ps, args.project, bq, br_t, min(args.n, 10000), results)
-            bench_bq(lt, ps, args.project, bq, br_t, min(args.n, 5000), results, workers=1)
         if "trigger" in only:
             db = stack.clients.firestore()
             for rate in [float(x) for x in args.rates.split(",")]:

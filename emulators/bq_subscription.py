@@ -8,6 +8,12 @@ spin for ten minutes). Messages are acked only after their rows landed; a failed
 nacks the batch so it is redelivered (and dead-lettered if a policy says so), as Pub/Sub
 does when BigQuery refuses a write.
 
+Throughput (docs/benchmarks/bridges.md): the bridge pulls and acks over **gRPC** (unary
+``Pull`` with raw protobuf messages, ``emulators.pubsub_grpc``; REST pull + ack was its
+limit at ~3-6k msg/s), and ``workers`` pull -> insert -> ack loops run side by side so
+that one pulls and builds rows while another's insert is in flight. Admin calls
+(creating the subscription) stay on REST.
+
 Row shapes, as Pub/Sub's:
 
 * ``write_metadata``: ``subscription_name``, ``message_id``, ``publish_time``,
@@ -23,35 +29,50 @@ import asyncio
 import base64
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Callable
 
 
-from .pubsub_rest import PubSubRest, ShortPoller, stoppable_sleep
+from .pubsub_grpc import PubSubGrpc
+from .pubsub_rest import PubSubRest, PubSubRestError, ShortPoller, stoppable_sleep
 
 log = logging.getLogger(__name__)
 
 
 def message_row(received: dict, subscription: str, *, write_metadata: bool = True, use_table_schema: bool = False,
                 columns: set[str] | None = None) -> dict:
-    """One table row for one pulled message."""
+    """One table row for one message pulled over REST (``{"ackId", "message": {...}}``)."""
     m = received["message"]
-    raw = base64.b64decode(m.get("data", "") or "")
+    return _row(base64.b64decode(m.get("data", "") or ""), m.get("attributes") or {}, m["messageId"],
+                m["publishTime"], subscription, write_metadata, use_table_schema, columns)
+
+
+def pb_message_row(received, subscription: str, *, write_metadata: bool = True, use_table_schema: bool = False,
+                   columns: set[str] | None = None) -> dict:
+    """The same row for a raw protobuf ``ReceivedMessage`` pulled over gRPC."""
+    m = received.message
+    return _row(m.data, dict(m.attributes), m.message_id, m.publish_time.ToJsonString(), subscription,
+                write_metadata, use_table_schema, columns)
+
+
+def _row(raw: bytes, attributes: dict, message_id: str, publish_time: str, subscription: str,
+         write_metadata: bool, use_table_schema: bool, columns: set[str] | None) -> dict:
     row: dict = {}
     if use_table_schema:
         try:
             obj = json.loads(raw) if raw else {}
         except ValueError as exc:
-            raise ValueError(f"message {m['messageId']} is not a JSON object: {exc}") from None
+            raise ValueError(f"message {message_id} is not a JSON object: {exc}") from None
         if not isinstance(obj, dict):
-            raise ValueError(f"message {m['messageId']} is not a JSON object")
+            raise ValueError(f"message {message_id} is not a JSON object")
         row.update({k: v for k, v in obj.items() if columns is None or k in columns})
     if write_metadata:
         row.update({
             "subscription_name": subscription,
-            "message_id": m["messageId"],
-            "publish_time": m["publishTime"],
-            "attributes": json.dumps(m.get("attributes") or {}, sort_keys=True),
+            "message_id": message_id,
+            "publish_time": publish_time,
+            "attributes": json.dumps(attributes, sort_keys=True),
         })
         if not use_table_schema:
             row["data"] = raw.decode("utf-8", errors="replace")
@@ -67,11 +88,16 @@ class BqCounters:
 
 
 class BigQuerySubscriptionBridge:
+    """``batch``: messages per pull; ``max_insert_rows``: the most rows one insert carries;
+    ``max_linger``: the longest a pulled message waits for its insert to fill while a
+    backlog remains (once a pull comes back empty, what is pending is written at once);
+    ``workers``: inserts in flight at once."""
+
     def __init__(self, rest: PubSubRest, bq_client, *, subscription: str, topic: str, table: str,
-                 write_metadata: bool = True, use_table_schema: bool = False, batch: int = 500,
+                 write_metadata: bool = True, use_table_schema: bool = False, batch: int = 1000,
                  ack_deadline: float = 60.0, dead_letter: tuple[str, int] | None = None,
                  insert_timeout: float = 30.0, on_settled: Callable[[str, str, str], None] | None = None,
-                 workers: int = 2) -> None:
+                 workers: int = 2, max_insert_rows: int = 5000, max_linger: float = 1.0) -> None:
         self.rest = rest
         self.bq = bq_client
         self.subscription = subscription
@@ -80,16 +106,22 @@ class BigQuerySubscriptionBridge:
         self.write_metadata = write_metadata
         self.use_table_schema = use_table_schema
         self.batch = batch
+        self.max_insert_rows = max(batch, max_insert_rows)
         self.ack_deadline = ack_deadline
         self.dead_letter = dead_letter
         self.insert_timeout = insert_timeout
         self.on_settled = on_settled
-        # Two pull -> insert -> ack loops, so one pulls while the other waits on its insert
-        # (one loop spent its time alternating between the two emulators).
         self.workers = max(1, workers)
         self.counters = BqCounters()
         self._columns: set[str] | None = None
         self._stop = asyncio.Event()
+        self._grpc: PubSubGrpc | None = None
+        # pulled and converted, not yet handed to an insert: (row, ack id, message id)
+        self._pending: list[tuple[dict, str, str]] = []
+        self._changed: asyncio.Condition | None = None
+        self._caught_up = True  # the last pull was empty: no backlog behind what is pending
+        self._pending_since = 0.0
+        self.max_linger = max_linger
 
     async def provision(self) -> None:
         await self.rest.ensure_topic(self.topic)
@@ -106,44 +138,109 @@ class BigQuerySubscriptionBridge:
         return self.bq.insert_rows_json(self.table, rows, retry=None, timeout=self.insert_timeout)
 
     async def run(self) -> None:
-        await asyncio.gather(*(self._worker() for _ in range(self.workers)))
+        # The gRPC channel belongs to the loop that runs the bridge.
+        self._grpc = PubSubGrpc(self.rest.endpoint, self.rest.project)
+        self._changed = asyncio.Condition()
+        puller = asyncio.create_task(self._puller())
+        inserters = [asyncio.create_task(self._inserter()) for _ in range(self.workers)]
+        try:
+            await self._stop.wait()
+            async with self._changed:
+                self._changed.notify_all()
+            await puller  # ends after its current pull: nothing pulled is left unwritten
+        finally:
+            puller.cancel()
+            await asyncio.gather(puller, return_exceptions=True)
+            async with self._changed:
+                self._changed.notify_all()  # inserters finish what is pending, then leave
+            await asyncio.gather(*inserters, return_exceptions=True)
+            await self._grpc.aclose()
 
-    async def _worker(self) -> None:
-        poller = ShortPoller(self.rest, self.subscription, self._stop, idle_min=0.01, idle_max=0.1)
+    # One puller keeps the buffer filled while inserts are in flight: the BigQuery emulator
+    # copies the whole table into a time-travel snapshot on every insertAll (bqemulator's
+    # SnapshotManager.record_change), so an insert costs more as the table grows and few
+    # large inserts beat many small ones. Pulling stops while the buffer holds a full insert;
+    # while a backlog remains the inserters wait for a full one, once caught up they write
+    # what there is (no lingering at low rates).
+    async def _puller(self) -> None:
+        poller = ShortPoller(self._grpc, self.subscription, self._stop, idle_min=0.01, idle_max=0.1)
         while not self._stop.is_set():
-            got = await poller.pull(self.batch)
+            async with self._changed:
+                await self._changed.wait_for(lambda: len(self._pending) < self.max_insert_rows or self._stop.is_set())
+            if self._stop.is_set():
+                return
+            want = min(self.batch, self.max_insert_rows - len(self._pending))
+            got = await poller.pull(want)
+            # The emulator often returns part of a batch with more behind it: only an empty
+            # pull says the backlog is gone.
+            self._caught_up = not got
             if got:
-                await self._write(got)
+                await self._convert(got)
+            async with self._changed:
+                self._changed.notify_all()
 
-    async def _write(self, got: list[dict]) -> None:
-        rows, good, bad = [], [], []
-        for r in got:
-            try:
-                rows.append(message_row(r, self.subscription, write_metadata=self.write_metadata,
-                                        use_table_schema=self.use_table_schema, columns=self._columns))
-                good.append(r)
-            except ValueError:
-                bad.append(r["ackId"])
+    async def _convert(self, got: list) -> None:
+        bad = []
+        async with self._changed:
+            for r in got:
+                try:
+                    row = pb_message_row(r, self.subscription, write_metadata=self.write_metadata,
+                                         use_table_schema=self.use_table_schema, columns=self._columns)
+                except ValueError:
+                    bad.append(r.ack_id)
+                    continue
+                if not self._pending:
+                    self._pending_since = time.monotonic()
+                self._pending.append((row, r.ack_id, r.message.message_id))
+            self._changed.notify_all()
         if bad:
             # Pub/Sub cannot write such a message either: it is nacked (and dead-lettered by policy).
             self.counters.bad_messages += len(bad)
-            await self.rest.modify_ack_deadline(self.subscription, bad, 0)
-        if not rows:
-            return
+            await self._nack(bad)
+
+    async def _inserter(self) -> None:
+        while True:
+            async with self._changed:
+                # With a backlog behind, wait for a full insert; caught up, write at once.
+                await self._changed.wait_for(self._insert_due)
+                if not self._pending:
+                    return  # stopped, nothing left
+                take, self._pending = self._pending[:self.max_insert_rows], self._pending[self.max_insert_rows:]
+                self._changed.notify_all()  # room for the puller
+            await self._write(take)
+
+    def _insert_due(self) -> bool:
+        if self._stop.is_set() or len(self._pending) >= self.max_insert_rows:
+            return True
+        return bool(self._pending) and (self._caught_up or time.monotonic() - self._pending_since >= self.max_linger)
+
+    async def _nack(self, ack_ids: list[str]) -> None:
+        try:
+            await self._grpc.modify_ack_deadline(self.subscription, ack_ids, 0)
+        except PubSubRestError as exc:  # they come back when their deadline passes anyway
+            log.warning("bigquery bridge %s: %s", self.subscription, exc)
+
+    async def _write(self, take: list[tuple[dict, str, str]]) -> None:
+        rows = [row for row, _, _ in take]
+        ack_ids = [a for _, a, _ in take]
         try:
             errors = await asyncio.to_thread(self._insert, rows)
         except Exception as exc:  # the emulator answers a bad row with 500
             errors = [str(exc)]
-        ack_ids = [r["ackId"] for r in good]
         if errors:
             self.counters.failed_batches += 1
             log.warning("bigquery bridge insert into %s failed: %s", self.table, str(errors)[:300])
-            await self.rest.modify_ack_deadline(self.subscription, ack_ids, 0)
+            await self._nack(ack_ids)
             await stoppable_sleep(self._stop, 0.5)
             return
         self.counters.rows += len(rows)
         self.counters.batches += 1
-        await self.rest.ack(self.subscription, ack_ids)
+        # at least once: acked only after the insert returned without errors
+        try:
+            await self._grpc.ack(self.subscription, ack_ids)
+        except PubSubRestError as exc:  # redelivered and written again, as Pub/Sub may
+            log.warning("bigquery bridge %s: ack failed: %s", self.subscription, exc)
+            return
         if self.on_settled:
-            for r in good:
-                self.on_settled(self.subscription, r["message"]["messageId"], "acked")
+            for _, _, message_id in take:
+                self.on_settled(self.subscription, message_id, "acked")
