@@ -64,6 +64,9 @@ class Active:
     fault: Fault
     started_wall: float
     restore: dict = field(default_factory=dict)
+    in_effect_s: float | None = None
+    """Scenario time the fault actually took effect (a roll-out takes wall seconds to start
+    its process, i.e. time_scale times as many scenario seconds)."""
 
 
 SETTLE_S = 0.5
@@ -231,13 +234,15 @@ class FaultInjector:
             self._record(f, t, t, failed=f"{type(exc).__name__}: {exc}")
             self.say(f"fault at {t:.0f}s: {f.kind} on {f.target} FAILED: {exc}")
             return
+        a.in_effect_s = round(t + (time.time() - wall_epoch) * self.time_scale, 3)
         self.active.append(a)
-        self.say(f"fault at {t:.0f}s: {f.kind} on {f.target or f.topic} started")
+        self.say(f"fault at {t:.0f}s: {f.kind} on {f.target or f.topic} started (in effect at {a.in_effect_s:.0f}s)")
 
     def _end(self, a: Active, t: float) -> None:
         self.active.remove(a)
         f, r = a.fault, self.runner
-        details = {}
+        details = {"in_effect_s": a.in_effect_s}
+        began = time.time()
         try:
             if f.kind.startswith("dependency_"):
                 r.fake_admin(f.target, "PUT", "/admin/behaviour",
@@ -259,6 +264,7 @@ class FaultInjector:
         except Exception as exc:  # noqa: BLE001
             details["end_failed"] = f"{type(exc).__name__}: {exc}"
             self.say(f"fault end at {t:.0f}s: {f.kind} on {f.target} FAILED: {exc}")
+        details["ended_in_effect_s"] = round(t + (time.time() - began) * self.time_scale, 3)
         ev = self._record(f, f.at, t, **details)
         if f.kind == "bad_deploy" and f.replay:
             self.watch += [(hold, topic, ev["details"]) for hold, topic in details.get("holds", [])]
