@@ -56,15 +56,18 @@ def accuracy() -> int:
 
 def day() -> int:
     from surgesim.schema import load_experiment
-    from surgesim.sim.engine import Engine
+    from surgesim.sim.split import run_experiment
 
     exp = load_experiment(ROOT / "scenarios" / "meridian_day.yaml")
+    split = "--no-split" not in sys.argv
     began, cpu = time.perf_counter(), time.process_time()
-    eng = Engine(exp).run()
+    eng = run_experiment(exp, split=split)
     wall, cpu = time.perf_counter() - began, time.process_time() - cpu
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     pings = eng.broker.topic_totals["vehicle.telemetry"]["published"]
-    print(f"meridian_day: {pings:,} pings, wall {wall:.1f} s, cpu {cpu:.1f} s, peak RSS {rss:.0f} MiB")
+    print(f"meridian_day ({'split' if eng.cut else 'one process'}): {pings:,} pings, wall {wall:.1f} s, "
+          f"cpu {cpu:.1f} s + {child.ru_utime:.1f} s upstream, peak RSS {rss:.0f} MiB (upstream {child.ru_maxrss / 1024:.0f} MiB)")
     return 0
 
 

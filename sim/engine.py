@@ -138,8 +138,14 @@ class JobRunner:
 
 
 class Engine:
-    def __init__(self, exp, *, seed: int | None = None, exact: bool = False, exact_below: int = EXACT_BELOW):
+    def __init__(self, exp, *, seed: int | None = None, exact: bool = False, exact_below: int = EXACT_BELOW,
+                 part: Any = None):
         self.exp = exp
+        # A partition of a split run (sim/split.py): which sources, fault actions and
+        # topics this engine owns, what it hands to the other process and takes from it.
+        self.part = part
+        self.cut = None  # set by sim.split.run_experiment: where a two-process run was cut
+        self.captured: dict[str, list[Batch]] = {t: [] for t in part.exports} if part is not None else {}
         self.scenario = sc = exp.scenario
         self.system = exp.system
         self.seed = sc.seed if seed is None else seed
@@ -217,6 +223,8 @@ class Engine:
                         st.history_windows.append((f.at, end))
         self.sources = []
         for src in sc.traffic.sources:
+            if self.part is not None and src.name not in self.part.sources:
+                continue
             rng = self.rng(f"source:{src.name}")
             if src.kind == "once":
                 counts = None
@@ -228,7 +236,10 @@ class Engine:
 
     def _timeline(self) -> list[tuple[float, int, Callable[[], None]]]:
         acts = []
+        part = self.part
         for i, f in enumerate(self.scenario.faults):
+            if part is not None and not part.owns_fault(f):
+                continue
             if f.kind == "poison_message":
                 acts.append((f.at, i, lambda f=f: self.broker.publish(
                     f.topic, Batch.new(np.full(f.count, f.at), self.attrs.intern(f.attributes)))))
@@ -310,6 +321,9 @@ class Engine:
                 times = sorted_uniform(t0, t1, n, rng)
                 keys = traffic.message_keys(src, n, rng)
                 self._deliver_source(src, Batch.new(times, attrs, keys), attrs)
+            if self.part is not None:
+                for topic, b in self.part.take(k):
+                    self.broker.publish(topic, b)
             for _ in range(16):
                 busy = False
                 for node in nodes:
@@ -323,6 +337,8 @@ class Engine:
                 node.end_step(k, t0, t1)
             for st in subs:
                 st.end_step(k, t1)
+            if self.part is not None:
+                self.part.hand_over(k, self.captured)
             if progress is not None:
                 progress(k + 1, nwin)
         self.metrics.finish_histograms()

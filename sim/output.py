@@ -31,6 +31,14 @@ def evaluate_slos(run_dir: Path, scenario) -> list[dict]:
     return evaluate(Run(Path(run_dir)), scenario)
 
 
+def _split_of(eng) -> dict | None:
+    cut = getattr(eng, "cut", None)
+    if cut is None:
+        return None
+    return {"upstream_services": sorted(cut.services), "upstream_topics": sorted(cut.topics),
+            "handed_over": sorted(cut.exports)}
+
+
 def write_run(eng, out_dir: str | Path, meta: dict | None = None) -> dict:
     """Write the run directory for a finished Engine; returns the summary dict."""
     exp, sc = eng.exp, eng.scenario
@@ -52,7 +60,7 @@ def write_run(eng, out_dir: str | Path, meta: dict | None = None) -> dict:
         "start_clock_s": sc.start_clock,
         "step_s": eng.step,
         "hist_window_s": m.hist_window,
-        "engine": {"exact": eng.exact, "exact_below": eng.exact_below},
+        "engine": {"exact": eng.exact, "exact_below": eng.exact_below, "split": _split_of(eng)},
         "scales": {"time_scale": 1.0, "rate_scale": 1.0},
         "inputs": {"scenario": _input(exp.scenario_path), "system": _input(exp.system_path), "plan": _input(exp.plan_path)},
         "totals": totals,

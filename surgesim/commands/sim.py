@@ -19,24 +19,25 @@ def default_run_dir(scenario: str, plan: str, seed: int) -> Path:
 
 
 def simulate(scenario: Path, plan: Path | None, seed: int | None, out: Path | None, exact: bool,
-             quiet: bool = False) -> tuple[dict, Path]:
+             quiet: bool = False, split: bool = True) -> tuple[dict, Path]:
     """Load, run and write one simulation; returns (summary, run directory)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from surgesim.sim.engine import Engine
+    from surgesim.sim.split import run_experiment
     from surgesim.sim.output import write_run
 
     exp = load_experiment(scenario, plan)
-    eng = Engine(exp, seed=seed, exact=exact)
-    out = out or default_run_dir(exp.scenario.name, exp.plan.name, eng.seed)
+    seed = exp.scenario.seed if seed is None else seed
+    out = out or default_run_dir(exp.scenario.name, exp.plan.name, seed)
     began = time.time()
     if quiet:
-        eng.run()
+        eng = run_experiment(exp, seed=seed, exact=exact, split=split)
     else:
         with Progress(TextColumn("[bold]sim[/] {task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                       TimeElapsedColumn(), transient=True, disable=not sys.stderr.isatty()) as bar:
-            task = bar.add_task(f"{exp.scenario.name} / {exp.plan.name}", total=eng.metrics.nwin)
-            eng.run(progress=lambda k, n: bar.update(task, completed=k) if k % 50 == 0 or k == n else None)
+            task = bar.add_task(f"{exp.scenario.name} / {exp.plan.name}", total=None)
+            eng = run_experiment(exp, seed=seed, exact=exact, split=split,
+                                 progress=lambda k, n: bar.update(task, completed=k, total=n) if k % 50 == 0 or k == n else None)
     ended = time.time()
     meta = {"run_id": out.name, "wall_start": dt.datetime.fromtimestamp(began).isoformat(timespec="seconds"),
             "wall_seconds": round(ended - began, 3), "host": platform.node(), "python": platform.python_version(),
@@ -69,13 +70,16 @@ def verdict_table(summary: dict) -> None:
 @click.option("--seed", type=int, default=None, help="Random seed (default: the scenario's).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory to write (default runs/<id>).")
 @click.option("--exact", is_flag=True, help="Per-message queues everywhere (slower; the fluid fast path is off).")
+@click.option("--split/--no-split", default=True, show_default=True,
+              help="Run the fleet's telemetry in a second process when the system can be cut there (docs/simulator.md).")
 @click.option("--report/--no-report", default=True, show_default=True, help="Build report.html and junit.xml at the end.")
-def sim(scenario: Path, plan: Path | None, seed: int | None, out: Path | None, exact: bool, report: bool) -> None:
+def sim(scenario: Path, plan: Path | None, seed: int | None, out: Path | None, exact: bool, split: bool,
+        report: bool) -> None:
     """Run SCENARIO in the discrete-event simulator and write a run directory.
 
     Exits 0 when every SLO holds, 1 when any fails, 2 on bad input."""
     try:
-        summary, run_dir = simulate(scenario, plan, seed, out, exact)
+        summary, run_dir = simulate(scenario, plan, seed, out, exact, split=split)
     except SchemaError as exc:
         for line in exc.problems:
             click.echo(line, err=True)
