@@ -90,8 +90,18 @@ def figures(run_dir: str | Path) -> dict:
     out["dead_lettered"] = {sub: counts(run, "dead_lettered", sub) for sub in REACTOR_SUBS}
     pub = run.series(METRICS["published"], "vehicle.telemetry")
     if not pub.empty:
-        step = _step(pub.index.to_numpy(dtype=float), run)
-        out["telemetry_published"] = {"total": float(pub.sum()), "peak_per_scenario_s": float(pub.max() / step)}
+        # per scenario minute: live windows are sample_interval x time_scale long and uneven
+        t = pub.index.to_numpy(dtype=float)
+        ts_ = float((summ.get("scales") or {}).get("time_scale") or 1.0)
+        tel = {"total": float(pub.sum())}
+        if w:
+            # rates over whole windows (the live taps' sample windows are uneven under load),
+            # per wall second: scenario rate x rate_scale for a live run, the rate itself for sim
+            span = w[1] - w[0]
+            for name, (a, b) in {"before": (w[0] - span, w[0]), "during": w}.items():
+                n = float(pub[(t >= a) & (t < b)].sum())
+                tel[f"{name}_per_wall_s"] = round(n / ((b - a) / ts_), 1)
+        out["telemetry_published"] = tel
     cons = summ.get("conservation") or {}
     out["conservation_ok"] = cons.get("ok")
     out["faults"] = [{"kind": f["kind"], "target": f["target"], "start_s": f["start_s"], "end_s": f["end_s"],

@@ -5,6 +5,9 @@ process of the run may be left afterwards (psutil, on the run's tree sampled whi
 * bad ETA deploy (tests/integration/scenarios/bad_eta_deploy_short.yaml, ~1.5 wall
   minutes): ParcelAssigned events dead-letter after exactly 5 delivery attempts, the fix
   seeks eta-sub back and re-publishes the dead letters, and nothing is lost.
+* SMS degradation (tests/integration/scenarios/sms_degradation_short.yaml, ~1.5 wall
+  minutes): with the gateway at 6 s, notification-sub's backlog builds during the fault and
+  drains after it, while eta-sub never backs up; nothing dead-letters, nothing is lost.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ pytestmark = pytest.mark.integration
 
 HERE = Path(__file__).resolve().parent
 BAD_ETA = HERE / "scenarios" / "bad_eta_deploy_short.yaml"
+SMS = HERE / "scenarios" / "sms_degradation_short.yaml"
 RUN_TIMEOUT = 240  # ~90 s on a quiet machine; a hung run fails the test, not the suite
 
 
@@ -114,3 +118,27 @@ def test_bad_eta_deploy_dead_letters_after_exactly_5_attempts_and_the_replay_los
     assert observed["eta-sub"]["backlog"] == 0 and observed["eta-sub"]["emulator_visible"] == 0
     assert rc == 0, text[-3000:]
     assert summary["verdict"] == "pass"
+
+
+def test_sms_degradation_backs_up_notification_only_and_it_drains(gcp, tmp_path):
+    from surgesim.live.incidents import figures
+
+    out = tmp_path / "run"
+    rc, text = live(gcp, SMS, out)
+    assert (out / "summary.json").exists(), text[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    fig = figures(out)
+    start, end = fig["window_s"]  # the fault, 5m..20m (scenario seconds)
+    assert start == 300.0 and 1200.0 <= end < 1500.0, fig["window_s"]  # ended on the main loop's next tick
+    notif, eta = fig["backlog"]["notification-sub"], fig["backlog"]["eta-sub"]
+    # builds while the gateway is slow (one push at a time at 6 s against ~1.5 events/s), peaks
+    # inside the fault window or as it ends, and is gone by the end of the run
+    assert notif["peak"] >= 8 and start <= notif["peak_at_s"] <= end + 600, notif
+    assert notif["final"] == 0 and notif["drain_s"] is not None, notif
+    # ETA does not call the gateway: its subscription never backs up
+    assert eta["peak"] < 8 <= notif["peak"], (eta, notif)
+    # the fake gateway really answered slowly: the notification lag during the fault is seconds
+    assert fig["lag"]["notification-sub"]["during"]["p50_ms"] > 5000, fig["lag"]["notification-sub"]
+    assert all(n == 0 for n in fig["dead_lettered"].values()), fig["dead_lettered"]
+    assert summary["conservation"]["ok"], summary["conservation"]
+    assert rc == 0, text[-3000:]

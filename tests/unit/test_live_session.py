@@ -34,6 +34,16 @@ class RecordingRunner:
     def start_service(self, name, extra_env=None, drop_env=()):
         self.calls.append(("start", name, dict(extra_env or {}), tuple(drop_env)))
 
+    def roll_out(self, name, extra_env=None, drop_env=()):
+        self.calls.append(("roll_out", name, dict(extra_env or {}), tuple(drop_env)))
+
+    def hold_push(self, name, held):
+        self.calls.append(("hold", name, held))
+        return []
+
+    def service_metrics(self, name):
+        return {"received": 7, "bad_deploy": 5}
+
 
 def injector(*faults: Fault) -> tuple[FaultInjector, RecordingRunner]:
     r = RecordingRunner()
@@ -61,9 +71,11 @@ def test_consumer_down_stops_then_restarts_and_a_fault_without_end_lasts_until_f
     inj, r = injector(Fault(kind="consumer_down", at=10, duration=20, target="eta"),
                       Fault(kind="dependency_outage", at=15, target="billing-api"))
     inj.tick(16.0)
-    assert ("stop", "eta") in r.calls and r.behaviour["outage"] is True
+    assert r.behaviour["outage"] is True
+    # its pushes are held before it stops (a down consumer takes no messages), resumed after it starts
+    assert [c for c in r.calls if c[0] != "admin"] == [("hold", "eta", True), ("stop", "eta")]
     inj.tick(30.0)
-    assert ("start", "eta", {}, ()) in r.calls
+    assert [c for c in r.calls if c[0] != "admin"][2:] == [("start", "eta", {}, ()), ("hold", "eta", False)]
     inj.finish(99.0)
     assert r.behaviour["outage"] is False
     assert [(e["kind"], e["start_s"], e["end_s"]) for e in inj.events] == [("consumer_down", 10.0, 30.0),
@@ -84,12 +96,14 @@ def test_unsupported_and_failing_faults_are_recorded_and_the_run_goes_on():
     assert "KeyError" in inj.events[1]["details"]["failed"]
 
 
-def test_bad_deploy_restarts_with_the_pattern_and_back_without():
+def test_bad_deploy_rolls_out_with_the_pattern_and_back_without():
     inj, r = injector(Fault(kind="bad_deploy", at=0, duration=30, target="eta", matching='attributes.x = "y"'))
     inj.tick(0.0)
     inj.tick(30.0)
-    assert r.calls == [("start", "eta", {"BAD_PATTERN": 'attributes.x = "y"'}, ()),
-                       ("start", "eta", {}, ("BAD_PATTERN",))]
+    assert r.calls == [("roll_out", "eta", {"BAD_PATTERN": 'attributes.x = "y"'}, ()),
+                       ("roll_out", "eta", {}, ("BAD_PATTERN",))]
+    # the bad revision's own counters are read before the fix replaces it
+    assert inj.events[0]["details"]["bad_version"] == {"received": 7, "bad_deploy": 5}
 
 
 def sub(name):
