@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -97,7 +98,6 @@ class FaultInjector:
     def tick(self, scenario_t: float, wall_epoch: float | None = None) -> None:
         """Start every fault due by scenario time t and end every one whose end passed."""
         wall_epoch = wall_epoch or time.time()
-        self._pause_tick()
         while self.pending and self.pending[0].at <= scenario_t:
             self._start(self.pending.pop(0), scenario_t, wall_epoch)
         for a in list(self.active):
@@ -149,6 +149,8 @@ class FaultInjector:
         The fault is not recorded as ended; the run is not going to be judged."""
         for a in self.active:
             pause = a.restore.get("pause")
+            if pause is not None:
+                a.restore["wake"].set()
             if pause is not None and pause.resume() is not None:
                 self.say(f"fault {a.fault.kind}: the Pub/Sub emulator (pgid {pause.pgid}) resumed after an abort")
 
@@ -160,7 +162,7 @@ class FaultInjector:
             return {}
         return {name: l.acked + len(l.early) + l.dead_lettered for name, l in bridges.metrics.ledgers.items()}
 
-    def _pause_start(self, a: Active) -> None:
+    def _pause_start(self, a: Active, t: float) -> None:
         f = a.fault
         if f.target not in (None, "", "pubsub"):
             raise _Unsupported(f"emulator_restart of {f.target!r}: only the Pub/Sub emulator is frozen live "
@@ -169,27 +171,47 @@ class FaultInjector:
         if st is None or not st.owned or not st.pgid:
             raise RuntimeError("the Pub/Sub emulator was not started by surgesim (no process group to freeze)")
         pause = GroupPause(st.pgid)
-        a.restore.update(pause=pause, members=pause.stop(), inside0=None)
+        wall = None if f.end is None else max(0.0, (f.end - t) / self.time_scale)
+        a.restore.update(pause=pause, members=pause.stop(), inside0=None, inside1=None, lock=threading.Lock(),
+                         wake=threading.Event())
+        # The thaw is timed by a thread of its own, not by tick(): the main loop can block on
+        # the frozen emulator itself (a poison publish, a replay's re-drive), and must not
+        # hold the window open with it.
+        a.restore["clock"] = threading.Thread(target=self._pause_clock, args=(a, wall), daemon=True,
+                                              name="surgesim-emulator-freeze")
+        a.restore["clock"].start()
         self.say(f"  Pub/Sub emulator frozen (SIGSTOP to process group {st.pgid}; `kill -CONT -{st.pgid}` "
                  "resumes it if this harness dies)")
 
-    def _pause_tick(self) -> None:
+    def _pause_clock(self, a: Active, wall: float | None) -> None:
+        pause: GroupPause = a.restore["pause"]
+        wake: threading.Event = a.restore["wake"]
         # the settlements snapshot that opens the measured window: SETTLE_S after the freeze,
         # so answers already on their way (socket buffers) are not counted as in the window
-        for a in self.active:
-            pause = a.restore.get("pause")
-            if pause is not None and a.restore["inside0"] is None and pause.frozen \
-                    and time.monotonic() - pause.stopped_at >= SETTLE_S:
-                a.restore["inside0"] = self._settlements()
+        if wake.wait(SETTLE_S):
+            return
+        a.restore["inside0"] = self._settlements()
+        if wall is None or wake.wait(max(0.0, pause.stopped_at + wall - time.monotonic())):
+            return  # no duration (lasts until the run ends) or ended/aborted by the main thread
+        self._thaw(a)
+
+    def _thaw(self, a: Active) -> None:
+        with a.restore["lock"]:
+            if a.restore["pause"].frozen:
+                a.restore["inside1"] = self._settlements()
+                a.restore["pause"].resume()
 
     def _pause_end(self, a: Active) -> dict:
         pause: GroupPause = a.restore["pause"]
-        before, inside1 = a.restore["inside0"], self._settlements()
-        frozen = pause.resume()
-        inside = None if before is None else {k: v - before.get(k, 0) for k, v in inside1.items()}
+        a.restore["wake"].set()
+        self._thaw(a)  # if the clock thread has not already
+        a.restore["clock"].join(5)
+        before, after = a.restore["inside0"], a.restore["inside1"]
+        inside = None if before is None or after is None else {k: v - before.get(k, 0) for k, v in after.items()}
         return {"method": "SIGSTOP/SIGCONT of the Pub/Sub emulator's process group (state kept)",
                 "endpoint": self.runner.stack.endpoint("pubsub"), "pgid": pause.pgid,
-                "processes": a.restore["members"], "frozen_wall_s": round(frozen or 0.0, 3),
+                "processes": a.restore["members"],
+                "frozen_wall_s": round((pause.resumed_at or time.monotonic()) - pause.stopped_at, 3),
                 "settled_inside": inside, "settled_inside_from_s": SETTLE_S}
 
     def _start(self, f: Fault, t: float, wall_epoch: float) -> None:
@@ -223,7 +245,7 @@ class FaultInjector:
             elif f.kind == "bad_deploy":
                 r.roll_out(f.target, extra_env={"BAD_PATTERN": f.matching})
             elif f.kind == "emulator_restart":
-                self._pause_start(a)
+                self._pause_start(a, t)
             else:
                 raise _Unsupported(f"{f.kind} is not applied live")
         except _Unsupported as exc:
