@@ -14,7 +14,12 @@ from surgesim.schema import SchemaError
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory to write (default runs/<id>).")
 @click.option("--state-dir", type=click.Path(file_okay=False), default=None,
               help="Emulator state directory (default: $SURGESIM_HOME or ~/.surgesim).")
-def live(scenario: Path, plan: Path | None, out: Path | None, state_dir: str | None) -> None:
+@click.option("--time-scale", type=float, default=None,
+              help="Scenario seconds per wall second (overrides scenario.live.time_scale).")
+@click.option("--rate-scale", type=float, default=None,
+              help="Fraction of the volume sent (overrides scenario.live.rate_scale).")
+def live(scenario: Path, plan: Path | None, out: Path | None, state_dir: str | None, time_scale: float | None,
+         rate_scale: float | None) -> None:
     """Run SCENARIO against the real services on the emulators and write a run directory.
 
     Real (compressed) time: scenario.live.time_scale scenario seconds per wall second, and
@@ -27,9 +32,22 @@ def live(scenario: Path, plan: Path | None, out: Path | None, state_dir: str | N
     if not scenario.is_file():
         click.echo(f"{scenario}: no such file", err=True)
         sys.exit(2)
+    if time_scale is not None or rate_scale is not None:
+        from pydantic import ValidationError
+
+        from surgesim.schema.scenario import Live
+
+        over = {k: v for k, v in (("time_scale", time_scale), ("rate_scale", rate_scale)) if v is not None}
+        try:
+            Live.model_validate(over)
+        except ValidationError as exc:
+            for e in exc.errors():
+                click.echo(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}", err=True)
+            sys.exit(2)
     try:
         summary, run_dir = run_live(scenario, plan, out, state_dir=state_dir,
-                                    say=lambda m: click.echo(m, err=True))
+                                    say=lambda m: click.echo(m, err=True), time_scale=time_scale,
+                                    rate_scale=rate_scale)
     except SchemaError as exc:
         for line in exc.problems:
             click.echo(line, err=True)

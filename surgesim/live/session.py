@@ -9,6 +9,7 @@ seconds, as in a simulated run.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -127,8 +128,17 @@ def _emulator_name(runner: SystemRunner, sub: str) -> str:
 
 
 def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out: str | Path | None = None, *,
-             state_dir: str | Path | None = None, say=print, progress_every: float = 5.0) -> tuple[dict, Path]:
+             state_dir: str | Path | None = None, say=print, progress_every: float = 5.0,
+             time_scale: float | None = None, rate_scale: float | None = None) -> tuple[dict, Path]:
+    """time_scale / rate_scale: override the scenario's live ones (the load generator gets
+    them too), e.g. to run a scenario heavier or shorter than its file says."""
     exp = load_experiment(scenario_path, plan_path)
+    over = {k: float(v) for k, v in (("time_scale", time_scale), ("rate_scale", rate_scale)) if v is not None}
+    if over:
+        from surgesim.schema.scenario import Live
+
+        live_ = Live.model_validate({**exp.scenario.live.model_dump(), **over})  # the schema's range checks
+        exp = dataclasses.replace(exp, scenario=exp.scenario.model_copy(update={"live": live_}))
     sc, live = exp.scenario, exp.scenario.live
     ts, rs = live.time_scale, live.rate_scale
     out = Path(out) if out else Path("runs") / f"{sc.name}-{exp.plan.name}-live-{dt.datetime.now():%Y%m%d-%H%M%S}"
@@ -267,15 +277,17 @@ def _make_driver(exp, scenario_path, runner: SystemRunner, live, out: Path, hold
         def drive() -> None:
             try:
                 holder["result"] = run_locust(scenario_path, endpoints, None, out / "loadgen", env=runner.emulator_env,
-                                              preload=False, on_start=group.attach)
+                                              preload=False, on_start=group.attach, time_scale=live.time_scale,
+                                              rate_scale=live.rate_scale)
             except BaseException as exc:  # noqa: BLE001 -- re-raised in the main thread
                 holder["error"] = exc
 
         return drive
     from surgesim.loadtests.plan import LivePlan
 
-    proc = DriverProcess(scenario_path, endpoints, out / "loadgen", LivePlan(scenario_path).duration_s,
-                         env=runner.emulator_env).start()
+    plan = LivePlan(scenario_path, time_scale=live.time_scale, rate_scale=live.rate_scale)
+    proc = DriverProcess(scenario_path, endpoints, out / "loadgen", plan.duration_s, env=runner.emulator_env,
+                         scales=(live.time_scale, live.rate_scale)).start()
     holder["proc"] = proc
 
     def drive() -> None:
@@ -329,9 +341,12 @@ class DriverProcess:
     clocks, released by go(), killed if it outlives duration + grace_s or on kill()."""
 
     def __init__(self, scenario_path, endpoints: dict[str, str], out_dir: Path, duration_s: float, *,
-                 env: dict[str, str] | None = None, grace_s: float = 60.0) -> None:
+                 env: dict[str, str] | None = None, grace_s: float = 60.0,
+                 scales: tuple[float, float] | None = None) -> None:
         self.cmd = [sys.executable, "-m", "surgesim.live.loadgen_proc", "--scenario", str(scenario_path),
                     "--out", str(out_dir), "--no-preload"]
+        if scales is not None:
+            self.cmd += ["--time-scale", repr(scales[0]), "--rate-scale", repr(scales[1])]
         from surgesim.loadtests.runner import host_env
 
         self.env = {**os.environ, **(env or {}), **host_env(endpoints)}

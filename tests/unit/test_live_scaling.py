@@ -60,3 +60,15 @@ def test_live_slos_are_their_own_and_the_scenarios_stay_for_sim():
     assert [s.text for s in sc.slos][0] == "p99(latency.command.mark_delivered) < 100ms"
     assert [s.text for s in sc.live.slos][0] == "p99(latency.command.mark_delivered) < 60s"
     assert load_experiment(ROOT / "scenarios" / "ci_spike.yaml").scenario.live.slos is None
+
+
+def test_scale_overrides_out_of_range_are_bad_input_before_anything_starts(tmp_path):
+    from click.testing import CliRunner
+
+    from surgesim.cli import cli
+
+    res = CliRunner().invoke(cli, ["live", str(ROOT / "scenarios" / "dispatch_wave.yaml"), "--rate-scale", "2",
+                                   "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2, res.output
+    assert "--rate-scale" in res.output and "1e-06..1" in res.output
+    assert not (tmp_path / "run").exists()
