@@ -470,7 +470,8 @@ def bench_trigger(lt, db, fs_endpoint, project, sink, rate, seconds, partitions,
     from surgesim.emulators.triggers import TriggerBridge
 
     collection = fresh("trig").replace("-", "_")
-    bridge = TriggerBridge(db, collection=collection, url=sink.url + "/", project=project, partitions=partitions)
+    kw = {"partitions": partitions} if partitions else {}
+    bridge = TriggerBridge(db, collection=collection, url=sink.url + "/", project=project, **kw)
     ready = asyncio.Event()
     task = lt.spawn(bridge.run(ready))
     deadline = time.time() + 30
@@ -497,7 +498,8 @@ def bench_trigger(lt, db, fs_endpoint, project, sink, rate, seconds, partitions,
     lags = [_lag_s(a, u) for a, _, u in stats["trigger"]]
     distinct = len(set(docs))
     kept_up = distinct >= n and caught_up_s <= 2.0
-    return emit({"bench": "trigger_bridge", "partitions": partitions, "target_writes_per_s": rate,
+    return emit({"bench": "trigger_bridge", "partitions": bridge.partitions,
+                 "duplicates_dropped": bridge.counters.duplicates_dropped, "target_writes_per_s": rate,
                  "achieved_writes_per_s": w["writes_per_s"], "changes": n, "delivered_distinct": distinct,
                  "duplicates": len(docs) - distinct, "delivered_per_s": round(distinct / w["seconds"], 1),
                  "caught_up_after_last_write_s": round(caught_up_s, 2), "kept_up": kept_up,
@@ -552,8 +554,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0, help="seconds of writes per trigger step")
     ap.add_argument("--project", default="bench-local")
     ap.add_argument("--n", type=int, default=20000, help="messages per Pub/Sub measurement")
-    ap.add_argument("--rates", default="10,20,40,80,160,320", help="trigger write rates, rising; stops when behind")
-    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--rates", default="40,160,320,640,1280", help="trigger write rates, rising; stops when behind")
+    ap.add_argument("--partitions", type=int, default=None, help="trigger bridge key ranges (default: the bridge's)")
     ap.add_argument("--only", default="raw,push,relay,bq,trigger")
     ap.add_argument("--repeat", type=int, default=2, help="rounds of the interleaved raw/bridge figures")
     ap.add_argument("--json", help="also write every record to this file")
@@ -583,7 +585,8 @@ def main() -> None:
         if "raw" in only:
             asyncio.run(raw_pubsub(ps, args.project, stack.clients, args.n, results))
             asyncio.run(raw_sink(sink.url, results))
-            raw_firestore(fs, args.project, results)
+            if "trigger" not in only:
+                raw_firestore(fs, args.project, results)
         bq = None
         if "bq" in only or "raw" in only:
             bq = stack.clients.bigquery()
@@ -607,10 +610,12 @@ def main() -> None:
             bench_relay(lt, ps, args.project, args.n, results)
         if "trigger" in only:
             db = stack.clients.firestore()
-            for rate in [float(x) for x in args.rates.split(",")]:
-                r = bench_trigger(lt, db, fs, args.project, sink, rate, args.seconds, args.partitions, results)
-                if not r["kept_up"]:
-                    break
+            for k in range(args.repeat):  # raw writes right before the steps, so load swings hit both
+                raw_firestore(fs, args.project, results)
+                for rate in [float(x) for x in args.rates.split(",")]:
+                    r = bench_trigger(lt, db, fs, args.project, sink, rate, args.seconds, args.partitions, results)
+                    if not r["kept_up"]:
+                        break
         emit(summary(results), results)
     finally:
         if lt is not None:

@@ -9,17 +9,23 @@ as the trigger's ``events`` ask -- ``ce-id``, ``ce-source``, ``ce-subject``, ``c
 plain-JSON field values (Eventarc's real body is protobuf ``DocumentEventData``; JSON
 keeps any framework able to read it).
 
-Why several listeners: the Python collection listener falls seconds behind beyond
-~20-40 writes/s because each change re-sorts its whole snapshot of the query. The bridge
-splits the key space into ``partitions`` ``__name__`` ranges, one listener each, so every
-listener holds a fraction of the documents (figures in docs/benchmarks/bridges.md).
+The source is a change feed polled with ``RunQuery`` over the collection (raw gRPC,
+raw protobuf), comparing each document's update time with the last state read -- not a
+listener. Measured (docs/benchmarks/bridges.md): on every commit the Firestore emulator
+re-sends *every* document of *every* listen target (800 writes into one collection
+gave ~324,000 ``document_change`` messages, whatever the key-range partitioning), so
+any listener -- the Python ``on_snapshot`` or the raw ``Listen`` stream -- costs O(docs)
+per write and fell behind at ~20 writes/s. A poll costs O(docs) per *read*, whatever
+the write rate; after each read the poller pauses at least ``poll_interval`` and at
+least ``poll_pause_factor`` times what the read took, so a large collection does not
+monopolise the emulator.
 
-Exactly once per change: a change is identified by (document, update_time); a listener's
-(re)connect replays documents it already knows with the same update_time and those are
-dropped. Documents present when the bridge starts are the baseline (Eventarc fires only
-for changes after the trigger exists). A listener delivers document *states*: two writes
-to one document faster than the listener reports them arrive as one change (Eventarc
-would send two) -- see docs/bridges.md.
+Exactly once per change *state*: a change is (document, update_time); unchanged
+documents are dropped by comparing the update time; a document missing from a read was
+deleted. Documents present at the first read are the baseline (Eventarc fires only for
+changes after the trigger exists). Limits: writes to one document between two reads
+arrive as one change (Eventarc sends one per write), and a document created and deleted
+between two reads is not seen -- see docs/bridges.md.
 """
 
 from __future__ import annotations
@@ -28,17 +34,27 @@ import asyncio
 import base64
 import datetime as dt
 import logging
+import os
 import string
-import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import httpx
+from google.cloud.firestore_v1 import types as _ft
+
+from .pubsub_rest import stoppable_sleep
+from .push import HttpLanes
 
 log = logging.getLogger(__name__)
 
 EVENT_PREFIX = "google.cloud.firestore.document.v1."
+_RunQueryRequest = _ft.RunQueryRequest.pb()
+_RunQueryResponse = _ft.RunQueryResponse.pb()
+_RUN_QUERY = "/google.firestore.v1.Firestore/RunQuery"
+_GRPC_OPTIONS = [("grpc.max_receive_message_length", -1)]
 _KEY_CHARS = "".join(sorted(string.digits + string.ascii_letters))
 
 
@@ -131,108 +147,129 @@ class TriggerCounters:
     failures: int = 0
     gave_up: int = 0
     skipped: int = 0
+    polls: int = 0
 
 
 class TriggerBridge:
     def __init__(self, db, *, collection: str, url: str, project: str, events: list[str] | None = None,
-                 database: str = "(default)", partitions: int = 4, token: str | None = None,
-                 concurrency: int = 32, max_attempts: int = 10, http: httpx.AsyncClient | None = None) -> None:
+                 database: str = "(default)", partitions: int = 1, token: str | None = None,
+                 concurrency: int = 32, max_attempts: int = 10, http: httpx.AsyncClient | None = None,
+                 endpoint: str | None = None, poll_interval: float = 0.05, poll_pause_factor: float = 1.0) -> None:
         self.db = db
         self.collection = collection
         self.url = url
         self.project = project
         self.events = list(events or ["written"])
         self.database = database
-        self.partitions = partitions
+        self.partitions = partitions  # kept for callers; one query reads the whole collection
+        self.poll_interval = poll_interval
+        self.poll_pause_factor = poll_pause_factor
         self.token = token
         self.concurrency = concurrency
         self.max_attempts = max_attempts
+        # the emulator's gRPC address: given, or the one the Firestore client uses
+        self.endpoint = endpoint or getattr(db, "_emulator_host", None) or os.environ.get("FIRESTORE_EMULATOR_HOST")
         self.counters = TriggerCounters()
         self._http = http
         self._own_http = http is None
+        self._lanes: HttpLanes | None = None
         self._state: dict[str, dict] = {}  # doc id -> {"fields", "createTime", "updateTime"}
-        self._lock = threading.Lock()
-        self._watches: list = []
         self._queue: asyncio.Queue | None = None
+        self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready = threading.Event()
-        self._initial_pending = 0
 
-    # ---- listeners (their callbacks run on the client's threads) -----------------------
-    def _start_listeners(self) -> None:
-        from google.cloud.firestore_v1.base_query import FieldFilter
+    # ---- the change feed: polling RunQuery ---------------------------------------------
+    def _db_path(self) -> str:
+        return f"projects/{self.project}/databases/{self.database}"
 
-        col = self.db.collection(self.collection)
-        bounds = partition_bounds(self.partitions)
-        self._initial_pending = len(bounds)
-        for lo, hi in bounds:
-            q = col
-            if lo is not None:
-                q = q.where(filter=FieldFilter("__name__", ">=", col.document(lo)))
-            if hi is not None:
-                q = q.where(filter=FieldFilter("__name__", "<", col.document(hi)))
-            first = {"pending": True}
-            self._watches.append(q.on_snapshot(lambda docs, changes, read_time, first=first:
-                                               self._on_snapshot(changes, first)))
+    def _query(self):
+        parts = self.collection.split("/")
+        req = _RunQueryRequest(parent="/".join([self._db_path(), "documents", *parts[:-1]]))
+        req.structured_query.from_.add(collection_id=parts[-1])
+        return req
 
-    def _on_snapshot(self, changes, first: dict) -> None:
-        out = []
-        with self._lock:
-            for ch in changes:
-                doc = ch.document
-                doc_id = doc.id
-                if ch.type.name == "REMOVED":
-                    old = self._state.pop(doc_id, None)
-                    if old is None or first["pending"]:
-                        continue
-                    out.append((doc_id, old, None, None))
-                    continue
-                update = _ts(doc.update_time)
-                old = self._state.get(doc_id)
-                if old is not None and old["updateTime"] == update:
-                    self.counters.duplicates_dropped += 1  # a reconnect replaying a known state
-                    continue
-                new = {"fields": doc.to_dict() or {}, "createTime": _ts(doc.create_time), "updateTime": update}
-                self._state[doc_id] = new
-                if first["pending"]:
-                    continue  # baseline: existed before the trigger
-                out.append((doc_id, old, new, update))
-            if first["pending"]:
-                first["pending"] = False
-                self._initial_pending -= 1
-                if self._initial_pending == 0:
-                    self._ready.set()
-        if out and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._enqueue, out)
+    async def _poll(self, ready: asyncio.Event) -> None:
+        """Read the whole collection, compare every document's update time with the last
+        state, emit the differences; the first read is the baseline."""
+        prefix = f"{self._db_path()}/documents/{self.collection}/"
+        metadata = [("google-cloud-resource-prefix", self._db_path()), ("authorization", "Bearer owner")]
+        req = self._query()
+        baseline, failures = True, 0
+        while not self._stop.is_set():
+            t0 = time.monotonic()
+            seen: set[str] = set()
+            try:
+                async for r in self._run_query(req, metadata=metadata, timeout=60):
+                    if r.HasField("document"):
+                        doc = r.document
+                        doc_id = doc.name[len(prefix):]
+                        seen.add(doc_id)
+                        self._changed(doc_id, doc, emit=not baseline)
+            except grpc.aio.AioRpcError as exc:
+                failures += 1
+                log.warning("trigger %s: runQuery failed (%s)", self.collection, exc.code().name)
+                await stoppable_sleep(self._stop, min(5.0, 0.1 * 2 ** failures))
+                continue
+            failures = 0
+            for doc_id in [k for k in self._state if k not in seen]:
+                self._removed(doc_id, emit=not baseline)
+            baseline = False
+            ready.set()
+            self.counters.polls += 1
+            took = time.monotonic() - t0
+            # keep the emulator mostly free for the system under test: a read of a large
+            # collection is followed by a proportionally longer pause
+            await stoppable_sleep(self._stop, max(self.poll_interval, self.poll_pause_factor * took))
 
-    def _enqueue(self, out: list) -> None:
-        for item in out:
+    def _changed(self, doc_id: str, doc, *, emit: bool) -> None:
+        stamp = (doc.update_time.seconds, doc.update_time.nanos)
+        old = self._state.get(doc_id)
+        if old is not None and old["_stamp"] == stamp:
+            return  # unchanged since the last read
+        update = _pb_ts(doc.update_time)
+        new = {"fields": {k: value_to_plain(v) for k, v in doc.fields.items()},
+               "createTime": _pb_ts(doc.create_time), "updateTime": update, "_stamp": stamp}
+        self._state[doc_id] = new
+        if emit:
             self.counters.changes += 1
-            self._queue.put_nowait(item)
+            self._queue.put_nowait((doc_id, old, new, update))
+
+    def _removed(self, doc_id: str, *, emit: bool) -> None:
+        old = self._state.pop(doc_id, None)
+        if old is not None and emit:
+            self.counters.changes += 1
+            self._queue.put_nowait((doc_id, old, None, None))
 
     # ---- delivery ---------------------------------------------------------------------------
     async def run(self, ready: asyncio.Event | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
+        self._stop = asyncio.Event()
         if self._http is None:
             self._http = httpx.AsyncClient(trust_env=False, timeout=30.0)
-        await asyncio.to_thread(self._start_listeners)
-        await asyncio.to_thread(self._ready.wait, 30)
-        if ready is not None:
-            ready.set()
-        self._stop = asyncio.Event()
+        # small connection pools side by side: one big httpx pool slows down (emulators/push.py)
+        self._lanes = HttpLanes(self._http)
+        channel = grpc.aio.insecure_channel(self.endpoint, options=_GRPC_OPTIONS)
+        self._run_query = channel.unary_stream(_RUN_QUERY, request_serializer=_RunQueryRequest.SerializeToString,
+                                               response_deserializer=_RunQueryResponse.FromString)
+        polled = asyncio.Event()
+        poller = asyncio.create_task(self._poll(polled))
         workers = [asyncio.create_task(self._worker()) for _ in range(self.concurrency)]
         try:
+            await asyncio.wait_for(polled.wait(), 30)
+            if ready is not None:
+                ready.set()
             await self._stop.wait()
             # let what is already queued go out before stopping (bounded by the caller's patience)
             while not self._queue.empty():
                 await asyncio.sleep(0.05)
         finally:
-            for w in workers:
-                w.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            for watch in self._watches:
-                await asyncio.to_thread(watch.unsubscribe)
+            self._stop.set()
+            for t in (poller, *workers):
+                t.cancel()
+            await asyncio.gather(poller, *workers, return_exceptions=True)
+            await channel.close()
+            await self._lanes.aclose()
             if self._own_http:
                 await self._http.aclose()
 
@@ -254,13 +291,16 @@ class TriggerBridge:
     async def _send(self, headers: dict, body: dict) -> None:
         delay = 0.1
         for attempt in range(1, self.max_attempts + 1):
+            lane = self._lanes.acquire()
             try:
-                r = await self._http.post(self.url, json=body, headers=headers)
+                r = await self._lanes.clients[lane].post(self.url, json=body, headers=headers)
                 if 200 <= r.status_code < 300:
                     self.counters.sent += 1
                     return
             except httpx.HTTPError:
                 pass
+            finally:
+                self._lanes.release(lane)
             self.counters.failures += 1
             # Eventarc retries a failed delivery with exponential backoff (same ce-id).
             await asyncio.sleep(delay)
@@ -272,7 +312,33 @@ class TriggerBridge:
     def stop(self) -> None:
         """Thread-safe: stop after the queued changes are sent."""
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(lambda: getattr(self, "_stop", None) and self._stop.set())
+            self._loop.call_soon_threadsafe(lambda: self._stop is not None and self._stop.set())
 
     def pending(self) -> int:
         return self._queue.qsize() if self._queue is not None else 0
+
+
+def _pb_ts(ts) -> str | None:
+    if not ts.seconds and not ts.nanos:
+        return None
+    return ts.ToDatetime(tzinfo=dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def value_to_plain(v) -> Any:
+    """A raw protobuf Firestore ``Value`` as plain JSON (as ``to_plain`` gives for decoded values)."""
+    kind = v.WhichOneof("value_type")
+    if kind is None or kind == "null_value":
+        return None
+    if kind == "map_value":
+        return {k: value_to_plain(x) for k, x in v.map_value.fields.items()}
+    if kind == "array_value":
+        return [value_to_plain(x) for x in v.array_value.values]
+    if kind == "timestamp_value":
+        return _pb_ts(v.timestamp_value) or "1970-01-01T00:00:00Z"
+    if kind == "bytes_value":
+        return base64.b64encode(v.bytes_value).decode()
+    if kind == "geo_point_value":
+        return {"latitude": v.geo_point_value.latitude, "longitude": v.geo_point_value.longitude}
+    if kind == "reference_value":  # the document path, as DocumentReference.path
+        return v.reference_value.split("/documents/", 1)[-1]
+    return getattr(v, kind)
