@@ -93,15 +93,17 @@ def test_bad_eta_deploy_dead_letters_after_exactly_5_attempts_and_the_replay_los
     dead = eta["dead_lettered"]
     assert dead >= 1, (eta, text[-2000:])  # the bad revision did dead-letter ParcelAssigned events
 
-    # exactly 5 attempts: the emulator's own count on every dead letter, and the bad
-    # revision's log shows attempts 1..5 for as many messages as were dead-lettered
+    # exactly 5 attempts: the emulator's own count on every dead letter; the bad revision's
+    # log shows attempts 1..5 for at least as many messages (one whose 5th attempt failed
+    # just before the fix can be taken by the fixed revision after the seek instead of
+    # being dead-lettered) and never a 6th attempt
     fault = next(f for f in json.loads((out / "faults.json").read_text()) if f["kind"] == "bad_deploy")
     d = fault["details"]
     assert d["dead_letter_delivery_counts"] == {"5": dead}, d
     raised = bad_revision_attempts(out / "logs")
     full = [mid for mid, attempts in raised.items() if sorted(attempts) == [1, 2, 3, 4, 5]]
-    assert len(full) == dead, raised
-    assert all(max(a) <= 5 for a in raised.values()), raised  # never a 6th attempt
+    assert dead <= len(full), raised
+    assert all(max(a) <= 5 and len(a) == len(set(a)) for a in raised.values()), raised
     assert d["bad_version"]["bad_deploy"] == sum(len(a) for a in raised.values())
 
     # the fix: eta-sub sought back to the deploy, every dead letter re-published once
