@@ -46,3 +46,18 @@ def test_cloudevent_headers_and_body():
 
 def test_to_plain_nested():
     assert to_plain({"a": [1, {"b": b"hi"}]}) == {"a": [1, {"b": "aGk="}]}
+
+
+def test_raw_protobuf_values_read_as_plain_json():
+    from google.cloud.firestore_v1 import _helpers
+
+    from surgesim.emulators.triggers import value_to_plain
+
+    when = dt.datetime(2024, 5, 1, 12, 0, 0, 250000, tzinfo=dt.timezone.utc)
+    fields = {"s": "x", "n": 3, "f": 1.5, "b": True, "none": None, "when": when, "raw": b"\x00\x01",
+              "nested": {"list": [1, "two", {"deep": False}]}}
+    pb = {k: _helpers.encode_value(v)._pb for k, v in fields.items()}
+    plain = {k: value_to_plain(v) for k, v in pb.items()}
+    assert plain == {"s": "x", "n": 3, "f": 1.5, "b": True, "none": None, "when": "2024-05-01T12:00:00.250000Z",
+                     "raw": "AAE=", "nested": {"list": [1, "two", {"deep": False}]}}
+    assert plain == to_plain(fields)
