@@ -27,9 +27,11 @@ this rehearses a broker outage, not anything Pub/Sub is known to do. Only the Pu
 emulator (target `pubsub` or none), and only one started by surgesim (it needs its process
 group); anything else is recorded as unsupported or failed. A reused emulator is frozen
 for everyone using it. The record's details: method, pgid, the frozen processes,
-`frozen_wall_s`, and `settled_inside`: per subscription, the settlements (acks and dead
-letters) reported from SETTLE_S after the freeze to the thaw (0 everywhere when nothing was
-delivered in the window).
+`frozen_wall_s`, and from SETTLE_S after the freeze to the thaw, per subscription:
+`delivered_inside`, the deliveries the harness saw the emulator make (0 everywhere: a
+frozen emulator hands out nothing), and `settled_inside`, the acks and dead letters
+reported (a push delivered before the freeze whose endpoint answers inside is reported
+acked then; its ack reaches the emulator after the thaw).
 """
 
 from __future__ import annotations
@@ -162,6 +164,26 @@ class FaultInjector:
             return {}
         return {name: l.acked + len(l.early) + l.dead_lettered for name, l in bridges.metrics.ledgers.items()}
 
+    def _deliveries(self) -> dict[str, int]:
+        """Messages the harness has seen the emulator hand out so far: push bridges' pulls
+        (each push started), pull workers' deliveries through the counting gRPC proxy, and
+        the filter relays' tap pulls (`<sub>:relay`). The BigQuery bridge is left out: it
+        writes rows pulled earlier in later batches, so its rows say nothing about when the
+        emulator delivered them (its acks are in the settlements)."""
+        b = getattr(self.runner, "bridges", None)
+        if b is None:
+            return {}
+        out = {name: p.counters.delivered for name, p in (getattr(b, "push", None) or {}).items()}
+        out.update({f"{name}:relay": r.counters.seen for name, r in (getattr(b, "relays", None) or {}).items()})
+        proxy = getattr(b, "proxy", None)
+        if proxy is not None:
+            for name, t in proxy.totals()["subscriptions"].items():
+                out[name] = out.get(name, 0) + t["delivered"]
+        return out
+
+    def _snapshot(self) -> dict[str, dict[str, int]]:
+        return {"settled": self._settlements(), "delivered": self._deliveries()}
+
     def _pause_start(self, a: Active, t: float) -> None:
         f = a.fault
         if f.target not in (None, "", "pubsub"):
@@ -190,7 +212,7 @@ class FaultInjector:
         # so answers already on their way (socket buffers) are not counted as in the window
         if wake.wait(SETTLE_S):
             return
-        a.restore["inside0"] = self._settlements()
+        a.restore["inside0"] = self._snapshot()
         if wall is None or wake.wait(max(0.0, pause.stopped_at + wall - time.monotonic())):
             return  # no duration (lasts until the run ends) or ended/aborted by the main thread
         self._thaw(a)
@@ -198,7 +220,7 @@ class FaultInjector:
     def _thaw(self, a: Active) -> None:
         with a.restore["lock"]:
             if a.restore["pause"].frozen:
-                a.restore["inside1"] = self._settlements()
+                a.restore["inside1"] = self._snapshot()
                 a.restore["pause"].resume()
 
     def _pause_end(self, a: Active) -> dict:
@@ -207,12 +229,18 @@ class FaultInjector:
         self._thaw(a)  # if the clock thread has not already
         a.restore["clock"].join(5)
         before, after = a.restore["inside0"], a.restore["inside1"]
-        inside = None if before is None or after is None else {k: v - before.get(k, 0) for k, v in after.items()}
+
+        def inside(key: str) -> dict[str, int] | None:
+            if before is None or after is None:
+                return None  # a window shorter than SETTLE_S, or one without an end
+            return {k: v - before[key].get(k, 0) for k, v in after[key].items()}
+
         return {"method": "SIGSTOP/SIGCONT of the Pub/Sub emulator's process group (state kept)",
                 "endpoint": self.runner.stack.endpoint("pubsub"), "pgid": pause.pgid,
                 "processes": a.restore["members"],
                 "frozen_wall_s": round((pause.resumed_at or time.monotonic()) - pause.stopped_at, 3),
-                "settled_inside": inside, "settled_inside_from_s": SETTLE_S}
+                "delivered_inside": inside("delivered"), "settled_inside": inside("settled"),
+                "inside_from_s": SETTLE_S}
 
     def _start(self, f: Fault, t: float, wall_epoch: float) -> None:
         a = Active(f, wall_epoch)

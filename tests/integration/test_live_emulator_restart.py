@@ -70,10 +70,13 @@ def test_emulator_restart_delivers_nothing_in_the_window_then_everything(gcp, tm
     assert ev["start_s"] == 60.0 and ev["end_s"] >= 180.0
     assert "SIGSTOP" in d["method"] and any(p["name"] == "java" for p in d["processes"]), d
     assert WINDOW_WALL_S - 0.5 <= d["frozen_wall_s"] <= WINDOW_WALL_S + 4, d  # the main loop ticks every 0.2 s
-    # no delivery in the window: nobody settled anything (acks, dead letters) on any subscription
-    settled = d["settled_inside"]
-    assert {"telemetry-livemap", "telemetry-geofence", "notification-sub", "eta-sub"} <= set(settled)
-    assert sum(settled.values()) == 0, settled
+    # no delivery in the window: neither the push bridges nor the pull workers (through the
+    # counting gRPC proxy) got a message from the emulator; acks reported inside can only be
+    # pushes delivered before the freeze (their handlers answering late on a loaded machine)
+    delivered = d["delivered_inside"]
+    assert {"telemetry-livemap", "telemetry-geofence", "notification-sub", "eta-sub"} <= set(delivered)
+    assert sum(delivered.values()) == 0, delivered
+    assert set(d["settled_inside"]) >= {"telemetry-livemap", "notification-sub"}
 
     summary = json.loads((out / "summary.json").read_text())
     cons = summary["conservation"]

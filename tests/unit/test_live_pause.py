@@ -80,7 +80,9 @@ class Runner:
         self.stack = SimpleNamespace(endpoint=lambda name: "127.0.0.1:9", emulators={"pubsub": st})
         self.system = SimpleNamespace(project="p", subscriptions=[])
         self.ledger = Ledger("eta-sub", "logistics.events")
-        self.bridges = SimpleNamespace(metrics=SimpleNamespace(ledgers={"eta-sub": self.ledger}))
+        self.push = SimpleNamespace(counters=SimpleNamespace(delivered=0))
+        self.bridges = SimpleNamespace(metrics=SimpleNamespace(ledgers={"eta-sub": self.ledger}),
+                                       push={"eta-sub": self.push}, relays={}, proxy=None)
 
 
 def test_emulator_restart_freezes_for_the_window_and_records_settlements_inside(group, monkeypatch):
@@ -92,15 +94,17 @@ def test_emulator_restart_freezes_for_the_window_and_records_settlements_inside(
     assert _wait_states(group.pid, {psutil.STATUS_STOPPED}) == {psutil.STATUS_STOPPED}
     r.ledger.see("m1", 1.0, ("k",))
     r.ledger.settle("m1")  # settled before the measured window opens: not counted
+    r.push.counters.delivered += 1  # ... and delivered before it
     time.sleep(0.6)
     r.ledger.settle("m2")  # an ack reported inside (the tap has not seen m2): counted
+    r.push.counters.delivered += 2  # deliveries seen inside: counted
     inj.tick(30.0)
     assert psutil.STATUS_STOPPED not in _wait_states(group.pid, {psutil.STATUS_SLEEPING})
     (ev,) = inj.events
     assert (ev["kind"], ev["start_s"], ev["end_s"]) == ("emulator_restart", 10.0, 30.0)
     d = ev["details"]
     assert d["pgid"] == group.pid and len(d["processes"]) == 2 and 0.6 <= d["frozen_wall_s"] < 2.0
-    assert d["settled_inside"] == {"eta-sub": 1}
+    assert d["settled_inside"] == {"eta-sub": 1} and d["delivered_inside"] == {"eta-sub": 2}
 
 
 def test_the_thaw_is_on_time_even_when_the_main_loop_does_not_tick(group, monkeypatch):
@@ -115,6 +119,7 @@ def test_the_thaw_is_on_time_even_when_the_main_loop_does_not_tick(group, monkey
     inj.tick(12.0)
     d = inj.events[0]["details"]
     assert 0.45 <= d["frozen_wall_s"] < 1.5 and d["settled_inside"] == {"eta-sub": 0}
+    assert d["delivered_inside"] == {"eta-sub": 0}
 
 
 def test_emulator_restart_is_thawed_by_abort_and_refused_when_not_ours(group):
