@@ -72,6 +72,9 @@ class Active:
     its process, i.e. time_scale times as many scenario seconds)."""
 
 
+CLIENT_TIMEOUT_S = 30.0
+"""The shortest timeout of the live run's Pub/Sub clients (the generators' and bridges' REST
+calls); an outage longer than this makes calls fail instead of wait."""
 SETTLE_S = 0.5
 """emulator_restart: seconds after the freeze before settlements count as inside the window."""
 
@@ -204,6 +207,9 @@ class FaultInjector:
         a.restore["clock"].start()
         self.say(f"  Pub/Sub emulator frozen (SIGSTOP to process group {st.pgid}; `kill -CONT -{st.pgid}` "
                  "resumes it if this harness dies)")
+        if wall is None or wall > CLIENT_TIMEOUT_S:
+            self.say(f"  warning: the outage lasts {'until the run ends' if wall is None else f'{wall:.0f} wall s'}, "
+                     f"longer than the clients' {CLIENT_TIMEOUT_S:g} s timeouts: publishes made in it may fail")
 
     def _pause_clock(self, a: Active, wall: float | None) -> None:
         pause: GroupPause = a.restore["pause"]
