@@ -33,7 +33,7 @@ class SubState:
         self.name = sub.name
         self.plan = plan
         self.pred = parse_filter(sub.filter) if sub.filter else None
-        self._match: dict[int, bool] = {}
+        self._lut = np.zeros(0, dtype=bool)  # filter verdict per interned attribute set
         self.node = None
         self.ch: int | None = None
         self.workflow = None
@@ -65,35 +65,32 @@ class SubState:
     # ---- arrival -----------------------------------------------------------------------
 
     def matches(self, attrs: np.ndarray) -> np.ndarray:
+        """Which messages pass the filter: a lookup table over the interned attribute sets,
+        so the filter runs once per distinct set and a batch costs one gather."""
         if self.pred is None or attrs.shape[0] == 0:
             return np.ones(attrs.shape[0], dtype=bool)
-        a0 = int(attrs[0])
-        if attrs.shape[0] < 2 or (attrs == a0).all():  # the usual batch: one attribute set
-            got = self._match.get(a0)
-            if got is None:
-                got = self._match[a0] = bool(self.pred(self.eng.attrs.get(a0)))
-            return np.full(attrs.shape[0], got)
-        uniq = np.unique(attrs).tolist()
-        hit = []
-        for a in uniq:
-            got = self._match.get(a)
-            if got is None:
-                got = self._match[a] = bool(self.pred(self.eng.attrs.get(a)))
-            if got:
-                hit.append(a)
-        if len(hit) == len(uniq):
-            return np.ones(attrs.shape[0], dtype=bool)
-        return np.isin(attrs, hit)
+        sets = self.eng.attrs.sets
+        if self._lut.size < len(sets):
+            old = self._lut.size
+            self._lut = np.concatenate([self._lut, np.array([bool(self.pred(a)) for a in sets[old:]], dtype=bool)])
+        return self._lut[attrs]
 
     def accept(self, b: Batch) -> None:
         m = self.eng.metrics
-        self.totals["published"] += len(b)
+        n = len(b)
+        self.totals["published"] += n
         m.count("_published", self.name, b.t)
-        keep = self.matches(b.attrs)
-        if not keep.all():
-            m.count("filtered", self.name, b.t[~keep])
-            self.totals["filtered"] += int((~keep).sum())
-            b = b.take(np.nonzero(keep)[0])
+        if self.pred is not None and n:
+            keep = self.matches(b.attrs)
+            nk = int(np.count_nonzero(keep))
+            if nk == 0:  # e.g. RouteEtaUpdated at every reactor but none: no gathers
+                m.count("filtered", self.name, b.t)
+                self.totals["filtered"] += n
+                return
+            if nk < n:
+                m.count("filtered", self.name, b.t[~keep])
+                self.totals["filtered"] += n - nk
+                b = b.take(np.flatnonzero(keep))
         if self.history is not None and len(b):
             for at, end in self.history_windows:
                 inwin = (b.t >= at) & (b.t < end)

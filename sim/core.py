@@ -68,6 +68,8 @@ class AttrTable:
 def _column(v, n: int, dtype) -> np.ndarray:
     if isinstance(v, (int, np.integer)):
         return np.full(n, v, dtype=dtype)
+    if isinstance(v, np.ndarray) and v.shape == (n,):
+        return v.astype(dtype)  # a copy: batches never share columns they may change
     return np.broadcast_to(np.asarray(v, dtype=dtype), (n,)).copy()
 
 

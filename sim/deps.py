@@ -25,7 +25,7 @@ class Stores:
         self.firestore = {c.name: {"reads": 0, "writes": 0} for c in eng.system.stores.firestore}
         self.bigquery = {t.ref: {"rows": 0, "bytes": 0} for t in eng.system.stores.bigquery}
         self._debounce: dict[tuple[str, str], np.ndarray] = {}
-        self._doc_free: dict[tuple[str, int], float] = {}
+        self._doc_free: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for c in eng.system.stores.firestore:
             eng.metrics.declare("firestore_writes", c.name)
         self.triggers = {c.name: [t for t in eng.system.triggers if t.collection == c.name] for c in eng.system.stores.firestore}
@@ -80,20 +80,40 @@ class Stores:
 
     def contention(self, collection: str, keys: np.ndarray, tt: np.ndarray) -> np.ndarray:
         """Extra wait for writes to one document beyond per_document_writes per second:
-        each document admits one write per 1/rate seconds."""
+        each document admits one write per 1/rate seconds, in time order. Vectorised in
+        rounds: each round takes the earliest remaining write of every document."""
         extra = np.zeros(keys.size)
+        order = np.argsort(tt, kind="stable")
+        order = order[keys[order] >= 0]
+        if order.size == 0:
+            return extra
         gap = 1.0 / self.eng.system.stores.firestore_latency.per_document_writes
-        free = self._doc_free
-        for i in np.argsort(tt, kind="stable").tolist():
-            k = int(keys[i])
-            if k < 0:
-                continue
-            t = float(tt[i])
-            f = free.get((collection, k), -np.inf)
-            start = max(t, f)
-            free[(collection, k)] = start + gap
-            extra[i] = start - t
+        ks, ts = keys[order], tt[order]
+        free, first = self._documents(collection, int(ks.max()) + 1)
+        remaining = np.arange(order.size)  # positions in time order
+        while remaining.size:
+            kr = ks[remaining]
+            first[kr] = order.size
+            np.minimum.at(first, kr, remaining)
+            lead = first[kr] == remaining
+            w = remaining[lead]
+            kw, tw = ks[w], ts[w]
+            start = np.maximum(tw, free[kw])
+            free[kw] = start + gap
+            extra[order[w]] = start - tw
+            remaining = remaining[~lead]
         return extra
+
+    def _documents(self, collection: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per document of a collection: when it next admits a write, and scratch space."""
+        free, first = self._doc_free.get(collection, (None, None))
+        if free is None or free.size < size:
+            grown = np.full(max(size, 2 * (free.size if free is not None else 512)), -np.inf)
+            if free is not None:
+                grown[: free.size] = free
+            free, first = grown, np.empty(grown.size, dtype=np.int64)
+            self._doc_free[collection] = (free, first)
+        return free, first
 
     def bigquery_rows(self, table: str, times: np.ndarray, rows: int, row_bytes: int = 200) -> None:
         tot = self.bigquery.setdefault(table, {"rows": 0, "bytes": 0})
@@ -147,13 +167,20 @@ class Api:
         sec = np.floor(tt).astype(np.int64)
         order = np.argsort(tt, kind="stable")
         ss = sec[order]
-        uniq, first, counts = np.unique(ss, return_index=True, return_counts=True)
-        prior = np.array([self.used.get(u, 0) for u in uniq.tolist()], dtype=np.int64)
-        rank = np.arange(ss.size) - np.repeat(first, counts) + np.repeat(prior, counts)
-        limited = np.empty(ss.size, dtype=bool)
-        limited[order] = rank >= limit
-        for u, p, c in zip(uniq.tolist(), prior.tolist(), counts.tolist()):
-            self.used[u] = p + c
+        if ss[0] == ss[-1]:  # the usual small batch: one second
+            u = int(ss[0])
+            prior = self.used.get(u, 0)
+            limited = np.empty(ss.size, dtype=bool)
+            limited[order] = np.arange(prior, prior + ss.size) >= limit
+            self.used[u] = prior + ss.size
+        else:
+            uniq, first, counts = np.unique(ss, return_index=True, return_counts=True)
+            prior = np.array([self.used.get(u, 0) for u in uniq.tolist()], dtype=np.int64)
+            rank = np.arange(ss.size) - np.repeat(first, counts) + np.repeat(prior, counts)
+            limited = np.empty(ss.size, dtype=bool)
+            limited[order] = rank >= limit
+            for u, p, c in zip(uniq.tolist(), prior.tolist(), counts.tolist()):
+                self.used[u] = p + c
         if len(self.used) > 4096:
             cut = int(ss.min()) - 60
             self.used = {k: v for k, v in self.used.items() if k >= cut}

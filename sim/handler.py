@@ -27,6 +27,7 @@ STORAGE_BYTES_PER_S = 200e6
 class Effect:
     kind: str
     step: object
+    spec: object  # step.spec, a schema property resolved once
     idx: np.ndarray  # message indices that executed this step
     end: np.ndarray  # offset from start at which the step ended, per executed message
     extra: object = None
@@ -46,7 +47,7 @@ class Handler:
         self.steps = steps
         self.debounce_s = debounce_s
         self.rng = eng.rng(f"handler:{owner}")
-        self._attr_map: dict[tuple[int, int], int] = {}
+        self._attr_map: dict[int, np.ndarray] = {}  # per publish step: input set id -> output set id
         # Whether any step depends on when the message starts (rate-limit seconds, fault
         # windows, debounce, contention, job completion); if not, the node skips the
         # estimated-start pass.
@@ -62,13 +63,14 @@ class Handler:
         n = len(b)
         offs = np.zeros(n)
         fail = np.zeros(n, dtype=bool) if forced_fail is None else forced_fail.copy()
-        if fail.any():
+        # `full` (every message still running) is tracked, not recomputed per step.
+        full = forced_fail is None or not fail.any()
+        if not full:
             offs[fail] = 0.001  # the bad version raises at once
         alive = ~fail
         effects: list[Effect] = []
         job_done = None
         for step, kind, spec in self._steps:
-            full = bool(alive.all())
             idx = np.arange(n) if full else np.nonzero(alive)[0]
             m = idx.size
             if m == 0:
@@ -82,18 +84,20 @@ class Handler:
                 is_write = spec.op != "read"
                 if is_write and spec.debounce and self.debounce_s > 0:
                     do = eng.stores.debounce(self.owner, spec.collection, b.key[idx], tt, self.debounce_s)
-                lat[do] = sample(getattr(eng.system.stores.firestore_latency, spec.op), int(do.sum()), rng)
+                lat[do] = sample(getattr(eng.system.stores.firestore_latency, spec.op), int(np.count_nonzero(do)), rng)
                 if is_write and spec.key and not spec.debounce:
                     lat += eng.stores.contention(spec.collection, b.key[idx], tt)
-                effects.append(Effect("firestore", step, idx[do], offs[idx[do]] + lat[do]))
+                effects.append(Effect("firestore", step, spec, idx[do], offs[idx[do]] + lat[do]))
             elif kind == "call":
                 lat, ok = eng.call(spec.api, tt, b.attrs[idx], spec.timeout, rng)
                 bad = idx[~ok]
-                fail[bad] = True
-                alive[bad] = False
+                if bad.size:
+                    fail[bad] = True
+                    alive[bad] = False
+                    full = False
             elif kind == "publish":
                 lat = np.zeros(m)
-                effects.append(Effect("publish", step, idx, offs[idx].copy()))
+                effects.append(Effect("publish", step, spec, idx, offs[idx].copy()))
             elif kind == "bigquery":
                 bq = self.eng.system.stores.bigquery_latency
                 if spec.op == "query":
@@ -104,12 +108,12 @@ class Handler:
                     done = np.full(n, np.nan)
                     done[idx] = tt + lat + sample(spec.duration, m, rng)
                     job_done = done
-                effects.append(Effect("bigquery", step, idx, offs[idx] + lat))
+                effects.append(Effect("bigquery", step, spec, idx, offs[idx] + lat))
             elif kind == "storage":
                 lat = np.full(m, STORAGE_BASE_S + spec.bytes / STORAGE_BYTES_PER_S)
             elif kind == "poll":
                 lat = np.zeros(m)
-                effects.append(Effect("poll", step, idx, offs[idx].copy(), job_done))
+                effects.append(Effect("poll", step, spec, idx, offs[idx].copy(), job_done))
             elif kind == "vector":
                 lat = sample(spec.latency, m, rng)
             else:  # pragma: no cover - schema forbids
@@ -123,23 +127,24 @@ class Handler:
             fail |= err
         return Result(offs, fail, effects)
 
-    def out_attrs(self, step, in_ids: np.ndarray) -> np.ndarray:
-        """Attribute set ids for a publish step, copying `$attr` values from the input."""
-        spec = step.spec
-        sid = id(step)
-        a0 = int(in_ids[0]) if in_ids.shape[0] else 0
-        if in_ids.shape[0] and (in_ids == a0).all():
-            got = self._attr_map.get((sid, a0))
-            if got is not None:
-                return np.full(in_ids.shape[0], got, dtype=in_ids.dtype)
-        out = np.empty_like(in_ids)
-        for a in np.unique(in_ids).tolist():
-            got = self._attr_map.get((sid, a))
-            if got is None:
+    def out_attrs(self, step, spec, in_ids: np.ndarray) -> np.ndarray:
+        """Attribute set ids for a publish step, copying `$attr` values from the input: a
+        lookup table per step from input set to output set, filled as sets appear."""
+        lut = self._attr_map.get(id(step))
+        need = int(in_ids.max()) + 1 if in_ids.shape[0] else 0
+        if lut is None or lut.size < need:
+            grown = np.full(max(need, 2 * (lut.size if lut is not None else 8)), -1, dtype=np.int32)
+            if lut is not None:
+                grown[: lut.size] = lut
+            lut = self._attr_map[id(step)] = grown
+        out = lut[in_ids]
+        missing = out < 0
+        if missing.any():
+            for a in np.unique(in_ids[missing]).tolist():
                 src = self.eng.attrs.get(a)
                 attrs = {k: (src.get(v[1:], "") if v.startswith("$") else v) for k, v in spec.attributes.items()}
-                got = self._attr_map[(sid, a)] = self.eng.attrs.intern(attrs)
-            out[in_ids == a] = got
+                lut[a] = self.eng.attrs.intern(attrs)
+            out = lut[in_ids]
         return out
 
     def apply(self, res: Result, b: Batch, start: np.ndarray, served: np.ndarray | None) -> None:
@@ -155,7 +160,7 @@ class Handler:
             if idx.size == 0:
                 continue
             times = start[idx] + end
-            spec = ef.step.spec
+            spec = ef.spec
             if ef.kind == "firestore":
                 eng.stores.firestore_op(spec, times, b.key[idx])
             elif ef.kind == "publish":
@@ -165,7 +170,7 @@ class Handler:
                 if spec.count > 1:
                     idx, times = np.repeat(idx, spec.count), np.repeat(times, spec.count)
                 if idx.size:
-                    eng.broker.publish(spec.topic, Batch.new(times + spec.delay, self.out_attrs(ef.step, b.attrs[idx]), b.key[idx]))
+                    eng.broker.publish(spec.topic, Batch.new(times + spec.delay, self.out_attrs(ef.step, spec, b.attrs[idx]), b.key[idx]))
             elif ef.kind == "bigquery":
                 if spec.op == "insert" and spec.table:
                     eng.stores.bigquery_rows(spec.table, times, spec.rows)
