@@ -499,7 +499,7 @@ def bench_trigger(lt, db, fs_endpoint, project, sink, rate, seconds, partitions,
     distinct = len(set(docs))
     kept_up = distinct >= n and caught_up_s <= 2.0
     return emit({"bench": "trigger_bridge", "partitions": bridge.partitions,
-                 "duplicates_dropped": bridge.counters.duplicates_dropped, "target_writes_per_s": rate,
+                 "polls": bridge.counters.polls, "poll_seconds": round(bridge.counters.poll_seconds, 2), "target_writes_per_s": rate,
                  "achieved_writes_per_s": w["writes_per_s"], "changes": n, "delivered_distinct": distinct,
                  "duplicates": len(docs) - distinct, "delivered_per_s": round(distinct / w["seconds"], 1),
                  "caught_up_after_last_write_s": round(caught_up_s, 2), "kept_up": kept_up,

@@ -156,6 +156,7 @@ class Front:
         self.stats = FrontStats()
         self.slots: Slots | None = None
         self.http: httpx.AsyncClient | None = None
+        self.lanes = None  # HttpLanes over self.http
         self._reaper: asyncio.Task | None = None
 
     def instance_count(self) -> int:
@@ -163,13 +164,21 @@ class Front:
 
     async def _startup(self) -> None:
         self.slots = Slots(self.s, random.Random(self.seed))
+        from .push import LANE_CONNECTIONS, HttpLanes
+
+        # Requests spread over small clients: one httpx pool with many connections slows
+        # down per request as it grows (measured for the push bridge, emulators/push.py).
         self.http = httpx.AsyncClient(trust_env=False, timeout=self.s.request_timeout,
-                                      limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
+                                      limits=httpx.Limits(max_connections=LANE_CONNECTIONS,
+                                                          max_keepalive_connections=LANE_CONNECTIONS))
+        self.lanes = HttpLanes(self.http)
         self._reaper = asyncio.create_task(self._reap())
 
     async def _shutdown(self) -> None:
         if self._reaper:
             self._reaper.cancel()
+        if self.lanes:
+            await self.lanes.aclose()
         if self.http:
             await self.http.aclose()
 
@@ -222,13 +231,16 @@ class Front:
                 await asyncio.sleep(start_delay)
             url = self.upstream + scope["path"] + (("?" + scope["query_string"].decode()) if scope["query_string"] else "")
             fwd = {k: v for k, v in headers.items() if k not in HOP_HEADERS}
+            lane = self.lanes.acquire()
             try:
-                r = await self.http.request(scope["method"], url, content=body, headers=fwd)
+                r = await self.lanes.clients[lane].request(scope["method"], url, content=body, headers=fwd)
                 status, content, rh = r.status_code, r.content, r.headers
             except httpx.TimeoutException:
                 status, content, rh = 504, b"upstream request timeout\n", {}
             except httpx.HTTPError:
                 status, content, rh = 503, b"service unavailable\n", {}
+            finally:
+                self.lanes.release(lane)
         finally:
             await self.slots.release(inst)
         if status >= 500:

@@ -59,7 +59,8 @@ LANE_CONNECTIONS = 8
 
 class HttpLanes:
     """Small httpx clients sharing the in-flight requests: the caller's client is lane 0
-    and holds at most ``per_lane`` of them; further lanes are created as the window grows."""
+    and holds at most ``per_lane`` of them; further lanes are created as the window grows,
+    with the first client's timeout."""
 
     def __init__(self, first: httpx.AsyncClient, per_lane: int = LANE_CONNECTIONS) -> None:
         self.per_lane = per_lane
@@ -69,8 +70,9 @@ class HttpLanes:
     def acquire(self) -> int:
         i = min(range(len(self.load)), key=self.load.__getitem__)
         if self.load[i] >= self.per_lane:
-            self.clients.append(httpx.AsyncClient(trust_env=False, limits=httpx.Limits(
-                max_connections=self.per_lane, max_keepalive_connections=self.per_lane)))
+            self.clients.append(httpx.AsyncClient(trust_env=False, timeout=self.clients[0].timeout,
+                                                  limits=httpx.Limits(max_connections=self.per_lane,
+                                                                      max_keepalive_connections=self.per_lane)))
             self.load.append(0)
             i = len(self.load) - 1
         self.load[i] += 1

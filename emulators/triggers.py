@@ -148,6 +148,7 @@ class TriggerCounters:
     gave_up: int = 0
     skipped: int = 0
     polls: int = 0
+    poll_seconds: float = 0.0
 
 
 class TriggerBridge:
@@ -216,6 +217,7 @@ class TriggerBridge:
             baseline = False
             ready.set()
             self.counters.polls += 1
+            self.counters.poll_seconds += time.monotonic() - t0
             took = time.monotonic() - t0
             # keep the emulator mostly free for the system under test: a read of a large
             # collection is followed by a proportionally longer pause
