@@ -309,12 +309,15 @@ class FaultInjector:
                 r.start_service(f.target)
                 r.hold_push(f.target, False)
             elif f.kind == "bad_deploy":
-                try:  # the bad version's own counters, before the fix replaces the process
-                    m = r.service_metrics(f.target)
-                    details["bad_version"] = {k: m.get(k, 0) for k in ("received", "bad_deploy")}
-                except Exception as exc:  # noqa: BLE001
-                    details["bad_version"] = {"unreadable": f"{type(exc).__name__}: {exc}"}
-                r.roll_out(f.target, drop_env=("BAD_PATTERN",))
+                def read_bad(old) -> None:
+                    # the bad revision's own counters, once the fixed one has all the traffic
+                    try:
+                        m = httpx.get(old.url + "/metrics", timeout=10, trust_env=False).json()
+                        details["bad_version"] = {k: m.get(k, 0) for k in ("received", "bad_deploy")}
+                    except Exception as exc:  # noqa: BLE001
+                        details["bad_version"] = {"unreadable": f"{type(exc).__name__}: {exc}"}
+
+                r.roll_out(f.target, drop_env=("BAD_PATTERN",), before_stop=read_bad)
                 if f.replay:
                     details.update(self._replay(f.target, a.started_wall))
         except Exception as exc:  # noqa: BLE001

