@@ -305,8 +305,12 @@ class Engine:
 
     def run(self, progress: Callable[[int, int], None] | None = None) -> "Engine":
         nwin = self.metrics.nwin
-        nodes = list(self.nodes.values())
         subs = list(self.broker.subs.values())
+        nodes = list(self.nodes.values())
+        if self.part is not None:  # what the other partition runs gets no traffic here: skip it
+            subs = [st for st in subs if st.sub.topic in self.part.topics]
+            nodes = [n for n in nodes if n.name in self.part.nodes
+                     or any(st.node is n for st in subs if st.sub.delivery == "bigquery")]
         ai = 0
         for k in range(nwin):
             t0 = k * self.step

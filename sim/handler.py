@@ -79,15 +79,19 @@ class Handler:
             if kind in ("cpu", "sleep"):
                 lat = sample(spec, m, rng)
             elif kind == "firestore":
-                lat = np.zeros(m)
-                do = np.ones(m, dtype=bool)
                 is_write = spec.op != "read"
+                op_latency = getattr(eng.system.stores.firestore_latency, spec.op)
                 if is_write and spec.debounce and self.debounce_s > 0:
                     do = eng.stores.debounce(self.owner, spec.collection, b.key[idx], tt, self.debounce_s)
-                lat[do] = sample(getattr(eng.system.stores.firestore_latency, spec.op), int(np.count_nonzero(do)), rng)
-                if is_write and spec.key and not spec.debounce:
-                    lat += eng.stores.contention(spec.collection, b.key[idx], tt)
-                effects.append(Effect("firestore", step, spec, idx[do], offs[idx[do]] + lat[do]))
+                    lat = np.zeros(m)
+                    lat[do] = sample(op_latency, int(np.count_nonzero(do)), rng)
+                    done = idx[do]
+                    effects.append(Effect("firestore", step, spec, done, offs[done] + lat[do]))
+                else:
+                    lat = sample(op_latency, m, rng)
+                    if is_write and spec.key and not spec.debounce:
+                        lat += eng.stores.contention(spec.collection, b.key[idx], tt)
+                    effects.append(Effect("firestore", step, spec, idx, offs[idx] + lat))
             elif kind == "call":
                 lat, ok = eng.call(spec.api, tt, b.attrs[idx], spec.timeout, rng)
                 bad = idx[~ok]

@@ -179,22 +179,22 @@ class Metrics:
         })
 
     def percentile_rows(self) -> list[pd.DataFrame]:
-        """latency_p50/p99 and lag_p50/p99 per histogram window, from the histograms."""
-        frames = []
+        """latency_p50/p99 and lag_p50/p99 per histogram window, from the histograms (one
+        frame for all windows: a day has tens of thousands of them)."""
+        if not self._hist_rows:
+            return []
+        times, metrics, entities, values = [], [], [], []
         for time_s, path, idx, counts in self._hist_rows:
             kind, _, entity = path.partition("/")
             cum = np.cumsum(counts)
-            vals = []
             for q in (50, 99):
                 rank = max(1, math.ceil(cum[-1] * q / 100.0))
-                vals.append(float(bucket_value(idx[int(np.searchsorted(cum, rank))])))
-            frames.append(pd.DataFrame({
-                "time_s": [time_s, time_s],
-                "metric": [METRICS[f"{kind}_p50"], METRICS[f"{kind}_p99"]],
-                "entity": [entity, entity],
-                "value": vals,
-            }))
-        return frames
+                times.append(time_s)
+                metrics.append(METRICS[f"{kind}_p{q}"])
+                entities.append(entity)
+                values.append(idx[int(np.searchsorted(cum, rank))])
+        return [pd.DataFrame({"time_s": np.asarray(times, dtype=np.float64), "metric": metrics, "entity": entities,
+                              "value": bucket_value(np.asarray(values)).astype(np.float64)})]
 
     def timeseries_frame(self) -> pd.DataFrame:
         times = np.arange(self.nwin) * self.step

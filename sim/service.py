@@ -41,17 +41,27 @@ def is_sorted(a: np.ndarray) -> bool:
     return a.shape[0] < 2 or bool((a[1:] >= a[:-1]).all())
 
 
-def lindley(a: np.ndarray, s: np.ndarray, c: int, U: float, tU: float) -> np.ndarray:
-    """Waits of sorted arrivals a with handler times s at one server of c-fold speed that
-    already holds U slot-seconds of work at time tU: w_i = max(0, w_{i-1} + s_{i-1}/c -
-    (a_i - a_{i-1})), solved as S - min(prefix-min(S), 0) with S the cumulative sum."""
-    if a.shape[0] == 0:
+def lindley(a: np.ndarray, s: np.ndarray | float, c: int, U: float, tU: float) -> np.ndarray:
+    """Waits of sorted arrivals a with handler times s (an array, or one time for all) at
+    one server of c-fold speed that already holds U slot-seconds of work at time tU:
+    w_i = max(0, w_{i-1} + s_{i-1}/c - (a_i - a_{i-1})), solved as S - min(prefix-min(S), 0)
+    with S the cumulative sum. In place where it can be: it runs on every busy step."""
+    n = a.shape[0]
+    if n == 0:
         return np.zeros(0)
-    x = np.empty(a.shape[0])
+    x = np.empty(n)
     x[0] = U / c - (a[0] - tU)
-    x[1:] = s[:-1] / c - np.diff(a)
-    S = np.cumsum(x)
-    return S - np.minimum(np.minimum.accumulate(S), 0.0)
+    tail = x[1:]
+    np.subtract(a[:-1], a[1:], out=tail)
+    if isinstance(s, np.ndarray):
+        tail += s[:-1] / c
+    else:
+        tail += s / c
+    np.cumsum(x, out=x)
+    low = np.minimum.accumulate(x)
+    np.minimum(low, 0.0, out=low)
+    x -= low
+    return x
 
 
 @dataclass
@@ -160,7 +170,7 @@ class ServiceNode:
         ao = a if order is None else a[order]
         w_est = None
         if any(self.channels[ci].handler is not None and self.channels[ci].handler.time_dependent for ci in chans):
-            w_sorted = lindley(ao, np.full(a.shape[0], self.mean_svc), max(1, self.capacity(chans)), self.U, self.tU)
+            w_sorted = lindley(ao, self.mean_svc, max(1, self.capacity(chans)), self.U, self.tU)
             if order is None:
                 w_est = w_sorted
             else:
