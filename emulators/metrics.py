@@ -26,6 +26,7 @@ something calls ``settled`` for it (``observed``), never as a made-up number.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 import uuid
@@ -38,6 +39,7 @@ import httpx
 from surgesim.pubsub_filter import parse_filter
 from surgesim.rundir import METRICS
 
+from .pubsub_grpc import PubSubGrpc
 from .pubsub_rest import PubSubRest, PubSubRestError
 
 log = logging.getLogger(__name__)
@@ -48,6 +50,14 @@ DEAD_LETTER_PUBLISH_TIME = "CloudPubSubDeadLetterSourceTopicPublishTime"
 
 def parse_publish_time(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _as_rest(r) -> dict:
+    """A raw protobuf ``ReceivedMessage`` in the REST shape the ledgers read (same
+    base64 data and RFC 3339 publish time as the REST adapter prints)."""
+    m = r.message
+    return {"ackId": r.ack_id, "message": {"data": base64.b64encode(m.data).decode(), "attributes": dict(m.attributes),
+                                          "messageId": m.message_id, "publishTime": m.publish_time.ToJsonString()}}
 
 
 def _key(publish_time: str, data: str, attributes: dict | None) -> tuple:
@@ -123,6 +133,7 @@ class MetricsSampler:
         self._last: dict[tuple[str, str], int] = {}
         self._window_start = 0.0
         self._stop = asyncio.Event()
+        self._grpc: PubSubGrpc | None = None
 
     async def provision(self) -> None:
         for topic, tap in self.taps.items():
@@ -145,16 +156,23 @@ class MetricsSampler:
         self._stop.set()
 
     async def drain(self) -> int:
-        """Pull every tap until empty; returns messages seen."""
+        """Pull every tap until empty; returns messages seen. Over gRPC while `run` is
+        running (the emulator's REST adapter costs it several times the CPU: measured as
+        measurement overhead in docs/benchmarks/bridges.md), else over REST."""
         seen = 0
         for topic, tap in self.taps.items():
             while True:
-                got = await self.rest.pull(tap, 1000)
+                if self._grpc is not None:
+                    pulled = await self._grpc.pull(tap, 1000)
+                    got = [_as_rest(r) for r in pulled]
+                else:
+                    got = await self.rest.pull(tap, 1000)
                 if not got:
                     break
                 seen += len(got)
                 self._account(topic, got)
-                await self.rest.ack(tap, [r["ackId"] for r in got])
+                ids = [r["ackId"] for r in got]
+                await (self._grpc.ack(tap, ids) if self._grpc is not None else self.rest.ack(tap, ids))
         return seen
 
     def _account(self, topic: str, got: list[dict]) -> None:
@@ -202,6 +220,7 @@ class MetricsSampler:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time() + self.interval
+        self._grpc = PubSubGrpc(self.rest.endpoint, self.rest.project)  # bound to this loop
         try:
             while not self._stop.is_set():
                 try:
@@ -216,6 +235,8 @@ class MetricsSampler:
                 except asyncio.TimeoutError:
                     pass
         finally:
+            grpc_client, self._grpc = self._grpc, None
+            await grpc_client.aclose()
             for tap in self.taps.values():
                 try:
                     await self.rest.delete_subscription(tap)
