@@ -1,7 +1,8 @@
 """Simulator benchmarks.
 
     .venv/bin/python bench/bench_sim.py accuracy   # fluid vs per-message on a reduced wave
-    .venv/bin/python bench/bench_sim.py day        # scenarios/meridian_day.yaml: wall, peak RSS
+    .venv/bin/python bench/bench_sim.py day        # scenarios/meridian_day.yaml: wall, peak RSS (--no-split: one process)
+    .venv/bin/python bench/bench_sim.py split      # one process vs two on 07:00-08:00 of meridian_day
 
 `accuracy` runs a 20-minute cut of the dispatch wave (commands, events, reactors; the
 wave at minute 5) once with the default engine (fluid queues on busy steps) and once
@@ -54,6 +55,43 @@ def accuracy() -> int:
     return 0 if worst <= 0.05 else 1
 
 
+def split() -> int:
+    """The two-process run against one process on the busiest hour of the day (the wave at
+    07:30, all sources): p50/p99 per path and peak backlogs, and the wall time of each."""
+    from test_sim_engine import trimmed
+
+    from surgesim.sim.engine import Engine
+    from surgesim.sim.split import run_experiment
+
+    exp = trimmed("meridian_day.yaml", duration=3600, shift=7 * 3600)
+    t = time.perf_counter()
+    one = Engine(exp).run()
+    t_one = time.perf_counter() - t
+    t = time.perf_counter()
+    two = run_experiment(exp)
+    t_two = time.perf_counter() - t
+    worst = 0.0
+    print(f"{'path':45s} {'one':>10s} {'split':>10s} {'diff':>7s}")
+    for path in sorted(one.metrics.totals):
+        ha, hb = one.metrics.totals[path], two.metrics.totals[path]
+        if ha.count < 1000:
+            continue
+        for q in (50, 99):
+            a, b = ha.percentile(q), hb.percentile(q)
+            d = abs(a - b) / a if a else 0.0
+            worst = max(worst, d)
+            print(f"{path + f' p{q}':45s} {a * 1000:9.3f}ms {b * 1000:9.3f}ms {d:7.2%}")
+    for name in sorted(one.broker.subs):
+        a = one.metrics.gauges[("backlog", name)].max()
+        b = two.metrics.gauges[("backlog", name)].max()
+        if a >= 100:
+            d = abs(a - b) / a
+            worst = max(worst, d)
+            print(f"{'peak backlog ' + name:45s} {a:10.0f} {b:10.0f} {d:7.2%}")
+    print(f"wall: one process {t_one:.1f} s, split {t_two:.1f} s; worst difference {worst:.2%}")
+    return 0 if worst <= 0.05 else 1
+
+
 def day() -> int:
     from surgesim.schema import load_experiment
     from surgesim.sim.split import run_experiment
@@ -72,4 +110,4 @@ def day() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit({"accuracy": accuracy, "day": day}[sys.argv[1] if len(sys.argv) > 1 else "accuracy"]())
+    sys.exit({"accuracy": accuracy, "day": day, "split": split}[sys.argv[1] if len(sys.argv) > 1 else "accuracy"]())

@@ -158,6 +158,8 @@ class ServiceNode:
         due = self._expire(due, t1)
         if not due:
             return
+        if len(due) > 1:
+            due = self._by_channel(due)
         # handler times per channel
         # Time-dependent parts of a handler (rate-limit seconds, fault windows, debounce)
         # are evaluated at an estimated start: arrival + the backlog already queued.
@@ -208,6 +210,24 @@ class ServiceNode:
             sv = s[pos:pos + n]
             pos += n
             self._outcome(self.channels[ci], b, res, st, sv, t0)
+
+    @staticmethod
+    def _by_channel(due: list[tuple[int, Batch]]) -> list[tuple[int, Batch]]:
+        """One batch per channel, in time order, channels in index order: what a step
+        does then depends on what arrived, not on which upstream node ran first (nor on
+        which process of a split run published it)."""
+        by: dict[int, list[Batch]] = {}
+        for ci, b in due:
+            by.setdefault(ci, []).append(b)
+        out = []
+        for ci in sorted(by):
+            bs = by[ci]
+            if len(bs) == 1:
+                out.append((ci, bs[0]))
+            else:
+                b = Batch.concat(bs)
+                out.append((ci, b.take(np.argsort(b.t, kind="stable"))))
+        return out
 
     def _apply_down(self, due, t1):
         if not self.down:

@@ -1,6 +1,6 @@
-"""The two-process run (sim/split.py): where it cuts, that the upstream half is unchanged,
-that the merged run conserves every message and matches one process, and that a failure
-in the upstream process surfaces."""
+"""The two-process run (sim/split.py): where it cuts, that the merged run conserves every
+message and writes exactly what one process writes, and that a failure in the upstream
+process surfaces."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from surgesim.schema import Step, load_experiment
@@ -63,29 +64,22 @@ def test_the_upstream_half_is_exactly_the_one_process_run(both) -> None:
     assert t1["topics"]["vehicle.telemetry"]["published"] > 1_000_000
 
 
-def test_the_merged_run_matches_one_process_downstream(both) -> None:
+def test_the_split_run_writes_what_one_process_writes(both, tmp_path: Path) -> None:
+    """Byte for byte: a node takes one time-ordered batch per channel per step, so it does
+    not matter which process published what; only summary.engine says how it ran."""
     one, two = both
-    t1, t2 = one.totals(), two.totals()
-    for name, row in t1["subscriptions"].items():
-        for k in ("published", "acked", "filtered", "dead_lettered"):
-            assert abs(t2["subscriptions"][name][k] - row[k]) <= max(2, 0.005 * row[k]), (name, k)
-    lat1, lag1 = one.latency_summaries()
-    lat2, lag2 = two.latency_summaries()
-    assert lat1.keys() == lat2.keys() and lag1.keys() == lag2.keys()
-    for a, b in ((lat1, lat2), (lag1, lag2)):
-        for path, s in a.items():
-            for q in ("p50", "p99"):
-                assert b[path][q] == pytest.approx(s[q], rel=0.05), (path, q)
-
-
-def test_split_runs_are_deterministic(both, wave_cut, tmp_path: Path) -> None:
-    _, two = both
-    again = split.run_experiment(wave_cut)
-    a = write_run(two, tmp_path / "a")
-    b = write_run(again, tmp_path / "b")
-    assert a["engine"]["split"]["upstream_services"] == ["geofence", "live-map"]
+    a = write_run(one, tmp_path / "one")
+    b = write_run(two, tmp_path / "two")
+    assert a["engine"]["split"] is None
+    assert b["engine"]["split"]["upstream_services"] == ["geofence", "live-map"]
+    assert b["engine"]["split"]["handed_over"] == ["logistics.events"]
+    a["engine"] = b["engine"] = None
     assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
-    assert (tmp_path / "a" / "timeseries.parquet").read_bytes() == (tmp_path / "b" / "timeseries.parquet").read_bytes()
+    for name in ("timeseries.parquet", "histograms.parquet"):
+        x, y = (pd.read_parquet(tmp_path / d / name) for d in ("one", "two"))
+        key = list(x.columns[:3])
+        assert len(x) > 1000
+        pd.testing.assert_frame_equal(x.sort_values(key, ignore_index=True), y.sort_values(key, ignore_index=True))
 
 
 def test_a_failure_upstream_is_raised_with_its_traceback(wave_cut, monkeypatch) -> None:
