@@ -21,6 +21,30 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "unit"))
 
 
+def side_by_side(test, ref, labels: tuple[str, str]) -> float:
+    """Print p50/p99 per latency and lag path and peak backlogs of two finished engines;
+    returns the worst relative difference from `ref`."""
+    worst = 0.0
+    print(f"{'path':45s} {labels[0]:>10s} {labels[1]:>10s} {'diff':>7s}")
+    for path in sorted(ref.metrics.totals):
+        ht, hr = test.metrics.totals[path], ref.metrics.totals[path]
+        if hr.count < 1000:
+            continue
+        for q in (50, 99):
+            a, b = ht.percentile(q), hr.percentile(q)
+            d = abs(a - b) / b if b else 0.0
+            worst = max(worst, d)
+            print(f"{path + f' p{q}':45s} {a * 1000:9.2f}ms {b * 1000:9.2f}ms {d:7.2%}")
+    for name in sorted(ref.broker.subs):
+        a = test.metrics.gauges[("backlog", name)].max()
+        b = ref.metrics.gauges[("backlog", name)].max()
+        if b >= 100:
+            d = abs(a - b) / b
+            worst = max(worst, d)
+            print(f"{'peak backlog ' + name:45s} {a:10.0f} {b:10.0f} {d:7.2%}")
+    return worst
+
+
 def accuracy() -> int:
     from test_sim_engine import trimmed
 
@@ -32,25 +56,7 @@ def accuracy() -> int:
         began = time.process_time()
         eng = Engine(exp, exact=exact).run()
         runs[exact] = (eng, time.process_time() - began)
-    fast, slow = runs[False][0], runs[True][0]
-    worst = 0.0
-    print(f"{'path':45s} {'fluid':>10s} {'exact':>10s} {'diff':>7s}")
-    for path in sorted(slow.metrics.totals):
-        hf, he = fast.metrics.totals[path], slow.metrics.totals[path]
-        if he.count < 1000:
-            continue
-        for q in (50, 99):
-            a, b = hf.percentile(q), he.percentile(q)
-            d = abs(a - b) / b if b else 0.0
-            worst = max(worst, d)
-            print(f"{path + f' p{q}':45s} {a * 1000:9.2f}ms {b * 1000:9.2f}ms {d:7.2%}")
-    for name in sorted(slow.broker.subs):
-        a = fast.metrics.gauges[("backlog", name)].max()
-        b = slow.metrics.gauges[("backlog", name)].max()
-        if b >= 100:
-            d = abs(a - b) / b
-            worst = max(worst, d)
-            print(f"{'peak backlog ' + name:45s} {a:10.0f} {b:10.0f} {d:7.2%}")
+    worst = side_by_side(runs[False][0], runs[True][0], ("fluid", "exact"))
     print(f"cpu: fluid {runs[False][1]:.1f} s, exact {runs[True][1]:.1f} s; worst difference {worst:.2%}")
     return 0 if worst <= 0.05 else 1
 
@@ -70,24 +76,7 @@ def split() -> int:
     t = time.perf_counter()
     two = run_experiment(exp)
     t_two = time.perf_counter() - t
-    worst = 0.0
-    print(f"{'path':45s} {'one':>10s} {'split':>10s} {'diff':>7s}")
-    for path in sorted(one.metrics.totals):
-        ha, hb = one.metrics.totals[path], two.metrics.totals[path]
-        if ha.count < 1000:
-            continue
-        for q in (50, 99):
-            a, b = ha.percentile(q), hb.percentile(q)
-            d = abs(a - b) / a if a else 0.0
-            worst = max(worst, d)
-            print(f"{path + f' p{q}':45s} {a * 1000:9.3f}ms {b * 1000:9.3f}ms {d:7.2%}")
-    for name in sorted(one.broker.subs):
-        a = one.metrics.gauges[("backlog", name)].max()
-        b = two.metrics.gauges[("backlog", name)].max()
-        if a >= 100:
-            d = abs(a - b) / a
-            worst = max(worst, d)
-            print(f"{'peak backlog ' + name:45s} {a:10.0f} {b:10.0f} {d:7.2%}")
+    worst = side_by_side(two, one, ("split", "one"))
     print(f"wall: one process {t_one:.1f} s, split {t_two:.1f} s; worst difference {worst:.2%}")
     return 0 if worst <= 0.05 else 1
 
