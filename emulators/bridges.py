@@ -38,7 +38,7 @@ class Bridges:
     def __init__(self, system: System, plan: Plan | None, *, pubsub_endpoint: str, project: str | None = None,
                  service_urls: dict[str, str] | None = None, push_token: str | None = None, firestore=None,
                  bigquery=None, fidelity=None, metrics_interval: float = 1.0, trigger_partitions: int = 4,
-                 count_pull_acks: bool = True) -> None:
+                 count_pull_acks: bool = True, trigger_source: str = "listen") -> None:
         self.system = system
         self.plan = plan or Plan(name="default")
         self.endpoint = pubsub_endpoint
@@ -50,6 +50,7 @@ class Bridges:
         self.enforce = not emulator_applies_filters(fidelity)
         self.metrics_interval = metrics_interval
         self.trigger_partitions = trigger_partitions
+        self.trigger_source = trigger_source  # "listen" (one event per write) or "poll" (faster, coalesces)
         self.push: dict[str, PushBridge] = {}
         self.relays: dict[str, FilterRelay] = {}
         self.bq: dict[str, BigQuerySubscriptionBridge] = {}
@@ -151,7 +152,7 @@ class Bridges:
             self.triggers[trig.name] = TriggerBridge(
                 self.firestore, collection=trig.collection, url=url.rstrip("/") + "/", project=self.project,
                 events=list(trig.events), database=trig.database, partitions=self.trigger_partitions,
-                token=self.token, http=self.http)
+                token=self.token, http=self.http, source=self.trigger_source)
 
     def _start_proxy(self) -> None:
         # The services' own streaming pulls ack straight to the emulator, which reports

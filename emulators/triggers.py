@@ -9,23 +9,27 @@ as the trigger's ``events`` ask -- ``ce-id``, ``ce-source``, ``ce-subject``, ``c
 plain-JSON field values (Eventarc's real body is protobuf ``DocumentEventData``; JSON
 keeps any framework able to read it).
 
-The source is a change feed polled with ``RunQuery`` over the collection (raw gRPC,
-raw protobuf), comparing each document's update time with the last state read -- not a
-listener. Measured (docs/benchmarks/bridges.md): on every commit the Firestore emulator
-re-sends *every* document of *every* listen target (800 writes into one collection
-gave ~324,000 ``document_change`` messages, whatever the key-range partitioning), so
-any listener -- the Python ``on_snapshot`` or the raw ``Listen`` stream -- costs O(docs)
-per write and fell behind at ~20 writes/s. A poll costs O(docs) per *read*, whatever
-the write rate; after each read the poller pauses at least ``poll_interval`` and at
-least ``poll_pause_factor`` times what the read took, so a large collection does not
-monopolise the emulator.
+Two sources (``source=``):
 
-Exactly once per change *state*: a change is (document, update_time); unchanged
-documents are dropped by comparing the update time; a document missing from a read was
-deleted. Documents present at the first read are the baseline (Eventarc fires only for
-changes after the trigger exists). Limits: writes to one document between two reads
-arrive as one change (Eventarc sends one per write), and a document created and deleted
-between two reads is not seen -- see docs/bridges.md.
+* ``"listen"`` (default): collection listeners (``on_snapshot``), one per ``__name__``
+  key range (``partitions``). The emulator pushes the state after every commit, so each
+  write is one event (the Meridian outbox relies on it: four commands on one parcel
+  within milliseconds are four events). Cost: on every commit the Firestore emulator
+  re-sends *every* document of *every* listen target (200 writes into one collection
+  gave ~21,000 ``document_change`` messages on a raw ``Listen`` stream; 800 writes
+  ~324,000 with 8 key-range targets), and the Python listener handles each: it keeps up
+  to ~20-40 writes/s (docs/benchmarks/bridges.md).
+* ``"poll"``: a change feed polled with ``RunQuery`` (raw gRPC, raw protobuf), comparing
+  each document's update time with the last state read. A read costs O(documents)
+  whatever the write rate; after each read the poller pauses ``max(poll_interval,
+  poll_pause_factor x the read's duration)``. Exact to 160-320 writes/s, but writes to
+  one document between two reads arrive as **one** change (and a document created and
+  deleted between two reads is not seen): for collections written at high rates where
+  each document changes rarely.
+
+Exactly once per change: a change is (document, update_time); re-sent or replayed states
+with a known update time are dropped; documents present at start are the baseline
+(Eventarc fires only for changes after the trigger exists). See docs/bridges.md.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import datetime as dt
 import logging
 import os
 import string
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -153,16 +158,20 @@ class TriggerCounters:
 
 class TriggerBridge:
     def __init__(self, db, *, collection: str, url: str, project: str, events: list[str] | None = None,
-                 database: str = "(default)", partitions: int = 1, token: str | None = None,
+                 database: str = "(default)", partitions: int = 4, token: str | None = None,
                  concurrency: int = 32, max_attempts: int = 10, http: httpx.AsyncClient | None = None,
-                 endpoint: str | None = None, poll_interval: float = 0.05, poll_pause_factor: float = 1.0) -> None:
+                 source: str = "listen", endpoint: str | None = None, poll_interval: float = 0.05,
+                 poll_pause_factor: float = 1.0) -> None:
+        if source not in ("listen", "poll"):
+            raise ValueError(f"source must be 'listen' or 'poll', not {source!r}")
+        self.source = source
         self.db = db
         self.collection = collection
         self.url = url
         self.project = project
         self.events = list(events or ["written"])
         self.database = database
-        self.partitions = partitions  # kept for callers; one query reads the whole collection
+        self.partitions = partitions  # listeners, one per key range (the poll reads the collection at once)
         self.poll_interval = poll_interval
         self.poll_pause_factor = poll_pause_factor
         self.token = token
@@ -178,8 +187,64 @@ class TriggerBridge:
         self._queue: asyncio.Queue | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+        self._watches: list = []
+        self._ready = threading.Event()
+        self._initial_pending = 0
 
-    # ---- the change feed: polling RunQuery ---------------------------------------------
+    # ---- listeners (their callbacks run on the client's threads) -----------------------
+    def _start_listeners(self) -> None:
+        from google.cloud.firestore_v1.base_query import FieldFilter
+
+        col = self.db.collection(self.collection)
+        bounds = partition_bounds(self.partitions)
+        self._initial_pending = len(bounds)
+        for lo, hi in bounds:
+            q = col
+            if lo is not None:
+                q = q.where(filter=FieldFilter("__name__", ">=", col.document(lo)))
+            if hi is not None:
+                q = q.where(filter=FieldFilter("__name__", "<", col.document(hi)))
+            first = {"pending": True}
+            self._watches.append(q.on_snapshot(lambda docs, changes, read_time, first=first:
+                                               self._on_snapshot(changes, first)))
+
+    def _on_snapshot(self, changes, first: dict) -> None:
+        out = []
+        with self._lock:
+            for ch in changes:
+                doc = ch.document
+                doc_id = doc.id
+                if ch.type.name == "REMOVED":
+                    old = self._state.pop(doc_id, None)
+                    if old is None or first["pending"]:
+                        continue
+                    out.append((doc_id, old, None, None))
+                    continue
+                update = _ts(doc.update_time)
+                old = self._state.get(doc_id)
+                if old is not None and old["updateTime"] == update:
+                    self.counters.duplicates_dropped += 1  # a reconnect replaying a known state
+                    continue
+                new = {"fields": doc.to_dict() or {}, "createTime": _ts(doc.create_time), "updateTime": update}
+                self._state[doc_id] = new
+                if first["pending"]:
+                    continue  # baseline: existed before the trigger
+                out.append((doc_id, old, new, update))
+            if first["pending"]:
+                first["pending"] = False
+                self._initial_pending -= 1
+                if self._initial_pending == 0:
+                    self._ready.set()
+        if out and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._enqueue, out)
+
+    def _enqueue(self, out: list) -> None:
+        for item in out:
+            self.counters.changes += 1
+            self._queue.put_nowait(item)
+
+    # ---- or a change feed: polling RunQuery ---------------------------------------------
     def _db_path(self) -> str:
         return f"projects/{self.project}/databases/{self.database}"
 
@@ -251,14 +316,20 @@ class TriggerBridge:
             self._http = httpx.AsyncClient(trust_env=False, timeout=30.0)
         # small connection pools side by side: one big httpx pool slows down (emulators/push.py)
         self._lanes = HttpLanes(self._http)
-        channel = grpc.aio.insecure_channel(self.endpoint, options=_GRPC_OPTIONS)
-        self._run_query = channel.unary_stream(_RUN_QUERY, request_serializer=_RunQueryRequest.SerializeToString,
-                                               response_deserializer=_RunQueryResponse.FromString)
-        polled = asyncio.Event()
-        poller = asyncio.create_task(self._poll(polled))
+        channel = poller = None
+        if self.source == "poll":
+            channel = grpc.aio.insecure_channel(self.endpoint, options=_GRPC_OPTIONS)
+            self._run_query = channel.unary_stream(_RUN_QUERY, request_serializer=_RunQueryRequest.SerializeToString,
+                                                   response_deserializer=_RunQueryResponse.FromString)
+            polled = asyncio.Event()
+            poller = asyncio.create_task(self._poll(polled))
         workers = [asyncio.create_task(self._worker()) for _ in range(self.concurrency)]
         try:
-            await asyncio.wait_for(polled.wait(), 30)
+            if poller is not None:
+                await asyncio.wait_for(polled.wait(), 30)
+            else:
+                await asyncio.to_thread(self._start_listeners)
+                await asyncio.to_thread(self._ready.wait, 30)
             if ready is not None:
                 ready.set()
             await self._stop.wait()
@@ -267,10 +338,14 @@ class TriggerBridge:
                 await asyncio.sleep(0.05)
         finally:
             self._stop.set()
-            for t in (poller, *workers):
+            tasks = [t for t in (poller, *workers) if t is not None]
+            for t in tasks:
                 t.cancel()
-            await asyncio.gather(poller, *workers, return_exceptions=True)
-            await channel.close()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for watch in self._watches:
+                await asyncio.to_thread(watch.unsubscribe)
+            if channel is not None:
+                await channel.close()
             await self._lanes.aclose()
             if self._own_http:
                 await self._http.aclose()

@@ -14,14 +14,15 @@ from tests.integration.bridges_support import LoopThread, Recorder, wait_until
 pytestmark = pytest.mark.integration
 
 
-def test_each_change_delivered_exactly_once_as_a_cloudevent(gcp):
+@pytest.mark.parametrize("source", ["listen", "poll"])
+def test_each_change_delivered_exactly_once_as_a_cloudevent(gcp, source):
     db = gcp.clients.firestore()
     collection = f"parcels_{uuid.uuid4().hex[:8]}"
     db.collection(collection).document("pre-existing").set({"status": "old"})  # baseline: no event
     server = Recorder()
     lt = LoopThread()
     bridge = TriggerBridge(db, collection=collection, url=server.url + "/", project=gcp.project,
-                           partitions=4, token="tok")
+                           partitions=4, token="tok", source=source)
     ready = asyncio.Event()
     fut = lt.spawn(bridge.run(ready))
     try:
