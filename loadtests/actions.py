@@ -30,6 +30,7 @@ import math
 import secrets
 import string
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -156,20 +157,25 @@ class ParcelBook:
 
 def stock_counts(plan: LivePlan, duration_s: float | None = None) -> dict[str, int]:
     """Parcels to pre-position ready for each lifecycle route before the clock starts: the
-    expected excess of that step over the one before it in the first duration_s wall
-    seconds (dispatch_wave's delivered surge), plus three standard deviations."""
+    expected number of that route's commands in the first duration_s wall seconds plus three
+    standard deviations (Poisson), so every arrival finds a parcel whatever the steps before
+    it managed (dispatch_wave's delivered surge has no out-for-delivery surge to feed it)."""
     end = plan.duration_s if duration_s is None else min(duration_s, plan.duration_s)
-    expected = {}
+    expected: dict[str, float] = {}
     for s in plan.sources:
         if s.action == COMMAND:
             expected[s.route] = expected.get(s.route, 0.0) + plan.expected_count(s, 0.0, end)
-    out = {}
-    for k, route in enumerate(LIFECYCLE_ROUTES[1:], start=1):
-        if route not in expected:
-            continue
-        prev = expected.get(LIFECYCLE_ROUTES[k - 1], 0.0)
-        out[route] = int(math.ceil(max(0.0, expected[route] - prev) + 3.0 * math.sqrt(expected[route])))
-    return out
+    return {route: int(math.ceil(expected[route] + 3.0 * math.sqrt(expected[route])))
+            for route in LIFECYCLE_ROUTES[1:] if route in expected}
+
+
+def load_stock(book: "ParcelBook", path: str | Path) -> dict[str, Any]:
+    """Put the parcels a live harness wrote before the clock (surgesim/live/stock.py's
+    stock.json: {"ready": {route: [parcel ids]}, ...}) at the front of the book's queues."""
+    info = json.loads(Path(path).read_text(encoding="utf-8"))
+    for route, ids in info.get("ready", {}).items():
+        book.ready[route].extendleft(reversed(ids))
+    return {k: v for k, v in info.items() if k != "ready"}
 
 
 # ---- the sends -----------------------------------------------------------------------------

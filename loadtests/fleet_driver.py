@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from surgesim.loadtests.actions import MAX_PUBLISH_BATCH, Payloads, Send, publish_body, publish_url, stock_counts
+from surgesim.loadtests.actions import MAX_PUBLISH_BATCH, Payloads, Send, publish_body, publish_url, stock_counts, load_stock
 from surgesim.loadtests.plan import PROJECT, PUBSUB, LivePlan, endpoints_from_env, missing_endpoints
 from surgesim.loadtests.recorder import LoadResult, Recorder
 
@@ -233,12 +233,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate-scale", type=float, default=None)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--no-preload", action="store_true")
+    ap.add_argument("--stock", default=None, help="stock.json of parcels written before the run (surgesim/live/stock.py)")
     ap.add_argument("--sources", default=None, help="comma-separated source names to send (default: all)")
     a = ap.parse_args(argv)
     plan = LivePlan(a.scenario, time_scale=a.time_scale, rate_scale=a.rate_scale,
                     only=a.sources.split(",") if a.sources else None)
     endpoints = endpoints_from_env(plan)
-    result = asyncio.run(FleetDriver(plan, endpoints, concurrency=a.concurrency).run(a.duration, preload=not a.no_preload))
+    driver = FleetDriver(plan, endpoints, concurrency=a.concurrency)
+    if a.stock:
+        driver.stock = load_stock(driver.payloads.book, a.stock)
+    result = asyncio.run(driver.run(a.duration, preload=not a.no_preload and not a.stock))
     if a.out:
         result.write(a.out)
     print(json.dumps({"counts": result.counts, "lateness": result.lateness,

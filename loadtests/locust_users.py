@@ -24,6 +24,7 @@ Configuration (environment):
     SURGESIM_OUT_DIR       write histograms.parquet + loadgen.json there at the end
     SURGESIM_SOURCES       comma-separated source names: send only these
     SURGESIM_PRELOAD       1 (default): pre-position stock parcels before the clock starts
+    SURGESIM_STOCK_FILE    stock.json of parcels a live harness wrote into Firestore (then set PRELOAD=0)
     SURGESIM_USER_WINDOW_S expected seconds per send (default 0.25), for pool sizing
     SURGESIM_MAX_USERS     cap on HTTP users (default 200)
     <SERVICE>_URL          COMMAND_URL, APP_URL, ...; else Locust's --host for every service
@@ -43,7 +44,7 @@ from locust import LoadTestShape, User, events, task
 from locust.contrib.fasthttp import FastHttpSession
 
 from surgesim.loadtests.actions import (MAX_PUBLISH_BATCH, Payloads, Send, emulator_base, publish_body, publish_path,
-                                        stock_counts)
+                                        load_stock, stock_counts)
 from surgesim.loadtests.plan import PROJECT, PUBSUB, LivePlan, endpoints_from_env, missing_endpoints
 from surgesim.loadtests.recorder import LoadResult, Recorder
 from surgesim.loadtests.shape import RateShape
@@ -86,6 +87,8 @@ class _State:
         d = os.environ.get("SURGESIM_DURATION")
         self.duration_s = min(float(d), self.plan.duration_s) if d else self.plan.duration_s
         self.payloads = Payloads(self.plan)
+        stock_file = os.environ.get("SURGESIM_STOCK_FILE")
+        self.stock = load_stock(self.payloads.book, stock_file) if stock_file else {}
         self.recorder = Recorder(self.plan.time_scale, self.plan.exp.scenario.live.sample_interval)
         self.tables = {g: self.plan.timetable(srcs, duration_s=self.duration_s)
                        for g, srcs in self.plan.groups().items()}

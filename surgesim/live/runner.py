@@ -90,7 +90,7 @@ class SystemRunner:
                  log_dir: str | Path | None = None, log_level: str = "INFO", purge: bool = False,
                  count_pull_acks: bool = True, keep_emulators: bool = False, seed: int = 1,
                  service_env: dict[str, dict[str, str]] | None = None, on_message=None,
-                 time_scale: float = 1.0) -> None:
+                 time_scale: float = 1.0, before_bridges=None) -> None:
         """rate_scale: the live run's volume fraction (scales the fakes' rate limits).
         purge: seek every subscription of the system to now before starting, so a reused
         emulator's leftovers are not delivered into this run. count_pull_acks: put the
@@ -98,7 +98,10 @@ class SystemRunner:
         so their subscriptions get backlog and acked metrics too. service_env: extra
         variables per service name. time_scale: a live run's scenario seconds per wall
         second; Pub/Sub's retry backoffs, timers on the scenario's clock, are divided by it
-        (retry_policy_for), while request latencies and ack deadlines stay real."""
+        (retry_policy_for), while request latencies and ack deadlines stay real.
+        before_bridges: called with the stack's Clients (system project) once the stores are
+        provisioned and before any bridge reads them: what it writes is the triggers'
+        baseline, not a change (surgesim/live/stock.py's parcel stock)."""
         self.system = system
         self.plan = plan or Plan(name="default")
         self.state_dir = state_dir
@@ -115,6 +118,7 @@ class SystemRunner:
         self.service_env = service_env or {}
         self.time_scale = float(time_scale)
         self.say = on_message or (lambda msg: log.info("%s", msg))
+        self.before_bridges = before_bridges
 
         self.stack = None
         self.started_emulators: list[str] = []
@@ -210,6 +214,10 @@ class SystemRunner:
         provision(system.model_copy(update={"topics": [], "subscriptions": []}), clients)
         if self.purge:
             self._purge()
+        if self.before_bridges is not None:
+            from surgesim.emulators import Clients
+
+            self.before_bridges(Clients(self.stack.env_vars(), project=system.project))
 
         # fakes for the external APIs
         fake_list = []

@@ -145,9 +145,10 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
     writer = RunWriter(out)
     wall_duration = sc.duration / ts
     began = time.time()
+    stock = _stocker(scenario_path, live, out / "loadgen" / "stock.json", say)
     runner = SystemRunner(exp.system, exp.plan, state_dir, rate_scale=rs, sample_interval=live.sample_interval,
                           log_dir=out / "logs", log_level="WARNING", purge=True, seed=sc.seed, on_message=say,
-                          time_scale=ts)
+                          time_scale=ts, before_bridges=stock)
     with runner:
         say(f"live: {sc.name} / plan {exp.plan.name}: {sc.duration:g} scenario s in {wall_duration:.0f} wall s "
             f"(time_scale {ts:g}, rate_scale {rs:g})")
@@ -262,12 +263,37 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
     return summary, writer.dir
 
 
+def _stocker(scenario_path, live, path: Path, say):
+    """The warm-up (live.stock): parcels ready for each lifecycle command, written into
+    Firestore before the bridges start and before either clock (surgesim/live/stock.py);
+    None when the scenario turns it off or sends no lifecycle command."""
+    path.unlink(missing_ok=True)
+    if not live.stock:
+        return None
+    from surgesim.loadtests.actions import run_tag, stock_counts
+    from surgesim.loadtests.plan import LivePlan
+
+    plan = LivePlan(scenario_path, time_scale=live.time_scale, rate_scale=live.rate_scale)
+    if not stock_counts(plan):
+        return None
+
+    def write(clients) -> None:
+        from .stock import write_stock
+
+        info = write_stock(clients.firestore(), plan, path, run_tag())
+        say(f"stock: {info['counts']} parcels ready ({info['documents']} documents) in {info['seconds']:.1f} s")
+
+    return write
+
+
 def _make_driver(exp, scenario_path, runner: SystemRunner, live, out: Path, holder: dict):
     """The traffic, in its own process either way: Locust headless when scenario.live.locust,
     else the asyncio fleet driver on uvloop (surgesim.live.loadgen_proc). Sharing the
     harness's process (fronts, bridges) cost the driver its timing: docs/benchmarks/live.md.
-    No preloaded stock: the fault clock and the traffic clock start together."""
+    The parcel stock (if any) was written before the clocks: the generator only reads
+    stock.json, so the fault clock and the traffic clock still start together."""
     endpoints = runner.endpoints()
+    stock_file = out / "loadgen" / "stock.json"
     if live.locust:
         from surgesim.loadtests import run_locust
 
@@ -276,7 +302,10 @@ def _make_driver(exp, scenario_path, runner: SystemRunner, live, out: Path, hold
 
         def drive() -> None:
             try:
-                holder["result"] = run_locust(scenario_path, endpoints, None, out / "loadgen", env=runner.emulator_env,
+                env = dict(runner.emulator_env)
+                if stock_file.exists():
+                    env["SURGESIM_STOCK_FILE"] = str(stock_file)
+                holder["result"] = run_locust(scenario_path, endpoints, None, out / "loadgen", env=env,
                                               preload=False, on_start=group.attach, time_scale=live.time_scale,
                                               rate_scale=live.rate_scale)
             except BaseException as exc:  # noqa: BLE001 -- re-raised in the main thread
@@ -287,7 +316,8 @@ def _make_driver(exp, scenario_path, runner: SystemRunner, live, out: Path, hold
 
     plan = LivePlan(scenario_path, time_scale=live.time_scale, rate_scale=live.rate_scale)
     proc = DriverProcess(scenario_path, endpoints, out / "loadgen", plan.duration_s, env=runner.emulator_env,
-                         scales=(live.time_scale, live.rate_scale)).start()
+                         scales=(live.time_scale, live.rate_scale),
+                         stock=stock_file if stock_file.exists() else None).start()
     holder["proc"] = proc
 
     def drive() -> None:
@@ -342,9 +372,11 @@ class DriverProcess:
 
     def __init__(self, scenario_path, endpoints: dict[str, str], out_dir: Path, duration_s: float, *,
                  env: dict[str, str] | None = None, grace_s: float = 60.0,
-                 scales: tuple[float, float] | None = None) -> None:
+                 scales: tuple[float, float] | None = None, stock: Path | None = None) -> None:
         self.cmd = [sys.executable, "-m", "surgesim.live.loadgen_proc", "--scenario", str(scenario_path),
                     "--out", str(out_dir), "--no-preload"]
+        if stock is not None:
+            self.cmd += ["--stock", str(stock)]
         if scales is not None:
             self.cmd += ["--time-scale", repr(scales[0]), "--rate-scale", repr(scales[1])]
         from surgesim.loadtests.runner import host_env

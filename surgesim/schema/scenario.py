@@ -259,6 +259,9 @@ class Live(Strict):
     sample_interval: Annotated[Duration, in_range(0.1, 60, "s")] = 1.0
     drain_timeout: Annotated[Duration, in_range(0, 3600, "s")] = 60.0
     """Wall seconds to wait after the traffic ends for backlogs to drain before the final check."""
+    stock: bool = True
+    """Pre-load parcels ready for each lifecycle command (expected count + 3 sd) into Firestore
+    before the clock starts, so commands are sent rather than `starved` (docs/live.md)."""
     slos: list[Slo] | None = None
     """SLOs `surgesim live` judges instead of the scenario's `slos` (which `surgesim sim` keeps
     judging): thresholds this machine can show, e.g. a command-latency bound that only says the
