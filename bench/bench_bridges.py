@@ -466,11 +466,12 @@ def _lag_s(arrival: float, update_time: str) -> float:
     return arrival - dt.datetime.fromisoformat(update_time.replace("Z", "+00:00")).timestamp()
 
 
-def bench_trigger(lt, db, fs_endpoint, project, sink, rate, seconds, partitions, results):
+def bench_trigger(lt, db, fs_endpoint, project, sink, rate, seconds, partitions, results, source="listen"):
     from surgesim.emulators.triggers import TriggerBridge
 
     collection = fresh("trig").replace("-", "_")
     kw = {"partitions": partitions} if partitions else {}
+    kw["source"] = source
     bridge = TriggerBridge(db, collection=collection, url=sink.url + "/", project=project, **kw)
     ready = asyncio.Event()
     task = lt.spawn(bridge.run(ready))
@@ -498,7 +499,7 @@ def bench_trigger(lt, db, fs_endpoint, project, sink, rate, seconds, partitions,
     lags = [_lag_s(a, u) for a, _, u in stats["trigger"]]
     distinct = len(set(docs))
     kept_up = distinct >= n and caught_up_s <= 2.0
-    return emit({"bench": "trigger_bridge", "partitions": bridge.partitions,
+    return emit({"bench": "trigger_bridge", "source": source, "partitions": bridge.partitions,
                  "polls": bridge.counters.polls, "poll_seconds": round(bridge.counters.poll_seconds, 2), "target_writes_per_s": rate,
                  "achieved_writes_per_s": w["writes_per_s"], "changes": n, "delivered_distinct": distinct,
                  "duplicates": len(docs) - distinct, "delivered_per_s": round(distinct / w["seconds"], 1),
@@ -521,7 +522,8 @@ def summary(results: list) -> dict:
     # the best raw insert of the run, whatever its batch size: the strictest ceiling
     raw_bq = max((r["rows_per_s"] for r in by.get("raw_bigquery_insert_rows_json", [])), default=None)
     fs8 = next((r["writes_per_s"] for r in by.get("raw_firestore_single_writes", []) if r["threads"] == 8), None)
-    trig = [r for r in by.get("trigger_bridge", []) if r["kept_up"]]
+    trig = [r for r in by.get("trigger_bridge", []) if r["kept_up"] and r.get("source") == "listen"]
+    trig_poll = [r for r in by.get("trigger_bridge", []) if r["kept_up"] and r.get("source") == "poll"]
     trig_ceiling = max((r["achieved_writes_per_s"] for r in trig), default=None)
     ratio = lambda a, b: round(a / b, 2) if a and b else None  # noqa: E731
     push = g("push_bridge", "msg_per_s_steady") or g("push_bridge", "msg_per_s_overall")
@@ -540,6 +542,7 @@ def summary(results: list) -> dict:
             "bq_vs_best_raw_insert_per_round": per_round,
             "bq_vs_min_raw": ratio(bqb, min(x for x in (raw_bq, raw_rest) if x) if raw_bq or raw_rest else None),
             "trigger_ceiling_writes_per_s": trig_ceiling,
+            "trigger_poll_ceiling_writes_per_s": max((r["achieved_writes_per_s"] for r in trig_poll), default=None),
             "trigger_vs_raw_firestore_8_threads": ratio(trig_ceiling, fs8),
             "raw_grpc_vs_rest_pull_ack": ratio(raw_grpc, raw_rest)}
 
@@ -554,7 +557,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0, help="seconds of writes per trigger step")
     ap.add_argument("--project", default="bench-local")
     ap.add_argument("--n", type=int, default=20000, help="messages per Pub/Sub measurement")
-    ap.add_argument("--rates", default="40,160,320,640,1280", help="trigger write rates, rising; stops when behind")
+    ap.add_argument("--rates", default="20,40,160,320,640", help="trigger write rates, rising; stops when behind")
+    ap.add_argument("--trigger-source", default="listen,poll", help="trigger bridge sources to measure")
     ap.add_argument("--partitions", type=int, default=None, help="trigger bridge key ranges (default: the bridge's)")
     ap.add_argument("--only", default="raw,push,relay,bq,trigger")
     ap.add_argument("--repeat", type=int, default=2, help="rounds of the interleaved raw/bridge figures")
@@ -612,10 +616,12 @@ def main() -> None:
             db = stack.clients.firestore()
             for k in range(args.repeat):  # raw writes right before the steps, so load swings hit both
                 raw_firestore(fs, args.project, results)
-                for rate in [float(x) for x in args.rates.split(",")]:
-                    r = bench_trigger(lt, db, fs, args.project, sink, rate, args.seconds, args.partitions, results)
-                    if not r["kept_up"]:
-                        break
+                for source in args.trigger_source.split(","):
+                    for rate in [float(x) for x in args.rates.split(",")]:
+                        r = bench_trigger(lt, db, fs, args.project, sink, rate, args.seconds, args.partitions,
+                                          results, source)
+                        if not r["kept_up"]:
+                            break
         emit(summary(results), results)
     finally:
         if lt is not None:
