@@ -13,11 +13,12 @@ ceiling (the issue's target is >= 60%):
 
 * raw ceilings: REST publish (1,000-message batches), REST ``pull(1000)`` + ack drain,
   gRPC ``pull(1000)`` + ack drain with the official client, Firestore single writes/s
-  (1 and 8 threads), ``insert_rows_json`` in 500-row batches, and httpx POSTs to the sink;
+  (1 and 8 threads), ``insert_rows_json`` of 20,000 rows into fresh tables in 500- and
+  10,000-row batches (next to each BigQuery bridge figure), and httpx POSTs to the sink;
 * push bridge: msgs/s delivered and acked at steady state, push window reached, latency;
 * filter relay: a filtered pull subscription (half the messages match) fed by the relay;
 * BigQuery subscription bridge: rows/s into the BigQuery emulator;
-* trigger bridge: changes/s delivered exactly once and the write -> CloudEvent lag, at
+* trigger bridge (both sources: listen, poll): changes/s delivered exactly once and the write -> CloudEvent lag, at
   rising write rates until it falls behind (its ceiling).
 
 Every measurement is bounded (<= 20 s); 127.0.0.1 only.
