@@ -82,15 +82,17 @@ class FleetDriver:
 
     async def _publish(self, topic: str, sends: list[Send]) -> None:
         url = publish_url(self.endpoints[PUBSUB], self.project, topic)
-        async with self._sem:
-            sent_at = time.time()
-            try:
-                r = await self._client.post(url, content=publish_body([s.message for s in sends]),
-                                            headers={"Content-Type": "application/json"})
-                ok, status = 200 <= r.status_code < 300, r.status_code
-            except httpx.HTTPError as exc:
-                ok, status = False, type(exc).__name__
-            done = time.time()
+        # Not under the HTTP semaphore: the publish workers (`publishers` per topic) are the
+        # limit, and their connections are extra (run()), so a slow command server queues
+        # commands only, not telemetry (dispatch_wave with its wave's commands sent).
+        sent_at = time.time()
+        try:
+            r = await self._client.post(url, content=publish_body([s.message for s in sends]),
+                                        headers={"Content-Type": "application/json"})
+            ok, status = 200 <= r.status_code < 300, r.status_code
+        except httpx.HTTPError as exc:
+            ok, status = False, type(exc).__name__
+        done = time.time()
         for s in sends:
             self.recorder.record(s.label, s.source.name, s.intended - self.t0, s.intended, sent_at, done, ok, status,
                                  GENERATOR)
@@ -145,8 +147,9 @@ class FleetDriver:
     async def run(self, duration_s: float | None = None, *, preload: bool = True, drain_s: float = 10.0) -> LoadResult:
         own = self._client is None
         if own:
+            conns = self.concurrency + self.publishers * len(self.plan.topics())
             self._client = httpx.AsyncClient(trust_env=False, timeout=30.0, limits=httpx.Limits(
-                max_connections=self.concurrency, max_keepalive_connections=self.concurrency))
+                max_connections=conns, max_keepalive_connections=conns))
         try:
             duration = self.plan.duration_s if duration_s is None else min(duration_s, self.plan.duration_s)
             if preload:

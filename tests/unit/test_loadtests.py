@@ -352,3 +352,32 @@ def test_result_written_and_read_back(tmp_path):
         assert back.histograms[path].count == h.count
         assert back.histograms[path].percentile(99) == pytest.approx(h.percentile(99))
     assert actions.photo_jpeg(3)[:2] == b"\xff\xd8"
+
+
+def test_a_slow_command_server_does_not_hold_up_telemetry(tmp_path):
+    """Every HTTP slot busy on a server that never answers in time: the pings are still
+    published on schedule (their publish workers are outside the HTTP connection limit)."""
+    plan = tiny(tmp_path, rate=500)
+    published: list[float] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith(":publish"):
+            published.append(time.time())
+            return httpx.Response(200, json={"messageIds": ["1"]})
+        await asyncio.sleep(5.0)  # the stuck command server
+        return httpx.Response(202)
+
+    async def go():
+        client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        driver = FleetDriver(plan, {"api": "http://api", "pubsub": "ps:1", "project": "p"}, concurrency=2,
+                             client=client)
+        try:
+            return await driver.run(1.0, preload=False, drain_s=0.1)
+        finally:
+            await client.aclose()
+
+    result = asyncio.run(go())
+    pings = result.counts["pings"]
+    assert pings["scheduled"] > 5 and pings["ok"] == pings["scheduled"]
+    assert result.counts["steady"].get("ok", 0) == 0  # the HTTP sends really were stuck
+    assert result.histograms["publish/pings"].percentile(99) < 1.0
