@@ -56,6 +56,16 @@ class ServiceProcess:
         return self.proc.returncode
 
 
+def _answering_pid(r: httpx.Response) -> int | None:
+    """The pid a surgesim service reports on /healthz (None for anything else)."""
+    try:
+        body = r.json()
+    except ValueError:
+        return None
+    pid = body.get("pid") if isinstance(body, dict) else None
+    return pid if isinstance(pid, int) else None
+
+
 def start_service(target: str, env: Mapping[str, str] | None = None, port: int | None = None,
                   ready_path: str = "/healthz", timeout: float = 30.0, log_dir: str | None = None) -> ServiceProcess:
     port = port or free_port()
@@ -70,10 +80,18 @@ def start_service(target: str, env: Mapping[str, str] | None = None, port: int |
         if proc.poll() is not None:
             raise RuntimeError(f"{target} exited with {proc.returncode} before answering:\n{svc.log()[-3000:]}")
         try:
-            if httpx.get(svc.url + ready_path, timeout=1.0, trust_env=False).status_code < 500:
-                return svc
+            r = httpx.get(svc.url + ready_path, timeout=1.0, trust_env=False)
         except httpx.HTTPError:
-            pass
+            time.sleep(0.1)
+            continue
+        if r.status_code < 500:
+            other = _answering_pid(r)
+            if other is not None and other != proc.pid:
+                # Our process cannot bind the port: something else already answers there.
+                svc.stop()
+                raise RuntimeError(f"{target}: port {port} is already served by another process (pid {other}); "
+                                   f"pick another port\n{svc.log()[-3000:]}")
+            return svc
         time.sleep(0.1)
     svc.stop()
     raise RuntimeError(f"{target} did not answer {ready_path} on port {port} within {timeout:g}s:\n{svc.log()[-3000:]}")

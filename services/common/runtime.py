@@ -88,7 +88,9 @@ def create_app(service: str, *, lifespan=None, title: str | None = None, descrip
 
     @app.get("/healthz", include_in_schema=False)
     async def _healthz() -> dict[str, Any]:
-        return {"status": "ok", "service": service, "uptime_s": round(time.time() - app.state.started, 3)}
+        # pid: whoever started this process can tell it from another one on the same port
+        return {"status": "ok", "service": service, "pid": os.getpid(),
+                "uptime_s": round(time.time() - app.state.started, 3)}
 
     return app
 
