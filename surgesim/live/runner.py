@@ -295,8 +295,11 @@ class SystemRunner:
             bridge.window = ScaledPushWindow(self.time_scale, maximum=bridge.window.maximum)
 
     def _purge(self) -> None:
-        """Seek each of the system's existing subscriptions to now: acks whatever an earlier
-        run left, so this run starts from empty backlogs."""
+        """Start from an empty system on a reused emulator: seek each of the system's
+        existing subscriptions to now (acks whatever an earlier run left) and delete the
+        project's Firestore documents. Old documents are not only stale state: the
+        emulator re-sends every listened document on each write, so a collection that
+        grew over earlier runs slows the trigger bridge down run after run."""
         import datetime as dt
 
         base = f"http://{self.stack.endpoint('pubsub')}/v1/projects/{self.system.project}/subscriptions"
@@ -306,6 +309,12 @@ class SystemRunner:
                 r = http.post(f"{base}/{sub.name}:seek", json={"time": now})
                 if r.status_code not in (200, 404):
                     log.warning("purge %s: %s %s", sub.name, r.status_code, r.text[:200])
+            if "firestore" in self.stack.emulators and self.system.stores.firestore:
+                url = (f"http://{self.stack.endpoint('firestore')}/emulator/v1/projects/{self.system.project}"
+                       "/databases/(default)/documents")
+                r = http.delete(url)
+                if r.status_code != 200:
+                    log.warning("purge Firestore %s: %s %s", self.system.project, r.status_code, r.text[:200])
 
     def stop(self) -> None:
         with self._lock:
