@@ -32,7 +32,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -113,14 +112,9 @@ class Sink:
         httpx.post(self.url + "/reset", timeout=10, trust_env=False)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        from surgesim.services.common.devserver import stop_group
+
+        stop_group(self.proc, 10)
 
 
 # ---- the Firestore writer: its own process ---------------------------------------------------

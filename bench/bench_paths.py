@@ -150,16 +150,9 @@ class Proc:
         self.proc = subprocess.Popen(args, env=env, start_new_session=True, **kw)
 
     def stop(self) -> None:
-        import signal
+        from surgesim.services.common.devserver import stop_group
 
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        stop_group(self.proc, 10)
 
 
 def wait_http(url: str, timeout: float = 30) -> None:

@@ -44,16 +44,22 @@ class ServiceProcess:
             return f.read()
 
     def stop(self, timeout: float = 5.0) -> int | None:
-        if self.proc.poll() is None:
+        return stop_group(self.proc, timeout)
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 5.0) -> int | None:
+    """Stop a child started with start_new_session=True and everything in its process
+    group: SIGTERM, then SIGKILL after `timeout` seconds. Returns its exit code."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout)
-        return self.proc.returncode
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout)
+    return proc.returncode
 
 
 def _answering_pid(r: httpx.Response) -> int | None:
