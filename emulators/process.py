@@ -27,6 +27,8 @@ from pathlib import Path
 
 import psutil
 
+from surgesim.ports import free_port  # noqa: F401  (re-exported: callers import it from here)
+
 #: Environment variables set in every process we start (and inherited by its children).
 MARKER_NAME = "SURGESIM_EMULATOR"
 MARKER_STATE_DIR = "SURGESIM_STATE_DIR"
@@ -253,11 +255,6 @@ def port_open(host: str, port: int, timeout: float = 0.25) -> bool:
         return False
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def listener_pids(port: int) -> list[int]:

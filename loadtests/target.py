@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 import time
 from typing import Iterator
 
 from fastapi import FastAPI, Request, Response
+
+from surgesim.ports import free_port  # noqa: F401  (re-exported: callers import it from here)
 
 
 def build_app(delay_s: float = 0.0, serial: bool = False) -> FastAPI:
@@ -44,10 +45,6 @@ def build_app(delay_s: float = 0.0, serial: bool = False) -> FastAPI:
     return app
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,11 +20,9 @@ from dataclasses import dataclass
 
 import httpx
 
+from surgesim.ports import free_port  # noqa: F401  (re-exported: callers import it from here)
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
 
 
 @dataclass
