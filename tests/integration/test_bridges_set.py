@@ -74,6 +74,12 @@ def test_backlog_of_a_pull_subscription_consumed_by_a_service_process(gcp):
         for i in range(20):
             publisher.publish(topic, b"ping", vehicleId=f"V{i}").result(timeout=10)
         assert wait_until(lambda: bridges.metrics.totals()[sub]["backlog"] == 20, timeout=20)
+
+        def sampled(level: int) -> bool:  # the sampler wrote a row at that level (not only the ledger)
+            rows = list(bridges.metrics.rows)
+            return any(r["metric"] == METRICS["backlog"] and r["entity"] == sub and r["value"] == level for r in rows)
+
+        assert wait_until(lambda: sampled(20), timeout=10)
         subscriber = Clients(service_env, project=gcp.project).subscriber()
         seen: list[str] = []
 
