@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 
-from .pubsub_grpc import PubSubGrpc
-from .pubsub_rest import PubSubRest, PubSubRestError, ShortPoller, stoppable_sleep
+from .pubsub_grpc import Poller, PubSubGrpc
+from .pubsub_rest import PubSubRest, PubSubRestError, stoppable_sleep
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,13 @@ class BigQuerySubscriptionBridge:
     # while a backlog remains the inserters wait for a full one, once caught up they write
     # what there is (no lingering at low rates).
     async def _puller(self) -> None:
-        poller = ShortPoller(self._grpc, self.subscription, self._stop, idle_min=0.01, idle_max=0.1)
+        poller = Poller(self._grpc, self.subscription, self._stop)
+        try:
+            await self._pull_loop(poller)
+        finally:
+            poller.close()
+
+    async def _pull_loop(self, poller: Poller) -> None:
         while not self._stop.is_set():
             async with self._changed:
                 await self._changed.wait_for(lambda: len(self._pending) < self.max_insert_rows or self._stop.is_set())

@@ -26,7 +26,8 @@ import httpx
 
 from surgesim.pubsub_filter import parse_filter
 
-from .pubsub_rest import PubSubRest, PubSubRestError, ShortPoller
+from .pubsub_grpc import Poller, PubSubGrpc, as_rest
+from .pubsub_rest import PubSubRest, PubSubRestError
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +88,11 @@ class FilterRelay:
         self._stop.set()
 
     async def run(self) -> None:
-        poller = ShortPoller(self.rest, self.tap, self._stop, on_error=self._count_error)
+        grpc_client = PubSubGrpc(self.rest.endpoint, self.rest.project)  # bound to this loop
+        poller = Poller(grpc_client, self.tap, self._stop, on_error=self._count_error)
         try:
             while not self._stop.is_set():
-                got = await poller.pull(1000)
+                got = [as_rest(r) for r in await poller.pull(1000)]
                 if not got:
                     continue
                 out = []
@@ -111,11 +113,13 @@ class FilterRelay:
                         await self.rest.publish(self.internal, out[i:i + 1000])
                     self.counters.relayed += len(out)
                     # Ack the tap only after the republish: at-least-once, like Pub/Sub.
-                    await self.rest.ack(self.tap, [r["ackId"] for r in got])
+                    await grpc_client.ack(self.tap, [r["ackId"] for r in got])
                 except (httpx.HTTPError, PubSubRestError) as exc:
                     self._count_error()
                     log.warning("relay publish %s: %s", self.internal, exc)
         finally:
+            poller.close()
+            await grpc_client.aclose()
             try:
                 await self.rest.delete_subscription(self.tap)
             except (httpx.HTTPError, PubSubRestError):

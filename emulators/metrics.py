@@ -26,7 +26,6 @@ something calls ``settled`` for it (``observed``), never as a made-up number.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 import uuid
@@ -39,7 +38,7 @@ import httpx
 from surgesim.pubsub_filter import parse_filter
 from surgesim.rundir import METRICS
 
-from .pubsub_grpc import PubSubGrpc
+from .pubsub_grpc import PubSubGrpc, as_rest
 from .pubsub_rest import PubSubRest, PubSubRestError
 
 log = logging.getLogger(__name__)
@@ -50,14 +49,6 @@ DEAD_LETTER_PUBLISH_TIME = "CloudPubSubDeadLetterSourceTopicPublishTime"
 
 def parse_publish_time(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def _as_rest(r) -> dict:
-    """A raw protobuf ``ReceivedMessage`` in the REST shape the ledgers read (same
-    base64 data and RFC 3339 publish time as the REST adapter prints)."""
-    m = r.message
-    return {"ackId": r.ack_id, "message": {"data": base64.b64encode(m.data).decode(), "attributes": dict(m.attributes),
-                                          "messageId": m.message_id, "publishTime": m.publish_time.ToJsonString()}}
 
 
 def _key(publish_time: str, data: str, attributes: dict | None) -> tuple:
@@ -164,7 +155,7 @@ class MetricsSampler:
             while True:
                 if self._grpc is not None:
                     pulled = await self._grpc.pull(tap, 1000)
-                    got = [_as_rest(r) for r in pulled]
+                    got = [as_rest(r) for r in pulled]
                 else:
                     got = await self.rest.pull(tap, 1000)
                 if not got:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import httpx
 
@@ -121,37 +121,3 @@ async def stoppable_sleep(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
     except asyncio.TimeoutError:
         pass
-
-
-class ShortPoller:
-    """Pulls one subscription by short polling, for every bridge that drains one.
-
-    The emulator's long poll can hold an empty pull for about 89 s, so each pull returns
-    at once and an idle poller backs off from `idle_min` to `idle_max`; a failed pull waits
-    0.5 s. `pull` returns [] in both cases, so a loop simply tries again."""
-
-    def __init__(self, rest: "PubSubRest", subscription: str, stop: asyncio.Event, *,
-                 idle_min: float = 0.005, idle_max: float = 0.05,
-                 on_error: Callable[[], None] | None = None) -> None:
-        self.rest = rest
-        self.subscription = subscription
-        self.stop = stop
-        self.idle_min = self.idle = idle_min
-        self.idle_max = idle_max
-        self.on_error = on_error
-
-    async def pull(self, max_messages: int) -> list[dict]:
-        try:
-            got = await self.rest.pull(self.subscription, max_messages)
-        except (httpx.HTTPError, PubSubRestError) as exc:
-            if self.on_error is not None:
-                self.on_error()
-            log.warning("pull %s failed: %s", self.subscription, exc)
-            await stoppable_sleep(self.stop, 0.5)
-            return []
-        if not got:
-            await stoppable_sleep(self.stop, self.idle)
-            self.idle = min(self.idle_max, self.idle * 2)
-            return []
-        self.idle = self.idle_min
-        return got

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import ssl
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -36,7 +37,8 @@ import httpx
 from surgesim.histogram import Histogram
 from surgesim.pubsub_filter import parse_filter
 
-from .pubsub_rest import PubSubRest, PubSubRestError, ShortPoller, stoppable_sleep
+from .pubsub_grpc import Poller, PubSubGrpc, as_rest
+from .pubsub_rest import PubSubRest, PubSubRestError, stoppable_sleep
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +69,16 @@ class HttpLanes:
         self.clients = [first]
         self.load = [0]
 
+    _ssl: ssl.SSLContext | None = None
+
     def acquire(self) -> int:
         i = min(range(len(self.load)), key=self.load.__getitem__)
         if self.load[i] >= self.per_lane:
-            self.clients.append(httpx.AsyncClient(trust_env=False, timeout=self.clients[0].timeout,
+            if HttpLanes._ssl is None:
+                # One context for every lane: each new client would otherwise load the CA
+                # bundle again (~10 ms of CPU each; hundreds of lanes open in a wave).
+                HttpLanes._ssl = ssl.create_default_context()
+            self.clients.append(httpx.AsyncClient(trust_env=False, timeout=self.clients[0].timeout, verify=HttpLanes._ssl,
                                                   limits=httpx.Limits(max_connections=self.per_lane,
                                                                       max_keepalive_connections=self.per_lane)))
             self.load.append(0)
@@ -198,7 +206,9 @@ class PushBridge:
         self._slot = asyncio.Event()
         self._stop = asyncio.Event()
         self._paused_until = 0.0
+        self._grpc: PubSubGrpc | None = None
         self._acks: list[str] = []
+        self._ack_ready = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         # The emulator (like Pub/Sub) reports deliveryAttempt only with a dead-letter
         # policy; the retry backoff still needs the attempt number, so count it here too.
@@ -216,8 +226,11 @@ class PushBridge:
         self._slot.set()
 
     async def run(self) -> None:
+        # Pulls, acks and nacks over gRPC (the emulator's cheap path); the channel belongs
+        # to the loop that runs the bridge.
+        self._grpc = PubSubGrpc(self.rest.endpoint, self.rest.project)
         acker = asyncio.create_task(self._ack_loop())
-        poller = ShortPoller(self.rest, self.t.subscription, self._stop)
+        poller = Poller(self._grpc, self.t.subscription, self._stop)
         loop = asyncio.get_running_loop()
         try:
             while not self._stop.is_set():
@@ -232,8 +245,9 @@ class PushBridge:
                     continue
                 got = await poller.pull(min(free, PULL_BATCH))
                 for received in got:
-                    self._dispatch(received)
+                    self._dispatch(as_rest(received))
         finally:
+            poller.close()
             for t in list(self._tasks):
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -241,13 +255,14 @@ class PushBridge:
             await asyncio.gather(acker, return_exceptions=True)
             await self._flush_acks()
             await self.lanes.aclose()
+            await self._grpc.aclose()
 
     def _dispatch(self, received: dict) -> None:
         msg = received["message"]
         if self._predicate is not None and not self._predicate(msg.get("attributes") or {}):
             # As in Pub/Sub: a message the filter rejects is acknowledged, never delivered.
             self.counters.filtered += 1
-            self._acks.append(received["ackId"])
+            self._queue_ack(received["ackId"])
             if self.on_settled:
                 self.on_settled(self.t.subscription, msg["messageId"], "filtered")
             return
@@ -285,7 +300,7 @@ class PushBridge:
             self._attempts.pop(mid, None)
             self.window.on_success(latency)
             self.counters.acked += 1
-            self._acks.append(received["ackId"])
+            self._queue_ack(received["ackId"])
             if self.on_settled:
                 self.on_settled(self.t.subscription, received["message"]["messageId"], "acked")
         else:
@@ -305,26 +320,32 @@ class PushBridge:
         try:
             if delay >= 1.0:
                 # The emulator redelivers when this new deadline expires: the retry backoff.
-                await self.rest.modify_ack_deadline(self.t.subscription, [ack_id], math.ceil(delay))
+                await self._grpc.modify_ack_deadline(self.t.subscription, [ack_id], math.ceil(delay))
             else:
                 if delay > 0:
                     await asyncio.sleep(delay)
-                await self.rest.modify_ack_deadline(self.t.subscription, [ack_id], 0)
+                await self._grpc.modify_ack_deadline(self.t.subscription, [ack_id], 0)
         except (httpx.HTTPError, PubSubRestError) as exc:
             # The lease then simply expires and the emulator redelivers: still a nack.
             self.counters.errors += 1
             log.debug("nack %s failed: %s", self.t.subscription, exc)
 
+    def _queue_ack(self, ack_id: str) -> None:
+        self._acks.append(ack_id)
+        self._ack_ready.set()
+
     async def _ack_loop(self) -> None:
         while True:
-            await asyncio.sleep(0.01)
+            await self._ack_ready.wait()
+            await asyncio.sleep(0.01)  # acks in batches, as the client libraries send them
+            self._ack_ready.clear()
             await self._flush_acks()
 
     async def _flush_acks(self) -> None:
         while self._acks:
             batch, self._acks = self._acks[:2500], self._acks[2500:]
             try:
-                await self.rest.ack(self.t.subscription, batch)
+                await self._grpc.ack(self.t.subscription, batch)
             except (httpx.HTTPError, PubSubRestError) as exc:
                 self.counters.errors += 1
                 log.warning("ack %s failed (%d ids): %s", self.t.subscription, len(batch), exc)
