@@ -82,7 +82,13 @@ def count_remaining(runner: SystemRunner, sub: str) -> int | None:
     ack_ids: list[str] = []
     with httpx.Client(trust_env=False, timeout=30) as http:
         for _ in range(1000):
-            r = http.post(base + ":pull", json={"maxMessages": 1000, "returnImmediately": True})
+            try:
+                r = http.post(base + ":pull", json={"maxMessages": 1000, "returnImmediately": True})
+            except httpx.TransportError as exc:
+                # e.g. a reused emulator stopped by the run that started it: the run's
+                # messages are gone with it, so nothing can be judged.
+                raise RuntimeError(f"the Pub/Sub emulator at {runner.stack.endpoint('pubsub')} stopped answering "
+                                   f"before the run was checked ({exc}); was it stopped by another run?") from None
             if r.status_code == 404:
                 return None
             r.raise_for_status()
