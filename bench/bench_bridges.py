@@ -18,8 +18,9 @@ ceiling (the issue's target is >= 60%):
 * push bridge: msgs/s delivered and acked at steady state, push window reached, latency;
 * filter relay: a filtered pull subscription (half the messages match) fed by the relay;
 * BigQuery subscription bridge: rows/s into the BigQuery emulator;
-* trigger bridge (both sources: listen, poll): changes/s delivered exactly once and the write -> CloudEvent lag, at
-  rising write rates until it falls behind (its ceiling).
+* trigger bridge (each source: emulator, listen, poll): changes/s delivered exactly once and the write ->
+  CloudEvent lag, at rising write rates until it falls behind (its ceiling), on a collection that already
+  holds ``--trigger-preload`` documents (listeners pay for every one of them on each write).
 
 Every measurement is bounded (<= 20 s); 127.0.0.1 only.
 """
@@ -461,13 +462,19 @@ def _lag_s(arrival: float, update_time: str) -> float:
     return arrival - dt.datetime.fromisoformat(update_time.replace("Z", "+00:00")).timestamp()
 
 
-def bench_trigger(lt, db, fs_endpoint, project, sink, rate, seconds, partitions, results, source="listen"):
+def bench_trigger(lt, db, fs_endpoint, project, sink, rate, seconds, partitions, results, source="listen", hook=None,
+                  preload=0):
     from surgesim.emulators.triggers import TriggerBridge
 
     collection = fresh("trig").replace("-", "_")
     kw = {"partitions": partitions} if partitions else {}
     kw["source"] = source
-    bridge = TriggerBridge(db, collection=collection, url=sink.url + "/", project=project, **kw)
+    for i in range(0, preload, 500):  # documents already there: the baseline, no events
+        batch = db.batch()
+        for j in range(i, min(preload, i + 500)):
+            batch.set(db.collection(collection).document(f"pre{j:06d}"), {"status": "stock", "n": j})
+        batch.commit()
+    bridge = TriggerBridge(db, collection=collection, url=sink.url + "/", project=project, hook=hook, **kw)
     ready = asyncio.Event()
     task = lt.spawn(bridge.run(ready))
     deadline = time.time() + 30
@@ -494,7 +501,7 @@ def bench_trigger(lt, db, fs_endpoint, project, sink, rate, seconds, partitions,
     lags = [_lag_s(a, u) for a, _, u in stats["trigger"]]
     distinct = len(set(docs))
     kept_up = distinct >= n and caught_up_s <= 2.0
-    return emit({"bench": "trigger_bridge", "source": source, "partitions": bridge.partitions,
+    return emit({"bench": "trigger_bridge", "source": source, "partitions": bridge.partitions, "preload": preload,
                  "polls": bridge.counters.polls, "poll_seconds": round(bridge.counters.poll_seconds, 2), "target_writes_per_s": rate,
                  "achieved_writes_per_s": w["writes_per_s"], "changes": n, "delivered_distinct": distinct,
                  "duplicates": len(docs) - distinct, "delivered_per_s": round(distinct / w["seconds"], 1),
@@ -519,6 +526,7 @@ def summary(results: list) -> dict:
     fs8 = next((r["writes_per_s"] for r in by.get("raw_firestore_single_writes", []) if r["threads"] == 8), None)
     trig = [r for r in by.get("trigger_bridge", []) if r["kept_up"] and r.get("source") == "listen"]
     trig_poll = [r for r in by.get("trigger_bridge", []) if r["kept_up"] and r.get("source") == "poll"]
+    trig_emu = [r for r in by.get("trigger_bridge", []) if r["kept_up"] and r.get("source") == "emulator"]
     trig_ceiling = max((r["achieved_writes_per_s"] for r in trig), default=None)
     ratio = lambda a, b: round(a / b, 2) if a and b else None  # noqa: E731
     push = g("push_bridge", "msg_per_s_steady") or g("push_bridge", "msg_per_s_overall")
@@ -538,7 +546,10 @@ def summary(results: list) -> dict:
             "bq_vs_min_raw": ratio(bqb, min(x for x in (raw_bq, raw_rest) if x) if raw_bq or raw_rest else None),
             "trigger_ceiling_writes_per_s": trig_ceiling,
             "trigger_poll_ceiling_writes_per_s": max((r["achieved_writes_per_s"] for r in trig_poll), default=None),
+            "trigger_emulator_ceiling_writes_per_s": max((r["achieved_writes_per_s"] for r in trig_emu), default=None),
             "trigger_vs_raw_firestore_8_threads": ratio(trig_ceiling, fs8),
+            "trigger_emulator_vs_raw_firestore_8_threads": ratio(max((r["achieved_writes_per_s"] for r in trig_emu),
+                                                                     default=None), fs8),
             "raw_grpc_vs_rest_pull_ack": ratio(raw_grpc, raw_rest)}
 
 
@@ -553,7 +564,9 @@ def main() -> None:
     ap.add_argument("--project", default="bench-local")
     ap.add_argument("--n", type=int, default=20000, help="messages per Pub/Sub measurement")
     ap.add_argument("--rates", default="20,40,160,320,640", help="trigger write rates, rising; stops when behind")
-    ap.add_argument("--trigger-source", default="listen,poll", help="trigger bridge sources to measure")
+    ap.add_argument("--trigger-source", default="emulator,listen,poll", help="trigger bridge sources to measure")
+    ap.add_argument("--trigger-preload", type=int, default=1000,
+                    help="documents in the trigger's collection before it starts (dispatch_wave's stock: ~900)")
     ap.add_argument("--partitions", type=int, default=None, help="trigger bridge key ranges (default: the bridge's)")
     ap.add_argument("--only", default="raw,push,relay,bq,trigger")
     ap.add_argument("--repeat", type=int, default=2, help="rounds of the interleaved raw/bridge figures")
@@ -571,7 +584,8 @@ def main() -> None:
     results: list = []
     emit({"bench": "uptime_before", "uptime": uptime()}, results)
     state_dir = tempfile.mkdtemp(prefix="bench-bridges-")
-    ports = {"pubsub": free_port(), "firestore": free_port(), "bigquery": free_port(), "bigquery_grpc": free_port()}
+    ports = {"pubsub": free_port(), "firestore": free_port(), "firestore_events": free_port(), "bigquery": free_port(),
+             "bigquery_grpc": free_port()}
     sink = lt = None
     t_start = time.time()
     try:
@@ -608,15 +622,21 @@ def main() -> None:
         if "relay" in only:
             bench_relay(lt, ps, args.project, args.n, results)
         if "trigger" in only:
+            from surgesim.emulators.triggers import TriggerHook
+
             db = stack.clients.firestore()
+            hook = TriggerHook(stack.ports("firestore")["firestore_events"])  # where the emulator posts writes
+            lt.run(hook.start())
             for k in range(args.repeat):  # raw writes right before the steps, so load swings hit both
                 raw_firestore(fs, args.project, results)
                 for source in args.trigger_source.split(","):
                     for rate in [float(x) for x in args.rates.split(",")]:
                         r = bench_trigger(lt, db, fs, args.project, sink, rate, args.seconds, args.partitions,
-                                          results, source)
+                                          results, source, hook=hook if source == "emulator" else None,
+                                          preload=args.trigger_preload)
                         if not r["kept_up"]:
                             break
+            lt.run(hook.close())
         emit(summary(results), results)
     finally:
         if lt is not None:

@@ -26,6 +26,8 @@ class Emulator(ABC):
     title: str = ""
     port_keys: tuple[str, ...] = ()
     default_ports: Mapping[str, int] = {}
+    #: port keys the emulator sends to rather than listens on (served by the harness)
+    sends_to: tuple[str, ...] = ()
     startup_timeout: float = 60.0
 
     @abstractmethod

@@ -29,7 +29,7 @@ from .filtering import FilterRelay, emulator_applies_filters
 from .metrics import MetricsSampler
 from .pubsub_rest import PubSubRest
 from .push import PushBridge, PushTarget
-from .triggers import TriggerBridge
+from .triggers import TriggerBridge, TriggerHook
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ class Bridges:
     def __init__(self, system: System, plan: Plan | None, *, pubsub_endpoint: str, project: str | None = None,
                  service_urls: dict[str, str] | None = None, push_token: str | None = None, firestore=None,
                  bigquery=None, fidelity=None, metrics_interval: float = 1.0, trigger_partitions: int = 4,
-                 count_pull_acks: bool = True, trigger_source: str = "listen") -> None:
+                 count_pull_acks: bool = True, trigger_source: str | None = None,
+                 firestore_events_port: int | None = None) -> None:
         self.system = system
         self.plan = plan or Plan(name="default")
         self.endpoint = pubsub_endpoint
@@ -50,7 +51,11 @@ class Bridges:
         self.enforce = not emulator_applies_filters(fidelity)
         self.metrics_interval = metrics_interval
         self.trigger_partitions = trigger_partitions
-        self.trigger_source = trigger_source  # "listen" (one event per write) or "poll" (faster, coalesces)
+        # "emulator" (the emulator posts each write; needs the port it was started with),
+        # "listen" (listeners: one event per write, slow on big collections) or "poll" (coalesces)
+        self.trigger_source = trigger_source or ("emulator" if firestore_events_port else "listen")
+        self.firestore_events_port = firestore_events_port
+        self.hook: TriggerHook | None = None
         self.push: dict[str, PushBridge] = {}
         self.relays: dict[str, FilterRelay] = {}
         self.bq: dict[str, BigQuerySubscriptionBridge] = {}
@@ -144,6 +149,8 @@ class Bridges:
                 if s.consumer is not None and self.count_pull_acks:
                     self._start_proxy()
                     self.metrics.observe(s.name)
+        if self.system.triggers and self.trigger_source == "emulator":
+            await self._start_hook()
         for trig in self.system.triggers:
             url = self.urls.get(trig.target)
             if url is None or self.firestore is None:
@@ -152,7 +159,19 @@ class Bridges:
             self.triggers[trig.name] = TriggerBridge(
                 self.firestore, collection=trig.collection, url=url.rstrip("/") + "/", project=self.project,
                 events=list(trig.events), database=trig.database, partitions=self.trigger_partitions,
-                token=self.token, http=self.http, source=self.trigger_source)
+                token=self.token, http=self.http, source=self.trigger_source, hook=self.hook, name=trig.name)
+
+    async def _start_hook(self) -> None:
+        hook = TriggerHook(self.firestore_events_port) if self.firestore_events_port else None
+        try:
+            if hook is None:
+                raise OSError("the Firestore emulator was not started with a trigger events port")
+            await hook.start()
+            self.hook = hook
+        except OSError as exc:
+            log.warning("Firestore trigger events: %s; using collection listeners instead (slower on "
+                        "large collections)", exc or f"port {self.firestore_events_port} is taken")
+            self.trigger_source = "listen"
 
     def _start_proxy(self) -> None:
         # The services' own streaming pulls ack straight to the emulator, which reports
@@ -185,5 +204,7 @@ class Bridges:
         self._loop.call_later(0.2, self.metrics.stop)
 
     async def _close(self) -> None:
+        if self.hook is not None:
+            await self.hook.close()
         await self.http.aclose()
         await self.rest.aclose()

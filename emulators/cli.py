@@ -41,18 +41,20 @@ def emulators_group() -> None:
 @click.option("--project", default=None, help="Project id (default: the recorded one, else surgesim-local).")
 @click.option("--pubsub-port", type=int, default=None, help="Pub/Sub emulator port (default 8085).")
 @click.option("--firestore-port", type=int, default=None, help="Firestore emulator port (default 8086).")
+@click.option("--firestore-events-port", type=int, default=None,
+              help="Port the Firestore emulator sends trigger events to; the live harness serves it (default 8089).")
 @click.option("--bigquery-port", type=int, default=None, help="BigQuery emulator REST port (default 9050).")
 @click.option("--bigquery-grpc-port", type=int, default=None, help="BigQuery emulator gRPC port (default 9060).")
 @click.option("--storage-port", type=int, default=None, help="Storage emulator port (default 9023).")
 @click.option("--timeout", type=float, default=None, help="Seconds to wait for each emulator to answer.")
 @click.option("--probe/--no-probe", default=True, show_default=True, help="Run the Pub/Sub fidelity probe.")
 @_STATE_DIR
-def up_cmd(only, project, pubsub_port, firestore_port, bigquery_port, bigquery_grpc_port, storage_port,
-           timeout, probe, state_dir) -> None:
+def up_cmd(only, project, pubsub_port, firestore_port, firestore_events_port, bigquery_port, bigquery_grpc_port,
+           storage_port, timeout, probe, state_dir) -> None:
     """Start (or reuse) the emulators; print export lines for the shell."""
     ports = {
-        "pubsub": pubsub_port, "firestore": firestore_port, "bigquery": bigquery_port,
-        "bigquery_grpc": bigquery_grpc_port, "storage": storage_port,
+        "pubsub": pubsub_port, "firestore": firestore_port, "firestore_events": firestore_events_port,
+        "bigquery": bigquery_port, "bigquery_grpc": bigquery_grpc_port, "storage": storage_port,
     }
     try:
         stack = up(only, ports={k: v for k, v in ports.items() if v}, project=project, state_dir=state_dir,

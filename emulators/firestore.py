@@ -1,4 +1,13 @@
-"""The official Firestore emulator (``gcloud emulators firestore start``, a Java process)."""
+"""The official Firestore emulator (the gcloud component's ``cloud_firestore_emulator``, a
+Java process).
+
+Started directly rather than through ``gcloud emulators firestore start``, which passes on
+only host, port, rules and import/export: the emulator's ``--functions_emulator host:port``
+makes it POST every write that matches a registered trigger to that address (the Firebase
+Functions emulator's protocol). The trigger bridge serves that address
+(``firestore_events`` port; emulators/triggers.py, ``TriggerHook``), which costs O(1) per
+write where collection listeners cost O(documents listened) per write.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +23,10 @@ FIRESTORE_EMULATOR_HOST = "FIRESTORE_EMULATOR_HOST"
 class FirestoreEmulator(Emulator):
     name = "firestore"
     title = "Firestore emulator"
-    port_keys = ("firestore",)
-    default_ports = {"firestore": 8086}
+    port_keys = ("firestore", "firestore_events")
+    #: firestore_events is not the emulator's: it is where the emulator sends trigger events
+    default_ports = {"firestore": 8086, "firestore_events": 8089}
+    sends_to = ("firestore_events",)
     startup_timeout = 60.0
 
     def check_installed(self) -> None:
@@ -24,7 +35,8 @@ class FirestoreEmulator(Emulator):
     def command(self, host: str, ports: Mapping[str, int], project: str, data_dir: Path) -> list[str]:
         sdk = require_emulator("firestore")
         # Native mode is the default; the emulator is project-agnostic (the client names it).
-        return [sdk.gcloud, "emulators", "firestore", "start", f"--host-port={host}:{self.main_port(ports)}"]
+        return [str(sdk.component_dir("firestore") / "cloud_firestore_emulator"), "--host", host,
+                "--port", str(self.main_port(ports)), "--functions_emulator", f"{host}:{ports['firestore_events']}"]
 
     def prepare(self, env: dict[str, str], data_dir: Path) -> None:
         env.update(gcloud_env(env))

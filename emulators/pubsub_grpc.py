@@ -111,13 +111,16 @@ class Poller:
 
     While the subscription has messages each pull returns at once. After an empty pull
     (which tells a bridge it has caught up) the next one waits in the emulator's long poll,
-    which answers ~20-35 ms after a publish. Short polling with a 5-50 ms idle backoff cost
+    which answers ~20-35 ms after a publish, or empty a little before the call's deadline.
+    The deadline is long (30 s) because a long poll the client gives up on can still take
+    messages when the emulator gets to it (e.g. one frozen by an emulator_restart fault):
+    they come back only after their ack deadline. Short polling with a 5-50 ms idle backoff cost
     ~200 REST pulls a second for the reference system's idle bridges, about half a core of
     the harness and as much of the emulator (docs/benchmarks/bridges.md). A failed pull
     waits 0.5 s; ``pull`` returns [] then, and when ``stop`` is set, so a loop simply
     tries again or ends."""
 
-    def __init__(self, grpc_client: PubSubGrpc, subscription: str, stop: asyncio.Event, *, wait: float = 5.0,
+    def __init__(self, grpc_client: PubSubGrpc, subscription: str, stop: asyncio.Event, *, wait: float = 30.0,
                  on_error=None) -> None:
         self.grpc = grpc_client
         self.subscription = subscription

@@ -274,7 +274,9 @@ def up(
             action = "started"
             if rec is not None:
                 alive = is_running(rec.pid, rec.create_time)
-                if alive and want != rec.ports:
+                # a port key the record lacks is one this version added (e.g. firestore_events):
+                # the older emulator is reused without it
+                if alive and {k: v for k, v in want.items() if k in rec.ports} != rec.ports:
                     raise PortConflictError(
                         f"{spec.title} is already running on {rec.ports} (pid {rec.pid}, started by "
                         f"surgesim), not on the requested {want}. Run `emulators down --only {name}` "
@@ -306,8 +308,10 @@ def up(
                         f"a {name} emulator not started by surgesim already answers on {HOST}:{main}; "
                         "reusing it (down will leave it running)"
                     )
-                    state.external[name] = {"ports": want, "seen_at": time.time()}
-                    results[name] = EmulatorStatus(name, "external", False, True, want, action="external")
+                    # where ours would send events is not known for someone else's
+                    seen = {k: v for k, v in want.items() if k not in spec.sends_to}
+                    state.external[name] = {"ports": seen, "seen_at": time.time()}
+                    results[name] = EmulatorStatus(name, "external", False, True, seen, action="external")
                     continue
                 raise PortConflictError(
                     f"port {main} on {HOST} is in use by {_port_owner(main)}, which does not answer as "
@@ -426,7 +430,10 @@ def down(
             else:
                 result.messages.append(f"{rec.name} emulator (pid {rec.pid}) was not running")
         for rec in recs:
-            for port in rec.ports.values():
+            sends_to = registry[rec.name].sends_to if rec.name in registry else ()
+            for key, port in rec.ports.items():
+                if key in sends_to:  # served by a harness, not by the emulator
+                    continue
                 if not wait_for(lambda: not port_open(HOST, port), 5.0, 0.1):
                     result.ports_still_open.append(port)
                     result.messages.append(

@@ -9,9 +9,19 @@ as the trigger's ``events`` ask -- ``ce-id``, ``ce-source``, ``ce-subject``, ``c
 plain-JSON field values (Eventarc's real body is protobuf ``DocumentEventData``; JSON
 keeps any framework able to read it).
 
-Two sources (``source=``):
+Three sources (``source=``):
 
-* ``"listen"`` (default): collection listeners (``on_snapshot``), one per ``__name__``
+* ``"emulator"`` (what ``surgesim live`` uses when the stack started the Firestore emulator
+  with its trigger hook, emulators/firestore.py): the emulator itself POSTs every write
+  that matches a registered trigger, as it does for the Firebase Functions emulator
+  (``--functions_emulator host:port``; the trigger is registered with ``POST
+  /emulator/v1/projects/{p}/eventarcTrigger?eventarcTriggerId=...``). One request per
+  write, in write order, one at a time, with the old and new document
+  (``DocumentEventData`` protobuf, sent as base64 text), and O(1) per write whatever the
+  collection holds. The emulator does not retry and sends nothing else until answered,
+  so :class:`TriggerHook` answers at once and queues. No trigger can be deleted: at stop
+  the bridge re-registers its id on a collection nobody writes.
+* ``"listen"``: collection listeners (``on_snapshot``), one per ``__name__``
   key range (``partitions``). The emulator pushes the state after every commit, so each
   write is one event (the Meridian outbox relies on it: four commands on one parcel
   within milliseconds are four events). Cost: on every commit the Firestore emulator
@@ -44,10 +54,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import grpc
 import httpx
+import proto
 from google.cloud.firestore_v1 import types as _ft
 
 from .pubsub_rest import stoppable_sleep
@@ -144,6 +155,79 @@ def build_event(*, project: str, database: str, collection: str, doc_id: str, ki
     return headers, body
 
 
+__protobuf__ = proto.module(package="surgesim.firestore_events", manifest={"DocumentEventData"})
+
+
+class DocumentEventData(proto.Message):
+    """google.events.cloud.firestore.v1.DocumentEventData, the body of a Firestore event."""
+
+    value = proto.Field(proto.MESSAGE, number=1, message=_ft.Document)
+    old_value = proto.Field(proto.MESSAGE, number=2, message=_ft.Document)
+    update_mask = proto.Field(proto.MESSAGE, number=3, message=_ft.DocumentMask)
+
+
+_DocumentEventData = DocumentEventData.pb()
+#: Where a stopped bridge points its trigger (the emulator cannot delete one).
+DISABLED_PATTERN = "surgesim-trigger-disabled/{id}"
+
+
+class TriggerHook:
+    """The HTTP receiver the Firestore emulator POSTs document events to (the address given
+    to its ``--functions_emulator``): one per run, on the stack's ``firestore_events`` port,
+    serving every trigger bridge by trigger id. Serve it in the bridges' event loop."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.port, self.host = port, host
+        self.handlers: dict[str, Callable[[bytes], None]] = {}
+        self.unknown = 0
+        """Events for no trigger of this run (one left registered by an earlier run)."""
+        self._server = self._task = self._sock = None
+
+    async def start(self) -> None:
+        """Raises OSError when the port is taken."""
+        import socket
+
+        import uvicorn
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))  # here, not in uvicorn, which exits the process on failure
+        except OSError:
+            sock.close()
+            raise
+        server = uvicorn.Server(uvicorn.Config(self._app, interface="asgi3", log_level="warning", lifespan="off",
+                                                access_log=False))
+        self._task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+        self._server, self._sock = server, sock
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            await self._task
+            self._sock.close()
+            self._server = None
+
+    async def _app(self, scope, receive, send) -> None:
+        chunks, more = [], True
+        while more:
+            msg = await receive()
+            chunks.append(msg.get("body", b""))
+            more = msg.get("more_body", False)
+        # /functions/projects/{project}/triggers/{trigger id}
+        handler = self.handlers.get(scope["path"].rstrip("/").rsplit("/", 1)[-1])
+        if handler is None:
+            self.unknown += 1
+        else:
+            handler(b"".join(chunks))
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+
 @dataclass
 class TriggerCounters:
     changes: int = 0
@@ -154,6 +238,7 @@ class TriggerCounters:
     skipped: int = 0
     polls: int = 0
     poll_seconds: float = 0.0
+    bad_events: int = 0
 
 
 class TriggerBridge:
@@ -161,10 +246,15 @@ class TriggerBridge:
                  database: str = "(default)", partitions: int = 4, token: str | None = None,
                  concurrency: int = 32, max_attempts: int = 10, http: httpx.AsyncClient | None = None,
                  source: str = "listen", endpoint: str | None = None, poll_interval: float = 0.05,
-                 poll_pause_factor: float = 1.0) -> None:
-        if source not in ("listen", "poll"):
-            raise ValueError(f"source must be 'listen' or 'poll', not {source!r}")
+                 poll_pause_factor: float = 1.0, hook: TriggerHook | None = None, name: str | None = None) -> None:
+        if source not in ("listen", "poll", "emulator"):
+            raise ValueError(f"source must be 'emulator', 'listen' or 'poll', not {source!r}")
+        if source == "emulator" and hook is None:
+            raise ValueError("source 'emulator' needs the TriggerHook the Firestore emulator posts to")
         self.source = source
+        self.hook = hook
+        # one id per trigger: registering it again (a later run) replaces the emulator's
+        self.trigger_id = "surgesim-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in (name or collection))
         self.db = db
         self.collection = collection
         self.url = url
@@ -244,6 +334,30 @@ class TriggerBridge:
             self.counters.changes += 1
             self._queue.put_nowait(item)
 
+    # ---- or the emulator's own trigger posts ----------------------------------------------
+    async def _register(self, pattern: str) -> None:
+        r = await self._http.post(
+            f"http://{self.endpoint}/emulator/v1/projects/{self.project}/eventarcTrigger",
+            params={"eventarcTriggerId": self.trigger_id},
+            json={"eventType": EVENT_PREFIX + "written", "database": self.database, "namespace": "(default)",
+                  "document": {"value": pattern, "matchType": "PATH_PATTERN"}})
+        if r.status_code != 200:
+            raise RuntimeError(f"trigger {self.trigger_id}: the Firestore emulator refused the registration "
+                               f"({r.status_code} {r.text[:200]})")
+
+    def _on_event(self, body: bytes) -> None:
+        try:
+            data = _DocumentEventData.FromString(base64.b64decode(body))
+        except ValueError:  # binascii.Error and protobuf's DecodeError are both ValueErrors
+            self.counters.bad_events += 1
+            log.warning("trigger %s: undecodable event (%d bytes)", self.collection, len(body))
+            return
+        new = _doc_state(data.value) if data.HasField("value") else None
+        old = _doc_state(data.old_value) if data.HasField("old_value") else None
+        name = (data.value if new is not None else data.old_value).name
+        self.counters.changes += 1
+        self._queue.put_nowait((name.rsplit("/", 1)[-1], old, new, new["updateTime"] if new else None))
+
     # ---- or a change feed: polling RunQuery ---------------------------------------------
     def _db_path(self) -> str:
         return f"projects/{self.project}/databases/{self.database}"
@@ -317,7 +431,12 @@ class TriggerBridge:
         # small connection pools side by side: one big httpx pool slows down (emulators/push.py)
         self._lanes = HttpLanes(self._http)
         channel = poller = None
-        if self.source == "poll":
+        registered = False
+        if self.source == "emulator":
+            self.hook.handlers[self.trigger_id] = self._on_event
+            await self._register(f"{self.collection}/{{id}}")
+            registered = True
+        elif self.source == "poll":
             channel = grpc.aio.insecure_channel(self.endpoint, options=_GRPC_OPTIONS)
             self._run_query = channel.unary_stream(_RUN_QUERY, request_serializer=_RunQueryRequest.SerializeToString,
                                                    response_deserializer=_RunQueryResponse.FromString)
@@ -327,7 +446,7 @@ class TriggerBridge:
         try:
             if poller is not None:
                 await asyncio.wait_for(polled.wait(), 30)
-            else:
+            elif self.source == "listen":
                 await asyncio.to_thread(self._start_listeners)
                 await asyncio.to_thread(self._ready.wait, 30)
             if ready is not None:
@@ -338,6 +457,12 @@ class TriggerBridge:
                 await asyncio.sleep(0.05)
         finally:
             self._stop.set()
+            if registered:
+                try:
+                    await self._register(DISABLED_PATTERN)
+                except (httpx.HTTPError, RuntimeError) as exc:
+                    log.warning("trigger %s: could not disable it on the emulator: %s", self.trigger_id, exc)
+                self.hook.handlers.pop(self.trigger_id, None)
             tasks = [t for t in (poller, *workers) if t is not None]
             for t in tasks:
                 t.cancel()
@@ -419,3 +544,8 @@ def value_to_plain(v) -> Any:
     if kind == "reference_value":  # the document path, as DocumentReference.path
         return v.reference_value.split("/documents/", 1)[-1]
     return getattr(v, kind)
+
+
+def _doc_state(doc) -> dict:
+    return {"fields": {k: value_to_plain(v) for k, v in doc.fields.items()},
+            "createTime": _pb_ts(doc.create_time), "updateTime": _pb_ts(doc.update_time)}

@@ -23,7 +23,7 @@ def gcp(tmp_path_factory):
 
     state_dir = tmp_path_factory.mktemp("surgesim-emulators")
     ports: dict[str, int] = {}
-    for key in ("pubsub", "firestore", "bigquery", "bigquery_grpc", "storage"):
+    for key in ("pubsub", "firestore", "firestore_events", "bigquery", "bigquery_grpc", "storage"):
         while (port := free_port()) in ports.values():
             pass
         ports[key] = port

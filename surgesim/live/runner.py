@@ -288,7 +288,8 @@ class SystemRunner:
         self.bridges = Bridges(scaled_retry(self.system, self.time_scale), self.plan, pubsub_endpoint=self.stack.endpoint("pubsub"),
                                project=self.system.project, service_urls=front_urls, push_token=self.push_token,
                                firestore=fs, bigquery=bq, fidelity=load_fidelity(self.stack.state_dir),
-                               metrics_interval=self.sample_interval, count_pull_acks=self.count_pull_acks)
+                               metrics_interval=self.sample_interval, count_pull_acks=self.count_pull_acks,
+                               firestore_events_port=self.stack.ports("firestore").get("firestore_events"))
         self.bridges.start()
         # the push backoff after failures is Pub/Sub's timer too (see scaled_retry)
         for bridge in self.bridges.push.values():

@@ -8,21 +8,25 @@ import uuid
 
 import pytest
 
-from surgesim.emulators.triggers import TriggerBridge
+from surgesim.emulators.triggers import TriggerBridge, TriggerHook
 from tests.integration.bridges_support import LoopThread, Recorder, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize("source", ["listen", "poll"])
+@pytest.mark.parametrize("source", ["emulator", "listen", "poll"])
 def test_each_change_delivered_exactly_once_as_a_cloudevent(gcp, source):
     db = gcp.clients.firestore()
     collection = f"parcels_{uuid.uuid4().hex[:8]}"
     db.collection(collection).document("pre-existing").set({"status": "old"})  # baseline: no event
     server = Recorder()
     lt = LoopThread()
+    hook = None
+    if source == "emulator":  # the emulator posts each write to the stack's firestore_events port
+        hook = TriggerHook(gcp.ports("firestore")["firestore_events"])
+        lt.spawn(hook.start()).result(10)
     bridge = TriggerBridge(db, collection=collection, url=server.url + "/", project=gcp.project,
-                           partitions=4, token="tok", source=source)
+                           partitions=4, token="tok", source=source, hook=hook)
     ready = asyncio.Event()
     fut = lt.spawn(bridge.run(ready))
     try:
@@ -41,6 +45,11 @@ def test_each_change_delivered_exactly_once_as_a_cloudevent(gcp, source):
     finally:
         bridge.stop()
         fut.result(15)
+        if hook is not None:
+            db.collection(collection).document("after-stop").set({"status": "late"})
+            # the stopped bridge disabled its trigger: the emulator posts nothing more
+            assert not wait_until(lambda: hook.unknown > 0, timeout=1.0)
+            lt.spawn(hook.close()).result(10)
         lt.close()
         server.close()
     events = [(h, b) for _, h, b in server.requests]
