@@ -169,13 +169,7 @@ class BigQuerySubscriptionBridge:
     # while a backlog remains the inserters wait for a full one, once caught up they write
     # what there is (no lingering at low rates).
     async def _puller(self) -> None:
-        poller = Poller(self._grpc, self.subscription, self._stop)
-        try:
-            await self._pull_loop(poller)
-        finally:
-            poller.close()
-
-    async def _pull_loop(self, poller: Poller) -> None:
+        poller = Poller(self._grpc, self.subscription, self._stop, idle_min=0.01)
         while not self._stop.is_set():
             async with self._changed:
                 await self._changed.wait_for(lambda: len(self._pending) < self.max_insert_rows or self._stop.is_set())
@@ -211,7 +205,7 @@ class BigQuerySubscriptionBridge:
             await self._nack(bad)
 
     # Inserts that are not full start at most every min_interval: at a trickle (telemetry at
-    # rate_scale 0.02 is 33-100 rows/s, which the long poll hands over a few rows at a time)
+    # rate_scale 0.02 is 33-100 rows/s, which polls hand over a few rows at a time)
     # an insert per pull made the emulator copy the growing table tens of times a second,
     # 0.2-0.4 of a core by the end of a 3-minute dispatch wave. Production's BigQuery
     # subscriptions land rows seconds after publish too.

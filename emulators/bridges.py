@@ -66,6 +66,7 @@ class Bridges:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._main: asyncio.Future | None = None
+        self._ready: list[asyncio.Event] = []
 
     # ---- lifecycle --------------------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> "Bridges":
@@ -74,7 +75,14 @@ class Bridges:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._provision(), self._loop).result(timeout)
         self._main = asyncio.run_coroutine_threadsafe(self._run(), self._loop)
+        # triggers see only writes after they are ready (their baseline): wait for them
+        asyncio.run_coroutine_threadsafe(self._triggers_ready(), self._loop).result(timeout)
         return self
+
+    async def _triggers_ready(self) -> None:
+        while len(self._ready) < len(self.triggers):  # _run has not started yet
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*(e.wait() for e in self._ready))
 
     def stop(self, timeout: float = 30.0) -> None:
         if self._loop is None:
@@ -187,7 +195,7 @@ class Bridges:
         return self.proxy.endpoint if self.proxy is not None else self.endpoint
 
     async def _run(self) -> None:
-        ready = [asyncio.Event() for _ in self.triggers]
+        ready = self._ready = [asyncio.Event() for _ in self.triggers]
         tasks = [asyncio.create_task(b.run()) for b in (*self.push.values(), *self.relays.values(), *self.bq.values())]
         tasks += [asyncio.create_task(t.run(r)) for t, r in zip(self.triggers.values(), ready)]
         tasks.append(asyncio.create_task(self.metrics.run()))

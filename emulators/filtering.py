@@ -118,7 +118,6 @@ class FilterRelay:
                     self._count_error()
                     log.warning("relay publish %s: %s", self.internal, exc)
         finally:
-            poller.close()
             await grpc_client.aclose()
             try:
                 await self.rest.delete_subscription(self.tap)

@@ -8,8 +8,7 @@ classes (upb, C speed), not the proto-plus wrappers or the official client's thr
 
 Errors surface as :class:`PubSubGrpcError` (a ``PubSubRestError``).
 
-:class:`Poller` is how every bridge drains a subscription: at once while messages are
-there, then in the emulator's long poll once it is empty, so an idle bridge costs nothing.
+:class:`Poller` is how every bridge drains a subscription.
 """
 
 from __future__ import annotations
@@ -58,17 +57,13 @@ class PubSubGrpc:
     def subscription_path(self, sub: str) -> str:
         return sub if sub.startswith("projects/") else f"projects/{self.project}/subscriptions/{sub}"
 
-    async def pull(self, sub: str, max_messages: int, *, wait: float = 0.0) -> list:
-        """Received messages (raw protobuf ``ReceivedMessage``), possibly none: at once, or
-        with ``wait`` > 0 as soon as any arrive within about ``wait`` seconds (the
-        emulator's long poll answers empty a little before the call's deadline)."""
+    async def pull(self, sub: str, max_messages: int) -> list:
+        """Received messages (raw protobuf ``ReceivedMessage``), at once, possibly none."""
         req = _PullRequest(subscription=self.subscription_path(sub), max_messages=max_messages,
-                           return_immediately=wait <= 0)
+                           return_immediately=True)
         try:
-            resp = await self._pull(req, timeout=wait if wait > 0 else self.timeout)
+            resp = await self._pull(req, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
-            if wait > 0 and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                return []
             raise PubSubGrpcError(f"pull {sub}: {exc.code().name} {exc.details()}") from None
         return list(resp.received_messages)
 
@@ -107,54 +102,41 @@ def as_rest(r) -> dict:
 
 
 class Poller:
-    """Pulls one subscription for a bridge that drains it.
+    """Pulls one subscription for a bridge that drains it: immediate gRPC pulls, and while
+    the subscription is empty a backoff from ``idle_min`` to ``idle_max``. A failed pull
+    waits 0.5 s. ``pull`` returns [] then, on an empty pull, and once ``stop`` is set, so a
+    loop simply tries again or ends.
 
-    While the subscription has messages each pull returns at once. After an empty pull
-    (which tells a bridge it has caught up) the next one waits in the emulator's long poll,
-    which answers ~20-35 ms after a publish, or empty a little before the call's deadline.
-    The deadline is long (30 s) because a long poll the client gives up on can still take
-    messages when the emulator gets to it (e.g. one frozen by an emulator_restart fault):
-    they come back only after their ack deadline. Short polling with a 5-50 ms idle backoff cost
-    ~200 REST pulls a second for the reference system's idle bridges, about half a core of
-    the harness and as much of the emulator (docs/benchmarks/bridges.md). A failed pull
-    waits 0.5 s; ``pull`` returns [] then, and when ``stop`` is set, so a loop simply
-    tries again or ends."""
+    Not the emulator's long poll, although it answers 20-35 ms after a publish and would
+    cost nothing while idle: a long poll the client abandons (cancelled at a bridge's stop,
+    or past its deadline while the emulator is frozen by an emulator_restart fault) stays
+    registered in the emulator, which leases the next message to it and so hides that
+    message for a whole ack deadline (measured; docs/benchmarks/bridges.md). Immediate
+    pulls over gRPC cost a fraction of the REST ones they replace (no JSON on either side)."""
 
-    def __init__(self, grpc_client: PubSubGrpc, subscription: str, stop: asyncio.Event, *, wait: float = 30.0,
-                 on_error=None) -> None:
+    def __init__(self, grpc_client: PubSubGrpc, subscription: str, stop: asyncio.Event, *, idle_min: float = 0.005,
+                 idle_max: float = 0.1, on_error=None) -> None:
         self.grpc = grpc_client
         self.subscription = subscription
         self.stop = stop
-        self.wait = wait
+        self.idle_min = self.idle = idle_min
+        self.idle_max = idle_max
         self.on_error = on_error
-        self._empty = False
-        self._stopped: asyncio.Future | None = None
 
     async def pull(self, max_messages: int) -> list:
         if self.stop.is_set():
             return []
-        call = asyncio.ensure_future(self.grpc.pull(self.subscription, max_messages,
-                                                    wait=self.wait if self._empty else 0.0))
-        if self._stopped is None:
-            self._stopped = asyncio.ensure_future(self.stop.wait())
-        await asyncio.wait({call, self._stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if not call.done():
-            # Stopping: bridges stop once the run has drained, so nothing is leased to this
-            # abandoned call (anything that was comes back after its ack deadline).
-            call.cancel()
-            await asyncio.gather(call, return_exceptions=True)
-            return []
         try:
-            got = call.result()
+            got = await self.grpc.pull(self.subscription, max_messages)
         except PubSubRestError as exc:
             if self.on_error is not None:
                 self.on_error()
             log.warning("pull %s failed: %s", self.subscription, exc)
             await stoppable_sleep(self.stop, 0.5)
             return []
-        self._empty = not got
+        if not got:
+            await stoppable_sleep(self.stop, self.idle)
+            self.idle = min(self.idle_max, self.idle * 2)
+            return []
+        self.idle = self.idle_min
         return got
-
-    def close(self) -> None:
-        if self._stopped is not None:
-            self._stopped.cancel()

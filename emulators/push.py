@@ -247,7 +247,6 @@ class PushBridge:
                 for received in got:
                     self._dispatch(as_rest(received))
         finally:
-            poller.close()
             for t in list(self._tasks):
                 t.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -53,3 +53,43 @@ def test_rows_land_with_metadata_columns(gcp):
 
 async def _rest(gcp):
     return PubSubRest(gcp.endpoint("pubsub"), gcp.project)
+
+
+def test_a_trickle_is_written_in_few_inserts_and_nothing_waits_long(gcp):
+    """One message every 50 ms for 2 s: inserts that are not full start at most every
+    min_interval (the emulator copies the table on every insert), and every row still lands
+    within about that interval."""
+    if not gcp.emulators.get("bigquery") or not gcp.emulators["bigquery"].healthy:
+        pytest.skip("the BigQuery emulator is not running in this stack")
+    import time
+
+    from google.cloud import bigquery
+
+    bq = gcp.clients.bigquery()
+    dataset = f"fleet_{uuid.uuid4().hex[:6]}"
+    bq.create_dataset(dataset)
+    bq.create_table(bigquery.Table(f"{gcp.project}.{dataset}.trickle",
+                                   schema=[bigquery.SchemaField("data", "STRING"),
+                                           bigquery.SchemaField("message_id", "STRING")]))
+    lt = LoopThread()
+    rest = lt.run(_rest(gcp))
+    topic, sub = fresh("t-bq"), fresh("s-bq")
+    bridge = BigQuerySubscriptionBridge(rest, bq, subscription=sub, topic=topic, table=f"{dataset}.trickle",
+                                        write_metadata=False, use_table_schema=True, min_interval=0.5)
+    try:
+        lt.run(bridge.provision())
+        fut = lt.spawn(bridge.run())
+        for i in range(40):
+            lt.run(rest.publish(topic, [{"data": b64(json.dumps({"data": str(i)}))}]))
+            time.sleep(0.05)
+        sent_at = time.monotonic()
+        assert wait_until(lambda: bridge.counters.rows == 40, timeout=10)
+        caught_up_s = time.monotonic() - sent_at
+        lt.loop.call_soon_threadsafe(bridge.stop)
+        fut.result(10)
+    finally:
+        lt.run(rest.aclose())
+        lt.close()
+    # ~2 s of publishing at one insert per 0.5 s at most (an insert per pull would be ~40)
+    assert bridge.counters.batches <= 7, bridge.counters
+    assert caught_up_s < 2.0

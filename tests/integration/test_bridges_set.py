@@ -101,3 +101,51 @@ def test_backlog_of_a_pull_subscription_consumed_by_a_service_process(gcp):
     frame = bridges.metrics.frame()
     backlog = frame[(frame.metric == METRICS["backlog"]) & (frame.entity == sub)].value
     assert backlog.max() == 20 and backlog.iloc[-1] == 5
+
+
+@pytest.mark.parametrize("port", ["served", "taken"])
+def test_a_trigger_is_fed_by_the_emulator_or_by_listeners_when_its_port_is_taken(gcp, port):
+    """The stack started the Firestore emulator with a trigger events port: Bridges serve it
+    and the emulator posts each write. If something else holds that port, Bridges warn and
+    use collection listeners instead; either way each write is one CloudEvent."""
+    import socket
+    import uuid
+
+    collection = f"parcels_{uuid.uuid4().hex[:8]}"
+    system = System.model_validate({
+        "name": "mini", "project": gcp.project, "topics": [], "subscriptions": [],
+        "services": [{"name": "publisher", "steps": [{"cpu": {"p50": "1ms"}}]}],
+        "triggers": [{"name": "outbox", "collection": collection, "target": "publisher"}],
+    })
+    events_port = gcp.ports("firestore")["firestore_events"]
+    squatter = None
+    if port == "taken":
+        squatter = socket.socket()
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the served run's TIME_WAITs
+        squatter.bind(("127.0.0.1", events_port))
+        squatter.listen()
+    server = Recorder()
+    db = gcp.clients.firestore()
+    bridges = Bridges(system, None, pubsub_endpoint=gcp.endpoint("pubsub"), service_urls={"publisher": server.url},
+                      firestore=db, fidelity=gcp.fidelity, firestore_events_port=events_port)
+    bridges.start()
+    try:
+        assert bridges.trigger_source == ("emulator" if port == "served" else "listen")
+        assert (bridges.hook is not None) == (port == "served")
+        col = db.collection(collection)
+        if port == "served":  # the emulator posts every write, even four to one document in milliseconds
+            col.document("p1").set({"status": "ParcelCreated"})
+            for status in ("ParcelAssigned", "ParcelOutForDelivery", "ParcelDelivered"):
+                col.document("p1").update({"status": status})
+        else:  # listeners report states, which can merge writes that close together
+            for i, status in enumerate(("ParcelCreated", "ParcelAssigned", "ParcelOutForDelivery", "ParcelDelivered")):
+                col.document(f"p{i}").set({"status": status})
+        assert wait_until(lambda: len(server.requests) >= 4, timeout=20)
+        assert not wait_until(lambda: len(server.requests) > 4, timeout=1.0)
+    finally:
+        bridges.stop()
+        server.close()
+        if squatter is not None:
+            squatter.close()
+    statuses = sorted(b["value"]["fields"]["status"] for _, _, b in server.requests)
+    assert statuses == sorted(["ParcelCreated", "ParcelAssigned", "ParcelOutForDelivery", "ParcelDelivered"])
