@@ -80,8 +80,6 @@ class Bridges:
         return self
 
     async def _triggers_ready(self) -> None:
-        while len(self._ready) < len(self.triggers):  # _run has not started yet
-            await asyncio.sleep(0.01)
         await asyncio.gather(*(e.wait() for e in self._ready))
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -168,18 +166,21 @@ class Bridges:
                 self.firestore, collection=trig.collection, url=url.rstrip("/") + "/", project=self.project,
                 events=list(trig.events), database=trig.database, partitions=self.trigger_partitions,
                 token=self.token, http=self.http, source=self.trigger_source, hook=self.hook, name=trig.name)
+        self._ready = [asyncio.Event() for _ in self.triggers]
 
     async def _start_hook(self) -> None:
-        hook = TriggerHook(self.firestore_events_port) if self.firestore_events_port else None
-        try:
-            if hook is None:
-                raise OSError("the Firestore emulator was not started with a trigger events port")
-            await hook.start()
-            self.hook = hook
-        except OSError as exc:
-            log.warning("Firestore trigger events: %s; using collection listeners instead (slower on "
-                        "large collections)", exc or f"port {self.firestore_events_port} is taken")
-            self.trigger_source = "listen"
+        why = "the Firestore emulator was not started with a trigger events port"
+        if self.firestore_events_port:
+            hook = TriggerHook(self.firestore_events_port)
+            try:
+                await hook.start()
+                self.hook = hook
+                return
+            except OSError as exc:
+                why = f"port {self.firestore_events_port}: {exc}"
+        log.warning("Firestore trigger events: %s; using collection listeners instead (slower on large "
+                    "collections)", why)
+        self.trigger_source = "listen"
 
     def _start_proxy(self) -> None:
         # The services' own streaming pulls ack straight to the emulator, which reports
@@ -195,9 +196,8 @@ class Bridges:
         return self.proxy.endpoint if self.proxy is not None else self.endpoint
 
     async def _run(self) -> None:
-        ready = self._ready = [asyncio.Event() for _ in self.triggers]
         tasks = [asyncio.create_task(b.run()) for b in (*self.push.values(), *self.relays.values(), *self.bq.values())]
-        tasks += [asyncio.create_task(t.run(r)) for t, r in zip(self.triggers.values(), ready)]
+        tasks += [asyncio.create_task(t.run(r)) for t, r in zip(self.triggers.values(), self._ready)]
         tasks.append(asyncio.create_task(self.metrics.run()))
         self._tasks = tasks
         results = await asyncio.gather(*tasks, return_exceptions=True)

@@ -260,21 +260,34 @@ async def _respond(send, status: int, body: bytes, headers: list | None = None) 
     await send({"type": "http.response.body", "body": body})
 
 
-async def serve(front: Front, port: int, host: str = "127.0.0.1"):
-    """Start serving in this loop; returns the uvicorn server (set ``should_exit`` to stop)."""
+async def serve(app, port: int, host: str = "127.0.0.1", *, lifespan: str = "on"):
+    """Serve an ASGI app in this loop; returns the uvicorn server (stop it with ``stop``).
+    Raises OSError when the port is taken: the socket is bound here, because uvicorn
+    binding it would exit the whole process on failure."""
+    import socket
+
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(front, host=host, port=port, log_level="warning", lifespan="on",
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    server = uvicorn.Server(uvicorn.Config(app, interface="asgi3", log_level="warning", lifespan=lifespan,
                                            access_log=False))
-    task = asyncio.create_task(server.serve())
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():
+            sock.close()
             task.result()
         await asyncio.sleep(0.01)
-    server._surgesim_task = task  # noqa: SLF001 -- so stop() can await it
+    server._surgesim_task, server._surgesim_sock = task, sock  # noqa: SLF001 -- for stop()
     return server
 
 
 async def stop(server) -> None:
     server.should_exit = True
     await server._surgesim_task  # noqa: SLF001
+    server._surgesim_sock.close()  # noqa: SLF001

@@ -255,8 +255,6 @@ def port_open(host: str, port: int, timeout: float = 0.25) -> bool:
         return False
 
 
-
-
 def listener_pids(port: int) -> list[int]:
     """PIDs with a LISTEN socket on ``port`` (best effort; may need privileges)."""
     pids = set()

@@ -181,35 +181,19 @@ class TriggerHook:
         self.handlers: dict[str, Callable[[bytes], None]] = {}
         self.unknown = 0
         """Events for no trigger of this run (one left registered by an earlier run)."""
-        self._server = self._task = self._sock = None
+        self._server = None
 
     async def start(self) -> None:
         """Raises OSError when the port is taken."""
-        import socket
+        from .front import serve
 
-        import uvicorn
-
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))  # here, not in uvicorn, which exits the process on failure
-        except OSError:
-            sock.close()
-            raise
-        server = uvicorn.Server(uvicorn.Config(self._app, interface="asgi3", log_level="warning", lifespan="off",
-                                                access_log=False))
-        self._task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.01)
-        self._server, self._sock = server, sock
+        self._server = await serve(self._app, self.port, self.host, lifespan="off")
 
     async def close(self) -> None:
+        from .front import stop
+
         if self._server is not None:
-            self._server.should_exit = True
-            await self._task
-            self._sock.close()
+            await stop(self._server)
             self._server = None
 
     async def _app(self, scope, receive, send) -> None:
@@ -407,13 +391,11 @@ class TriggerBridge:
         old = self._state.get(doc_id)
         if old is not None and old["_stamp"] == stamp:
             return  # unchanged since the last read
-        update = _pb_ts(doc.update_time)
-        new = {"fields": {k: value_to_plain(v) for k, v in doc.fields.items()},
-               "createTime": _pb_ts(doc.create_time), "updateTime": update, "_stamp": stamp}
+        new = {**_doc_state(doc), "_stamp": stamp}
         self._state[doc_id] = new
         if emit:
             self.counters.changes += 1
-            self._queue.put_nowait((doc_id, old, new, update))
+            self._queue.put_nowait((doc_id, old, new, new["updateTime"]))
 
     def _removed(self, doc_id: str, *, emit: bool) -> None:
         old = self._state.pop(doc_id, None)
@@ -547,5 +529,6 @@ def value_to_plain(v) -> Any:
 
 
 def _doc_state(doc) -> dict:
+    """A raw protobuf Firestore ``Document`` as the state a change carries."""
     return {"fields": {k: value_to_plain(v) for k, v in doc.fields.items()},
             "createTime": _pb_ts(doc.create_time), "updateTime": _pb_ts(doc.update_time)}

@@ -45,8 +45,6 @@ def build_app(delay_s: float = 0.0, serial: bool = False) -> FastAPI:
     return app
 
 
-
-
 @contextlib.contextmanager
 def serve(app: FastAPI, port: int | None = None) -> Iterator[tuple[str, list]]:
     import uvicorn

@@ -23,8 +23,6 @@ import httpx
 from surgesim.ports import free_port  # noqa: F401  (re-exported: callers import it from here)
 
 
-
-
 @dataclass
 class ServiceProcess:
     target: str
