@@ -7,7 +7,8 @@ connections, every request a new parcel so no transaction contends):
 
     raw      a one-write HTTP service (FastAPI + one async Firestore write, 202) on the
              Firestore emulator, uvicorn in its own process
-    direct   the Meridian command service (its transaction: 2 reads + 2 writes), own process
+    direct   the Meridian command service (one BatchGet of 2 documents, one commit of 2
+             writes with preconditions), own process
     front    the same service behind its Cloud Run front (emulators/front.py), served from
              the harness's FrontSet loop in this process, as `surgesim live` serves it
 
@@ -188,7 +189,8 @@ def command_path(stack, project, rounds, seconds, conns, results, state) -> None
         # warm and scaled: the front's own scaling is not what is measured here
         front_url = fronts.add("command", svc.url, FrontSettings(min_instances=2, max_instances=100, concurrency=80),
                                token="bench")
-        load(svc.url, 2, conns)  # warm-up (JIT, connections)
+        for url in (f"http://127.0.0.1:{raw_port}", svc.url):  # warm-up: connections, the emulator's JIT
+            load(url, 4, conns)
         for k in range(rounds):
             for name, url in (("raw_one_write_service", f"http://127.0.0.1:{raw_port}"),
                               ("command_direct", svc.url), ("command_via_front", front_url)):

@@ -1,9 +1,10 @@
-"""Meridian's command service: the driver app's commands. Each one validates, runs one
-Firestore transaction keyed by the client's request id, and answers 202. The parcel
+"""Meridian's command service: the driver app's commands. Each one validates, commits the
+parcel and a request record atomically (optimistic: preconditions on what it read), keyed
+by the client's request id, and answers 202. The parcel
 document's change (`lastEvent`) is the outbox the trigger turns into an event.
 
 Idempotency: the request id (header X-Request-Id, or `requestId` in the body) names a
-`command_requests` document written in the same transaction as the parcel; a retry with
+`command_requests` document written in the same commit as the parcel; a retry with
 the same id returns the stored answer (header Idempotent-Replayed: true) and changes
 nothing. The same id with a different request is 409.
 """
@@ -100,71 +101,86 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-class CommandStore:
-    """The one transaction each command runs (Firestore, async client)."""
+class Contention(Exception):
+    """Every attempt lost to a concurrent command on the same parcel."""
 
-    def __init__(self, db, request_ttl_s: float = 7 * 86400) -> None:
+
+class CommandStore:
+    """Each command's read-validate-write, as one atomic commit (Firestore, async client).
+
+    Optimistic rather than a client transaction: one BatchGet of the request and parcel
+    documents, then one commit whose preconditions say "neither changed since I read them"
+    (the parcel's update time, or that it or the request does not exist yet). A concurrent
+    writer fails the precondition, and the command reads again and re-decides. That is
+    two round trips where the client's transaction takes three (begin, BatchGet, commit),
+    and it holds no document lock on the server between them.
+    """
+
+    def __init__(self, db, request_ttl_s: float = 7 * 86400, max_attempts: int | None = None) -> None:
         self.db = db
         self.request_ttl_s = request_ttl_s
-        # Commands on one parcel inside this instance queue here rather than in Firestore,
-        # where contended transactions abort and back off (seconds on the emulator).
+        self.max_attempts = max_attempts or int(env_float("COMMAND_TXN_ATTEMPTS", 5))
+        # Commands on one parcel inside this instance queue here rather than racing each
+        # other's preconditions; only other instances' commands can still conflict.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def apply(self, request_id: str, route: str, parcel_id: str, event_type: str, body: BaseModel | None,
                     changes: dict[str, Any]) -> tuple[dict, bool]:
+        from google.api_core import exceptions as gexc
+
         lock = self._locks.get(parcel_id)
         if lock is None:
             lock = self._locks[parcel_id] = asyncio.Lock()
         async with lock:
-            return await self._apply(request_id, route, parcel_id, event_type, body, changes)
+            for attempt in range(self.max_attempts):
+                try:
+                    return await self._attempt(request_id, route, parcel_id, event_type, body, changes)
+                except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound, gexc.Aborted):
+                    # someone else wrote one of the two documents since the read
+                    await asyncio.sleep(min(0.2, 0.005 * 2 ** attempt))
+        raise Contention(parcel_id)
 
-    async def _apply(self, request_id: str, route: str, parcel_id: str, event_type: str, body: BaseModel | None,
-                     changes: dict[str, Any]) -> tuple[dict, bool]:
-        from google.cloud import firestore
-
+    async def _attempt(self, request_id: str, route: str, parcel_id: str, event_type: str, body: BaseModel | None,
+                       changes: dict[str, Any]) -> tuple[dict, bool]:
         fingerprint = _fingerprint(route, parcel_id, body)
         req_ref = self.db.collection(COMMAND_REQUESTS).document(request_id)
         parcel_ref = self.db.collection(PARCELS).document(parcel_id)
         new_status, allowed_from = TRANSITIONS[event_type]
         ctx = trace.current.get() or trace.new_trace()
 
-        @firestore.async_transactional
-        async def txn(t) -> tuple[dict, bool]:
-            # One BatchGet for both documents: a round trip less than two gets. (The client's
-            # get_all: AsyncTransaction.get_all awaits an async generator, a TypeError.)
-            snaps = {snap.reference.path: snap async for snap in self.db.get_all([req_ref, parcel_ref], transaction=t)}
-            req, parcel = snaps[req_ref.path], snaps[parcel_ref.path]
-            if req.exists:
-                stored = req.to_dict()
-                if stored.get("fingerprint") != fingerprint:
-                    raise Problem(409, f"request id {request_id!r} was already used for a different request ({stored.get('route')})")
-                return stored["response"], True
-            now = _now()
-            event = {"type": event_type, "id": str(uuid.uuid4()), "traceparent": ctx.traceparent,
-                     "requestId": request_id, "at": now}
-            if event_type == "ParcelCreated":
-                if parcel.exists:
-                    raise Problem(409, f"parcel {parcel_id} already exists")
-                doc = {**changes, "parcelId": parcel_id, "status": new_status, "version": 1,
-                       "createdAt": now, "updatedAt": now, "eventType": event_type, "lastEvent": event}
-                t.create(parcel_ref, doc)
-            else:
-                if not parcel.exists:
-                    raise Problem(404, f"parcel {parcel_id} not found")
-                current = parcel.to_dict()
-                if current.get("status") not in allowed_from:
-                    raise Problem(409, f"parcel {parcel_id} is {current.get('status')}; {event_type} needs it to be "
-                                       + " or ".join(allowed_from))
-                doc = {**changes, "status": new_status, "version": int(current.get("version", 0)) + 1,
-                       "updatedAt": now, "eventType": event_type, "lastEvent": event}
-                t.update(parcel_ref, doc)
-            response = {"requestId": request_id, "parcelId": parcel_id, "status": new_status,
-                        "version": doc["version"], "eventType": event_type, "eventId": event["id"]}
-            t.create(req_ref, {"route": route, "parcelId": parcel_id, "fingerprint": fingerprint, "response": response,
+        snaps = {snap.reference.path: snap async for snap in self.db.get_all([req_ref, parcel_ref])}
+        req, parcel = snaps[req_ref.path], snaps[parcel_ref.path]
+        if req.exists:
+            stored = req.to_dict()
+            if stored.get("fingerprint") != fingerprint:
+                raise Problem(409, f"request id {request_id!r} was already used for a different request ({stored.get('route')})")
+            return stored["response"], True
+        now = _now()
+        event = {"type": event_type, "id": str(uuid.uuid4()), "traceparent": ctx.traceparent,
+                 "requestId": request_id, "at": now}
+        batch = self.db.batch()
+        if event_type == "ParcelCreated":
+            if parcel.exists:
+                raise Problem(409, f"parcel {parcel_id} already exists")
+            doc = {**changes, "parcelId": parcel_id, "status": new_status, "version": 1,
+                   "createdAt": now, "updatedAt": now, "eventType": event_type, "lastEvent": event}
+            batch.create(parcel_ref, doc)
+        else:
+            if not parcel.exists:
+                raise Problem(404, f"parcel {parcel_id} not found")
+            current = parcel.to_dict()
+            if current.get("status") not in allowed_from:
+                raise Problem(409, f"parcel {parcel_id} is {current.get('status')}; {event_type} needs it to be "
+                                   + " or ".join(allowed_from))
+            doc = {**changes, "status": new_status, "version": int(current.get("version", 0)) + 1,
+                   "updatedAt": now, "eventType": event_type, "lastEvent": event}
+            batch.update(parcel_ref, doc, option=self.db.write_option(last_update_time=parcel.update_time))
+        response = {"requestId": request_id, "parcelId": parcel_id, "status": new_status,
+                    "version": doc["version"], "eventType": event_type, "eventId": event["id"]}
+        batch.create(req_ref, {"route": route, "parcelId": parcel_id, "fingerprint": fingerprint, "response": response,
                                "createdAt": now, "expireAt": now + dt.timedelta(seconds=self.request_ttl_s)})
-            return response, False
-
-        return await txn(self.db.transaction(max_attempts=int(env_float("COMMAND_TXN_ATTEMPTS", 5))))
+        await batch.commit()
+        return response, False
 
 
 def build_app(db=None) -> FastAPI:
@@ -190,14 +206,10 @@ def build_app(db=None) -> FastAPI:
         request_id = header_id or body_id or str(uuid.uuid4())
         try:
             response, replayed = await holder["store"].apply(request_id, route, parcel_id, event_type, body, changes)
-        except ValueError as exc:
-            from google.api_core import exceptions as gexc
-
-            if isinstance(exc.__cause__, gexc.Aborted):  # lost to concurrent commands on this parcel
-                log.warning("transaction contention", extra={"parcelId": parcel_id, "requestId": request_id})
-                return JSONResponse({"error": "too much contention on this parcel; retry"}, status_code=503,
-                                    headers={"Retry-After": "1"})
-            raise
+        except Contention:  # lost every attempt to concurrent commands on this parcel
+            log.warning("command contention", extra={"parcelId": parcel_id, "requestId": request_id})
+            return JSONResponse({"error": "too much contention on this parcel; retry"}, status_code=503,
+                                headers={"Retry-After": "1"})
         log.info("command accepted" if not replayed else "command replayed",
                  extra={"route": route, "requestId": request_id, "parcelId": parcel_id, "eventType": event_type,
                         "eventId": response["eventId"], "replayed": replayed})

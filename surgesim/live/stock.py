@@ -3,14 +3,14 @@ delivery, written straight into the Firestore emulator before the bridges start,
 run's lifecycle commands find a parcel ready from the first second (docs/live.md).
 
 Why direct writes, not the command service: a stocked parcel ready for mark_delivered is
-three commands, each a Firestore transaction plus an event through the trigger, the
+three commands, each a Firestore commit plus an event through the trigger, the
 publisher and three reactors (the SMS gateway fake included). Sent for real before the
 clock, that is thousands of events whose settlement would overlap the run's start and its
 metrics; written in bulk before the trigger bridge's first read, the documents are its
 baseline (Eventarc fires only for changes after the trigger exists) and no event leaves.
 
 The documents are what the command service would have left: the parcel as built by
-services/meridian/command.py's transaction after each step (the request bodies are the
+services/meridian/command.py's commit after each step (the request bodies are the
 load generator's own, Payloads.command), and one `command_requests` record per step with
 the service's fingerprint and answer. tests/integration/test_live_stock.py compares them
 with documents the service writes.
@@ -36,7 +36,7 @@ _EVENT = {"create_shipment": "ParcelCreated", "assign_driver": "ParcelAssigned",
 
 
 def _changes(route: str, body: Any, now: dt.datetime) -> dict[str, Any]:
-    """The fields command.py's handler for `route` passes to the transaction."""
+    """The fields command.py's handler for `route` passes to its commit."""
     from surgesim.services.meridian.model import price_cents
 
     if route == "create_shipment":

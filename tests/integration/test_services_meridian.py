@@ -129,6 +129,41 @@ def test_concurrent_retries_of_one_request_create_one_parcel(gcp, command):
     assert gcp.clients.firestore().collection("parcels").document(pid).get().get("version") == 1
 
 
+def test_two_instances_racing_on_one_parcel_lose_no_update(gcp, env, command):
+    """Two instances (processes) of the command service: nothing but the commit's
+    preconditions orders their commands on one parcel."""
+    pids = []
+    for _ in range(6):
+        r = httpx.post(command.url + "/shipments", json=SHIPMENT, headers={"X-Request-Id": rid()})
+        assert r.status_code == 202, r.text
+        pids.append(r.json()["parcelId"])
+
+    async def race(urls, path, body):
+        async with httpx.AsyncClient(trust_env=False, timeout=60) as http:
+            return await asyncio.gather(*[
+                http.post(f"{url}/parcels/{pid}/{path}", json=body, headers={"X-Request-Id": rid()})
+                for pid in pids for url in urls])
+
+    with run_service("surgesim.services.meridian.command:app", env) as second:
+        urls = [command.url, second.url]
+        # assign is allowed again from assigned: both must apply, one after the other
+        assigned = asyncio.run(race(urls, "assign", {"driverId": "drv-1", "vehicleId": "veh-1"}))
+        assert [r.status_code for r in assigned] == [202] * len(assigned), [r.text for r in assigned if r.status_code != 202]
+        for pid, pair in zip(pids, zip(assigned[::2], assigned[1::2])):
+            assert sorted(r.json()["version"] for r in pair) == [2, 3]
+            assert gcp.clients.firestore().collection("parcels").document(pid).get().get("version") == 3
+        for pid in pids:
+            r = httpx.post(f"{command.url}/parcels/{pid}/out-for-delivery", headers={"X-Request-Id": rid()})
+            assert r.status_code == 202, r.text
+        # delivered only from out_for_delivery: exactly one of the two wins
+        delivered = asyncio.run(race(urls, "delivered", {"signedBy": "Ada"}))
+    for pid, pair in zip(pids, zip(delivered[::2], delivered[1::2])):
+        assert sorted(r.status_code for r in pair) == [202, 409], [r.text for r in pair]
+        won = next(r for r in pair if r.status_code == 202).json()
+        doc = gcp.clients.firestore().collection("parcels").document(pid).get().to_dict()
+        assert doc["version"] == 5 and won["version"] == 5 and doc["lastEvent"]["id"] == won["eventId"]
+
+
 def test_publisher_turns_the_document_change_into_a_typed_event(gcp, env, command):
     topic = f"logistics.events-{uuid.uuid4().hex[:8]}"
     pub, sub = gcp.clients.publisher(), gcp.clients.subscriber()
