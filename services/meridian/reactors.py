@@ -6,7 +6,7 @@ logistics.events, all built by one factory (surgesim.services.common.reactor).
 | eta_app | ParcelAssigned, ParcelOutForDelivery, GeofenceCrossed | reads the parcel, publishes RouteEtaUpdated | event id derived from the cause's |
 | notification_app | ParcelOutForDelivery, ParcelDelivered | texts the recipient (the only SMS caller) | claim + Idempotency-Key |
 | billing_app | ParcelDelivered | charges the shipper, writes invoices/{parcelId} | claim + Idempotency-Key |
-| driver_scoring_app | ParcelDelivered, GeofenceCrossed | bumps drivers/{driverId} | dedupe inside the same transaction |
+| driver_scoring_app | ParcelDelivered, GeofenceCrossed | bumps drivers/{driverId} | dedupe record created in the same commit |
 | pod_app | ParcelDelivered | files pods/{parcelId} | a set() is idempotent |
 | client_webhook_app | Parcel* except ParcelCreated | calls the shipper's webhook | claim + Idempotency-Key |
 """
@@ -123,10 +123,11 @@ async def file_pod(ctx: ReactorContext, event: PushEvent) -> dict:
     return {"parcelId": pid}
 
 
-# ---- driver scoring: dedupe and effect in one transaction ---------------------------------------
+# ---- driver scoring: dedupe and effect in one commit ---------------------------------------------
 
 
 async def score_driver(ctx: ReactorContext, event: PushEvent) -> dict:
+    from google.api_core import exceptions as gexc
     from google.cloud import firestore
 
     driver = _parcel(event).get("driverId") or event.data.get("driverId") or event.attributes.get("driverId")
@@ -137,19 +138,18 @@ async def score_driver(ctx: ReactorContext, event: PushEvent) -> dict:
     driver_ref = ctx.db.collection("drivers").document(str(driver))
     seen_ref = ctx.db.collection(PROCESSED).document(doc_id(f"driver-scoring-{event.event_id}"))
 
-    @firestore.async_transactional
-    async def txn(t) -> dict:
-        seen = await seen_ref.get(transaction=t)
-        if seen.exists:
-            return {"driverId": driver, "duplicate": True}
-        now = dt.datetime.now(dt.timezone.utc)
-        t.set(driver_ref, {"driverId": driver, "score": firestore.Increment(points), field: firestore.Increment(1),
+    # One commit: the dedupe record's create (precondition: absent) and the increments
+    # apply together or not at all, so a redelivery fails the create and adds nothing.
+    now = dt.datetime.now(dt.timezone.utc)
+    batch = ctx.db.batch()
+    batch.create(seen_ref, {"state": "done", "key": event.event_id, "claimedAt": now, "expireAt": now + dt.timedelta(days=7)})
+    batch.set(driver_ref, {"driverId": driver, "score": firestore.Increment(points), field: firestore.Increment(1),
                            "updatedAt": now}, merge=True)
-        t.create(seen_ref, {"state": "done", "key": event.event_id, "claimedAt": now,
-                            "expireAt": now + dt.timedelta(days=7)})
-        return {"driverId": driver, "points": points}
-
-    return await txn(ctx.db.transaction())
+    try:
+        await batch.commit()
+    except gexc.AlreadyExists:
+        return {"driverId": driver, "duplicate": True}
+    return {"driverId": driver, "points": points}
 
 
 # ---- ETA ---------------------------------------------------------------------------------------------
