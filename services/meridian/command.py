@@ -137,7 +137,8 @@ class CommandStore:
                     return await self._attempt(request_id, route, parcel_id, event_type, body, changes)
                 except (gexc.FailedPrecondition, gexc.AlreadyExists, gexc.NotFound, gexc.Aborted):
                     # someone else wrote one of the two documents since the read
-                    await asyncio.sleep(min(0.2, 0.005 * 2 ** attempt))
+                    if attempt + 1 < self.max_attempts:
+                        await asyncio.sleep(min(0.2, 0.005 * 2 ** attempt))
         raise Contention(parcel_id)
 
     async def _attempt(self, request_id: str, route: str, parcel_id: str, event_type: str, body: BaseModel | None,

@@ -26,6 +26,60 @@ def cmd():
         yield c
 
 
+class AlwaysRaced:
+    """A Firestore stand-in where another instance always writes between read and commit."""
+
+    def __init__(self) -> None:
+        self.commits = 0
+
+    def collection(self, name):
+        class Ref:
+            def __init__(self, doc_id):
+                self.path = f"{name}/{doc_id}"
+
+        class Coll:
+            def document(self, doc_id):
+                return Ref(doc_id)
+
+        return Coll()
+
+    async def get_all(self, refs):
+        for ref in refs:
+            parcel = ref.path.startswith("parcels/")
+            yield type("Snap", (), {"reference": ref, "exists": parcel, "update_time": "t0",
+                                    "to_dict": lambda self: {"status": "out_for_delivery", "version": 3}})()
+
+    def write_option(self, **kw):
+        return kw
+
+    def batch(self):
+        db = self
+
+        class Batch:
+            def create(self, ref, doc):
+                pass
+
+            def update(self, ref, doc, option=None):
+                assert option == {"last_update_time": "t0"}  # the commit is conditional on what was read
+
+            async def commit(self):
+                from google.api_core import exceptions as gexc
+
+                db.commits += 1
+                raise gexc.FailedPrecondition("the document changed since it was read")
+
+        return Batch()
+
+
+def test_a_command_that_keeps_losing_the_race_answers_503_after_every_attempt(monkeypatch):
+    monkeypatch.setenv("COMMAND_TXN_ATTEMPTS", "3")
+    db = AlwaysRaced()
+    with TestClient(command.build_app(db=db), raise_server_exceptions=False) as c:
+        r = c.post("/parcels/p1/delivered", json={"signedBy": "Ada"}, headers={"X-Request-Id": "r1"})
+    assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+    assert db.commits == 3
+
+
 @pytest.mark.parametrize("path,body,needle", [
     ("/shipments", {**GOOD, "weightKg": -1}, "weightKg"),
     ("/shipments", {**GOOD, "recipient": {"name": "Ada", "phone": "0770"}}, "recipient.phone"),
