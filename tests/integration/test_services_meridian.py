@@ -129,6 +129,19 @@ def test_concurrent_retries_of_one_request_create_one_parcel(gcp, command):
     assert gcp.clients.firestore().collection("parcels").document(pid).get().get("version") == 1
 
 
+def test_a_new_shipment_on_a_taken_parcel_id_is_409_and_its_own_retry_a_replay(gcp, command):
+    """Creates commit without reading first; the commit's preconditions must still tell a
+    retry (replayed) from a different request for the same parcel id (409)."""
+    pid, first_id = "p-" + uuid.uuid4().hex, rid()
+    first = httpx.post(command.url + "/shipments", json={**SHIPMENT, "parcelId": pid}, headers={"X-Request-Id": first_id})
+    assert first.status_code == 202 and first.headers.get("idempotent-replayed") is None, first.text
+    other = httpx.post(command.url + "/shipments", json={**SHIPMENT, "parcelId": pid}, headers={"X-Request-Id": rid()})
+    assert other.status_code == 409 and "already exists" in other.json()["error"]
+    again = httpx.post(command.url + "/shipments", json={**SHIPMENT, "parcelId": pid}, headers={"X-Request-Id": first_id})
+    assert again.status_code == 202 and again.headers.get("idempotent-replayed") == "true" and again.json() == first.json()
+    assert gcp.clients.firestore().collection("parcels").document(pid).get().get("version") == 1
+
+
 def test_two_instances_racing_on_one_parcel_lose_no_update(gcp, env, command):
     """Two instances (processes) of the command service: nothing but the commit's
     preconditions orders their commands on one parcel."""
