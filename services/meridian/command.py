@@ -122,10 +122,10 @@ class CommandStore:
     read: one round trip.
     """
 
-    def __init__(self, db, request_ttl_s: float = 7 * 86400, max_attempts: int | None = None) -> None:
+    def __init__(self, db, request_ttl_s: float = 7 * 86400) -> None:
         self.db = db
         self.request_ttl_s = request_ttl_s
-        self.max_attempts = max_attempts or int(env_float("COMMAND_TXN_ATTEMPTS", 5))
+        self.max_attempts = int(env_float("COMMAND_TXN_ATTEMPTS", 5))
         # Commands on one parcel inside this instance queue here rather than racing each
         # other's preconditions; only other instances' commands can still conflict.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
