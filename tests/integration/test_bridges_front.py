@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures
+import gzip
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -46,3 +51,56 @@ def test_429_beyond_concurrency_times_max_instances_and_auth():
         lt.run(stop(server))
         lt.close()
         upstream.close()
+
+
+class Echo(BaseHTTPRequestHandler):
+    """Answers with what it received, gzip-encoded as a service may answer; /slow stalls."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path.startswith("/slow"):
+            time.sleep(2.0)
+        out = gzip.compress(json.dumps({"path": self.path, "body": body.decode(), "headers": dict(self.headers)}).encode())
+        self.send_response(202)
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Idempotent-Replayed", "true")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_request_and_answer_pass_through_unchanged_and_upstream_failures_map_to_5xx():
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    upstream.daemon_threads = True
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    settings = FrontSettings(min_instances=1, request_timeout=0.5)
+    front = Front("command", f"http://127.0.0.1:{upstream.server_address[1]}", settings)
+    gone = Front("gone", f"http://127.0.0.1:{free_port()}", settings)  # nothing listens there
+    lt = LoopThread()
+    ports = free_port(), free_port()
+    servers = [lt.run(serve(front, ports[0])), lt.run(serve(gone, ports[1]))]
+    try:
+        with httpx.Client(trust_env=False, timeout=10) as http:
+            r = http.post(f"http://127.0.0.1:{ports[0]}/parcels/p1/delivered?dry=1", content=b'{"signedBy":"Ada"}',
+                          headers={"Content-Type": "application/json", "X-Request-Id": "r1"})
+            assert r.status_code == 202 and r.headers["idempotent-replayed"] == "true"
+            assert r.headers["content-encoding"] == "gzip"  # the service's bytes, not re-encoded
+            echoed = r.json()  # httpx decodes the gzip the service sent: the front passed it through
+            assert echoed["path"] == "/parcels/p1/delivered?dry=1" and echoed["body"] == '{"signedBy":"Ada"}'
+            sent = {k.lower(): v for k, v in echoed["headers"].items()}
+            assert sent["x-request-id"] == "r1" and sent["content-type"] == "application/json"
+            assert "accept-encoding" not in sent or sent["accept-encoding"] == r.request.headers["accept-encoding"]
+
+            assert http.post(f"http://127.0.0.1:{ports[0]}/slow", content=b"{}").status_code == 504
+            assert http.post(f"http://127.0.0.1:{ports[1]}/x", content=b"{}").status_code == 503
+        assert front.stats.requests == 2 and front.stats.errors == 1 and gone.stats.errors == 1
+    finally:
+        for s in servers:
+            lt.run(stop(s))
+        lt.close()
+        upstream.shutdown()
