@@ -25,7 +25,7 @@ from fastapi import FastAPI, Header, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from surgesim.services.common import gcp, trace
+from surgesim.services.common import fs_writes, gcp, trace
 from surgesim.services.common.runtime import create_app, env_float
 
 from .model import COMMAND_REQUESTS, E164, ID_PATTERN, PARCELS, TRANSITIONS, price_cents
@@ -180,7 +180,7 @@ class CommandStore:
                 raise Problem(409, f"parcel {parcel_id} already exists")
             doc = {**changes, "parcelId": parcel_id, "status": new_status, "version": 1,
                    "createdAt": now, "updatedAt": now, "eventType": event_type, "lastEvent": event}
-            batch.create(parcel_ref, doc)
+            fs_writes.create(batch, parcel_ref, doc)
         else:
             if not parcel.exists:
                 raise Problem(404, f"parcel {parcel_id} not found")
@@ -190,11 +190,12 @@ class CommandStore:
                                    + " or ".join(allowed_from))
             doc = {**changes, "status": new_status, "version": int(current.get("version", 0)) + 1,
                    "updatedAt": now, "eventType": event_type, "lastEvent": event}
-            batch.update(parcel_ref, doc, option=self.db.write_option(last_update_time=parcel.update_time))
+            fs_writes.update(batch, parcel_ref, doc, parcel.update_time)
         response = {"requestId": request_id, "parcelId": parcel_id, "status": new_status,
                     "version": doc["version"], "eventType": event_type, "eventId": event["id"]}
-        batch.create(req_ref, {"route": route, "parcelId": parcel_id, "fingerprint": fingerprint, "response": response,
-                               "createdAt": now, "expireAt": now + dt.timedelta(seconds=self.request_ttl_s)})
+        fs_writes.create(batch, req_ref, {"route": route, "parcelId": parcel_id, "fingerprint": fingerprint,
+                                          "response": response, "createdAt": now,
+                                          "expireAt": now + dt.timedelta(seconds=self.request_ttl_s)})
         await batch.commit()
         return response, False
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import datetime as dt
 import json
 
 import pytest
@@ -26,6 +27,9 @@ def cmd():
         yield c
 
 
+READ_AT = dt.datetime(2026, 12, 6, 9, 30, tzinfo=dt.timezone.utc)
+
+
 class AlwaysRaced:
     """A Firestore stand-in where another instance always writes between read and commit."""
 
@@ -36,6 +40,7 @@ class AlwaysRaced:
         class Ref:
             def __init__(self, doc_id):
                 self.path = f"{name}/{doc_id}"
+                self._document_path = f"projects/p/databases/(default)/documents/{self.path}"
 
         class Coll:
             def document(self, doc_id):
@@ -46,21 +51,17 @@ class AlwaysRaced:
     async def get_all(self, refs):
         for ref in refs:
             parcel = ref.path.startswith("parcels/")
-            yield type("Snap", (), {"reference": ref, "exists": parcel, "update_time": "t0",
+            yield type("Snap", (), {"reference": ref, "exists": parcel, "update_time": READ_AT,
                                     "to_dict": lambda self: {"status": "out_for_delivery", "version": 3}})()
-
-    def write_option(self, **kw):
-        return kw
 
     def batch(self):
         db = self
 
         class Batch:
-            def create(self, ref, doc):
-                pass
-
-            def update(self, ref, doc, option=None):
-                assert option == {"last_update_time": "t0"}  # the commit is conditional on what was read
+            def _add_write_pbs(self, writes):
+                for w in writes:
+                    if w.update.name.endswith("/parcels/p1"):  # conditional on the update time it read
+                        assert w._pb.current_document.update_time.ToDatetime(dt.timezone.utc) == READ_AT
 
             async def commit(self):
                 from google.api_core import exceptions as gexc
