@@ -14,8 +14,10 @@ ceiling (the issue's target is >= 60%):
 * raw ceilings: REST publish (1,000-message batches), REST ``pull(1000)`` + ack drain,
   gRPC ``pull(1000)`` + ack drain with the official client, Firestore single writes/s
   (1 and 8 threads), ``insert_rows_json`` of 20,000 rows into fresh tables in 500- and
-  10,000-row batches (next to each BigQuery bridge figure), and httpx POSTs to the sink;
+  10,000-row batches (next to each BigQuery bridge figure), and POSTs to the sink with the
+  bridges' own HTTP client (64 connections);
 * push bridge: msgs/s delivered and acked at steady state, push window reached, latency;
+  next to a bare relay of the same messages (gRPC pull 1,000, POST each, ack: the floor);
 * filter relay: a filtered pull subscription (half the messages match) fed by the relay;
 * BigQuery subscription bridge: rows/s into the BigQuery emulator;
 * trigger bridge (each source: emulator, listen, poll): changes/s delivered exactly once and the write ->
@@ -274,29 +276,32 @@ async def raw_pubsub(endpoint, project, clients, n, results):
     sub.close() if hasattr(sub, "close") else None
 
 
-async def raw_sink(url, results, seconds=4.0, clients=8, per_client=8):
-    """What plain httpx in one event loop POSTs to the sink (the push path's HTTP leg): several
-    8-connection clients, since httpcore's pool slows down as it holds more (emulators/push.py)."""
-    pool = [httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_connections=per_client,
-                                                                  max_keepalive_connections=per_client))
-            for _ in range(clients)]
-    body = {"message": {"data": PAYLOAD, "messageId": "1", "publishTime": "2020-01-01T00:00:00Z"}, "subscription": "s"}
+async def raw_sink(url, results, seconds=4.0, connections=64):
+    """What plain POSTs from one event loop do to the sink (the push path's HTTP leg), with
+    the client the bridges use (emulators/service_http.py), every connection busy."""
+    import json as _json
+
+    from surgesim.emulators import service_http
+
+    http = service_http.session(30.0)
+    body = _json.dumps({"message": {"data": PAYLOAD, "messageId": "1", "publishTime": "2020-01-01T00:00:00Z"},
+                        "subscription": "s"}).encode()
+    headers = {"authorization": "Bearer t", "content-type": "application/json"}
     done = 0
     end = time.perf_counter() + seconds
 
-    async def worker(http):
+    async def worker():
         nonlocal done
         while time.perf_counter() < end:
-            await http.post(url + "/push", json=body, headers={"authorization": "Bearer t"})
+            await service_http.post_status(http, url + "/push", body, headers)
             done += 1
 
     t0 = time.perf_counter()
-    await asyncio.gather(*[worker(pool[i % clients]) for i in range(clients * per_client)])
+    await asyncio.gather(*[worker() for _ in range(connections)])
     d = time.perf_counter() - t0
-    for http in pool:
-        await http.aclose()
+    await http.close()
     emit({"bench": "raw_http_post_to_sink", "requests": done, "seconds": round(d, 2), "req_per_s": round(done / d),
-          "note": f"{clients} httpx.AsyncClient x {per_client} connections, all busy; sink = uvicorn, own process"},
+          "note": f"aiohttp (service_http.session), {connections} connections, all busy; sink = uvicorn, own process"},
          results)
 
 
@@ -336,21 +341,59 @@ def raw_firestore(fs_endpoint, project, results, seconds=4.0):
               "note": "document.set(), separate process"}, results)
 
 
-# ---- bridges -------------------------------------------------------------------------------------
-def bench_push(lt, endpoint, project, url, n, results, one_client=False, limit=LIMIT_S):
-    """``one_client``: all requests on the one 1000-connection client, as before HttpLanes."""
+def raw_push_relay(lt, endpoint, project, url, n, results):
+    """The push path's floor, for the push bridge's ratio: pull 1,000 over gRPC, POST each
+    one's push envelope to the sink (all at once, the bridges' HTTP client), ack them, again;
+    no push window, no backoff, no measurement. The bridge's own work on top of this is
+    what the ratio shows."""
+    import json as _json
+
+    from surgesim.emulators import service_http
+    from surgesim.emulators.pubsub_grpc import PubSubGrpc, as_rest
     from surgesim.emulators.pubsub_rest import PubSubRest
-    from surgesim.emulators.push import HttpLanes, PushBridge, PushTarget
+    from surgesim.emulators.push import build_envelope
+
+    async def go():
+        rest, grpc_client, http = PubSubRest(endpoint, project), PubSubGrpc(endpoint, project), service_http.session(30.0)
+        topic, sub = fresh("rawpush"), fresh("rawpush-s")
+        await rest.ensure_topic(topic)
+        await rest.create_subscription(sub, topic, ack_deadline=60)
+        got, _ = await publish(rest, topic, n)
+        path = rest.subscription_path(sub)
+        headers = {"authorization": "Bearer t", "content-type": "application/json"}
+        done, t0 = 0, time.perf_counter()
+        while done < got and time.perf_counter() - t0 < LIMIT_S:
+            received = [as_rest(r) for r in await grpc_client.pull(sub, 1000)]
+            await asyncio.gather(*(service_http.post_status(http, url + "/push",
+                                                            _json.dumps(build_envelope(r, path)).encode(), headers)
+                                   for r in received))
+            await grpc_client.ack(sub, [r["ackId"] for r in received])
+            done += len(received)
+        d = time.perf_counter() - t0
+        await http.close()
+        await grpc_client.aclose()
+        await rest.aclose()
+        return done, d
+
+    done, d = lt.run(go(), timeout=LIMIT_S + 60)
+    return emit({"bench": "raw_push_relay", "messages": done, "seconds": round(d, 2), "msg_per_s": round(done / d),
+                 "note": "gRPC pull(1000) -> POST each envelope (all at once) -> ack, one loop; sink = uvicorn"},
+                results)
+
+
+# ---- bridges -------------------------------------------------------------------------------------
+def bench_push(lt, endpoint, project, url, n, results, limit=LIMIT_S):
+    from surgesim.emulators import service_http
+    from surgesim.emulators.pubsub_rest import PubSubRest
+    from surgesim.emulators.push import PushBridge, PushTarget
 
     async def setup():
         rest = PubSubRest(endpoint, project, max_connections=128)
-        http = httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
+        http = service_http.session(30.0)
         topic = fresh("push")
         await rest.ensure_topic(topic)
         bridge = PushBridge(rest, PushTarget(fresh("push-s"), topic, url + "/push", ack_deadline=60, max_window=1000,
                                              token="t"), http)
-        if one_client:
-            bridge.lanes = HttpLanes(http, per_lane=10**6)
         await bridge.provision()
         got, _ = await publish(rest, topic, n)
         return rest, http, bridge, got
@@ -367,12 +410,12 @@ def bench_push(lt, endpoint, project, url, n, results, one_client=False, limit=L
     d = time.perf_counter() - t0
     lt.loop.call_soon_threadsafe(bridge.stop)
     task.result(30)
-    lt.run(http.aclose())
+    lt.run(http.close())
     lt.run(rest.aclose())
     lat = bridge.counters.latency
     c = bridge.counters
     rate = steady_rate(samples, got)
-    return emit({"bench": "push_bridge_one_http_client" if one_client else "push_bridge", "backlog": got, "acked": c.acked, "nacked": c.nacked, "seconds": round(d, 2),
+    return emit({"bench": "push_bridge", "backlog": got, "acked": c.acked, "nacked": c.nacked, "seconds": round(d, 2),
                  "msg_per_s_overall": round(c.acked / d), "msg_per_s_steady": round(rate) if rate else None,
                  "window_reached": max_window, "window_max": 1000,
                  "push_latency_p50_ms": round(lat.percentile(50) * 1000, 1),
@@ -540,6 +583,7 @@ def summary(results: list) -> dict:
     return {"bench": "summary",
             "push_vs_raw_rest_pull_ack": ratio(push, raw_rest),
             "push_vs_raw_http_post": ratio(push, g("raw_http_post_to_sink", "req_per_s")),
+            "push_vs_raw_push_relay": ratio(push, g("raw_push_relay", "msg_per_s")),
             "relay_vs_raw_rest_pull_ack": ratio(relay, raw_rest),
             "bq_vs_raw_insert": ratio(bqb, raw_bq),
             "bq_vs_best_raw_insert_per_round": per_round,
@@ -617,8 +661,8 @@ def main() -> None:
                 bench_bq(lt, ps, args.project, bq, bq_table(bq, args.project, ds, f"bridge_{k}"), n, results)
             bench_bq(lt, ps, args.project, bq, bq_table(bq, args.project, ds, "bridge_w1"), n, results, workers=1)
         if "push" in only:
+            raw_push_relay(lt, ps, args.project, sink.url, args.n, results)
             bench_push(lt, ps, args.project, sink.url, args.n, results)
-            bench_push(lt, ps, args.project, sink.url, args.n, results, one_client=True, limit=10)
         if "relay" in only:
             bench_relay(lt, ps, args.project, args.n, results)
         if "trigger" in only:

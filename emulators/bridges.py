@@ -20,10 +20,9 @@ import asyncio
 import logging
 import threading
 
-import httpx
-
 from surgesim.schema import Plan, System
 
+from . import service_http
 from .bq_subscription import BigQuerySubscriptionBridge
 from .filtering import FilterRelay, emulator_applies_filters
 from .metrics import MetricsSampler
@@ -107,8 +106,7 @@ class Bridges:
     # ---- inside the loop --------------------------------------------------------------------
     async def _provision(self) -> None:
         self.rest = PubSubRest(self.endpoint, self.project, max_connections=128)
-        self.http = httpx.AsyncClient(trust_env=False, limits=httpx.Limits(max_connections=1000,
-                                                                           max_keepalive_connections=200))
+        self.http = service_http.session(30.0)
         for t in self.system.topics:
             await self.rest.ensure_topic(t.name)
         observed = {s.name for s in self.system.subscriptions if s.consumer is None and s.delivery == "pull"}
@@ -214,5 +212,5 @@ class Bridges:
     async def _close(self) -> None:
         if self.hook is not None:
             await self.hook.close()
-        await self.http.aclose()
+        await self.http.close()
         await self.rest.aclose()

@@ -24,9 +24,9 @@ import random
 import time
 from dataclasses import dataclass, field
 
-import aiohttp
-
 from surgesim.histogram import Histogram
+
+from . import service_http
 
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-authorization",
                "host", "content-length"}
@@ -155,7 +155,7 @@ class Front:
         self.seed = seed
         self.stats = FrontStats()
         self.slots: Slots | None = None
-        self.http: aiohttp.ClientSession | None = None
+        self.http = None  # a service_http.session, made in the serving loop
         self._reaper: asyncio.Task | None = None
 
     def instance_count(self) -> int:
@@ -163,7 +163,7 @@ class Front:
 
     async def _startup(self) -> None:
         self.slots = Slots(self.s, random.Random(self.seed))
-        self.http = upstream_session(self.s.request_timeout)
+        self.http = service_http.session(self.s.request_timeout)
         self._reaper = asyncio.create_task(self._reap())
 
     async def _shutdown(self) -> None:
@@ -226,7 +226,7 @@ class Front:
                     status, content, rh = r.status, await r.read(), r.headers
             except asyncio.TimeoutError:
                 status, content, rh = 504, b"upstream request timeout\n", {}
-            except aiohttp.ClientError:
+            except service_http.FAILURES:
                 status, content, rh = 503, b"service unavailable\n", {}
         finally:
             await self.slots.release(inst)
@@ -236,20 +236,6 @@ class Front:
         self.stats.latency.setdefault(route, Histogram()).record(time.monotonic() - t0)
         out = [(k.encode(), v.encode()) for k, v in rh.items() if k.lower() not in HOP_HEADERS]
         await _respond(send, status, content, out)
-
-
-def upstream_session(timeout: float) -> aiohttp.ClientSession:
-    """The HTTP client for requests a bridge or front makes to a service.
-
-    aiohttp rather than httpx: its C parser and connection pool cost about a third of
-    httpx's CPU per request and do not slow down as the pool grows
-    (docs/benchmarks/bridges.md), and every proxied command pays that cost on the same
-    2 cores as the service and the emulator. Bodies pass through as bytes: no
-    decompression, no added Accept-Encoding or User-Agent."""
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0),
-        timeout=aiohttp.ClientTimeout(total=timeout), auto_decompress=False, trust_env=False,
-        skip_auto_headers=("Accept-Encoding", "User-Agent"))
 
 
 async def _respond(send, status: int, body: bytes, headers: list | None = None) -> None:

@@ -26,17 +26,16 @@ and dead-letter policy) and this bridge delivers it:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
-import ssl
 from dataclasses import dataclass, field
 from typing import Callable
-
-import httpx
 
 from surgesim.histogram import Histogram
 from surgesim.pubsub_filter import parse_filter
 
+from . import service_http
 from .pubsub_grpc import Poller, PubSubGrpc, as_rest
 from .pubsub_rest import PubSubRest, PubSubRestError, stoppable_sleep
 
@@ -52,48 +51,6 @@ SLOW_REQUEST_S = 1.0
 PUSH_BACKOFF_MIN_S = 0.1
 PUSH_BACKOFF_MAX_S = 60.0
 PULL_BATCH = 1000
-#: Connections per HTTP client. httpcore's pool does work per request that grows with the
-#: connections and waiting requests it holds: one client with 100 connections and 100
-#: concurrent POSTs managed ~40 req/s where ten 10-connection clients managed ~300
-#: (docs/benchmarks/bridges.md). So a wide push window is spread over small clients.
-LANE_CONNECTIONS = 8
-
-
-class HttpLanes:
-    """Small httpx clients sharing the in-flight requests: the caller's client is lane 0
-    and holds at most ``per_lane`` of them; further lanes are created as the window grows,
-    with the first client's timeout."""
-
-    def __init__(self, first: httpx.AsyncClient, per_lane: int = LANE_CONNECTIONS) -> None:
-        self.per_lane = per_lane
-        self.clients = [first]
-        self.load = [0]
-
-    _ssl: ssl.SSLContext | None = None
-
-    def acquire(self) -> int:
-        i = min(range(len(self.load)), key=self.load.__getitem__)
-        if self.load[i] >= self.per_lane:
-            if HttpLanes._ssl is None:
-                # One context for every lane: each new client would otherwise load the CA
-                # bundle again (44 ms of CPU each, measured; hundreds of lanes open in a wave).
-                HttpLanes._ssl = ssl.create_default_context()
-            self.clients.append(httpx.AsyncClient(trust_env=False, timeout=self.clients[0].timeout, verify=HttpLanes._ssl,
-                                                  limits=httpx.Limits(max_connections=self.per_lane,
-                                                                      max_keepalive_connections=self.per_lane)))
-            self.load.append(0)
-            i = len(self.load) - 1
-        self.load[i] += 1
-        return i
-
-    def release(self, i: int) -> None:
-        self.load[i] -= 1
-
-    async def aclose(self) -> None:
-        """Close the lanes this object created (not the caller's client)."""
-        extra, self.clients, self.load = self.clients[1:], self.clients[:1], [0]
-        for c in extra:
-            await c.aclose()
 
 
 def retry_backoff(attempt: int, min_backoff: float | None, max_backoff: float | None) -> float:
@@ -192,12 +149,11 @@ Settled = Callable[[str, str, str], None]
 
 
 class PushBridge:
-    def __init__(self, rest: PubSubRest, target: PushTarget, http: httpx.AsyncClient,
-                 on_settled: Settled | None = None) -> None:
+    def __init__(self, rest: PubSubRest, target: PushTarget, http, on_settled: Settled | None = None) -> None:
+        """``http``: a ``service_http.session`` of the loop that runs the bridge."""
         self.rest = rest
         self.t = target
         self.http = http
-        self.lanes = HttpLanes(http)
         self.on_settled = on_settled
         self.window = PushWindow(maximum=target.max_window)
         self.counters = PushCounters(window=self.window.limit)
@@ -253,7 +209,6 @@ class PushBridge:
             acker.cancel()
             await asyncio.gather(acker, return_exceptions=True)
             await self._flush_acks()
-            await self.lanes.aclose()
             await self._grpc.aclose()
 
     def _dispatch(self, received: dict) -> None:
@@ -279,14 +234,9 @@ class PushBridge:
             if self.t.token:
                 headers["authorization"] = f"Bearer {self.t.token}"
             self.counters.delivered += 1
-            lane = self.lanes.acquire()
-            try:
-                r = await self.lanes.clients[lane].post(self.t.url, json=build_envelope(received, self.path),
-                                                        headers=headers, timeout=self._timeout)
-            finally:
-                self.lanes.release(lane)
-            ok = r.status_code in ACK_STATUS
-        except httpx.HTTPError:
+            body = json.dumps(build_envelope(received, self.path)).encode()
+            ok = await service_http.post_status(self.http, self.t.url, body, headers, self._timeout) in ACK_STATUS
+        except service_http.FAILURES:
             ok = False
         except asyncio.CancelledError:
             raise

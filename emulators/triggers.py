@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import json
 import logging
 import os
 import string
@@ -57,12 +58,11 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import grpc
-import httpx
 import proto
 from google.cloud.firestore_v1 import types as _ft
 
+from . import service_http
 from .pubsub_rest import stoppable_sleep
-from .push import HttpLanes
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ class TriggerCounters:
 class TriggerBridge:
     def __init__(self, db, *, collection: str, url: str, project: str, events: list[str] | None = None,
                  database: str = "(default)", partitions: int = 4, token: str | None = None,
-                 concurrency: int = 32, max_attempts: int = 10, http: httpx.AsyncClient | None = None,
+                 concurrency: int = 32, max_attempts: int = 10, http=None,
                  source: str = "listen", endpoint: str | None = None, poll_interval: float = 0.05,
                  poll_pause_factor: float = 1.0, hook: TriggerHook | None = None, name: str | None = None) -> None:
         if source not in ("listen", "poll", "emulator"):
@@ -254,9 +254,8 @@ class TriggerBridge:
         # the emulator's gRPC address: given, or the one the Firestore client uses
         self.endpoint = endpoint or getattr(db, "_emulator_host", None) or os.environ.get("FIRESTORE_EMULATOR_HOST")
         self.counters = TriggerCounters()
-        self._http = http
+        self._http = http  # a service_http.session of the loop that runs the bridge, or one of its own
         self._own_http = http is None
-        self._lanes: HttpLanes | None = None
         self._state: dict[str, dict] = {}  # doc id -> {"fields", "createTime", "updateTime"}
         self._queue: asyncio.Queue | None = None
         self._stop: asyncio.Event | None = None
@@ -320,14 +319,14 @@ class TriggerBridge:
 
     # ---- or the emulator's own trigger posts ----------------------------------------------
     async def _register(self, pattern: str) -> None:
-        r = await self._http.post(
-            f"http://{self.endpoint}/emulator/v1/projects/{self.project}/eventarcTrigger",
-            params={"eventarcTriggerId": self.trigger_id},
-            json={"eventType": EVENT_PREFIX + "written", "database": self.database, "namespace": "(default)",
-                  "document": {"value": pattern, "matchType": "PATH_PATTERN"}})
-        if r.status_code != 200:
-            raise RuntimeError(f"trigger {self.trigger_id}: the Firestore emulator refused the registration "
-                               f"({r.status_code} {r.text[:200]})")
+        async with self._http.post(
+                f"http://{self.endpoint}/emulator/v1/projects/{self.project}/eventarcTrigger",
+                params={"eventarcTriggerId": self.trigger_id},
+                json={"eventType": EVENT_PREFIX + "written", "database": self.database, "namespace": "(default)",
+                      "document": {"value": pattern, "matchType": "PATH_PATTERN"}}) as r:
+            if r.status != 200:
+                raise RuntimeError(f"trigger {self.trigger_id}: the Firestore emulator refused the registration "
+                                   f"({r.status} {(await r.text())[:200]})")
 
     def _on_event(self, body: bytes) -> None:
         try:
@@ -409,9 +408,7 @@ class TriggerBridge:
         self._queue = asyncio.Queue()
         self._stop = asyncio.Event()
         if self._http is None:
-            self._http = httpx.AsyncClient(trust_env=False, timeout=30.0)
-        # small connection pools side by side: one big httpx pool slows down (emulators/push.py)
-        self._lanes = HttpLanes(self._http)
+            self._http = service_http.session(30.0)
         channel = poller = None
         registered = False
         if self.source == "emulator":
@@ -442,7 +439,7 @@ class TriggerBridge:
             if registered:
                 try:
                     await self._register(DISABLED_PATTERN)
-                except (httpx.HTTPError, RuntimeError) as exc:
+                except (*service_http.FAILURES, RuntimeError) as exc:
                     log.warning("trigger %s: could not disable it on the emulator: %s", self.trigger_id, exc)
                 self.hook.handlers.pop(self.trigger_id, None)
             tasks = [t for t in (poller, *workers) if t is not None]
@@ -453,9 +450,8 @@ class TriggerBridge:
                 await asyncio.to_thread(watch.unsubscribe)
             if channel is not None:
                 await channel.close()
-            await self._lanes.aclose()
             if self._own_http:
-                await self._http.aclose()
+                await self._http.close()
 
     async def _worker(self) -> None:
         while True:
@@ -474,17 +470,14 @@ class TriggerBridge:
 
     async def _send(self, headers: dict, body: dict) -> None:
         delay = 0.1
+        data = json.dumps(body).encode()
         for attempt in range(1, self.max_attempts + 1):
-            lane = self._lanes.acquire()
             try:
-                r = await self._lanes.clients[lane].post(self.url, json=body, headers=headers)
-                if 200 <= r.status_code < 300:
+                if 200 <= await service_http.post_status(self._http, self.url, data, headers) < 300:
                     self.counters.sent += 1
                     return
-            except httpx.HTTPError:
+            except service_http.FAILURES:
                 pass
-            finally:
-                self._lanes.release(lane)
             self.counters.failures += 1
             # Eventarc retries a failed delivery with exponential backoff (same ce-id).
             await asyncio.sleep(delay)

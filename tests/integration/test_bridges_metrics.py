@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 
-import httpx
 import pytest
 
+from surgesim.emulators import service_http
 from surgesim.emulators.metrics import MetricsSampler
 from surgesim.emulators.pubsub_rest import PubSubRest, b64
 from surgesim.emulators.push import PushBridge, PushTarget
@@ -24,7 +24,7 @@ async def _setup(gcp, topic, dlq, sub, hold, url):
     sampler = MetricsSampler(rest, [(sub, topic, 'attributes.keep = "1"'), (hold, dlq, None)],
                              interval=0.2, observed={sub, hold})
     await sampler.provision()
-    http = httpx.AsyncClient(trust_env=False)
+    http = service_http.session(30.0)
     bridge = PushBridge(rest, PushTarget(sub, topic, url, dead_letter_topic=dlq, max_attempts=5),
                         http, on_settled=sampler.settled)
     await bridge.provision()
@@ -62,7 +62,7 @@ def test_backlog_rises_while_consumer_fails_and_falls_when_it_recovers(gcp):
             lt.loop.call_soon_threadsafe(obj.stop)
         for f in futs:
             f.result(10)
-        lt.run(http.aclose())
+        lt.run(http.close())
         lt.run(rest.aclose())
         lt.close()
         server.close()

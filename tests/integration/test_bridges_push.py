@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 import contextlib
 
-import httpx
 import pytest
 
+from surgesim.emulators import service_http
 from surgesim.emulators.pubsub_rest import PubSubRest, b64
 from surgesim.emulators.push import PushBridge, PushTarget
 from tests.integration.bridges_support import LoopThread, Recorder, fresh, wait_until
@@ -36,7 +36,7 @@ async def _make_rest(endpoint, project):
 @contextlib.contextmanager
 def running_bridge(loop, rest, target: PushTarget):
     async def start():
-        http = httpx.AsyncClient(trust_env=False)
+        http = service_http.session(30.0)
         bridge = PushBridge(rest, target, http)
         await rest.ensure_topic(target.topic)
         if target.dead_letter_topic:
@@ -51,7 +51,7 @@ def running_bridge(loop, rest, target: PushTarget):
     finally:
         loop.loop.call_soon_threadsafe(bridge.stop)
         fut.result(10)
-        loop.run(http.aclose())
+        loop.run(http.close())
 
 
 def publish(loop, rest, topic, *messages):
