@@ -505,6 +505,43 @@ def _lag_s(arrival: float, update_time: str) -> float:
     return arrival - dt.datetime.fromisoformat(update_time.replace("Z", "+00:00")).timestamp()
 
 
+def raw_trigger(lt, hook, fs_endpoint, project, results, seconds=4.0):
+    """The trigger path's raw ceiling: the Firestore emulator's own event posts, counted by
+    the run's hook and nothing else (no bridge, no onward POST), while 8 writer threads
+    write as fast as they go. events/s = events / (first write -> last event)."""
+    from surgesim.emulators import service_http
+    from surgesim.emulators.triggers import DISABLED_PATTERN, TriggerBridge
+
+    collection = fresh("rawtrig").replace("-", "_")
+    # the bridge only to register its trigger with the emulator; it never runs
+    reg = TriggerBridge(None, collection=collection, url="http://unused/", project=project, source="emulator",
+                        hook=hook, endpoint=fs_endpoint, name=collection)
+    arrived: list[float] = []
+
+    async def register(pattern):
+        reg._http = service_http.session(30.0)  # noqa: SLF001
+        try:
+            await reg._register(pattern)  # noqa: SLF001
+        finally:
+            await reg._http.close()  # noqa: SLF001
+
+    hook.handlers[reg.trigger_id] = lambda body: arrived.append(time.time())
+    lt.run(register(f"{collection}/{{id}}"))
+    try:
+        t0 = time.time()
+        w = writer(fs_endpoint, project, collection, 0, seconds)
+        while len(arrived) < w["written"] and time.time() < t0 + seconds + 10:
+            time.sleep(0.05)
+    finally:
+        lt.run(register(DISABLED_PATTERN))
+        hook.handlers.pop(reg.trigger_id, None)
+    n = len(arrived)
+    d = (arrived[-1] - t0) if arrived else float("nan")
+    return emit({"bench": "raw_trigger_events", "writes": w["written"], "writes_per_s": w["writes_per_s"],
+                 "events": n, "events_per_s": round(n / d, 1) if n else 0,
+                 "note": "the Firestore emulator's posts to a hook that only counts them; 8 writer threads"}, results)
+
+
 def bench_trigger(lt, db, fs_endpoint, project, sink, rate, seconds, partitions, results, source="listen", hook=None,
                   preload=0):
     from surgesim.emulators.triggers import TriggerBridge
@@ -571,6 +608,7 @@ def summary(results: list) -> dict:
     trig_poll = [r for r in by.get("trigger_bridge", []) if r["kept_up"] and r.get("source") == "poll"]
     trig_emu = [r for r in by.get("trigger_bridge", []) if r["kept_up"] and r.get("source") == "emulator"]
     trig_ceiling = max((r["achieved_writes_per_s"] for r in trig), default=None)
+    raw_events = g("raw_trigger_events", "events_per_s")
     ratio = lambda a, b: round(a / b, 2) if a and b else None  # noqa: E731
     push = g("push_bridge", "msg_per_s_steady") or g("push_bridge", "msg_per_s_overall")
     relay = g("filter_relay", "msg_per_s_steady") or g("filter_relay", "msg_per_s_overall")
@@ -594,6 +632,8 @@ def summary(results: list) -> dict:
             "trigger_vs_raw_firestore_8_threads": ratio(trig_ceiling, fs8),
             "trigger_emulator_vs_raw_firestore_8_threads": ratio(max((r["achieved_writes_per_s"] for r in trig_emu),
                                                                      default=None), fs8),
+            "trigger_emulator_vs_raw_trigger_events": ratio(max((r["achieved_writes_per_s"] for r in trig_emu),
+                                                                default=None), raw_events),
             "raw_grpc_vs_rest_pull_ack": ratio(raw_grpc, raw_rest)}
 
 
@@ -673,6 +713,8 @@ def main() -> None:
             lt.run(hook.start())
             for k in range(args.repeat):  # raw writes right before the steps, so load swings hit both
                 raw_firestore(fs, args.project, results)
+                if "emulator" in args.trigger_source.split(","):
+                    raw_trigger(lt, hook, fs, args.project, results)
                 for source in args.trigger_source.split(","):
                     for rate in [float(x) for x in args.rates.split(",")]:
                         r = bench_trigger(lt, db, fs, args.project, sink, rate, args.seconds, args.partitions,
