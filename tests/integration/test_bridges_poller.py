@@ -17,14 +17,19 @@ from tests.integration.bridges_support import LoopThread, fresh
 pytestmark = pytest.mark.integration
 
 
+async def subscribed(gcp, topic: str, sub: str) -> tuple[PubSubRest, PubSubGrpc]:
+    """A fresh topic and pull subscription; REST for publishing, gRPC for the poller."""
+    rest = PubSubRest(gcp.endpoint("pubsub"), gcp.project)
+    await rest.ensure_topic(topic)
+    await rest.create_subscription(sub, topic, ack_deadline=60)
+    return rest, PubSubGrpc(gcp.endpoint("pubsub"), gcp.project)
+
+
 def test_an_idle_poller_backs_off_sees_a_publish_and_leaves_nothing_behind_when_stopped(gcp):
     topic, sub = fresh("poll-topic"), fresh("poll-sub")
 
     async def scenario() -> dict:
-        rest = PubSubRest(gcp.endpoint("pubsub"), gcp.project)
-        await rest.ensure_topic(topic)
-        await rest.create_subscription(sub, topic, ack_deadline=60)
-        client = PubSubGrpc(gcp.endpoint("pubsub"), gcp.project)
+        rest, client = await subscribed(gcp, topic, sub)
         calls = []
         pull = client.pull
 
@@ -77,10 +82,7 @@ def test_a_paced_poller_takes_a_trickle_in_batches_and_a_backlog_at_once(gcp):
     topic, sub = fresh("pace-topic"), fresh("pace-sub")
 
     async def scenario() -> dict:
-        rest = PubSubRest(gcp.endpoint("pubsub"), gcp.project)
-        await rest.ensure_topic(topic)
-        await rest.create_subscription(sub, topic, ack_deadline=60)
-        client = PubSubGrpc(gcp.endpoint("pubsub"), gcp.project)
+        rest, client = await subscribed(gcp, topic, sub)
         stop = asyncio.Event()
         poller = Poller(client, sub, stop, idle_max=0.05, pace=0.2)
 
