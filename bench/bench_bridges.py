@@ -279,12 +279,10 @@ async def raw_pubsub(endpoint, project, clients, n, results):
 async def raw_sink(url, results, seconds=4.0, connections=64):
     """What plain POSTs from one event loop do to the sink (the push path's HTTP leg), with
     the client the bridges use (emulators/service_http.py), every connection busy."""
-    import json as _json
-
     from surgesim.emulators import service_http
 
     http = service_http.session(30.0)
-    body = _json.dumps({"message": {"data": PAYLOAD, "messageId": "1", "publishTime": "2020-01-01T00:00:00Z"},
+    body = json.dumps({"message": {"data": PAYLOAD, "messageId": "1", "publishTime": "2020-01-01T00:00:00Z"},
                         "subscription": "s"}).encode()
     headers = {"authorization": "Bearer t", "content-type": "application/json"}
     done = 0
@@ -346,8 +344,6 @@ def raw_push_relay(lt, endpoint, project, url, n, results):
     one's push envelope to the sink (all at once, the bridges' HTTP client), ack them, again;
     no push window, no backoff, no measurement. The bridge's own work on top of this is
     what the ratio shows."""
-    import json as _json
-
     from surgesim.emulators import service_http
     from surgesim.emulators.pubsub_grpc import PubSubGrpc, as_rest
     from surgesim.emulators.pubsub_rest import PubSubRest
@@ -365,7 +361,7 @@ def raw_push_relay(lt, endpoint, project, url, n, results):
         while done < got and time.perf_counter() - t0 < LIMIT_S:
             received = [as_rest(r) for r in await grpc_client.pull(sub, 1000)]
             await asyncio.gather(*(service_http.post_status(http, url + "/push",
-                                                            _json.dumps(build_envelope(r, path)).encode(), headers)
+                                                            json.dumps(build_envelope(r, path)).encode(), headers)
                                    for r in received))
             await grpc_client.ack(sub, [r["ackId"] for r in received])
             done += len(received)
@@ -510,22 +506,17 @@ def raw_trigger(lt, hook, fs_endpoint, project, results, seconds=4.0):
     the run's hook and nothing else (no bridge, no onward POST), while 8 writer threads
     write as fast as they go. events/s = events / (first write -> last event)."""
     from surgesim.emulators import service_http
-    from surgesim.emulators.triggers import DISABLED_PATTERN, TriggerBridge
+    from surgesim.emulators.triggers import DISABLED_PATTERN, register_trigger
 
     collection = fresh("rawtrig").replace("-", "_")
-    # the bridge only to register its trigger with the emulator; it never runs
-    reg = TriggerBridge(None, collection=collection, url="http://unused/", project=project, source="emulator",
-                        hook=hook, endpoint=fs_endpoint, name=collection)
+    trigger_id = "bench-" + collection.replace("_", "-")
     arrived: list[float] = []
 
     async def register(pattern):
-        reg._http = service_http.session(30.0)  # noqa: SLF001
-        try:
-            await reg._register(pattern)  # noqa: SLF001
-        finally:
-            await reg._http.close()  # noqa: SLF001
+        async with service_http.session(30.0) as http:
+            await register_trigger(http, fs_endpoint, project, trigger_id, pattern)
 
-    hook.handlers[reg.trigger_id] = lambda body: arrived.append(time.time())
+    hook.handlers[trigger_id] = lambda body: arrived.append(time.time())
     lt.run(register(f"{collection}/{{id}}"))
     try:
         t0 = time.time()
@@ -534,7 +525,7 @@ def raw_trigger(lt, hook, fs_endpoint, project, results, seconds=4.0):
             time.sleep(0.05)
     finally:
         lt.run(register(DISABLED_PATTERN))
-        hook.handlers.pop(reg.trigger_id, None)
+        hook.handlers.pop(trigger_id, None)
     n = len(arrived)
     d = (arrived[-1] - t0) if arrived else float("nan")
     return emit({"bench": "raw_trigger_events", "writes": w["written"], "writes_per_s": w["writes_per_s"],

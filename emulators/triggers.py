@@ -212,6 +212,21 @@ class TriggerHook:
         await send({"type": "http.response.body", "body": b""})
 
 
+async def register_trigger(http, endpoint: str, project: str, trigger_id: str, pattern: str,
+                           database: str = "(default)") -> None:
+    """Register (or, with DISABLED_PATTERN, neutralise) a document trigger with the
+    Firestore emulator, which then POSTs each matching write to its ``--functions_emulator``
+    address (the run's TriggerHook) under ``trigger_id``. ``http``: a service_http.session."""
+    async with http.post(
+            f"http://{endpoint}/emulator/v1/projects/{project}/eventarcTrigger",
+            params={"eventarcTriggerId": trigger_id},
+            json={"eventType": EVENT_PREFIX + "written", "database": database, "namespace": "(default)",
+                  "document": {"value": pattern, "matchType": "PATH_PATTERN"}}) as r:
+        if r.status != 200:
+            raise RuntimeError(f"trigger {trigger_id}: the Firestore emulator refused the registration "
+                               f"({r.status} {(await r.text())[:200]})")
+
+
 @dataclass
 class TriggerCounters:
     changes: int = 0
@@ -319,14 +334,7 @@ class TriggerBridge:
 
     # ---- or the emulator's own trigger posts ----------------------------------------------
     async def _register(self, pattern: str) -> None:
-        async with self._http.post(
-                f"http://{self.endpoint}/emulator/v1/projects/{self.project}/eventarcTrigger",
-                params={"eventarcTriggerId": self.trigger_id},
-                json={"eventType": EVENT_PREFIX + "written", "database": self.database, "namespace": "(default)",
-                      "document": {"value": pattern, "matchType": "PATH_PATTERN"}}) as r:
-            if r.status != 200:
-                raise RuntimeError(f"trigger {self.trigger_id}: the Firestore emulator refused the registration "
-                                   f"({r.status} {(await r.text())[:200]})")
+        await register_trigger(self._http, self.endpoint, self.project, self.trigger_id, pattern, self.database)
 
     def _on_event(self, body: bytes) -> None:
         try:
