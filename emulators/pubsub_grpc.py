@@ -158,6 +158,6 @@ class Poller:
         self.idle = self.idle_min
         if self.pace and len(got) < PACED_BELOW:
             # A trickle, not a backlog: let the next pull wait so that it takes a batch.
-            # Each pull costs the emulator ~1.3 ms of CPU, empty or not (docs/emulators.md).
+            # Each pull costs the emulator 1–4 ms of CPU, empty or not (docs/emulators.md).
             self._not_before = time.monotonic() + self.pace
         return got
