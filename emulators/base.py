@@ -6,7 +6,7 @@ import os
 import shutil
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -29,6 +29,8 @@ class Emulator(ABC):
     #: port keys the emulator sends to rather than listens on (served by the harness)
     sends_to: tuple[str, ...] = ()
     startup_timeout: float = 60.0
+    #: told of slow one-time work before a start (e.g. installing the tool's own environment)
+    on_message: Callable[[str], None] | None = None
 
     @abstractmethod
     def check_installed(self) -> None:

@@ -5,18 +5,22 @@ Chosen because it installs offline from PyPI with no patches and runs the offici
 differences). DuckDB loads its ``spatial``/``avro`` extensions from ``$HOME/.duckdb``;
 they come from the ``duckdb-extension-*`` wheels and must be copied there once per
 ``$HOME`` (``prepare``) or DuckDB would try to download them.
+
+The emulator lives in a virtual environment of its own (``tool_env``, pinned by
+``bqemulator.lock``), never in surgesim's: its pytest plugin and its exact DuckDB pins
+would otherwise land in the user's environment. ``SURGESIM_BQEMULATOR`` names another
+``bqemulator`` script to use instead.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 
-from .base import Emulator, find_executable, http_get, json_body
+from . import tool_env
+from .base import Emulator, http_get, json_body
 from .errors import MissingToolError, StartupError
 
 #: Not read by google-cloud-bigquery (there is no official variable): ``host:port`` of the
@@ -31,20 +35,9 @@ PINNED = (
     "duckdb-extension-spatial==1.5.5 duckdb-extension-avro==1.5.5"
 )
 EXTENSIONS = ("spatial", "avro")
-
-
-def _interpreter_of(script: str) -> str:
-    """The Python that runs a console script (its shebang), else this interpreter."""
-    try:
-        with open(script, "rb") as f:
-            first = f.readline().decode("utf-8", "replace").strip()
-        if first.startswith("#!") and "python" in first:
-            candidate = first[2:].split()[0]
-            if os.path.exists(candidate):
-                return candidate
-    except OSError:
-        pass
-    return sys.executable
+DUCKDB_VERSION = "1.5.5"
+LOCK = Path(__file__).with_name("bqemulator.lock")
+"""Every package of the emulator's own environment, pinned (emulators/tool_env.py)."""
 
 
 def extensions_installed(home: str | os.PathLike, duckdb_version: str) -> bool:
@@ -57,11 +50,7 @@ def ensure_duckdb_extensions(python: str, home: str | os.PathLike) -> bool:
 
     Returns True if it had to install them.
     """
-    try:
-        version = metadata.version("duckdb")
-    except metadata.PackageNotFoundError:
-        version = ""
-    if version and extensions_installed(home, version):
+    if extensions_installed(home, DUCKDB_VERSION):
         return False
     code = "from duckdb_extensions import import_extension as i\n" + "".join(
         f"i({ext!r})\n" for ext in EXTENSIONS
@@ -85,14 +74,12 @@ class BigQueryEmulator(Emulator):
     startup_timeout = 60.0
 
     def _exe(self) -> str:
-        exe = find_executable("bqemulator")
-        if exe is None:
-            raise MissingToolError(
-                "The BigQuery emulator `bqemulator` is not installed. Install it into the same "
-                f"environment, with these exact versions: pip install {PINNED} "
-                "(or `pip install -e .` in the surgesim checkout)."
-            )
-        return exe
+        explicit = os.environ.get("SURGESIM_BQEMULATOR")
+        if explicit:
+            if not os.access(explicit, os.X_OK):
+                raise MissingToolError(f"SURGESIM_BQEMULATOR={explicit} is not an executable `bqemulator` script")
+            return explicit
+        return str(tool_env.ensure("bqemulator", ("-r", str(LOCK)), "bqemulator", say=self.on_message))
 
     def check_installed(self) -> None:
         self._exe()
@@ -110,7 +97,7 @@ class BigQueryEmulator(Emulator):
 
     def prepare(self, env: dict[str, str], data_dir: Path) -> None:
         home = env.get("HOME") or os.path.expanduser("~")
-        ensure_duckdb_extensions(_interpreter_of(self._exe()), home)
+        ensure_duckdb_extensions(str(Path(self._exe()).parent / "python"), home)
 
     def healthy(self, host: str, ports: Mapping[str, int], project: str, timeout: float = 1.0) -> bool:
         url = f"http://{host}:{self.main_port(ports)}/bigquery/v2/projects/{project}/datasets"
@@ -124,7 +111,4 @@ class BigQueryEmulator(Emulator):
         }
 
     def version(self) -> str | None:
-        try:
-            return metadata.version("bqemulator")
-        except metadata.PackageNotFoundError:
-            return None
+        return "1.4.0"

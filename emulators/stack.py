@@ -330,6 +330,7 @@ def up(
         missing = []
         for name, _, _ in to_start:
             try:
+                registry[name].on_message = say  # a first start may install the tool's own environment
                 registry[name].check_installed()
             except MissingToolError as exc:
                 missing.append(str(exc))

@@ -23,6 +23,26 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# Commands that need an extra (pyproject.toml), and modules whose absence means it is missing.
+EXTRAS: dict[str, str] = {"demo": "live", "emulators": "live", "provision": "live", "up": "live", "live": "live"}
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "live": ("psutil", "httpx", "aiohttp", "fastapi", "uvicorn", "google.cloud.pubsub_v1", "google.cloud.firestore",
+             "google.cloud.bigquery", "google.cloud.storage", "gcp_storage_emulator"),
+}
+
+
+def missing_extra(command: str) -> str | None:
+    """A one-line message when `command` needs an extra that is not installed, else None."""
+    extra = EXTRAS.get(command)
+    if extra is None:
+        return None
+    absent = [m for m in EXTRA_MODULES[extra] if not _available(m)]
+    if not absent:
+        return None
+    return (f"`surgesim {command}` needs the `{extra}` extra, which is not installed "
+            f"(missing: {', '.join(absent)}). Install it with: pip install 'surgesim[{extra}]'")
+
+
 def _available(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
@@ -37,6 +57,15 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS or not _available(COMMANDS[name][0]):
             return None
+        problem = missing_extra(name)
+        if problem is not None:
+            @click.command(name=name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+                           add_help_option=False)
+            def needs_extra() -> None:
+                click.echo(problem, err=True)
+                sys.exit(2)
+
+            return needs_extra
         module, attr, _ = COMMANDS[name]
         return getattr(importlib.import_module(module), attr)
 
