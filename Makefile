@@ -8,10 +8,12 @@ STAMP := $(VENV)/.installed
 .PHONY: install demo test test-unit test-integration bench clean
 
 $(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
-	touch $(STAMP)
+	@echo "installing surgesim and its pinned dependencies into $(VENV) (about a minute; pip's output: $(VENV)/install.log)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --disable-pip-version-check --upgrade pip > $(VENV)/install.log 2>&1 || (tail -n 30 $(VENV)/install.log; exit 1)
+	@$(PY) -m pip install --disable-pip-version-check -c constraints.txt -e '.[dev]' >> $(VENV)/install.log 2>&1 || (tail -n 30 $(VENV)/install.log; exit 1)
+	@touch $(STAMP)
+	@echo "installed: $(VENV)/bin/surgesim"
 
 install: $(STAMP)
 
