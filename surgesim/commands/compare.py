@@ -79,3 +79,5 @@ def compare(scenario: Path, plans: tuple[Path, ...], seed: int | None, out: Path
     Console().print(table)
     click.echo(f"cheapest plan meeting every SLO: {best or 'none'}")
     click.echo(f"runs and compare.json: {out}")
+    if (out / "comparison.html").exists():
+        click.echo(f"comparison: {(out / 'comparison.html').resolve().as_uri()}")
