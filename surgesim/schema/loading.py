@@ -325,6 +325,30 @@ def scenario_problems(sc: Scenario, system: System, plan: Plan) -> Iterator[tupl
             yield ("slos", i), f"{slo.metric}.{slo.entity}: no such {what} in system {system.name!r}"
         if slo.func == "drain" and slo.metric != "backlog":
             yield ("slos", i), "drain() applies to backlog.SUBSCRIPTION"
+    yield from check_problems(sc, system, plan)
+
+
+def check_problems(sc: Scenario, system: System, plan: Plan) -> Iterator[tuple[tuple, str]]:
+    """The `checks:` relaxations name routes, subscriptions and triggers that exist."""
+    services = {s.name for s in system.services}
+    subs = {s.name for s in system.subscriptions}
+    triggers = {t.name for t in system.triggers}
+    checks = sc.checks
+    if checks.client_errors is not None:
+        for key in checks.client_errors.routes:
+            svc, _, route = key.partition(".")
+            if svc not in services or route not in {r.name for r in routes_of(system, plan, svc)}:
+                yield (("checks", "client_errors", "routes", key),
+                       f"{key!r} is not a SERVICE.ROUTE of system {system.name!r}")
+    if checks.dead_letters is not None:
+        for name in checks.dead_letters.allow:
+            if name not in subs:
+                yield ("checks", "dead_letters", "allow", name), f"{name!r} is not a subscription of system {system.name!r}"
+    if checks.lost is not None:
+        for name in checks.lost.allow:
+            if name not in subs | triggers:
+                yield (("checks", "lost", "allow", name),
+                       f"{name!r} is neither a subscription nor a trigger of system {system.name!r}")
 
 
 def routes_of(system: System, plan: Plan, service: str) -> list[Route]:

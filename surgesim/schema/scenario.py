@@ -250,6 +250,43 @@ class Slo(Strict):
                 "==": observed == self.threshold}[self.op]
 
 
+Reason = Annotated[str, Field(min_length=1, pattern=r"\S")]
+NonNegInt = Annotated[int, Field(strict=True), in_range(0, 10**12)]
+
+
+class ClientErrorsCheck(Strict):
+    """Relaxes the implicit client-errors check (at most 1% of a route's answers, 429s aside,
+    may be other than 2xx)."""
+
+    max_share: Fraction | None = None
+    """The share allowed on every route not named under `routes`."""
+    routes: dict[str, Fraction] = Field(default_factory=dict)
+    """SERVICE.ROUTE: the share allowed on that route."""
+    reason: Reason
+    """Why this run may answer clients with errors; shown in the report beside the check."""
+
+
+class AllowCheck(Strict):
+    """Relaxes an implicit check that allows nothing by default, per entity, with a reason."""
+
+    allow: dict[str, NonNegInt] = Field(min_length=1)
+    """Name: how many are allowed (at most)."""
+    reason: Reason
+    """Why; shown in the report beside the check."""
+
+
+class Checks(Strict):
+    """Explicit relaxations of the implicit checks every run is judged on (docs/reports.md).
+    Each needs a `reason`, which the report shows. A check not named here is judged strictly."""
+
+    client_errors: ClientErrorsCheck | None = None
+    dead_letters: AllowCheck | None = None
+    """SUBSCRIPTION: dead letters allowed; for a subscription a bad_deploy targets, the number the
+    fault is expected to dead-letter (required: the totals cannot give it), which must then be > 0."""
+    lost: AllowCheck | None = None
+    """SUBSCRIPTION: messages allowed to expire by retention; TRIGGER: deliveries allowed to be given up."""
+
+
 class Live(Strict):
     time_scale: Annotated[float, in_range(1, 3600)] = 1.0
     """Scenario seconds per wall second: 60 runs a 3-hour morning in 3 minutes."""
@@ -288,4 +325,6 @@ class Scenario(Strict):
     """Faults on the timeline (offsets from the start)."""
     slos: list[Slo] = Field(default_factory=list)
     """Checked at the end; any failing SLO makes the run (and `surgesim sim/live`) exit 1."""
+    checks: Checks = Field(default_factory=Checks)
+    """Relaxations of the implicit checks (client errors, dead letters, losses), each with a reason."""
     live: Live = Field(default_factory=Live)
