@@ -13,6 +13,7 @@ import click
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("surgesim.commands.demo", "demo", "Set up local Google Cloud and run the dispatch-wave scenario."),
     "validate": ("surgesim.commands.validate", "validate", "Check a system, plan or scenario file."),
+    "schema": ("surgesim.commands.schema", "schema", "Print the JSON Schema of a file kind, for editor completion."),
     "emulators": ("surgesim.emulators.cli", "emulators_group", "Start, stop or inspect the local Google Cloud emulators."),
     "provision": ("surgesim.commands.provision", "provision", "Create a system file's topics, subscriptions, databases and tables."),
     "sim": ("surgesim.commands.sim", "sim", "Run a scenario in the discrete-event simulator."),
