@@ -2,7 +2,7 @@
 
     from surgesim.emulators.bridges import Bridges
     bridges = Bridges(system, plan, pubsub_endpoint="127.0.0.1:8085", project=system.project,
-                      service_urls={"eta": "http://127.0.0.1:9101", ...}, push_token="local-oidc",
+                      service_urls={"eta": "http://127.0.0.1:9101", ...}, issuer=Issuer(),
                       firestore=clients.firestore(), bigquery=clients.bigquery(), fidelity=stack.fidelity)
     bridges.start()            # provisions, then runs push, filter relays, BigQuery, triggers, metrics
     ...
@@ -10,7 +10,9 @@
     bridges.stop()             # clean shutdown: taps deleted, queued trigger events sent
 
 ``service_urls`` maps a service to where it listens (its Cloud Run front, if one runs).
-Subscriptions whose consumer has no URL are left alone. The emulator's own filter support
+Subscriptions whose consumer has no URL are left alone. With an ``issuer``
+(emulators/identity.py) every push and trigger event carries an ID token for the
+subscription's or trigger's service account. The emulator's own filter support
 comes from ``fidelity`` (emulators.probe): filters are enforced here unless it says applied.
 """
 
@@ -25,6 +27,7 @@ from surgesim.schema import Plan, System
 from . import service_http
 from .bq_subscription import BigQuerySubscriptionBridge
 from .filtering import FilterRelay, emulator_applies_filters
+from .identity import Issuer, push_service_account, trigger_service_account
 from .metrics import MetricsSampler
 from .pubsub_rest import PubSubRest
 from .push import PushBridge, PushTarget
@@ -35,7 +38,7 @@ log = logging.getLogger(__name__)
 
 class Bridges:
     def __init__(self, system: System, plan: Plan | None, *, pubsub_endpoint: str, project: str | None = None,
-                 service_urls: dict[str, str] | None = None, push_token: str | None = None, firestore=None,
+                 service_urls: dict[str, str] | None = None, issuer: Issuer | None = None, firestore=None,
                  bigquery=None, fidelity=None, metrics_interval: float = 1.0, trigger_partitions: int = 4,
                  count_pull_acks: bool = True, trigger_source: str | None = None,
                  firestore_events_port: int | None = None) -> None:
@@ -44,7 +47,7 @@ class Bridges:
         self.endpoint = pubsub_endpoint
         self.project = project or system.project
         self.urls = dict(service_urls or {})
-        self.token = push_token
+        self.issuer = issuer
         self.firestore = firestore
         self.bigquery = bigquery
         self.enforce = not emulator_applies_filters(fidelity)
@@ -126,9 +129,9 @@ class Bridges:
                     min_backoff=s.retry.min_backoff if s.retry else None,
                     max_backoff=s.retry.max_backoff if s.retry else None,
                     dead_letter_topic=dl[0] if dl else None, max_attempts=dl[1] if dl else 5,
-                    filter=s.filter, enforce_filter=self.enforce, token=self.token,
-                    max_window=sp.max_outstanding_messages)
-                bridge = PushBridge(self.rest, target, self.http, on_settled=self.metrics.settled)
+                    filter=s.filter, enforce_filter=self.enforce,
+                    service_account=push_service_account(s, self.project), max_window=sp.max_outstanding_messages)
+                bridge = PushBridge(self.rest, target, self.http, on_settled=self.metrics.settled, issuer=self.issuer)
                 await bridge.provision()
                 self.metrics.observe(s.name)
                 self.push[s.name] = bridge
@@ -163,7 +166,8 @@ class Bridges:
             self.triggers[trig.name] = TriggerBridge(
                 self.firestore, collection=trig.collection, url=url.rstrip("/") + "/", project=self.project,
                 events=list(trig.events), database=trig.database, partitions=self.trigger_partitions,
-                token=self.token, http=self.http, source=self.trigger_source, hook=self.hook, name=trig.name)
+                issuer=self.issuer, service_account=trigger_service_account(trig, self.project),
+                http=self.http, source=self.trigger_source, hook=self.hook, name=trig.name)
         self._ready = [asyncio.Event() for _ in self.triggers]
 
     async def _start_hook(self) -> None:

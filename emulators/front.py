@@ -7,8 +7,16 @@ Cloud Run service in front of it would.
 * **cold starts**: a request that needs a new instance waits that instance's start-up
   (drawn from the plan's ``cold_start`` log-normal); ``min_instances`` are warm from the
   start; an instance idle longer than ``scale_down_delay`` goes away;
-* **auth**: with a push token configured, a request without ``Authorization: Bearer``
-  gets 401 and one with another token 403 (Cloud Run's IAM check on the push identity);
+* **who may invoke** (``run.invoker``): a private service (``invokers`` a set of
+  ``serviceAccount:...`` members) takes only requests with an ID token of this run's
+  issuer (emulators/identity.py) for its URL: none or one that does not verify gets 401,
+  a valid one whose ``email`` is not on the list 403; ``allUsers`` (or ``invokers=None``)
+  is public. As Cloud Run, ``X-Serverless-Authorization`` is checked instead of
+  ``Authorization`` when present, and a checked token is forwarded with its signature
+  replaced by ``SIGNATURE_REMOVED_BY_GOOGLE``; everything else passes through;
+* **only through the front**: with a ``secret``, every forwarded request carries it in
+  ``X-Surgesim-Front-Secret`` (services/common/runtime.py refuses requests without it,
+  so a service's own port is no way around this check);
 * **measurement**: request latency into a ``surgesim.histogram.Histogram`` per route
   (the path), instance count, requests, 429s and 5xx.
 
@@ -27,7 +35,10 @@ from dataclasses import dataclass, field
 from surgesim.histogram import Histogram
 
 from . import service_http
+from .identity import Issuer, strip_signature
 
+#: The header the front adds so a service can tell its front from any other local caller.
+FRONT_SECRET_HEADER = "x-surgesim-front-secret"
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "upgrade", "proxy-authorization",
                "host", "content-length"}
 
@@ -146,12 +157,21 @@ class Slots:
 class Front:
     """ASGI app: ``uvicorn.Server(uvicorn.Config(front, ...))`` serves it."""
 
-    def __init__(self, name: str, upstream: str, settings: FrontSettings, *, token: str | None = None,
-                 seed: int = 0) -> None:
+    def __init__(self, name: str, upstream: str, settings: FrontSettings, *, issuer: Issuer | None = None,
+                 invokers: frozenset[str] | None = None, audiences: list[str] | None = None,
+                 secret: str | None = None, seed: int = 0) -> None:
+        """invokers: the IAM members allowed to invoke (None: public); audiences: the
+        service's URLs a token's ``aud`` must be (or be under); secret: added to every
+        forwarded request (FRONT_SECRET_HEADER)."""
+        if invokers is not None and issuer is None:
+            raise ValueError(f"front {name}: an invoker list needs the run's token issuer to check tokens")
         self.name = name
         self.upstream = upstream.rstrip("/")
         self.s = settings
-        self.token = token
+        self.issuer = issuer
+        self.invokers = invokers
+        self.audiences = audiences
+        self.secret = secret
         self.seed = seed
         self.stats = FrontStats()
         self.slots: Slots | None = None
@@ -194,14 +214,19 @@ class Front:
             await self._startup()
         t0 = time.monotonic()
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        if self.token:
-            auth = headers.get("authorization", "")
-            if not auth.startswith("Bearer "):
+        if self.issuer is not None:
+            # Cloud Run checks X-Serverless-Authorization instead when a caller sends both
+            auth_header = "x-serverless-authorization" if "x-serverless-authorization" in headers else "authorization"
+            checked = self.issuer.check_invoker(headers.get(auth_header), self.invokers, self.audiences)
+            if checked.status != 200:
                 self.stats.unauthorized += 1
-                return await _respond(send, 401, b"missing bearer token\n")
-            if auth[len("Bearer "):] != self.token:
-                self.stats.unauthorized += 1
-                return await _respond(send, 403, b"token not allowed to invoke this service\n")
+                return await _respond(send, checked.status, f"{checked.status}: {checked.reason}\n".encode())
+            if checked.reason != "public":
+                headers[auth_header] = strip_signature(headers[auth_header])
+        if self.secret is not None:
+            headers[FRONT_SECRET_HEADER] = self.secret
+        else:
+            headers.pop(FRONT_SECRET_HEADER, None)
         body = b""
         more = True
         while more:

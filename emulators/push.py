@@ -7,7 +7,9 @@ and dead-letter policy) and this bridge delivers it:
 
 * the wrapped push envelope (``message.data`` base64, ``attributes``, ``messageId`` and
   ``message_id``, ``publishTime`` and ``publish_time``, ``subscription``,
-  ``deliveryAttempt``), POSTed with ``Authorization: Bearer <push token>``;
+  ``deliveryAttempt``), POSTed with ``Authorization: Bearer <ID token>`` when the
+  subscription has a push service account: an OIDC token for that account with ``aud``
+  the push endpoint, signed by the run's key (emulators/identity.py);
 * Pub/Sub's push flow control: a *push window* of concurrent requests that starts small
   (single digit), grows by one per fast success (so it doubles every round trip:
   slow-start), halves on a failure and stops growing while requests are slow (> 1 s);
@@ -36,6 +38,7 @@ from surgesim.histogram import Histogram
 from surgesim.pubsub_filter import parse_filter
 
 from . import service_http
+from .identity import Issuer, identity_headers
 from .pubsub_grpc import Poller, PubSubGrpc, as_rest
 from .pubsub_rest import PubSubRest, PubSubRestError, stoppable_sleep
 
@@ -127,7 +130,10 @@ class PushTarget:
     filter: str | None = None
     enforce_filter: bool = True
     """Apply ``filter`` here (the emulator accepts filters but does not apply them)."""
-    token: str | None = None
+    service_account: str | None = None
+    """The push identity: each request carries an ID token for it (None: unauthenticated)."""
+    audience: str | None = None
+    """The token's ``aud``; None is Pub/Sub's default, the push endpoint URL."""
     max_window: int = 1000
 
 
@@ -149,9 +155,12 @@ Settled = Callable[[str, str, str], None]
 
 
 class PushBridge:
-    def __init__(self, rest: PubSubRest, target: PushTarget, http, on_settled: Settled | None = None) -> None:
-        """``http``: a ``service_http.session`` of the loop that runs the bridge."""
+    def __init__(self, rest: PubSubRest, target: PushTarget, http, on_settled: Settled | None = None,
+                 issuer: Issuer | None = None) -> None:
+        """``http``: a ``service_http.session`` of the loop that runs the bridge; ``issuer``
+        signs the push identity's tokens."""
         self.rest = rest
+        self.issuer = issuer
         self.t = target
         self.http = http
         self.on_settled = on_settled
@@ -230,9 +239,8 @@ class PushBridge:
         t0 = loop.time()
         ok = False
         try:
-            headers = {"content-type": "application/json"}
-            if self.t.token:
-                headers["authorization"] = f"Bearer {self.t.token}"
+            headers = {"content-type": "application/json",
+                       **identity_headers(self.issuer, self.t.audience or self.t.url, self.t.service_account)}
             self.counters.delivered += 1
             body = json.dumps(build_envelope(received, self.path)).encode()
             ok = await service_http.post_status(self.http, self.t.url, body, headers, self._timeout) in ACK_STATUS

@@ -62,6 +62,7 @@ import proto
 from google.cloud.firestore_v1 import types as _ft
 
 from . import service_http
+from .identity import Issuer, identity_headers
 from .pubsub_rest import stoppable_sleep
 
 log = logging.getLogger(__name__)
@@ -242,7 +243,8 @@ class TriggerCounters:
 
 class TriggerBridge:
     def __init__(self, db, *, collection: str, url: str, project: str, events: list[str] | None = None,
-                 database: str = "(default)", partitions: int = 4, token: str | None = None,
+                 database: str = "(default)", partitions: int = 4, issuer: Issuer | None = None,
+                 service_account: str | None = None,
                  concurrency: int = 32, max_attempts: int = 10, http=None,
                  source: str = "listen", endpoint: str | None = None, poll_interval: float = 0.05,
                  poll_pause_factor: float = 1.0, hook: TriggerHook | None = None, name: str | None = None) -> None:
@@ -263,7 +265,8 @@ class TriggerBridge:
         self.partitions = partitions  # listeners, one per key range (the poll reads the collection at once)
         self.poll_interval = poll_interval
         self.poll_pause_factor = poll_pause_factor
-        self.token = token
+        self.issuer = issuer  # signs the trigger's service account's ID tokens (Eventarc's identity)
+        self.service_account = service_account
         self.concurrency = concurrency
         self.max_attempts = max_attempts
         # the emulator's gRPC address: given, or the one the Firestore client uses
@@ -472,8 +475,7 @@ class TriggerBridge:
             headers, body = build_event(project=self.project, database=self.database, collection=self.collection,
                                         doc_id=doc_id, kind=kind, event_type=event_type, new=new, old=old,
                                         update_time=update)
-            if self.token:
-                headers["authorization"] = f"Bearer {self.token}"
+            headers.update(identity_headers(self.issuer, self.url, self.service_account))
             await self._send(headers, body)
 
     async def _send(self, headers: dict, body: dict) -> None:

@@ -1,9 +1,16 @@
 """What every service shares as a Cloud Run container: configuration from the
 environment, a FastAPI app with /healthz, trace propagation, 400 for bad input, JSON
-logs, and `serve()` that listens on $PORT."""
+logs, and `serve()` that listens on $PORT.
+
+Reachable only through its front: with SURGESIM_FRONT_SECRET set (the live harness sets
+it per run), every request but /healthz must carry it in X-Surgesim-Front-Secret, which
+only the run's Cloud Run fronts (emulators/front.py) and the harness itself add; others
+get 403. In the cloud nothing but Cloud Run can reach a container's port; locally any
+process can reach any port, and this header stands in for that wall."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import time
@@ -66,6 +73,38 @@ class TraceMiddleware:
             trace.current.reset(token)
 
 
+FRONT_SECRET_ENV = "SURGESIM_FRONT_SECRET"
+FRONT_SECRET_HEADER = b"x-surgesim-front-secret"
+OPEN_PATHS = frozenset({"/healthz"})
+
+
+class FrontOnlyMiddleware:
+    """403 for a request without the run's front secret; the header is removed before the
+    app sees the request, so the handler sees the headers Cloud Run would pass on."""
+
+    def __init__(self, app, secret: str) -> None:
+        self.app = app
+        self.secret = secret.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        given = b""
+        rest = []
+        for k, v in scope.get("headers", []):
+            if k.lower() == FRONT_SECRET_HEADER:
+                given = v
+            else:
+                rest.append((k, v))
+        if scope["path"] not in OPEN_PATHS and not hmac.compare_digest(given, self.secret):
+            body = b'{"error": "forbidden", "detail": "this service is reachable only through its Cloud Run front"}'
+            await send({"type": "http.response.start", "status": 403,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app({**scope, "headers": rest}, receive, send)
+
+
 def create_app(service: str, *, lifespan=None, title: str | None = None, description: str = "") -> FastAPI:
     log = logs.setup(service)
     app = FastAPI(title=title or service, description=description, lifespan=lifespan)
@@ -73,6 +112,9 @@ def create_app(service: str, *, lifespan=None, title: str | None = None, descrip
     app.state.service = service
     app.state.started = time.time()
     app.add_middleware(TraceMiddleware)
+    secret = os.environ.get(FRONT_SECRET_ENV)
+    if secret:
+        app.add_middleware(FrontOnlyMiddleware, secret=secret)  # outermost: checked first
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:

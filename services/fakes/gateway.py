@@ -12,12 +12,17 @@ Kinds: `sms` (POST /v1/messages {to, body}), `billing` (POST /v1/charges {parcel
 amountCents, currency}), `generic` (any method, any path: 200 {"ok": true}). A call with
 an Idempotency-Key that already succeeded is answered with the first answer and header
 `Idempotent-Replayed: true`, and does not count as a new effect, as real payment APIs do.
+
+With FAKE_ADMIN_TOKEN set (a live run sets it to the run's token), the admin API answers
+only `Authorization: Bearer <that token>`: 401 without one, 403 with another; so no other
+local process can start an outage or zero the counters a verdict reads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import hmac
 import json
 import math
 import os
@@ -27,7 +32,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -179,13 +184,30 @@ class FakeApi:
         return 200, {"ok": True}
 
 
-def build_app(kind: Kind = "generic", behaviour: Behaviour | None = None, seed: int | None = None) -> FastAPI:
+def admin_guard(token: str | None):
+    """A dependency for the admin routes: the run's token as a bearer token (None: open)."""
+
+    async def check(request: Request) -> None:
+        if token is None:
+            return
+        auth = request.headers.get("authorization", "")
+        if not auth.startswith("Bearer "):
+            raise HTTPException(401, "the admin API needs the run's token: Authorization: Bearer <token>")
+        if not hmac.compare_digest(auth[len("Bearer "):].encode(), token.encode()):
+            raise HTTPException(403, "not this run's admin token")
+
+    return check
+
+
+def build_app(kind: Kind = "generic", behaviour: Behaviour | None = None, seed: int | None = None,
+              admin_token: str | None = None) -> FastAPI:
     fake = FakeApi(kind, behaviour or Behaviour(), seed)
     app = create_app(f"fake-{kind}", title=f"Fake {kind} API", description=__doc__.split("\n\n")[0])
     app.state.fake = fake
     lock = asyncio.Lock()
+    admin = [Depends(admin_guard(admin_token))]
 
-    @app.put("/admin/behaviour", summary="Replace the named behaviour fields; the rest stay")
+    @app.put("/admin/behaviour", summary="Replace the named behaviour fields; the rest stay", dependencies=admin)
     async def put_behaviour(patch: BehaviourPatch) -> dict[str, Any]:
         merged = fake.behaviour.model_dump() | patch.model_dump(exclude_unset=True)
         if patch.outage is not None and "outage_seconds" not in patch.model_fields_set:
@@ -197,15 +219,15 @@ def build_app(kind: Kind = "generic", behaviour: Behaviour | None = None, seed: 
         app.state.log.info("behaviour changed", extra={"behaviour": fake.behaviour.model_dump()})
         return fake.behaviour.model_dump()
 
-    @app.get("/admin/behaviour")
+    @app.get("/admin/behaviour", dependencies=admin)
     async def get_behaviour() -> dict[str, Any]:
         return fake.behaviour.model_dump() | {"outage": fake.in_outage()}
 
-    @app.get("/admin/stats")
+    @app.get("/admin/stats", dependencies=admin)
     async def get_stats(keys: bool = True) -> dict[str, Any]:
         return fake.stats.as_dict(keys=keys)
 
-    @app.post("/admin/reset")
+    @app.post("/admin/reset", dependencies=admin)
     async def reset() -> dict[str, Any]:
         fake.stats = Stats()
         fake.answers.clear()
@@ -259,7 +281,7 @@ def build_app(kind: Kind = "generic", behaviour: Behaviour | None = None, seed: 
 
 def from_env(kind: Kind | None = None) -> FastAPI:
     """The fake configured by FAKE_KIND (unless `kind` is given), FAKE_LATENCY_P50_MS, FAKE_LATENCY_P99_MS,
-    FAKE_ERROR_RATE, FAKE_RATE_LIMIT, FAKE_SEED."""
+    FAKE_ERROR_RATE, FAKE_RATE_LIMIT, FAKE_SEED, FAKE_ADMIN_TOKEN."""
     rate = env_float("FAKE_RATE_LIMIT", 0.0)
     p99 = env_float("FAKE_LATENCY_P99_MS", 0.0)
     behaviour = Behaviour(
@@ -272,7 +294,7 @@ def from_env(kind: Kind | None = None) -> FastAPI:
     kind = kind or os.environ.get("FAKE_KIND", "generic")  # type: ignore[assignment]
     if kind not in ("sms", "billing", "generic"):
         raise RuntimeError(f"FAKE_KIND must be sms, billing or generic, got {kind!r}")
-    return build_app(kind, behaviour, int(seed) if seed else None)
+    return build_app(kind, behaviour, int(seed) if seed else None, admin_token=os.environ.get("FAKE_ADMIN_TOKEN") or None)
 
 
 #: `uvicorn surgesim.services.fakes.gateway:app` (kind from FAKE_KIND) or a fixed kind:

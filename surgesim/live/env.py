@@ -39,7 +39,7 @@ def service_vars(service: str, url: str) -> dict[str, str]:
     return {v: url for v in (url_var(service), *SERVICE_ALIASES.get(service, ()))}
 
 
-def fake_env(api: ExternalApi, rate_scale: float = 1.0, seed: int = 1) -> dict[str, str]:
+def fake_env(api: ExternalApi, rate_scale: float = 1.0, seed: int = 1, admin_token: str | None = None) -> dict[str, str]:
     """A fake gateway's start-up behaviour from the system file's API entry. The rate limit
     is scaled like the traffic (rate_scale): at 2% of the volume, 2% of the limit bites at
     the same point of the scenario. Latency is not scaled: handlers run in real time."""
@@ -49,6 +49,8 @@ def fake_env(api: ExternalApi, rate_scale: float = 1.0, seed: int = 1) -> dict[s
         env["FAKE_LATENCY_P99_MS"] = repr(api.latency.p99 * 1000.0)
     if api.rate_limit is not None:
         env["FAKE_RATE_LIMIT"] = repr(max(api.rate_limit * rate_scale, 0.001))
+    if admin_token:
+        env["FAKE_ADMIN_TOKEN"] = admin_token  # the admin API answers only the run
     return env
 
 
@@ -56,21 +58,18 @@ def pull_subscriptions(system: System, service: str) -> list[str]:
     return [s.name for s in system.subscriptions if s.consumer == service and s.delivery == "pull"]
 
 
-def push_consumers(system: System) -> set[str]:
-    """Services that receive pushes or trigger CloudEvents (their fronts check the push token)."""
-    out = {s.consumer for s in system.subscriptions if s.delivery == "push" and s.consumer}
-    return out | {t.target for t in system.triggers}
-
-
 def process_env(system: System, plan: Plan, service: str, *, emulators: Mapping[str, str],
                 api_urls: Mapping[str, str], service_urls: Mapping[str, str],
                 pull_emulator_host: str | None = None, extra: Mapping[str, str] | None = None,
-                log_level: str = "INFO") -> dict[str, str]:
+                log_level: str = "INFO", front_secret: str | None = None,
+                certs_url: str | None = None) -> dict[str, str]:
     """Every variable for one service process (PORT is added by whoever picks the port).
 
     emulators: the stack's env_vars(); api_urls: api name -> URL (fake or real);
     service_urls: service name -> front URL; pull_emulator_host: where a pull worker's
-    Pub/Sub client should connect (a counting proxy) instead of the emulator."""
+    Pub/Sub client should connect (a counting proxy) instead of the emulator;
+    front_secret: what only its front sends (services/common/runtime.py checks it);
+    certs_url: where the run's ID-token keys are published (Google's oauth2/v1/certs format)."""
     env = dict(emulators)
     env["GOOGLE_CLOUD_PROJECT"] = system.project
     env["K_SERVICE"] = service  # as Cloud Run sets it
@@ -91,5 +90,10 @@ def process_env(system: System, plan: Plan, service: str, *, emulators: Mapping[
             env["PUBSUB_EMULATOR_HOST"] = pull_emulator_host
     if service in plan.debounce:
         env["DEBOUNCE_SECONDS"] = repr(plan.debounce[service])
+    if front_secret:
+        env["SURGESIM_FRONT_SECRET"] = front_secret
+    if certs_url:
+        env["SURGESIM_OIDC_CERTS_URL"] = certs_url.rstrip("/") + "/oauth2/v1/certs"
+        env["SURGESIM_OIDC_JWKS_URL"] = certs_url.rstrip("/") + "/oauth2/v3/certs"
     env.update(extra or {})
     return env

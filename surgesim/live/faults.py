@@ -312,7 +312,7 @@ class FaultInjector:
                 def read_bad(old) -> None:
                     # the bad revision's own counters, once the fixed one has all the traffic
                     try:
-                        m = httpx.get(old.url + "/metrics", timeout=10, trust_env=False).json()
+                        m = r.service_get(old, "/metrics").json()
                         details["bad_version"] = {k: m.get(k, 0) for k in ("received", "bad_deploy")}
                     except Exception as exc:  # noqa: BLE001
                         details["bad_version"] = {"unreadable": f"{type(exc).__name__}: {exc}"}

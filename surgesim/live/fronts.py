@@ -1,5 +1,6 @@
 """Every service's Cloud Run front (emulators/front.py) served from one asyncio loop in a
-thread of the harness, each on its own free port."""
+thread of the harness, each on its own free port; and the run's token certificates
+(emulators/identity.py certs_app) on one more, for handlers that verify tokens."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import threading
 
 from surgesim.emulators import front as front_mod
 from surgesim.emulators.front import Front, FrontSettings
+from surgesim.emulators.identity import Issuer, certs_app
 from surgesim.services.common.devserver import free_port
 
 
@@ -31,15 +33,28 @@ class FrontSet:
             self._thread.start()
         return self._loop
 
-    def add(self, name: str, upstream: str, settings: FrontSettings, *, token: str | None, seed: int = 0,
+    def add(self, name: str, upstream: str, settings: FrontSettings, *, issuer: Issuer | None = None,
+            invokers: frozenset[str] | None = None, secret: str | None = None, seed: int = 0,
             timeout: float = 15.0) -> str:
-        """Start a front for `name` proxying to `upstream`; returns its URL."""
+        """Start a front for `name` proxying to `upstream`; returns its URL, which is also
+        the audience its invoker check accepts (and any URL under it)."""
         loop = self._ensure_loop()
         port = free_port()
-        f = Front(name, upstream, settings, token=token, seed=seed)
+        f = Front(name, upstream, settings, issuer=issuer, invokers=invokers, audiences=[f"http://127.0.0.1:{port}"],
+                  secret=secret, seed=seed)
         server = asyncio.run_coroutine_threadsafe(front_mod.serve(f, port), loop).result(timeout)
         self.fronts[name], self.ports[name], self._servers[name] = f, port, server
         return self.url(name)
+
+    def serve_certs(self, issuer: Issuer, timeout: float = 15.0) -> str:
+        """Publish the run's token keys; returns the base URL (``/oauth2/v1/certs``,
+        ``/oauth2/v3/certs`` under it)."""
+        loop = self._ensure_loop()
+        port = free_port()
+        server = asyncio.run_coroutine_threadsafe(front_mod.serve(certs_app(issuer), port, lifespan="off"),
+                                                  loop).result(timeout)
+        self._servers[" certs"] = server  # not a service name (those are ids without spaces)
+        return f"http://127.0.0.1:{port}"
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"

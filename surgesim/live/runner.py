@@ -5,7 +5,7 @@ service as its own process behind a Cloud Run front, and the bridges.
     with SystemRunner(system, plan) as run:          # or SystemRunner(...).start() / .stop()
         run.urls["command"]          # the command service's Cloud Run front
         run.raw_urls["command"]      # the process itself
-        run.fakes["sms-gateway"]     # a fake's base URL (admin API under /admin)
+        run.fakes["sms-gateway"]     # a fake's base URL (admin API under /admin, run.fake_admin)
         run.bridges.metrics          # the MetricsSampler (backlog, acked, dead-lettered...)
         run.restart_service("eta", extra_env={"BAD_PATTERN": "..."})
 
@@ -14,6 +14,12 @@ ports picked for the services in advance, so every process can be given every ot
 service's URL) -> HTTP and push services -> bridges (topics, subscriptions, push,
 filters, BigQuery, triggers, metrics) -> pull workers (their subscriptions now exist).
 Stop is the reverse, and kills each process group; SIGTERM is turned into a clean stop.
+
+Who may call whom (docs/bridges.md): the run has its own token issuer (a fresh RSA key);
+pushes and trigger events carry ID tokens for their service accounts; each front checks
+them against the service's invokers (emulators.identity.invokers_of); every front adds
+the run's front secret, without which a reference service's own port answers 403; and
+the fakes' admin APIs take only the run's admin token.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import logging
+import secrets
 import signal
 import tempfile
 import threading
@@ -29,20 +36,18 @@ from pathlib import Path
 
 import httpx
 
-from surgesim.emulators.front import FrontSettings
+from surgesim.emulators.front import FRONT_SECRET_HEADER, FrontSettings
+from surgesim.emulators.identity import Issuer, invokers_of
 from surgesim.emulators.push import PushWindow
 from surgesim.rundir import METRICS
 from surgesim.schema import Plan, System
 from surgesim.services.common.devserver import free_port
 
-from .env import FAKE_APPS, fake_env, process_env, pull_subscriptions, push_consumers
+from .env import FAKE_APPS, fake_env, process_env, pull_subscriptions
 from .fronts import FrontSet
 from .procs import Proc, start_all
 
 log = logging.getLogger(__name__)
-
-PUSH_TOKEN = "local-oidc"
-
 
 class LiveSetupError(RuntimeError):
     pass
@@ -86,7 +91,7 @@ def scaled_retry(system: System, time_scale: float) -> System:
 
 class SystemRunner:
     def __init__(self, system: System, plan: Plan | None = None, state_dir: str | Path | None = None, *,
-                 rate_scale: float = 1.0, sample_interval: float = 1.0, push_token: str = PUSH_TOKEN,
+                 rate_scale: float = 1.0, sample_interval: float = 1.0,
                  log_dir: str | Path | None = None, log_level: str = "INFO", purge: bool = False,
                  count_pull_acks: bool = True, keep_emulators: bool = False, seed: int = 1,
                  service_env: dict[str, dict[str, str]] | None = None, on_message=None,
@@ -107,7 +112,13 @@ class SystemRunner:
         self.state_dir = state_dir
         self.rate_scale = rate_scale
         self.sample_interval = sample_interval
-        self.push_token = push_token
+        self.issuer = Issuer()
+        """Signs this run's push and trigger identities (a key made for the run)."""
+        self.front_secret = secrets.token_urlsafe(24)
+        """Only the run's fronts (and the harness) send it; the services refuse requests without it."""
+        self.admin_token = secrets.token_urlsafe(24)
+        """The fakes' admin APIs answer only this bearer token."""
+        self.certs_url: str | None = None
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix=f"surgesim-{system.name}-"))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.log_level = log_level
@@ -225,7 +236,8 @@ class SystemRunner:
             if api.url:
                 self.api_urls[api.name] = self.fakes[api.name] = api.url.rstrip("/")
             elif api.fake:
-                p = Proc(f"fake-{api.name}", FAKE_APPS[api.fake], fake_env(api, self.rate_scale, self.seed),
+                p = Proc(f"fake-{api.name}", FAKE_APPS[api.fake],
+                         fake_env(api, self.rate_scale, self.seed, admin_token=self.admin_token),
                          free_port(), self.log_dir)
                 self.fake_procs[api.name] = p
                 fake_list.append(p)
@@ -242,20 +254,21 @@ class SystemRunner:
             if wf.name not in {s.name for s in system.services}:
                 self.skipped[wf.name] = "a workflow without a service (app:/command:) to run it live"
         pull_workers = {s.name for s in runnable if pull_subscriptions(system, s.name) and not s.routes}
-        pushed = push_consumers(system)
         ports = {s.name: free_port() for s in runnable}
+        self.certs_url = self.fronts.serve_certs(self.issuer)
         for s in runnable:
             if s.name in pull_workers:
                 continue
             settings = FrontSettings.from_plan(self.plan.service(s.name))
-            token = self.push_token if (s.name in pushed and not s.routes) else None
-            self.fronts.add(s.name, f"http://127.0.0.1:{ports[s.name]}", settings, token=token, seed=self.seed)
+            self.fronts.add(s.name, f"http://127.0.0.1:{ports[s.name]}", settings, issuer=self.issuer,
+                            invokers=invokers_of(system, s.name), secret=self.front_secret, seed=self.seed)
         front_urls = self.urls
 
         def make_proc(s, pull_host: str | None) -> Proc:
             env = process_env(system, self.plan, s.name, emulators=self.emulator_env, api_urls=self.api_urls,
                               service_urls=front_urls, pull_emulator_host=pull_host, log_level=self.log_level,
-                              extra=self.service_env.get(s.name))
+                              extra=self.service_env.get(s.name), front_secret=self.front_secret,
+                              certs_url=self.certs_url)
             self.procs[s.name] = Proc(s.name, s.app if s.app else list(s.command), env, ports[s.name], self.log_dir)
             return self.procs[s.name]
 
@@ -286,7 +299,7 @@ class SystemRunner:
         bq = clients.bigquery() if "bigquery" in self.stack.emulators else None
         fs = clients.firestore() if "firestore" in self.stack.emulators else None
         self.bridges = Bridges(scaled_retry(self.system, self.time_scale), self.plan, pubsub_endpoint=self.stack.endpoint("pubsub"),
-                               project=self.system.project, service_urls=front_urls, push_token=self.push_token,
+                               project=self.system.project, service_urls=front_urls, issuer=self.issuer,
                                firestore=fs, bigquery=bq, fidelity=load_fidelity(self.stack.state_dir),
                                metrics_interval=self.sample_interval, count_pull_acks=self.count_pull_acks,
                                firestore_events_port=self.stack.ports("firestore").get("firestore_events"))
@@ -423,8 +436,9 @@ class SystemRunner:
     def fake_admin(self, api: str, method: str, path: str, **kwargs) -> httpx.Response:
         if api not in self.fake_procs:
             raise KeyError(f"{api} is not a fake run here")
+        headers = {**kwargs.pop("headers", {}), "authorization": f"Bearer {self.admin_token}"}
         with httpx.Client(trust_env=False, timeout=10) as http:
-            r = http.request(method, self.fakes[api] + path, **kwargs)
+            r = http.request(method, self.fakes[api] + path, headers=headers, **kwargs)
         r.raise_for_status()
         return r
 
@@ -433,8 +447,12 @@ class SystemRunner:
 
     def service_metrics(self, name: str) -> dict:
         """A reactor's /metrics counters (received, handled, duplicate, poison, ...)."""
+        return self.service_get(self.procs[name], "/metrics").json()
+
+    def service_get(self, proc: Proc, path: str) -> httpx.Response:
+        """GET on a service process's own port, as the harness (with the front secret)."""
         with httpx.Client(trust_env=False, timeout=10) as http:
-            return http.get(self.procs[name].url + "/metrics").json()
+            return http.get(proc.url + path, headers={FRONT_SECRET_HEADER: self.front_secret})
 
     # ---- front metrics -------------------------------------------------------------------------
     def elapsed(self) -> float:

@@ -3,6 +3,7 @@ workflows and external APIs. Capacity knobs live in the plan, not here."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
@@ -68,6 +69,31 @@ def _check_filter(value: str | None) -> str | None:
     return value
 
 
+_EMAIL = re.compile(r"^[a-z][a-z0-9-]{0,62}@[a-z0-9][a-z0-9.-]*\.[a-z]+$")
+
+
+def _service_account(value: Any) -> str:
+    if not isinstance(value, str) or not _EMAIL.match(value):
+        raise ValueError(f"expected a service account email such as relay@my-project.iam.gserviceaccount.com, got {value!r}")
+    return value
+
+
+def _member(value: Any) -> str:
+    if value in ("allUsers", "allAuthenticatedUsers"):
+        return value
+    kind, _, email = str(value).partition(":") if isinstance(value, str) else ("", "", "")
+    if kind not in ("serviceAccount", "user") or not _EMAIL.match(email):
+        raise ValueError("expected allUsers, allAuthenticatedUsers, serviceAccount:<email> or user:<email>, "
+                         f"got {value!r}")
+    return value
+
+
+ServiceAccount = Annotated[str, BeforeValidator(_service_account)]
+"""A service account's email, e.g. `relay-push@my-project.iam.gserviceaccount.com`."""
+Member = Annotated[str, BeforeValidator(_member)]
+"""An IAM member: `allUsers`, `allAuthenticatedUsers`, `serviceAccount:<email>` or `user:<email>`."""
+
+
 class Subscription(Strict):
     name: PubSubName
     topic: PubSubName
@@ -90,6 +116,9 @@ class Subscription(Strict):
     ordering: bool = False
     """Deliver messages with the same ordering key in order."""
     bigquery: BigQueryDelivery | None = None
+    service_account: ServiceAccount | None = None
+    """Push identity: each push carries an ID token for this account (`aud` the push
+    endpoint); None: `<subscription>-push@<project>.iam.gserviceaccount.com`."""
 
     @model_validator(mode="after")
     def _delivery_consistent(self) -> "Subscription":
@@ -232,6 +261,10 @@ class Service(Strict):
     """Live mode: the ASGI app to run, `module:attribute`."""
     command: list[str] | None = None
     """Live mode, a user's own service: the command that starts it (it must listen on $PORT)."""
+    invokers: list[Member] | None = None
+    """Who holds run.invoker on the service: `allUsers` (public) or `serviceAccount:...`
+    members. None: public when it has routes, else the service accounts of the push
+    subscriptions and triggers that deliver to it."""
 
     @model_validator(mode="after")
     def _one_runner(self) -> "Service":
@@ -331,6 +364,9 @@ class Trigger(Strict):
     events: list[Literal["created", "updated", "deleted", "written"]] = Field(default_factory=lambda: ["written"])
     target: ServiceId
     database: str = "(default)"
+    service_account: ServiceAccount | None = None
+    """The identity Eventarc invokes the target with; None:
+    `<trigger>-trigger@<project>.iam.gserviceaccount.com`."""
 
     @property
     def event_type(self) -> str:

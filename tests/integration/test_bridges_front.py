@@ -12,11 +12,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from surgesim.emulators.front import Front, FrontSettings, serve, stop
+from surgesim.emulators.front import FRONT_SECRET_HEADER, Front, FrontSettings, serve, stop
+from surgesim.emulators.identity import SIGNATURE_REMOVED, Issuer
 from surgesim.emulators.process import free_port
 from tests.integration.bridges_support import LoopThread, Recorder
 
 pytestmark = pytest.mark.integration
+
+
+PUSHER = "eta-push@p-local.iam.gserviceaccount.com"
 
 
 def test_429_beyond_concurrency_times_max_instances_and_auth():
@@ -25,19 +29,36 @@ def test_429_beyond_concurrency_times_max_instances_and_auth():
     upstream = Recorder(delay=3.0)
     settings = FrontSettings(concurrency=2, max_instances=2, cold_start_p50=0.05, cold_start_p99=None,
                              pending_timeout=0.3, scale_down_delay=900)
-    front = Front("eta", upstream.url, settings, token="tok")
-    lt = LoopThread()
+    issuer = Issuer()
     port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    front = Front("eta", upstream.url, settings, issuer=issuer, invokers=frozenset({f"serviceAccount:{PUSHER}"}),
+                  audiences=[base], secret="s3cret")
+    lt = LoopThread()
     server = lt.run(serve(front, port))
-    url = f"http://127.0.0.1:{port}/pubsub"
+    url = base + "/pubsub"
+    token = issuer.token(url, PUSHER)
+
+    def post(auth=None, **headers):
+        if auth:
+            headers["authorization"] = "Bearer " + auth
+        return httpx.post(url, json={}, headers=headers, trust_env=False, timeout=10).status_code
+
     try:
-        assert httpx.post(url, json={}, trust_env=False).status_code == 401
-        assert httpx.post(url, json={}, headers={"authorization": "Bearer other"}, trust_env=False).status_code == 403
+        # Cloud Run's run.invoker check: no token or one that does not verify -> 401,
+        # a valid identity that is not an invoker -> 403
+        assert post() == 401
+        assert post("not-a-jwt") == 401
+        assert post(Issuer().token(url, PUSHER)) == 401  # signed by another key
+        assert post(issuer.token("http://127.0.0.1:1/pubsub", PUSHER)) == 401  # another service's audience
+        assert post(issuer.token(url, "intruder@p-local.iam.gserviceaccount.com")) == 403
+        assert post(token[:-4] + "AAAA") == 401  # tampered signature
+        # the secret is the front's to add: a caller sending one does not get past the check
+        assert post(**{FRONT_SECRET_HEADER: "s3cret"}) == 401
         assert upstream.requests == []  # rejected before reaching the service
 
         def call(_):
-            return httpx.post(url, json={"x": 1}, headers={"authorization": "Bearer tok"}, timeout=10,
-                              trust_env=False).status_code
+            return post(token)
 
         with concurrent.futures.ThreadPoolExecutor(7) as pool:
             codes = sorted(pool.map(call, range(7)))
@@ -46,7 +67,12 @@ def test_429_beyond_concurrency_times_max_instances_and_auth():
         assert front.stats.rejected == 3 and front.stats.cold_starts == 2 and front.stats.peak_instances == 2
         assert upstream.peak_inflight <= 4
         assert front.stats.latency["/pubsub"].count == 4
-        assert upstream.requests[0][1]["authorization"] == "Bearer tok"  # the token is passed on
+        # passed on as Cloud Run does after checking it: header and claims, no signature
+        forwarded = upstream.requests[0][1]
+        head, claims, sig = forwarded["authorization"][len("Bearer "):].split(".")
+        assert token.startswith(f"{head}.{claims}.") and sig == SIGNATURE_REMOVED
+        assert forwarded[FRONT_SECRET_HEADER] == "s3cret"
+        assert front.stats.unauthorized == 7
     finally:
         lt.run(stop(server))
         lt.close()

@@ -8,6 +8,7 @@ import contextlib
 import pytest
 
 from surgesim.emulators import service_http
+from surgesim.emulators.identity import Issuer
 from surgesim.emulators.pubsub_rest import PubSubRest, b64
 from surgesim.emulators.push import PushBridge, PushTarget
 from tests.integration.bridges_support import LoopThread, Recorder, fresh, wait_until
@@ -34,10 +35,10 @@ async def _make_rest(endpoint, project):
 
 
 @contextlib.contextmanager
-def running_bridge(loop, rest, target: PushTarget):
+def running_bridge(loop, rest, target: PushTarget, issuer=None):
     async def start():
         http = service_http.session(30.0)
-        bridge = PushBridge(rest, target, http)
+        bridge = PushBridge(rest, target, http, issuer=issuer)
         await rest.ensure_topic(target.topic)
         if target.dead_letter_topic:
             await rest.ensure_topic(target.dead_letter_topic)
@@ -61,9 +62,11 @@ def publish(loop, rest, topic, *messages):
 def test_envelope_fields_and_token_and_ack(loop, rest):
     server = Recorder()
     topic, sub = fresh("t-env"), fresh("s-env")
-    target = PushTarget(sub, topic, server.url + "/pubsub", token="tok-123", ack_deadline=10)
+    target = PushTarget(sub, topic, server.url + "/pubsub", service_account="relay@p-local.iam.gserviceaccount.com",
+                        ack_deadline=10)
+    issuer = Issuer()
     try:
-        with running_bridge(loop, rest, target) as bridge:
+        with running_bridge(loop, rest, target, issuer) as bridge:
             (mid,) = publish(loop, rest, topic, {"data": b64(b'{"x": 1}'), "attributes": {"eventType": "ParcelCreated"}})
             assert wait_until(lambda: len(server.requests) == 1)
             assert wait_until(lambda: bridge.counters.acked == 1)
@@ -72,7 +75,10 @@ def test_envelope_fields_and_token_and_ack(loop, rest):
             assert loop.run(rest.pull(sub, 10)) == []
         path, headers, body = server.requests[0]
         assert path == "/pubsub"
-        assert headers["authorization"] == "Bearer tok-123"
+        # an ID token as Pub/Sub signs one: for the push account, audience the push endpoint
+        claims = issuer.verify(headers["authorization"].removeprefix("Bearer "), [server.url])
+        assert claims["email"] == "relay@p-local.iam.gserviceaccount.com" and claims["email_verified"] is True
+        assert claims["aud"] == server.url + "/pubsub" and claims["iss"] == "https://accounts.google.com"
         assert headers["content-type"] == "application/json"
         # as in Pub/Sub, deliveryAttempt is present only with a dead-letter policy
         assert set(body) == {"message", "subscription"}

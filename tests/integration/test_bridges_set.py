@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from surgesim.emulators.bridges import Bridges
+from surgesim.emulators.identity import Issuer
 from surgesim.emulators.pubsub_rest import b64
 from surgesim.rundir import METRICS
 from surgesim.schema import System
@@ -28,7 +29,7 @@ def test_bridges_for_a_system_deliver_filter_and_measure(gcp):
     })
     server = Recorder()
     bridges = Bridges(system, None, pubsub_endpoint=gcp.endpoint("pubsub"), service_urls={"eta": server.url},
-                      push_token="tok", fidelity=gcp.fidelity, metrics_interval=0.2)
+                      issuer=(issuer := Issuer()), fidelity=gcp.fidelity, metrics_interval=0.2)
     bridges.start()
     try:
         import httpx
@@ -44,7 +45,9 @@ def test_bridges_for_a_system_deliver_filter_and_measure(gcp):
         server.close()
     assert len(server.requests) == 1
     path, headers, body = server.requests[0]
-    assert path == "/pubsub" and headers["authorization"] == "Bearer tok"
+    assert path == "/pubsub"
+    claims = issuer.verify(headers["authorization"].removeprefix("Bearer "), [server.url])
+    assert claims["email"] == f"{sub}-push@{gcp.project}.iam.gserviceaccount.com"  # the default push identity
     assert body["message"]["attributes"] == {"eventType": "ParcelAssigned"}
     frame = bridges.metrics.frame()
     backlog = frame[(frame.metric == METRICS["backlog"]) & (frame.entity == sub)]

@@ -8,10 +8,12 @@ import uuid
 
 import pytest
 
+from surgesim.emulators.identity import Issuer
 from surgesim.emulators.triggers import TriggerBridge, TriggerHook
 from tests.integration.bridges_support import LoopThread, Recorder, wait_until
 
 pytestmark = pytest.mark.integration
+OUTBOX = "outbox-trigger@p-local.iam.gserviceaccount.com"
 
 
 @pytest.mark.parametrize("source", ["emulator", "listen", "poll"])
@@ -26,7 +28,7 @@ def test_each_change_delivered_exactly_once_as_a_cloudevent(gcp, source):
         hook = TriggerHook(gcp.ports("firestore")["firestore_events"])
         lt.spawn(hook.start()).result(10)
     bridge = TriggerBridge(db, collection=collection, url=server.url + "/", project=gcp.project,
-                           partitions=4, token="tok", source=source, hook=hook)
+                           partitions=4, issuer=(issuer := Issuer()), service_account=OUTBOX, source=source, hook=hook)
     ready = asyncio.Event()
     fut = lt.spawn(bridge.run(ready))
     try:
@@ -54,7 +56,10 @@ def test_each_change_delivered_exactly_once_as_a_cloudevent(gcp, source):
         server.close()
     events = [(h, b) for _, h, b in server.requests]
     assert all(h["ce-type"] == "google.cloud.firestore.document.v1.written" for h, _ in events)
-    assert all(h["authorization"] == "Bearer tok" and h["ce-specversion"] == "1.0" for h, _ in events)
+    assert all(h["ce-specversion"] == "1.0" for h, _ in events)
+    # Eventarc's identity: an ID token for the trigger's service account, audience the target
+    claims = [issuer.verify(h["authorization"].removeprefix("Bearer "), [server.url]) for h, _ in events]
+    assert {(c["email"], c["aud"]) for c in claims} == {(OUTBOX, server.url + "/")}
     assert len({h["ce-id"] for h, _ in events}) == len(events)
     keys = [(h["ce-subject"], (b.get("value") or b["oldValue"])["updateTime"], "value" in b) for h, b in events]
     assert len(set(keys)) == len(keys) == 2 * n + 1  # no change lost, none duplicated

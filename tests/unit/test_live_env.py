@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from surgesim.emulators.front import FrontSettings
-from surgesim.live.env import fake_env, process_env, push_consumers, url_var
+from surgesim.live.env import fake_env, process_env, url_var
 from surgesim.schema import Plan, load_plan, load_system
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,9 +53,14 @@ def test_fake_env_scales_the_rate_limit_like_the_traffic_but_not_the_latency():
     assert float(env["FAKE_ERROR_RATE"]) == 0.001
 
 
-def test_push_consumers_and_trigger_targets_get_the_push_token_check():
-    assert {"eta", "notification", "event-publisher"} <= push_consumers(MERIDIAN)
-    assert "command" not in push_consumers(MERIDIAN)
+def test_the_front_secret_and_the_runs_certs_reach_the_service_and_the_admin_token_the_fake():
+    env = env_of("notification", front_secret="s", certs_url="http://127.0.0.1:7/")
+    assert env["SURGESIM_FRONT_SECRET"] == "s"
+    assert env["SURGESIM_OIDC_CERTS_URL"] == "http://127.0.0.1:7/oauth2/v1/certs"
+    assert env["SURGESIM_OIDC_JWKS_URL"] == "http://127.0.0.1:7/oauth2/v3/certs"
+    assert "SURGESIM_FRONT_SECRET" not in env_of("notification")
+    sms = next(a for a in MERIDIAN.external_apis if a.name == "sms-gateway")
+    assert fake_env(sms, admin_token="t")["FAKE_ADMIN_TOKEN"] == "t" and "FAKE_ADMIN_TOKEN" not in fake_env(sms)
 
 
 def test_front_settings_for_a_service_the_plan_does_not_name():
