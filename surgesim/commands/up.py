@@ -54,6 +54,9 @@ def up(system_file: Path, plan_file: Path | None, state_dir: str | None, log_dir
         with runner:
             listing_table(runner.listing(), f"{system.name}" + (f" / plan {plan.name}" if plan else ""))
             click.echo(f"service logs: {runner.log_dir}")
+            # the fakes' admin APIs answer only this run's token (docs/bridges.md, who may call whom)
+            click.echo(f"fake admin APIs: Authorization: Bearer {runner.admin_token}")
+            click.echo(f"ID-token certificates (for handlers that verify tokens): {runner.certs_url}/oauth2/v1/certs")
             click.echo("Ctrl-C stops everything.")
             while True:  # until KeyboardInterrupt (SIGINT, or SIGTERM via the runner)
                 time.sleep(3600)

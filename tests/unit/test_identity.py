@@ -157,3 +157,14 @@ def test_declared_invokers_win_and_are_validated(tmp_path):
     path.write_text(json.dumps(bad, indent=1))  # JSON is YAML: one field per line
     with pytest.raises(SchemaError, match=r"bad\.yaml:\d+: services\[0\]\.invokers\[0\]"):
         load_system(path)
+
+
+def test_a_remembered_token_still_expires(monkeypatch):
+    issuer = Issuer()
+    tok = issuer.token(AUD, SA)
+    assert issuer.verify(tok)["email"] == SA  # checked once, then remembered
+    assert issuer.verify(tok)["email"] == SA
+    later = time.time() + 3700
+    monkeypatch.setattr(time, "time", lambda: later)
+    with pytest.raises(InvalidToken):
+        issuer.verify(tok)
