@@ -187,8 +187,14 @@ class SystemRunner:
                          "detail": "admin: " + url + "/admin/behaviour" if p else "real endpoint"})
         for name, p in self.procs.items():
             front = name in self.fronts.fronts
+            detail = f"front -> {p.url}" if front else "pull worker, no front"
+            if front:
+                invokers = self.fronts.fronts[name].invokers
+                detail += ", public" if invokers is None else f", private: {len(invokers)} invoker(s)"
+                if not isinstance(p.target, str):  # a command: it is not known to check the front secret
+                    detail += "; its own port takes any local caller"
             rows.append({"kind": "service", "name": name, "url": self.fronts.url(name) if front else p.url,
-                         "pid": p.pid, "detail": (f"front -> {p.url}" if front else "pull worker, no front")})
+                         "pid": p.pid, "detail": detail})
         for name, why in self.skipped.items():
             rows.append({"kind": "skipped", "name": name, "url": "", "pid": None, "detail": why})
         return rows

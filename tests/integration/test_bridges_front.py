@@ -79,6 +79,42 @@ def test_429_beyond_concurrency_times_max_instances_and_auth():
         upstream.close()
 
 
+def test_x_serverless_authorization_is_checked_instead_and_a_public_service_passes_tokens_untouched():
+    upstream = Recorder()
+    settings = FrontSettings(concurrency=10, max_instances=1, cold_start_p50=0.0, cold_start_p99=None)
+    issuer = Issuer()
+    ports = free_port(), free_port()
+    bases = [f"http://127.0.0.1:{p}" for p in ports]
+    private = Front("eta", upstream.url, settings, issuer=issuer, invokers=frozenset({f"serviceAccount:{PUSHER}"}),
+                    audiences=[bases[0]])
+    public = Front("cmd", upstream.url, settings, issuer=issuer, invokers=None, audiences=[bases[1]])
+    lt = LoopThread()
+    servers = [lt.run(serve(private, ports[0])), lt.run(serve(public, ports[1]))]
+    try:
+        iam = "Bearer " + issuer.token(bases[0], PUSHER)
+        # the app's own Authorization is left alone when Cloud Run's check uses X-Serverless-Authorization
+        r = httpx.post(bases[0] + "/x", json={}, trust_env=False, timeout=10,
+                       headers={"x-serverless-authorization": iam, "authorization": "Bearer app-session"})
+        assert r.status_code == 204
+        _, fwd, _ = upstream.requests[-1]
+        assert fwd["authorization"] == "Bearer app-session"
+        assert fwd["x-serverless-authorization"].endswith(".SIGNATURE_REMOVED_BY_GOOGLE")
+        # with X-Serverless-Authorization present, a valid token in Authorization does not count
+        r = httpx.post(bases[0] + "/x", json={}, trust_env=False, timeout=10,
+                       headers={"x-serverless-authorization": "Bearer junk", "authorization": iam})
+        assert r.status_code == 401
+        # public (allUsers): no check, and a token reaches the handler whole (it can verify it itself)
+        whole = "Bearer " + issuer.token(bases[1], PUSHER)
+        assert httpx.post(bases[1] + "/y", json={}, headers={"authorization": whole}, trust_env=False).status_code == 204
+        assert upstream.requests[-1][1]["authorization"] == whole
+        assert httpx.post(bases[1] + "/y", json={}, trust_env=False).status_code == 204
+    finally:
+        for server in servers:
+            lt.run(stop(server))
+        lt.close()
+        upstream.close()
+
+
 class Echo(BaseHTTPRequestHandler):
     """Answers with what it received, gzip-encoded as a service may answer; /slow stalls."""
 
