@@ -74,7 +74,7 @@ class TraceMiddleware:
 
 
 FRONT_SECRET_ENV = "SURGESIM_FRONT_SECRET"
-FRONT_SECRET_HEADER = b"x-surgesim-front-secret"
+FRONT_SECRET_HEADER = b"x-surgesim-front-secret"  # as emulators/front.py sends it (the floors forbid importing it)
 OPEN_PATHS = frozenset({"/healthz"})
 
 
