@@ -308,7 +308,8 @@ class SystemRunner:
                                project=self.system.project, service_urls=front_urls, issuer=self.issuer,
                                firestore=fs, bigquery=bq, fidelity=load_fidelity(self.stack.state_dir),
                                metrics_interval=self.sample_interval, count_pull_acks=self.count_pull_acks,
-                               firestore_events_port=self.stack.ports("firestore").get("firestore_events"))
+                               firestore_events_port=(self.stack.ports("firestore").get("firestore_events")
+                                                      if "firestore" in self.stack.emulators else None))
         self.bridges.start()
         # the push backoff after failures is Pub/Sub's timer too (see scaled_retry)
         for bridge in self.bridges.push.values():

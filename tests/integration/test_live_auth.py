@@ -1,5 +1,7 @@
 """Who may call whom, on a live run of Meridian's notification reactor (push-only, the only
-SMS caller) and the fake SMS gateway (SystemRunner on the session's emulators):
+SMS caller) and the fake SMS gateway (SystemRunner on the session's emulators), and on a
+user's own public `command:` handler that verifies the tokens itself with google-auth
+against the certificates the run publishes. The first:
 
 * the reactor's front checks run.invoker: no token 401, a token of another key 401, a valid
   token for an identity that is not the push subscription's 403;
@@ -99,3 +101,73 @@ def test_only_the_push_identity_through_the_front_and_only_the_run_at_the_fakes_
         assert run.bridges.push["notification-sub"].counters.acked == 1
         assert run.service_metrics("notification")["received"] == 1
         http.close()
+
+
+VERIFIER = r'''
+"""A user's own push handler that verifies the ID token itself, as Pub/Sub's sample does:
+google-auth's verify_token, with the certificates URL from the environment (Google's
+default when it is unset)."""
+import json, os, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from google.auth.transport import requests as g_requests
+from google.oauth2 import id_token
+
+CERTS = os.environ.get("SURGESIM_OIDC_CERTS_URL", "https://www.googleapis.com/oauth2/v1/certs")
+OUT = os.environ["VERIFIED_LOG"]
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        token = (self.headers.get("authorization") or "").removeprefix("Bearer ")
+        try:
+            claims = id_token.verify_token(token, g_requests.Request(), certs_url=CERTS)
+            status = 204
+        except Exception as exc:  # any failure to verify: refuse, as the sample does
+            claims, status = {"error": type(exc).__name__}, 401
+        with open(OUT, "a") as f:
+            f.write(json.dumps(claims) + "\n")
+        self.send_response(status); self.send_header("content-length", "0"); self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+'''
+
+
+def test_a_users_own_handler_verifies_the_push_tokens_with_google_auth(gcp, tmp_path):
+    """A public `command:` service (invokers: [allUsers]) checks the tokens itself against
+    the certificates the run publishes; the front passes them on whole."""
+    import sys
+
+    script = tmp_path / "verifier.py"
+    script.write_text(VERIFIER)
+    log = tmp_path / "verified.jsonl"
+    system = System.model_validate({
+        "name": "verify", "project": "surgesim-test",
+        "topics": [{"name": "verify-topic"}],
+        "subscriptions": [{"name": "verify-sub", "topic": "verify-topic", "consumer": "verifier",
+                           "delivery": "push", "push_path": "/push"}],
+        "services": [{"name": "verifier", "command": [sys.executable, str(script)], "invokers": ["allUsers"]}]})
+    with SystemRunner(system, None, gcp.state_dir, log_dir=tmp_path / "logs", purge=True,
+                      service_env={"verifier": {"VERIFIED_LOG": str(log)}}) as run:
+        http = httpx.Client(trust_env=False, timeout=15)
+        base = f"http://{gcp.endpoint('pubsub')}/v1/projects/{system.project}"
+        http.post(f"{base}/topics/verify-topic:publish", json={"messages": [
+            {"data": base64.b64encode(b'{"n": %d}' % i).decode()} for i in range(3)]}).raise_for_status()
+        assert wait_until(lambda: run.bridges.push["verify-sub"].counters.acked == 3, timeout=30)
+        # the same handler refuses a token the run did not sign (the front, public, let it through)
+        forged = Issuer().token(run.urls["verifier"] + "/push", "verify-sub-push@surgesim-test.iam.gserviceaccount.com")
+        assert http.post(run.urls["verifier"] + "/push", json={}, headers={"authorization": f"Bearer {forged}"}).status_code == 401
+        front_url = run.urls["verifier"]
+        http.close()
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    verified = [c for c in lines if "email" in c]
+    assert len(lines) == 4 and len(verified) == 3 and "error" in lines[-1]  # the forged one, last
+    assert {(c["email"], c["aud"], c["iss"]) for c in verified} == {
+        ("verify-sub-push@surgesim-test.iam.gserviceaccount.com", front_url + "/push", "https://accounts.google.com")}
