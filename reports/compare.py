@@ -32,6 +32,8 @@ class Column:
     currency: str = "USD"
     p99: dict[str, float] = field(default_factory=dict)
     peak_backlog: tuple[float, str] = (0.0, "")
+    peak_drain: float | None = 0.0
+    """The drain of that same backlog (surgesim.slo.drain_time): peak and drain describe one thing."""
     drain: tuple[float | None, str] = (0.0, "")
     dead_lettered: int = 0
     rejected: int = 0
@@ -68,7 +70,7 @@ def column(label: str, data: RunData, colour: str, out_dir: Path) -> Column:
         cost_day=(cost.get("per_day") or {}).get("total"), cost_month=(cost.get("per_month") or {}).get("total"),
         currency=cost.get("currency", "USD"),
         p99={p: v.get("p99") for p, v in data.path_summary("latency").items()},
-        peak_backlog=peak, drain=drain,
+        peak_backlog=peak, peak_drain=drains.get(peak[1], 0.0) if peak[1] else 0.0, drain=drain,
         dead_lettered=sum(int(t.get("dead_lettered") or 0) for t in subs.values()),
         rejected=sum(int(t.get("rejected") or 0) for t in services.values()),
         peak_instances=float(total_instances.max()) if len(total_instances) else
@@ -111,6 +113,9 @@ def table(columns: list[Column]) -> list[dict]:
             "latency")
     row("peak backlog", [(f"{fmt.count(c.peak_backlog[0])} ({c.peak_backlog[1]})" if c.peak_backlog[1] else "0", "")
                          for c in columns])
+    row("drain of that backlog", [(("never drained", "bad") if c.peak_drain is None else
+                                   (fmt.duration(c.peak_drain), "")) if c.peak_backlog[1] else ("—", "")
+                                  for c in columns])
     row("drain time (slowest subscription)",
         [((f"not drained ({c.drain[1]})", "bad") if c.drain[0] is None else
           (f"{fmt.duration(c.drain[0])}" + (f" ({c.drain[1]})" if c.drain[0] else ""), "")) for c in columns])

@@ -32,6 +32,10 @@ def narrative(data: RunData) -> list[str]:
            if s.get("mode") == "live" else "") + ".",
         _slo_sentence(s.get("slos") or []),
     ]
+    failed_checks = [c for c in s.get("checks") or [] if not c.get("holds")]
+    if failed_checks:
+        lines.append(f"{len(failed_checks)} implicit check(s) failed: "
+                     + "; ".join(c.get("detail") or c.get("name", "") for c in failed_checks) + ".")
 
     events = sorted(data.events, key=lambda e: e["start_s"])
     if events:
@@ -58,10 +62,8 @@ def narrative(data: RunData) -> list[str]:
         if drain is None:
             sentence += f"; it had not drained by the end ({fmt.count(final)} left)" if final is not None else \
                 "; it had not drained by the end"
-        elif events and drain == 0:
-            sentence += "; it was back to its earlier level by the time the last fault or wave ended"
-        elif events:
-            sentence += f"; it was back to its earlier level {fmt.duration(drain)} after the last fault or wave ended"
+        elif drain > 0:
+            sentence += f"; it was up for {fmt.duration(drain)} before it was back to its earlier level"
         others = sorted(((p, n) for n, (p, _) in peaks.items() if n != sub and p > 0), reverse=True)[:2]
         if others:
             sentence += ". Next largest: " + ", ".join(f"{n} {fmt.count(p)}" for p, n in others)

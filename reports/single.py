@@ -26,6 +26,16 @@ def slo_rows(summary: dict) -> list[dict]:
     return rows
 
 
+def check_rows(summary: dict) -> list[dict]:
+    """The implicit checks (surgesim.checks), failed ones first, with the relaxation's reason."""
+    from surgesim.checks import show_observed
+
+    rows = [{"name": c.get("name"), "text": c.get("text"), "holds": bool(c.get("holds")),
+             "observed": show_observed(c), "detail": c.get("detail") or "", "reason": c.get("reason")}
+            for c in summary.get("checks") or []]
+    return sorted(rows, key=lambda r: r["holds"])
+
+
 def slo_thresholds(summary: dict) -> dict[str, list[tuple[str, float]]]:
     """Latency/lag thresholds per path name, for the dashed lines on the percentile plots.
     An SLO on a service ('latency.command') applies to each of its routes."""
@@ -84,15 +94,24 @@ def cost_rows(summary: dict) -> tuple[list[dict], str, str]:
 def header(data: RunData) -> dict:
     s = data.summary
     slos = s.get("slos") or []
+    checks = s.get("checks") or []
     failed = sum(1 for x in slos if not x.get("holds"))
-    verdict = (s.get("verdict") or ("fail" if failed else "pass")).lower()
+    failed_checks = sum(1 for x in checks if not x.get("holds"))
+    verdict = (s.get("verdict") or ("fail" if failed or failed_checks else "pass")).lower()
+    if verdict == "pass":
+        text = (f"PASS — all {len(slos)} SLOs met" if slos else "PASS") + (
+            f" and all {len(checks)} implicit checks hold" if checks else "")
+    else:
+        missed = [f"{failed} of {len(slos)} SLOs missed"] if failed or not failed_checks else []
+        if failed_checks:
+            missed.append(f"{failed_checks} of {len(checks)} implicit checks failed")
+        text = "FAIL — " + ", ".join(missed)
     return {
         "scenario": s.get("scenario"), "system": s.get("system"), "plan": s.get("plan"), "seed": s.get("seed"),
         "mode": s.get("mode"), "scales": data.scales, "duration": fmt.duration(data.duration_s),
         "clock": f"{fmt.clock(data.start_clock_s)}–{fmt.clock(data.start_clock_s + data.duration_s, True)}",
         "window": fmt.duration(data.window_s), "verdict": verdict,
-        "verdict_text": (f"PASS — all {len(slos)} SLOs met" if verdict == "pass" and slos else
-                         "PASS" if verdict == "pass" else f"FAIL — {failed} of {len(slos)} SLOs missed"),
+        "verdict_text": text,
         "run_id": data.name, "inputs": s.get("inputs") or {}, "meta": data.run.meta,
     }
 
@@ -134,7 +153,8 @@ def build_report(run_dir: str | Path) -> Path:
     return render(
         "run.html", run.dir / "report.html",
         title=f"{data.summary.get('scenario')} · {data.summary.get('plan')} · {data.summary.get('mode')}",
-        h=header(data), story=narrative(data), slos=slo_rows(data.summary), figures=figures,
+        h=header(data), story=narrative(data), slos=slo_rows(data.summary), checks=check_rows(data.summary),
+        figures=figures,
         latency=path_rows(data, LATENCY), lag=path_rows(data, LAG), subs=subs,
         conservation_ok=bool(cons.get("ok", all(r["ok"] for r in subs))) and all(r["ok"] for r in subs),
         services=service_rows(data.summary), costs=costs, currency=currency, as_of=as_of,

@@ -47,6 +47,11 @@ class SubState:
         self.totals = {k: 0 for k in ("published", "delivered", "acked", "nacked", "redelivered", "dead_lettered",
                                       "filtered", "expired", "replayed")}
         self.dl_attempts: list[int] = []
+        # (dead-letter publish times, original publish times) when a replay may need them
+        self.dead_log: list[tuple[np.ndarray, np.ndarray]] = []
+        # When a list: (publish time, key, attribute set) of every acked message, for tests
+        # that count deliveries per message.
+        self.ack_log: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
         self.adopted_backlog: int | None = None  # set when another process ran this subscription
         self._step_ok = 0
         self._step_bad = 0
@@ -147,6 +152,8 @@ class SubState:
             pub = b.pub if ok is None else b.pub[ok]
             m.count("acked", self.name, dt)
             self.totals["acked"] += nok
+            if self.ack_log is not None:
+                self.ack_log.append((pub, b.key if ok is None else b.key[ok], b.attrs if ok is None else b.attrs[ok]))
             lag = dt - pub
             if dt.shape[0] and float(dt.max()) >= eng.duration:
                 lag = lag[dt < eng.duration]
@@ -174,6 +181,8 @@ class SubState:
             self.totals["dead_lettered"] += di.size
             self.dl_attempts += np.unique(att[dead]).tolist()
             self._inflight(dtimes, b.pub[di], True)
+            if self.history is not None:
+                self.dead_log.append((dtimes, b.pub[di]))
             eng.broker.publish(sub.dead_letter.topic, Batch.new(dtimes, b.attrs[di], b.key[di]))
         live = ~dead
         if live.any():
@@ -254,14 +263,24 @@ class SubState:
 
     # ---- replay ------------------------------------------------------------------------
 
-    def seek(self, to: float, now: float) -> int:
-        """Seek to a time: every retained message published since `to` is delivered again."""
+    def seek(self, to: float, now: float, exclude_pub: np.ndarray | None = None,
+             only_pub: np.ndarray | None = None) -> np.ndarray | None:
+        """Seek to a time: every retained message published since `to` is delivered again at
+        `now`, except those whose publish time is in `exclude_pub` (still waiting for their
+        next attempt: one message, one more delivery); with `only_pub`, just those messages.
+        Returns the publish times re-delivered (None without a retained history)."""
         if not self.history:
-            return 0
+            return None
         b = Batch.concat(self.history)
-        sel = np.nonzero((b.pub >= to) & (b.pub < now))[0]
+        self.history = [b]
+        keep = (b.pub >= to) & (b.pub < now)
+        if exclude_pub is not None and exclude_pub.size:
+            keep &= ~np.isin(b.pub, exclude_pub)
+        if only_pub is not None:
+            keep &= np.isin(b.pub, only_pub)
+        sel = np.nonzero(keep)[0]
         if sel.size == 0:
-            return 0
+            return np.zeros(0)
         again = b.take(sel)
         again.t = np.full(sel.size, now)
         again.attempt = np.ones(sel.size, dtype=np.int16)
@@ -269,17 +288,33 @@ class SubState:
         self.totals["replayed"] += sel.size
         self.eng.metrics.count("_published", self.name, again.t)
         self.deliver(again)
-        return int(sel.size)
+        return again.pub
 
-    def drain_hold(self, now: float) -> Batch:
-        """Take every message held by this (holding) subscription, acking them now."""
-        if not self.hold:
-            return Batch.empty()
+    def dead_letters_published(self, since: float, until: float, after: int | None = None):
+        """When this subscription dead-lettered the messages originally published in
+        [since, until): the publish times of their copies on the dead-letter topic. With
+        `after` (an earlier len(dead_log)), only those logged since, as (dead-letter publish
+        times, original publish times)."""
+        log = self.dead_log if after is None else self.dead_log[after:]
+        dead_at = np.concatenate([d for d, _ in log]) if log else np.zeros(0)
+        orig = np.concatenate([o for _, o in log]) if log else np.zeros(0)
+        sel = (orig >= since) & (orig < until)
+        return dead_at[sel] if after is None else (dead_at[sel], orig[sel])
+
+    def ack_held(self, now: float, published: np.ndarray) -> int:
+        """Ack (and so drop) the held messages published at these times: dead letters a seek
+        has already delivered again."""
+        if not self.hold or published.size == 0:
+            return 0
         b = Batch.concat(self.hold)
-        self.hold = []
-        self.eng.metrics.count("acked", self.name, np.full(len(b), now))
-        self.totals["acked"] += len(b)
-        return b
+        done = np.isin(b.pub, published)
+        n = int(done.sum())
+        if n:
+            rest = b.take(np.nonzero(~done)[0])
+            self.hold = [rest] if len(rest) else []
+            self.eng.metrics.count("acked", self.name, np.full(n, now))
+            self.totals["acked"] += n
+        return n
 
 
 class Broker:

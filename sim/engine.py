@@ -195,6 +195,8 @@ class Engine:
         self.workflows = {wf.name: WorkflowRunner(self, wf) for wf in sysm.workflows}
         self.jobs = {j.name: JobRunner(self, j, exp.plan.jobs.get(j.name)) for j in sysm.jobs}
         self.trigger_ch = {}
+        self.trigger_changes: dict[str, int] = {}
+        self.trigger_started: dict[str, int] = {}
         for trig in sysm.triggers:
             if trig.target in self.nodes:
                 node = self.nodes[trig.target]
@@ -233,6 +235,7 @@ class Engine:
             attrs = self.attrs.intern(src.publish.attributes) if src.publish is not None else 0
             self.sources.append((src, rng, counts, attrs))
         self.actions = self._timeline()
+        self._after_step: list[Callable[[float], None]] = []
 
     def _timeline(self) -> list[tuple[float, int, Callable[[], None]]]:
         acts = []
@@ -260,28 +263,50 @@ class Engine:
             self._deliver_source(src, Batch.new(np.array([t])), 0)
 
     def _replay(self, f, end: float) -> None:
-        """The fix: seek the target's subscriptions back to the deploy and re-publish what
-        their dead-letter holding subscriptions kept to the original topic."""
+        """The fix, replayed. Seek the target's subscriptions back to the deploy: every message
+        published since is delivered once more at `end`, the dead-lettered ones included,
+        except those still waiting for their next attempt (they get it anyway: one message,
+        one more delivery). The dead letters the seek re-delivers are then acked on the
+        dead-letter holding subscriptions, not re-published: a re-publish would deliver them a
+        second time, and to every other subscription of the topic too. A waiting message whose
+        attempt falls between the step's start and the fix still meets the bad version and may
+        be dead-lettered after the seek: at the step's end those few are delivered again from
+        the seek's history and acked on the hold the same way. Dead letters published before
+        the deploy are not covered by a seek to it, and stay held."""
         node = self.nodes[f.target]
         for st in list(self.broker.subs.values()):
             if st.node is not node:
                 continue
-            st.seek(f.at, end)
+            waiting = [b.pub for ci, b in node.inbox if ci == st.ch and len(b)]
+            if st.seek(f.at, end, exclude_pub=np.concatenate(waiting) if waiting else None) is None:
+                continue
             if st.sub.dead_letter is None:
                 continue
-            for hold in self.broker.subs_of[st.sub.dead_letter.topic]:
-                if hold.node is None and hold.workflow is None:
-                    b = hold.drain_hold(end)
-                    if len(b):
-                        self.broker.publish(st.sub.topic, Batch.new(np.full(len(b), end), b.attrs, b.key))
+            self._ack_held(st, st.dead_letters_published(f.at, end), end)
+            seen = len(st.dead_log)
+            self._after_step.append(lambda t1, st=st, f=f, end=end, seen=seen: self._replay_late(st, f.at, end, seen, t1))
+
+    def _replay_late(self, st, at: float, end: float, seen: int, now: float) -> None:
+        late = st.dead_letters_published(at, end, after=seen)
+        if late[0].size:
+            st.seek(at, now, only_pub=late[1])
+            self._ack_held(st, late[0], now)
+
+    def _ack_held(self, st, dead_at: np.ndarray, now: float) -> None:
+        for hold in self.broker.subs_of[st.sub.dead_letter.topic]:
+            if hold.node is None and hold.workflow is None:
+                hold.ack_held(now, dead_at)
 
     def trigger_event(self, trig, times: np.ndarray, keys: np.ndarray, change: str | None) -> None:
         node = self.nodes.get(trig.target)
         attrs = self.attrs.intern({"eventType": change} if change else {"eventType": trig.event_type})
         b = Batch.new(times, attrs, keys)
+        self.trigger_changes[trig.name] = self.trigger_changes.get(trig.name, 0) + len(b)
         if node is not None:
             node.enqueue(self.trigger_ch[trig.name], b)
         elif trig.target in self.workflows:
+            # A workflow execution starts on the event: delivered at once.
+            self.trigger_started[trig.name] = self.trigger_started.get(trig.name, 0) + len(b)
             self.workflows[trig.target].start_many(b)
 
     def call(self, name: str, tt: np.ndarray, attrs: np.ndarray, timeout: float | None, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -337,6 +362,8 @@ class Engine:
                 if not busy:
                     break
             self.env.run(until=t1)
+            while self._after_step:  # what must see the whole step settled (a replay's stragglers)
+                self._after_step.pop(0)(t1)
             for node in nodes:
                 node.end_step(k, t0, t1)
             for st in subs:
@@ -389,12 +416,49 @@ class Engine:
             "topics": {k: dict(v) for k, v in self.broker.topic_totals.items()},
             "subscriptions": subs,
             "services": services,
+            "routes": self.route_totals(),
+            "triggers": self.trigger_totals(),
             "firestore": {k: dict(v) for k, v in self.stores.firestore.items()},
             "bigquery": {k: dict(v) for k, v in self.stores.bigquery.items()},
             "apis": {k: dict(a.totals) for k, a in self.apis.items()},
             "jobs": {k: dict(j.totals) for k, j in self.jobs.items()},
             "workflows": {k: dict(w.totals) for k, w in self.workflows.items()},
         }
+
+    def route_totals(self) -> dict:
+        """Per SERVICE.ROUTE, what the clients got back, in the live harness's shape: answers
+        by status code (the route's response_status when handled, 500 when the handler
+        failed, 429 when rejected at max instances, 503 while a consumer_down fault holds the
+        service down); `errors` = answers that failed."""
+        out = {}
+        for svc in self.system.services:
+            node = self.nodes[svc.name]
+            for r in self.exp.routes(svc.name):
+                c = node.route_totals.get(r.name)
+                if c is None or not c["requests"]:
+                    continue
+                status = {str(r.response_status): c["ok"], "500": c["failed"], "429": c["rejected"], "503": c["down"]}
+                out[f"{svc.name}.{r.name}"] = {"requests": c["requests"], "status": {k: v for k, v in status.items() if v},
+                                               "rejected": c["rejected"], "errors": c["failed"]}
+        return out
+
+    def trigger_totals(self) -> dict:
+        """Per trigger: document changes, deliveries acknowledged, given up (Eventarc's 24 h),
+        and pending, counted from the queues rather than by difference."""
+        out = {}
+        for trig in self.system.triggers:
+            changes = self.trigger_changes.get(trig.name, 0)
+            node = self.nodes.get(trig.target)
+            if node is not None:
+                ci = self.trigger_ch[trig.name]
+                tc = node.trigger_totals.get(trig.name, {"delivered": 0, "given_up": 0})
+                pending = sum(len(b) for c, b in node.inbox if c == ci)
+                out[trig.name] = {"changes": changes, "delivered": tc["delivered"], "given_up": tc["given_up"],
+                                  "pending": pending}
+            else:
+                out[trig.name] = {"changes": changes, "delivered": self.trigger_started.get(trig.name, 0),
+                                  "given_up": 0, "pending": 0}
+        return out
 
     def conservation(self, totals: dict) -> dict:
         out, ok = {}, True

@@ -1,6 +1,6 @@
 """Writing a finished simulation as a run directory (docs/run-directory.md): time series,
 histograms and the fault timeline first, then the SLO verdicts (surgesim.slo reads those
-files), then summary.json. Deterministic for a seed: no wall clock, no absolute paths."""
+files) and the implicit checks (surgesim.checks), then summary.json. Deterministic for a seed: no wall clock, no absolute paths."""
 
 from __future__ import annotations
 
@@ -67,10 +67,13 @@ def write_run(eng, out_dir: str | Path, meta: dict | None = None) -> dict:
         "latency": latency,
         "lag": lag,
         "slos": slos,
-        "verdict": "pass" if all(s["holds"] for s in slos) else "fail",
         "conservation": eng.conservation(totals),
         "cost": cost_of(totals, eng.duration, eng.system),
     }
+    from surgesim.checks import final_verdict, implicit_checks
+
+    summary["checks"] = implicit_checks(summary, sc, eng.system, faults=eng.fault_events())
+    summary["verdict"] = final_verdict(slos, summary["checks"])
     writer.write_summary(summary)
     if meta is not None:
         writer.write_meta(meta)

@@ -35,6 +35,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 EVENTARC_MIN_BACKOFF_S = 10.0
 EVENTARC_MAX_BACKOFF_S = 600.0
+EVENTARC_RETENTION_S = 86400.0
+"""Eventarc gives up on an event it could not deliver for 24 hours (its Pub/Sub retention)."""
 
 
 def is_sorted(a: np.ndarray) -> bool:
@@ -99,6 +101,23 @@ class ServiceNode:
         self.mean_svc = 0.01
         self.totals = {"requests": 0, "rejected": 0, "errors": 0, "instance_seconds": 0.0, "cold_starts": 0,
                        "peak_instances": self.ready}
+        # Per route: what clients got back (the implicit client-errors check, surgesim.checks).
+        self.route_totals: dict[str, dict[str, int]] = {}
+        # Per trigger: Eventarc deliveries acknowledged or given up (the changes are counted
+        # where the trigger fires, Engine.trigger_event).
+        self.trigger_totals: dict[str, dict[str, int]] = {}
+
+    def route_count(self, route: str) -> dict[str, int]:
+        got = self.route_totals.get(route)
+        if got is None:
+            got = self.route_totals[route] = {"requests": 0, "ok": 0, "failed": 0, "rejected": 0, "down": 0}
+        return got
+
+    def trigger_count(self, trigger: str) -> dict[str, int]:
+        got = self.trigger_totals.get(trigger)
+        if got is None:
+            got = self.trigger_totals[trigger] = {"delivered": 0, "given_up": 0}
+        return got
 
     # ---- wiring ------------------------------------------------------------------------
 
@@ -245,6 +264,9 @@ class ServiceNode:
                     self.eng.metrics.count("rejected", self.name, rej)
                     self.totals["requests"] += rej.size
                     self.totals["rejected"] += rej.size
+                    rc = self.route_count(ch.name)
+                    rc["requests"] += rej.size
+                    rc["down"] += rej.size
                     b = b.take(np.nonzero(~inwin)[0])
                 else:
                     b.t = np.where(inwin, end, b.t)
@@ -399,18 +421,31 @@ class ServiceNode:
             if bad.any():
                 m.count("errors", self.name, done[bad])
                 self.totals["errors"] += int(bad.sum())
+            rc = self.route_count(ch.name)
+            nrej, nbad = int(rej.sum()), int(bad.sum())
+            rc["requests"] += len(b)
+            rc["rejected"] += nrej
+            rc["failed"] += nbad
+            rc["ok"] += len(b) - nrej - nbad
             m.record(f"latency/{self.name}.{ch.name}", t0, (done - b.pub)[served])
             return
         if ch.kind == "trigger":
             m.count("requests", self.name, start)
             self.totals["requests"] += len(b)
-            if fail.any():
+            tc = self.trigger_count(ch.name)
+            nfail = int(fail.sum())
+            tc["delivered"] += len(b) - nfail
+            if nfail:
                 m.count("errors", self.name, done[fail])
-                self.totals["errors"] += int(fail.sum())
+                self.totals["errors"] += nfail
                 fb = b.take(np.nonzero(fail)[0])
                 back = np.minimum(EVENTARC_MAX_BACKOFF_S, EVENTARC_MIN_BACKOFF_S * 2.0 ** (fb.attempt - 1))
                 fb.t = done[fail] + back
                 fb.attempt = fb.attempt + 1
+                old = fb.t - fb.pub > EVENTARC_RETENTION_S
+                if old.any():
+                    tc["given_up"] += int(old.sum())
+                    fb = fb.take(np.nonzero(~old)[0])
                 self.enqueue(self.channels.index(ch), fb)
             return
         sub = ch.sub

@@ -16,12 +16,14 @@ comes from:
         total, final and max = the cumulative count (so `max(dlq.x) == 0` reads naturally);
         mean and pXX over the per-window counts. No rows means no events: 0.
 
-drain(backlog.SUB): seconds from the end of the last fault or wave (faults.json, or the
-scenario's own timeline when that file is absent) until the backlog first falls back to
-max(its level just before the first fault or wave began, 1% of its peak, 10 messages),
-interpolating linearly between windows. A backlog that never gets there has observed
-None (reported as inf) and fails. With no fault or wave at all, drain is 0 if the final
-backlog is at that level and inf otherwise.
+drain(backlog.SUB): how long the backlog was up. Its settle level is max(its level just before
+the first fault or wave began (faults.json, or the scenario's own timeline when that file is
+absent; 0 without any), 1% of its peak, 10 messages); drain is the time from when the backlog
+first rose above that level to when it was back at or below it, interpolating linearly between
+windows (the longest such excursion if there were several). When the fault or wave ended does
+not enter: a backlog that drained while its fault was still on took what it took. 0 if the
+backlog never rose above the level; one still above it at the end never drained: observed
+None (reported as inf), and the SLO fails.
 
 A metric with no data at all (no histogram samples, no gauge rows) observes None and
 fails: an SLO on something that never happened is a mistake worth seeing.
@@ -124,30 +126,39 @@ def disturbances(run: Run, scenario: Any) -> list[tuple[float, float]]:
 
 
 def drain_time(times: np.ndarray, values: np.ndarray, step: float, events: list[tuple[float, float]]) -> float:
-    """Seconds from the last event's end until the gauge first falls to its settle level.
+    """Seconds the backlog spent above its settle level: from when it first rose above it (at
+    or after the first disturbance began) to when it was back at or below it. With several
+    excursions, the longest. 0 if it never rose; inf if it was still above at the end. When
+    the disturbances ended does not enter: a backlog that drained while the fault was still on
+    drained in the time it took, not in 0 s.
 
-    `times` are window starts; a gauge value is the level at its window's end."""
+    settle = max(the level just before the first fault or wave, 1% of the peak, 10 messages);
+    without any fault or wave, the level before is 0 from the run's start. `times` are window
+    starts; a gauge value is the level at its window's end; crossings are interpolated
+    linearly between window ends."""
     if values.size == 0:
         return math.inf
     ends = times + step
     peak = float(values.max())
-    if not events:
-        settle = max(DRAIN_PEAK_FRACTION * peak, DRAIN_FLOOR)
-        return 0.0 if values[-1] <= settle else math.inf
-    first_start = min(s for s, _ in events)
-    last_end = max(e for _, e in events)
-    before = values[ends <= first_start + 1e-9]
-    pre = float(before[-1]) if before.size else 0.0
+    if events:
+        first_start = min(s for s, _ in events)
+        before = values[ends <= first_start + 1e-9]
+        pre = float(before[-1]) if before.size else 0.0
+    else:
+        first_start, pre = float(times[0]), 0.0
     settle = max(pre, DRAIN_PEAK_FRACTION * peak, DRAIN_FLOOR)
-    for i in np.nonzero(ends >= last_end - 1e-9)[0]:
-        if values[i] <= settle:
-            if i == 0 or values[i - 1] <= settle:
-                return 0.0  # already settled when the last event ended
-            # Linear between the previous window's end (above) and this one's (at or below).
-            frac = (values[i - 1] - settle) / (values[i - 1] - values[i])
-            crossing = float(ends[i - 1] + frac * (ends[i] - ends[i - 1]))
-            return max(0.0, crossing - last_end)
-    return math.inf
+    after = ends > first_start + 1e-9
+    t = np.concatenate([[first_start], ends[after]])
+    v = np.concatenate([[min(pre, settle)], values[after]])
+    longest, rose = 0.0, None
+    for i in range(1, t.size):
+        if rose is None and v[i] > settle:
+            rose = float(t[i - 1] + (settle - v[i - 1]) / (v[i] - v[i - 1]) * (t[i] - t[i - 1]))
+        elif rose is not None and v[i] <= settle:
+            back = float(t[i - 1] + (v[i - 1] - settle) / (v[i - 1] - v[i]) * (t[i] - t[i - 1]))
+            longest = max(longest, back - rose)
+            rose = None
+    return math.inf if rose is not None else longest
 
 
 def observe(run: Run, scenario: Any, slo: Slo) -> float | None:
@@ -199,10 +210,13 @@ def failure_message(result: dict) -> str:
     return f"observed {observed}, required {want}"
 
 
-def junit_xml(results: list[dict], suite_name: str) -> str:
-    """JUnit XML: one testcase per SLO, a <failure> with observed vs threshold when it fails."""
-    failures = sum(1 for r in results if not r["holds"])
-    suite = ET.Element("testsuite", name=suite_name, tests=str(len(results)), failures=str(failures),
+def junit_xml(results: list[dict], suite_name: str, checks: list[dict] | None = None) -> str:
+    """JUnit XML: one testcase per SLO, a <failure> with observed vs threshold when it fails;
+    then one per implicit check (surgesim.checks), a <failure> with its detail when it fails."""
+    checks = list(checks or [])
+    tests = len(results) + len(checks)
+    failures = sum(1 for r in results if not r["holds"]) + sum(1 for c in checks if not c["holds"])
+    suite = ET.Element("testsuite", name=suite_name, tests=str(tests), failures=str(failures),
                        errors="0", skipped="0")
     for r in results:
         case = ET.SubElement(suite, "testcase", classname=f"{suite_name}.slo", name=r["text"])
@@ -210,7 +224,15 @@ def junit_xml(results: list[dict], suite_name: str) -> str:
             msg = failure_message(r)
             fail = ET.SubElement(case, "failure", message=msg, type="SloViolation")
             fail.text = f"{r['text']}: {msg}"
-    suites = ET.Element("testsuites", name=suite_name, tests=str(len(results)), failures=str(failures))
+    for c in checks:
+        case = ET.SubElement(suite, "testcase", classname=f"{suite_name}.implicit", name=c["name"])
+        out = f"{c['text']}: {c['detail']}"
+        if not c["holds"]:
+            fail = ET.SubElement(case, "failure", message=c["detail"], type="ImplicitCheckFailed")
+            fail.text = out
+        else:
+            ET.SubElement(case, "system-out").text = out
+    suites = ET.Element("testsuites", name=suite_name, tests=str(tests), failures=str(failures))
     suites.append(suite)
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"

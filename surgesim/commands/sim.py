@@ -50,6 +50,7 @@ def verdict_table(summary: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from surgesim.checks import failed_lines, show_observed
     from surgesim.slo import failure_message
 
     table = Table(title=f"{summary['scenario']} / plan {summary['plan']} (seed {summary['seed']})")
@@ -59,9 +60,18 @@ def verdict_table(summary: dict) -> None:
     for r in summary["slos"]:
         obs = failure_message(r).split(",")[0].replace("observed ", "")
         table.add_row(r["text"], obs, "[green]holds[/]" if r["holds"] else "[red]FAILS[/]")
+    checks = summary.get("checks") or []
+    if checks:
+        table.add_section()
+    for c in checks:  # the implicit checks, after the scenario's own SLOs
+        text = c["text"] + (" [dim](relaxed)[/]" if c.get("reason") else "")
+        table.add_row(f"[dim]implicit[/] {text}", show_observed(c), "[green]holds[/]" if c["holds"] else "[red]FAILS[/]")
     Console().print(table)
     cons = summary["conservation"]
     click.echo(f"conservation: {'ok' if cons['ok'] else 'BROKEN'} over {len(cons['subscriptions'])} subscriptions")
+    for line in failed_lines(checks):
+        click.echo(line)
+    click.echo(f"verdict: {summary['verdict'].upper()}")
 
 
 @click.command()
@@ -77,7 +87,7 @@ def sim(scenario: Path, plan: Path | None, seed: int | None, out: Path | None, e
         report: bool) -> None:
     """Run SCENARIO in the discrete-event simulator and write a run directory.
 
-    Exits 0 when every SLO holds, 1 when any fails, 2 on bad input."""
+    Exits 0 when every SLO and implicit check holds, 1 when any fails, 2 on bad input."""
     try:
         summary, run_dir = simulate(scenario, plan, seed, out, exact, split=split)
     except SchemaError as exc:

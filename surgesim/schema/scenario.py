@@ -215,8 +215,8 @@ class Slo(Strict):
 
     latency.SERVICE[.ROUTE] is HTTP accept latency; lag.SUBSCRIPTION is publish -> handler
     done; backlog / oldest_unacked / dlq are per subscription; instances / rejected / errors
-    per service. drain is the time from the last fault or wave end until the backlog is back
-    to its level before them."""
+    per service. drain is how long the backlog was up: from when it first rose above its level
+    before the first fault or wave to when it was back there, whenever the fault ended."""
 
     text: str
     func: str

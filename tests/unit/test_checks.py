@@ -88,8 +88,8 @@ def test_a_clean_run_passes_every_check(tmp_path):
     assert all(c["implicit"] is True and c["text"] and c["detail"] for c in checks)
     assert final_verdict([{"text": "x", "holds": True}], checks) == "pass"
     names = set(by_name(checks))
-    assert {"client_errors.api.create", "dead_letters.orders-sub", "conservation", "expired.orders-sub",
-            "triggers.docs-trigger", "faults"} <= names
+    assert names == {"client_errors.api.create", "client_errors.api.cancel", "dead_letters.orders-sub",
+                     "dead_letters.audit-sub", "conservation", "expired", "triggers.docs-trigger", "faults"}
 
 
 # ---- client errors ----------------------------------------------------------------------------
@@ -240,10 +240,14 @@ def test_expired_messages_are_a_loss_unless_allowed(tmp_path):
     s = clean_summary()
     s["totals"]["subscriptions"]["orders-sub"]["expired"] = 9
     checks = implicit_checks(s, exp.scenario, exp.system)
-    assert failed(checks) == ["expired.orders-sub"]
-    assert "9 messages expired" in by_name(checks)["expired.orders-sub"]["detail"]
+    assert failed(checks) == ["expired"]
+    assert by_name(checks)["expired"]["observed"] == 9
+    assert "orders-sub: 9 expired" in by_name(checks)["expired"]["detail"]
     exp = experiment(tmp_path, extra='checks: {lost: {allow: {orders-sub: 10}, reason: "a 1h retention is the point"}}\n')
-    assert failed(implicit_checks(s, exp.scenario, exp.system)) == []
+    c = by_name(implicit_checks(s, exp.scenario, exp.system))["expired"]
+    assert c["holds"] and c["reason"] == "a 1h retention is the point"
+    s["totals"]["subscriptions"]["audit-sub"]["expired"] = 1  # allowed on orders-sub only
+    assert not by_name(implicit_checks(s, exp.scenario, exp.system))["expired"]["holds"]
 
 
 def test_a_trigger_delivery_given_up_fails_naming_the_trigger(tmp_path):
@@ -253,7 +257,7 @@ def test_a_trigger_delivery_given_up_fails_naming_the_trigger(tmp_path):
     checks = implicit_checks(s, exp.scenario, exp.system)
     assert failed(checks) == ["triggers.docs-trigger"]
     assert by_name(checks)["triggers.docs-trigger"]["detail"] == (
-        "trigger docs-trigger: 60 changes, 0 delivered, 60 given up, 0 pending")
+        "trigger docs-trigger: 60 changes, 0 delivered, 60 given up, 0 pending (changes = delivered + given up + pending)")
     exp = experiment(tmp_path, extra='checks: {lost: {allow: {docs-trigger: 60}, reason: "the handler is meant to reject"}}\n')
     assert failed(implicit_checks(s, exp.scenario, exp.system)) == []
 

@@ -174,8 +174,9 @@ def test_drain_time_none_when_the_backlog_never_recovers():
     rising = pd.Series([0, 0, 50, 100, 150, 200], index=[0.0, 50, 100, 150, 200, 250])
     assert drain_time(rising, events, 50.0, 300.0) is None
     recovering = pd.Series([0, 0, 500, 1000, 400, 0, 0], index=[0.0, 50, 100, 150, 200, 250, 300])
-    # back below max(pre, 1% of peak, 10 messages), interpolated between 250 s (400) and 300 s (0)
-    assert drain_time(recovering, events, 50.0, 350.0) == pytest.approx(298.75 - 200.0)
+    # up past max(pre, 1% of peak, 10 messages) between 100 s (0) and 150 s (500); back below it
+    # between 250 s (400) and 300 s (0): the time it was up, whenever the wave ended
+    assert drain_time(recovering, events, 50.0, 350.0) == pytest.approx(298.75 - 101.0)
 
 
 def test_event_labels_name_waves_and_fault_targets():

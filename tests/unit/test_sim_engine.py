@@ -109,8 +109,52 @@ def test_bad_eta_deploy_dead_letters_after_five_attempts_and_replay_loses_nothin
     assert eta["replayed"] > 0
     hold = totals["subscriptions"]["eta-dlq-hold"]
     assert hold["published"] == eta["dead_lettered"]
-    assert hold["backlog"] == 0  # every dead letter was re-published
+    assert hold["backlog"] == 0  # every dead letter was delivered again by the seek, and acked on the hold
     assert eta["backlog"] < 50  # and the replay drained
+
+
+def _ack_counts(eng: Engine, sub: str) -> dict[tuple[float, int, int], int]:
+    counts: dict[tuple[float, int, int], int] = {}
+    for pub, key, attrs in eng.broker.subs[sub].ack_log:
+        for item in zip(pub.tolist(), key.tolist(), attrs.tolist()):
+            counts[item] = counts.get(item, 0) + 1
+    return counts
+
+
+def test_bad_deploy_replay_delivers_each_affected_message_exactly_once() -> None:
+    """Issue 13: the fix used to seek AND re-publish the dead letters, so eta handled each of
+    them twice and client-webhook got a duplicate of each. Count acks per message (publish
+    time, key, attributes) against the same run without the fault. The fix lands 4 s into a
+    5 s step, so attempts still meet the bad version after the seek (the stragglers path)."""
+    exp = trimmed("bad_eta_deploy.yaml", duration=3600, shift=40 * 60 - 4)
+    clean = replace(exp, scenario=exp.scenario.model_copy(update={"faults": []}))
+    runs = {}
+    for name, e in (("fault", exp), ("clean", clean)):
+        eng = Engine(e)
+        for sub in ("eta-sub", "client-webhook-sub"):
+            eng.broker.subs[sub].ack_log = []
+        runs[name] = eng.run()
+        check_conservation(runs[name])
+    fault, base = runs["fault"], runs["clean"]
+    f = exp.scenario.faults[0]
+    assigned = fault.attrs.intern({"eventType": "ParcelAssigned"})
+    assert base.attrs.intern({"eventType": "ParcelAssigned"}) == assigned
+    eta = fault.totals()["subscriptions"]["eta-sub"]
+    assert eta["dead_lettered"] > 100 and eta["backlog"] == 0
+    assert fault.totals()["subscriptions"]["eta-dlq-hold"]["backlog"] == 0
+
+    acked, acked_base = _ack_counts(fault, "eta-sub"), _ack_counts(base, "eta-sub")
+    affected = {m for m in acked_base if m[2] == assigned and f.at <= m[0] < f.at + f.duration}
+    assert len(affected) > eta["dead_lettered"] * 0.9
+    # The messages the bad version raised on: each handled exactly once in the end, as without the fault.
+    assert {m: acked.get(m, 0) for m in affected} == {m: 1 for m in affected}
+    # Every ParcelAssigned message of the run, in or out of the window: once.
+    assigned_counts = [n for m, n in acked.items() if m[2] == assigned]
+    assert max(assigned_counts) == 1 and len(assigned_counts) == sum(1 for m in acked_base if m[2] == assigned)
+    # client-webhook shares the topic and was never at fault: the same calls as without it.
+    webhook, webhook_base = _ack_counts(fault, "client-webhook-sub"), _ack_counts(base, "client-webhook-sub")
+    assert max(webhook.values()) == 1
+    assert sum(webhook.values()) == sum(webhook_base.values())
 
 
 def test_debounce_cuts_livemap_writes_to_one_per_vehicle_per_interval() -> None:

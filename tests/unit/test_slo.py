@@ -80,13 +80,34 @@ def test_no_events_counts_as_zero_but_no_samples_fails(run):
     assert res[2]["observed"] is None and not res[2]["holds"]
 
 
-def test_drain_from_the_last_event_end(run):
-    # Last event ends at 60 s. Settle level: max(pre 0, 1% of 3000 = 30, 10) = 30. The backlog
-    # is 400 at 80 s and 5 at 90 s: it crosses 30 at 80 + 10 * 370/395 s.
-    res = evaluate(run, scenario(["drain(backlog.sub-a) < 30s", "drain(backlog.sub-a) < 25s"]))
-    expect = 80 + 10 * 370 / 395 - 60
+def test_drain_from_the_rise_to_the_return(run):
+    # The wave runs 25..60 s. Settle level: max(pre 0, 1% of 3000 = 30, 10) = 30. The backlog
+    # rises past 30 between 30 s (0) and 40 s (500), at 30 + 10 * 30/500, and is back below
+    # between 80 s (400) and 90 s (5), at 80 + 10 * 370/395: the time it was up.
+    res = evaluate(run, scenario(["drain(backlog.sub-a) < 60s", "drain(backlog.sub-a) < 50s"]))
+    expect = (80 + 10 * 370 / 395) - (30 + 10 * 30 / 500)
     assert res[0]["observed"] == pytest.approx(expect)
     assert [r["holds"] for r in res] == [True, False]
+
+
+def test_drain_is_the_time_it_took_even_when_the_fault_outlasted_it(tmp_path):
+    # The fault runs 10..90 s; the backlog is up from ~20 s to ~50 s and back to 0 long before
+    # the fault ends. The old definition (from the fault's end) said 0; it took ~30 s.
+    w = RunWriter(tmp_path / "r")
+    w.write_timeseries(rows("backlog", "s", [0, 0, 1000, 2000, 1000, 0, 0, 0, 0, 0]))
+    w.write_faults([{"kind": "dependency_latency", "target": "api", "start_s": 10.0, "end_s": 90.0, "details": {}}])
+    res = evaluate(Run(w.dir), scenario(["drain(backlog.s) < 1m", "drain(backlog.s) < 30s"]))
+    # settle = max(0, 20, 10) = 20: up at 20 + 10 * 20/1000, back at 50 + 10 * 980/1000
+    assert res[0]["observed"] == pytest.approx((50 + 9.8) - (20 + 0.2))
+    assert [r["holds"] for r in res] == [True, False]
+
+
+def test_drain_takes_the_longest_of_several_excursions():
+    t = np.arange(10) * 10.0
+    # up 20..30 (short) and 50..90 (long) after a wave from 5 s; settle 10 (the floor)
+    v = np.array([0, 0, 100, 0, 0, 100, 100, 100, 100, 0.0])
+    got = drain_time(t, v, 10.0, [(5.0, 15.0)])
+    assert got == pytest.approx((90 + 9) - (50 + 1))
 
 
 def test_drain_never_returning_is_infinite_and_fails(tmp_path):
@@ -105,13 +126,16 @@ def test_drain_uses_the_pre_fault_level_and_the_scenario_when_faults_json_is_abs
     w.write_timeseries(rows("backlog", "s", [500, 500, 900, 1200, 800, 450, 400]))
     sc = scenario(["drain(backlog.s) < 1m"], waves=[{"name": "w", "at": "20s", "duration": "20s", "rates": {"a": 5}}])
     res = evaluate(Run(w.dir), sc)
-    # Settle at 500 (before the wave), crossed between 50 s (800) and 60 s (450): 50 + 10*300/350.
-    assert res[0]["observed"] == pytest.approx(50 + 10 * 300 / 350 - 40)
+    # Settle at 500 (before the wave at 20 s): up between 20 s (500) and 30 s (900) at
+    # 20 + 10 * 0/400 = 20 s; back between 50 s (800) and 60 s (450) at 50 + 10*300/350.
+    assert res[0]["observed"] == pytest.approx(50 + 10 * 300 / 350 - 20)
 
 
 def test_drain_time_edge_cases():
     t = np.arange(5) * 10.0
-    assert drain_time(t, np.array([0, 50, 5, 0, 0.0]), 10.0, []) == 0.0
+    # No fault or wave: from the run's start at level 0; settle max(0, 1% of 50, 10) = 10.
+    assert drain_time(t, np.array([0, 50, 5, 0, 0.0]), 10.0, []) == pytest.approx((20 + 10 * 40 / 45) - (10 + 2))
+    assert drain_time(t, np.array([0, 5, 5, 0, 0.0]), 10.0, []) == 0.0
     assert math.isinf(drain_time(t, np.array([0, 50, 500, 900, 999.0]), 10.0, []))
     # Already settled when the event ends.
     assert drain_time(t, np.array([0, 0, 0, 0, 0.0]), 10.0, [(5.0, 15.0)]) == 0.0
