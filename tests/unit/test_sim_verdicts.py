@@ -146,3 +146,46 @@ def test_sms_degradation_drain_is_the_time_the_backlog_was_up(tmp_path):
     # drained 13 minutes before the gateway recovered)
     assert 5 * 60 < drain["observed"] < 30 * 60 and drain["holds"]
     assert code == 0, output
+
+
+TRIGGER_SYSTEM = """
+name: notes
+stores:
+  firestore: [{name: notes}]
+triggers:
+  - {name: notes-indexer, collection: notes, target: indexer}
+services:
+  - name: api
+    routes:
+      - name: save
+        path: /notes
+        steps: [{cpu: 1ms}, {firestore: {op: write, collection: notes, change: NoteSaved}}]
+  - name: indexer
+    steps: [{cpu: 1ms}]
+"""
+
+
+def test_trigger_deliveries_given_up_exit_1_naming_the_trigger(tmp_path):
+    """The indexer cannot handle the event for longer than Eventarc retries (24 h): the
+    deliveries are given up, a loss, and the run fails naming the trigger."""
+    (tmp_path / "notes.yaml").write_text(TRIGGER_SYSTEM)
+    scenario = tmp_path / "notes_lost.yaml"
+    scenario.write_text(textwrap.dedent("""
+        name: notes_lost
+        system: notes.yaml
+        duration: 26h
+        step: 60s
+        traffic:
+          sources:
+            - {name: saves, rate: 0.05, request: {service: api, route: save}}
+        faults:
+          - {kind: bad_deploy, target: indexer, at: 0s, duration: 25h, matching: 'attributes.eventType = "NoteSaved"'}
+        """))
+    code, output, summary = sim(scenario, tmp_path / "run")
+    assert code == 1, output
+    t = summary["totals"]["triggers"]["notes-indexer"]
+    assert t["given_up"] > 100 and t["changes"] == t["delivered"] + t["given_up"] + t["pending"]
+    line = next(ln for ln in output.splitlines() if ln.startswith("FAILED triggers.notes-indexer"))
+    assert f"{t['given_up']:,} given up" in line
+    # the saves themselves were answered: only the trigger check fails
+    assert [c["name"] for c in summary["checks"] if not c["holds"]] == ["triggers.notes-indexer"]
