@@ -1,0 +1,1 @@
+"""Importers: build a system file (and a plan) from a description the user already keeps."""

@@ -1,0 +1,104 @@
+"""A `google_workflows_workflow` into the system file's saga model: the HTTP calls of its
+main steps, each to a Cloud Run service of the configuration, with their retry policy.
+Assignments, switches and returns shape data, not load, so they are left out (and said
+so); a call whose URL cannot be traced to a service leaves the whole workflow out."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from surgesim.importers.terraform.resolve import Instance
+
+_ENV = re.compile(r"""sys\.get_env\(\s*["']([A-Za-z_][A-Za-z0-9_]*)["']\s*\)""")
+_LITERAL = re.compile(r"""["']([^"']*)["']""")
+
+
+@dataclass
+class WorkflowSource:
+    name: str
+    source: str
+    env: dict[str, str]
+    inst: Instance
+
+
+def _url(expr: Any, env: dict[str, str]) -> str | None:
+    """The URL a step calls: a literal, or `${sys.get_env("X") + "/path"}` with X from user_env_vars."""
+    if not isinstance(expr, str):
+        return None
+    text = expr.strip()
+    if not (text.startswith("${") and text.endswith("}")):
+        return text
+    inner = text[2:-1]
+    m = _ENV.search(inner)
+    if m is None or m.group(1) not in env:
+        return None
+    rest = inner[m.end():]
+    tail = "".join(_LITERAL.findall(rest)) if rest.strip().startswith("+") else ""
+    return env[m.group(1)] + tail
+
+
+def _steps(doc: Any) -> list | None:
+    if isinstance(doc, list):
+        return doc
+    if isinstance(doc, dict) and isinstance(doc.get("main"), dict):
+        return doc["main"].get("steps")
+    return None
+
+
+def translate_workflow(src: WorkflowSource, services: set[str], b) -> dict | None:
+    from surgesim.importers.terraform.mapping import service_of_url
+
+    where = f"{src.inst.where}: {src.inst.addr}"
+    try:
+        doc = yaml.safe_load(src.source)
+    except yaml.YAMLError as exc:
+        b.skipped.append(f"{where}: source_contents is not YAML ({str(exc).splitlines()[0]}); workflow left out")
+        return None
+    steps = _steps(doc)
+    if not isinstance(steps, list):
+        b.skipped.append(f"{where}: source_contents has no main steps; workflow left out")
+        return None
+    out: list[dict] = []
+    ignored: list[str] = []
+    for item in steps:
+        if not isinstance(item, dict) or len(item) != 1:
+            continue
+        (step_name, body), = item.items()
+        if not isinstance(body, dict):
+            continue
+        retry = None
+        if "try" in body and isinstance(body["try"], dict):
+            retry, body = body.get("retry"), body["try"]
+        call = body.get("call")
+        if not (isinstance(call, str) and call.startswith("http.")):
+            ignored.append(str(step_name))
+            continue
+        args = body.get("args") or {}
+        url = _url(args.get("url"), src.env)
+        found = service_of_url(url, services) if url else None
+        if found is None:
+            b.skipped.append(f"{where}: step {step_name}: cannot tell which service {args.get('url')!r} calls "
+                             "(use a service's uri through user_env_vars); workflow left out")
+            return None
+        step: dict[str, Any] = {"name": re.sub(r"[^a-z0-9_]", "_", str(step_name).lower()).lstrip("_0123456789") or "step",
+                                "call": found[0]}
+        if isinstance(args.get("timeout"), (int, float)):
+            step["timeout"] = float(args["timeout"])
+        if isinstance(retry, dict):
+            if isinstance(retry.get("max_retries"), int):
+                step["retries"] = retry["max_retries"]
+            backoff = retry.get("backoff") or {}
+            if isinstance(backoff.get("initial_delay"), (int, float)):
+                step["backoff"] = float(backoff["initial_delay"])
+        out.append(step)
+    if not out:
+        b.skipped.append(f"{where}: no HTTP call to a service among its main steps; workflow left out")
+        return None
+    if ignored:
+        b.note(src.inst, f"workflow {src.name}: steps {', '.join(ignored)} (no service call) are not modelled; "
+                         "compensations (except blocks) are not imported")
+    return {"name": src.name, "steps": out}
