@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "report": ("surgesim.commands.report", "report", "Build or combine HTML reports from run directories."),
     "up": ("surgesim.commands.up", "up", "Start emulators, provision and run a system's services."),
     "live": ("surgesim.commands.live", "live", "Run a scenario against the real services on the emulators."),
+    "import": ("surgesim.commands.importers", "import_group", "Build a system file from your Terraform (or check it against one)."),
 }
 
 

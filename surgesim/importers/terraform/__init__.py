@@ -38,6 +38,7 @@ class Imported:
     notes: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     origins: dict[tuple[str, str], str] = field(default_factory=dict)
+    left_out: set[tuple[str, str]] = field(default_factory=set)
 
     def system_yaml(self, source: Path) -> str:
         return _header(source, self.notes, self.skipped) + _dump(self.system)
@@ -118,7 +119,9 @@ def import_terraform(directory: Path, *, variables: list[str] = (), var_files: l
     """Import DIR; raises ImportError_ listing every problem when any attribute that matters
     cannot be resolved, or when the result does not validate."""
     directory = Path(directory)
-    given = _cli_variables(list(variables), [Path(p) for p in var_files])
+    # As terraform does: terraform.tfvars and *.auto.tfvars load first, then -var-file, then -var.
+    auto = [p for p in [directory / "terraform.tfvars", *sorted(directory.glob("*.auto.tfvars"))] if p.is_file()]
+    given = _cli_variables(list(variables), auto + [Path(p) for p in var_files])
     problems: list[str] = []
     try:
         root = load(directory, given, problems)
@@ -149,7 +152,7 @@ def import_terraform(directory: Path, *, variables: list[str] = (), var_files: l
         problems += _validation_problems(system, plan, b.origins)
     if problems:
         raise ImportError_(problems)
-    return Imported(system, plan, b.notes, b.skipped, b.origins)
+    return Imported(system, plan, b.notes, b.skipped, b.origins, b.left_out)
 
 
 def _where(system: dict, loc: tuple, origins: dict[tuple[str, str], str]) -> str:

@@ -41,6 +41,8 @@ class Builder:
     invokers: dict[str, list[tuple[str, Instance]]] = field(default_factory=dict)
     pushes: list[tuple[str, str, Instance]] = field(default_factory=list)
     """(subscription, endpoint, where): resolved to a service once every service is known."""
+    left_out: set[tuple[str, str]] = field(default_factory=set)
+    """(group, name) that Terraform declares but the import could not carry (a drift check ignores them)."""
     origins: dict[tuple[str, str], str] = field(default_factory=dict)
     """(group, name) -> 'main.tf:12 google_x.y', for messages about the imported file."""
     notes: list[str] = field(default_factory=list)
@@ -137,6 +139,7 @@ def _subscription(b: Builder, inst: Instance) -> None:
         bucket = b.get(inst, b.block(inst, "cloud_storage_config"), "bucket", "?")
         b.skipped.append(f"{inst.where}: {inst.addr}: a Cloud Storage subscription (to bucket {bucket}): "
                          "the system file has no Cloud Storage delivery, so it is left out")
+        b.left_out.add(("subscriptions", name))
         return
     push = b.block(inst, "push_config")
     bq = b.block(inst, "bigquery_config")
@@ -554,10 +557,12 @@ def finish(b: Builder) -> None:
         wf = translate_workflow(src, services, b)
         if wf is not None:
             if name in b.workflow_topics:
-                wf["trigger"] = b.workflow_topics[name]
+                wf = {"name": wf["name"], "trigger": b.workflow_topics[name], "steps": wf["steps"]}
             b.workflows[name] = wf  # type: ignore[assignment]
+            b.origin("workflows", name, src.inst)
     for name in [n for n, w in b.workflows.items() if isinstance(w, WorkflowSource)]:
         del b.workflows[name]
+        b.left_out.add(("workflows", name))
     for service, members in b.invokers.items():
         if service not in b.services:
             inst = members[0][1]

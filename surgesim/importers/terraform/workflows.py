@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from surgesim.importers.terraform.resolve import Instance
+from surgesim.schema.common import format_duration
 
 _ENV = re.compile(r"""sys\.get_env\(\s*["']([A-Za-z_][A-Za-z0-9_]*)["']\s*\)""")
 _LITERAL = re.compile(r"""["']([^"']*)["']""")
@@ -87,13 +88,13 @@ def translate_workflow(src: WorkflowSource, services: set[str], b) -> dict | Non
         step: dict[str, Any] = {"name": re.sub(r"[^a-z0-9_]", "_", str(step_name).lower()).lstrip("_0123456789") or "step",
                                 "call": found[0]}
         if isinstance(args.get("timeout"), (int, float)):
-            step["timeout"] = float(args["timeout"])
+            step["timeout"] = format_duration(float(args["timeout"]))
         if isinstance(retry, dict):
             if isinstance(retry.get("max_retries"), int):
                 step["retries"] = retry["max_retries"]
             backoff = retry.get("backoff") or {}
             if isinstance(backoff.get("initial_delay"), (int, float)):
-                step["backoff"] = float(backoff["initial_delay"])
+                step["backoff"] = format_duration(float(backoff["initial_delay"]))
         out.append(step)
     if not out:
         b.skipped.append(f"{where}: no HTTP call to a service among its main steps; workflow left out")
