@@ -393,3 +393,42 @@ slos:
     # The imported plan's concurrency 1 for the function needs more than one instance at 25/s.
     assert totals["services"]["receipt-mailer"]["peak_instances"] >= 2
     assert totals["services"]["shipping-worker"]["peak_instances"] == 1
+
+
+# ---- fields another branch adds to the schema -----------------------------------------------
+
+
+def _map(directory: Path):
+    from surgesim.importers.terraform import mapping
+    from surgesim.importers.terraform.resolve import load
+
+    problems: list[str] = []
+    b = mapping.Builder()
+    b.problems = problems
+    for res in load(directory, {}, problems).all_resources():
+        for inst in res.instances():
+            mapping.map_instance(b, inst)
+    mapping.finish(b)
+    assert not problems, problems
+    return b
+
+
+def test_invokers_are_carried_once_the_schema_has_an_allow_list(monkeypatch) -> None:
+    from surgesim.importers.terraform import mapping
+    from surgesim.schema.system import Service
+
+    case = FIXTURES / "types" / "run_invoker_iam"
+    b = _map(case)
+    assert "invokers" not in b.services["private"]
+    assert any("run.invoker on private" in n and "serviceAccount:caller@acme-test-01" in n for n in b.notes)
+
+    class WithInvokers(Service):
+        invokers: list[str] = []
+
+    monkeypatch.setattr(mapping, "Service", WithInvokers)
+    b = _map(case)
+    assert b.services["private"]["invokers"] == [
+        "group:team@example.com", "serviceAccount:caller@acme-test-01.iam.gserviceaccount.com", "user:ops@example.com"]
+    assert not any("run.invoker" in n for n in b.notes)
+    # The viewer role is not an invoker: left out, and said so.
+    assert any("roles/run.viewer" in s for s in b.skipped)

@@ -13,7 +13,7 @@ from surgesim.importers.terraform.expr import Unknown, contains_unknown, materia
 from surgesim.importers.terraform.resolve import RUN_HOST, BlockValue, Instance
 from surgesim.importers.terraform.workflows import WorkflowSource, translate_workflow
 from surgesim.schema.common import format_duration
-from surgesim.schema.system import Service, Subscription, Trigger
+from surgesim.schema.system import Service
 
 _MISSING = object()
 
@@ -149,11 +149,8 @@ def _subscription(b: Builder, inst: Instance) -> None:
         oidc = b.block(push, "oidc_token")
         if oidc is not None:
             account = b.get(inst, oidc, "service_account_email")
-            if "oidc" in Subscription.model_fields:
-                sub["oidc"] = {"service_account": account}
-            else:
-                b.note(inst, f"push_config.oidc_token: pushes carry an OIDC token of {account}; "
-                             "this version's system file does not model push identities")
+            b.note(inst, f"push_config.oidc_token: pushes carry an OIDC token of {account}; "
+                         "this version's system file does not model push identities")
         if b.block(push, "no_wrapper") is not None:
             b.note(inst, "push_config.no_wrapper: the system file pushes the standard envelope")
     elif bq is not None:
@@ -192,10 +189,7 @@ def _subscription(b: Builder, inst: Instance) -> None:
     if b.get(inst, inst, "enable_message_ordering", False):
         sub["ordering"] = True
     if b.get(inst, inst, "enable_exactly_once_delivery", False):
-        if "exactly_once" in Subscription.model_fields:
-            sub["exactly_once"] = True
-        else:
-            b.note(inst, "enable_exactly_once_delivery: not modelled; the rehearsal delivers at least once")
+        b.note(inst, "enable_exactly_once_delivery: not modelled; the rehearsal delivers at least once")
     b.subscriptions[name] = sub
     b.origin("subscriptions", name, inst)
 
@@ -212,10 +206,22 @@ def _service(b: Builder, inst: Instance, name: str, what: str) -> dict:
     return svc
 
 
+def schema_accepts(field_name: str, value: Any) -> bool:
+    """Whether this version's Service model has `field_name` and takes `value` for it: fields
+    other branches add (an invoker allow-list, env) are carried once the schema has them."""
+    if field_name not in Service.model_fields:
+        return False
+    try:
+        Service.model_validate({"name": "probe", field_name: value})
+    except ValueError:
+        return False
+    return True
+
+
 def _env(b: Builder, inst: Instance, svc: dict, env: dict[str, str]) -> None:
     if not env:
         return
-    if "env" in Service.model_fields:
+    if schema_accepts("env", env):
         svc["env"] = env
     else:
         b.note(inst, f"environment variables {', '.join(sorted(env))}: this version's system file does not carry them")
@@ -392,9 +398,7 @@ def _route_event(b: Builder, inst: Instance, name: str, criteria: dict[str, tupl
         trig: dict[str, Any] = {"name": name, "collection": segments[0], "events": [change], "target": dest}
         if database != "(default)":
             trig["database"] = database
-        if path not in ("/", "") and "path" in Trigger.model_fields:
-            trig["path"] = path
-        elif path not in ("/", ""):
+        if path not in ("/", ""):
             b.note(inst, f"destination path {path}: this version's system file delivers Firestore events to `/`")
         b.triggers[name] = trig
         b.origin("triggers", name, inst)
@@ -569,7 +573,7 @@ def finish(b: Builder) -> None:
             b.problem(inst, "name", f"service {service!r} is not declared in this configuration")
             continue
         listed = sorted({m for m, _ in members})
-        if "invokers" in Service.model_fields:
+        if schema_accepts("invokers", listed):
             b.services[service]["invokers"] = listed
         else:
             b.note(members[0][1], f"run.invoker on {service}: {', '.join(listed)}; this version's system file "
