@@ -27,12 +27,6 @@ class Unknown:
         return f"Unknown({self.reason!r})"
 
 
-class Lazy(Protocol):
-    def get_attr(self, name: str) -> Any: ...
-    def get_index(self, key: Any) -> Any: ...
-    def materialise(self) -> Any: ...
-
-
 class Scope(Protocol):
     def lookup(self, name: str) -> Any: ...
     def child(self, names: dict[str, Any]) -> "Scope": ...
@@ -110,6 +104,24 @@ def _coalesce(*args: Any) -> Any:
     return next((a for a in args if a not in (None, "")), Unknown("coalesce: every argument is null or empty"))
 
 
+def _format(spec: str, args: list) -> Any:
+    """Terraform's format() for the verbs configurations use: %s, %d, %v and %%."""
+    out: list[str] = []
+    pos = 0
+    for m in re.finditer(r"%(.)", spec):
+        out.append(spec[pos:m.start()])
+        pos = m.end()
+        verb = m.group(1)
+        if verb == "%":
+            out.append("%")
+        elif verb in "sdv" and args:
+            out.append(str(to_string(args.pop(0))))
+        else:
+            return Unknown(f"format(): the verb %{verb} is not supported by the importer")
+    out.append(spec[pos:])
+    return "".join(out)
+
+
 def _set(values: list) -> list:
     # Terraform sets of strings iterate in lexical order.
     return sorted(set(values), key=str)
@@ -124,7 +136,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "trimsuffix": lambda s, p: s[: -len(p)] if p and s.endswith(p) else s,
     "trim": lambda s, chars: s.strip(chars),
     "replace": lambda s, old, new: s.replace(old, new),
-    "format": lambda f, *a: re.sub(r"%[sd]", "{}", f.replace("%%", "\x00")).format(*a).replace("\x00", "%"),
+    "format": lambda f, *a: _format(f, list(a)),
     "join": lambda sep, items: sep.join(items),
     "split": lambda sep, s: s.split(sep),
     "substr": lambda s, off, n: s[off: off + n if n >= 0 else None],
@@ -155,7 +167,6 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "tobool": lambda v: v if isinstance(v, bool) else v == "true",
     "jsonencode": lambda v: json.dumps(v, separators=(",", ":")),
     "jsondecode": json.loads,
-    "yamlencode": None,  # placeholder: listed so the message says "not supported", see call()
 }
 UNSUPPORTED = {
     "templatefile": "templatefile() renders a template: not evaluated by the importer (use file() for a literal file)",

@@ -4,12 +4,13 @@ note, what cannot be resolved statically is a problem naming the resource and at
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlparse
 
 from surgesim.importers.terraform import units
-from surgesim.importers.terraform.expr import Unknown, contains_unknown, materialise
+from surgesim.importers.terraform.expr import contains_unknown, materialise
 from surgesim.importers.terraform.resolve import RUN_HOST, BlockValue, Instance
 from surgesim.importers.terraform.workflows import WorkflowSource, translate_workflow
 from surgesim.schema.common import format_duration
@@ -464,8 +465,6 @@ def _bigquery_table(b: Builder, inst: Instance) -> None:
     if schema is None:
         b.problem(inst, "schema", "is not set: the system file needs the table's columns")
         return
-    import json
-
     try:
         fields = json.loads(schema) if isinstance(schema, str) else schema
     except json.JSONDecodeError as exc:
@@ -636,4 +635,4 @@ def map_instance(b: Builder, inst: Instance) -> bool:
     return True
 
 
-__all__ = ["Builder", "MAPPERS", "map_instance", "finish", "to_system", "to_plan", "service_of_url", "Unknown"]
+__all__ = ["Builder", "MAPPERS", "map_instance", "finish", "to_system", "to_plan", "service_of_url"]

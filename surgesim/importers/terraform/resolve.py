@@ -7,11 +7,11 @@ URL built from it can be traced back to the service it points at."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from surgesim.importers.terraform.expr import Evaluator, Unknown, get_attr, materialise, read_text_file
+from surgesim.importers.terraform.expr import Evaluator, Unknown, materialise, read_text_file
 from surgesim.importers.terraform.hcl import Attr, Block, HclError, Where, read_dir
 
 RUN_HOST = "run.surgesim.invalid"
@@ -337,9 +337,4 @@ def load(directory: Path, variables: dict[str, Any], problems: list[str]) -> Mod
     return ModuleScope(directory.resolve(), variables, "", None, _Guard(), problems)
 
 
-def value_of(inst: BlockValue, name: str) -> Any:
-    """An attribute of an instance or block, fully materialised."""
-    return materialise(inst.get_attr(name))
-
-
-__all__ = ["ModuleScope", "Instance", "BlockValue", "Resource", "load", "service_uri", "value_of", "get_attr", "RUN_HOST"]
+__all__ = ["ModuleScope", "Instance", "BlockValue", "Resource", "load", "service_uri", "RUN_HOST"]
