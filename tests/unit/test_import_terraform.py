@@ -432,3 +432,15 @@ def test_invokers_are_carried_once_the_schema_has_an_allow_list(monkeypatch) -> 
     assert not any("run.invoker" in n for n in b.notes)
     # The viewer role is not an invoker: left out, and said so.
     assert any("roles/run.viewer" in s for s in b.skipped)
+
+
+def test_a_missing_required_attribute_is_named(tmp_path: Path) -> None:
+    _tf(tmp_path, '''
+resource "google_pubsub_topic" "t" {
+  name = "events"
+}
+resource "google_pubsub_subscription" "s" {
+  topic = google_pubsub_topic.t.id
+}
+''')
+    assert _problems(tmp_path) == ["main.tf:8: google_pubsub_subscription.s: name: is required"]

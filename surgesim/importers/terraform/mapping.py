@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 from surgesim.importers.terraform import units
 from surgesim.importers.terraform.expr import contains_unknown, materialise
-from surgesim.importers.terraform.resolve import RUN_HOST, BlockValue, Instance
+from surgesim.importers.terraform.resolve import COMPUTED, RUN_HOST, BlockValue, Instance
 from surgesim.importers.terraform.workflows import WorkflowSource, translate_workflow
 from surgesim.schema.common import format_duration
 from surgesim.schema.system import Service
@@ -59,8 +59,12 @@ class Builder:
                 self.problem(inst, f"{_rel(inst, obj)}{name}", "is required")
                 raise _Unresolved
             return default
-        if isinstance(obj, Instance) and not obj.has(name) and default is not _MISSING and name != "project":
-            return default
+        if isinstance(obj, Instance) and not obj.has(name) and name != "project":
+            if default is not _MISSING:
+                return default
+            if name not in COMPUTED.get(obj.type, {}):
+                self.problem(inst, name, "is required")
+                raise _Unresolved
         value = materialise(obj.get_attr(name))
         unknown = contains_unknown(value)
         if unknown:
