@@ -46,5 +46,5 @@ def test_every_mapped_type_has_a_golden_case() -> None:
         text = (TYPES / case / "main.tf").read_text()
         covered |= {t for t in MAPPERS if f'resource "{t}"' in text}
     # The v1 aliases of Cloud Run names share their mapper with the v2 resources.
-    aliases = {"google_cloud_run_service_v2", "google_cloud_run_service_iam_member", "google_cloud_run_service_iam_binding"}
+    aliases = {"google_cloud_run_service_iam_member", "google_cloud_run_service_iam_binding"}
     assert set(MAPPERS) - aliases - covered == set()

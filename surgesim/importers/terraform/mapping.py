@@ -232,7 +232,7 @@ def _env(b: Builder, inst: Instance, svc: dict, env: dict[str, str]) -> None:
         b.note(inst, f"environment variables {', '.join(sorted(env))}: this version's system file does not carry them")
 
 
-@mapper("google_cloud_run_v2_service", "google_cloud_run_service_v2")
+@mapper("google_cloud_run_v2_service")
 def _cloud_run_service(b: Builder, inst: Instance) -> None:
     name = b.get(inst, inst, "name")
     template = b.block(inst, "template")
@@ -280,6 +280,50 @@ def _cloud_run_service(b: Builder, inst: Instance) -> None:
     ingress = b.get(inst, inst, "ingress", None)
     if ingress not in (None, "INGRESS_TRAFFIC_ALL"):
         b.note(inst, f"ingress {ingress}: every local caller reaches the service; ingress is not modelled")
+    if account is not None:
+        svc["description"] += f" Runs as {account}."
+    if plan:
+        b.plan_services[name] = plan
+
+
+@mapper("google_cloud_run_service")
+def _cloud_run_service_v1(b: Builder, inst: Instance) -> None:
+    """The first-generation resource (`template { spec { ... } }`, scaling in Knative annotations)."""
+    name = b.get(inst, inst, "name")
+    template = b.block(inst, "template")
+    spec = b.block(template, "spec") if template is not None else None
+    if spec is None:
+        b.problem(inst, "template.spec", "is required")
+        return
+    container = b.block(spec, "containers")
+    image = b.get(inst, container, "image", "?") if container is not None else "?"
+    svc = _service(b, inst, name, f"image {image} cannot run locally")
+    plan: dict[str, Any] = {}
+    meta = b.block(template, "metadata")
+    annotations = (b.get(inst, meta, "annotations", {}) or {}) if meta is not None else {}
+    for key, knob in (("autoscaling.knative.dev/minScale", "min_instances"), ("autoscaling.knative.dev/maxScale", "max_instances")):
+        if key in annotations:
+            plan[knob] = _convert(b, inst, f"template.metadata.annotations[{key!r}]", int, annotations[key])
+    concurrency = b.get(inst, spec, "container_concurrency", None)
+    if concurrency:  # 0 means Cloud Run's default
+        plan["concurrency"] = int(concurrency)
+    timeout = b.get(inst, spec, "timeout_seconds", None)
+    if timeout is not None:
+        plan["request_timeout"] = format_duration(float(timeout))
+    env: dict[str, str] = {}
+    if container is not None:
+        resources = b.block(container, "resources")
+        limits = (b.get(inst, resources, "limits", {}) or {}) if resources is not None else {}
+        if "cpu" in limits:
+            plan["cpu"] = _convert(b, inst, "template.spec.containers.resources.limits.cpu", units.cpu, limits["cpu"])
+        if "memory" in limits:
+            plan["memory_gib"] = _convert(b, inst, "template.spec.containers.resources.limits.memory",
+                                          units.memory_gib, limits["memory"])
+        for e in b.blocks(container, "env"):
+            if b.block(e, "value_from") is None:
+                env[b.get(inst, e, "name")] = str(b.get(inst, e, "value", ""))
+    _env(b, inst, svc, env)
+    account = b.get(inst, spec, "service_account_name", None)
     if account is not None:
         svc["description"] += f" Runs as {account}."
     if plan:

@@ -29,6 +29,7 @@ COMPUTED: dict[str, dict[str, str]] = {
     "google_pubsub_subscription": {"id": "projects/{project}/subscriptions/{name}"},
     "google_cloud_run_v2_service": {"id": "projects/{project}/locations/{location}/services/{name}",
                                     "uri": "https://{name}." + RUN_HOST},
+    "google_cloud_run_service": {"id": "locations/{location}/namespaces/{project}/services/{name}"},
     "google_cloud_run_v2_job": {"id": "projects/{project}/locations/{location}/jobs/{name}"},
     "google_cloudfunctions2_function": {"id": "projects/{project}/locations/{location}/functions/{name}",
                                         "url": "https://{name}." + RUN_HOST},
@@ -109,6 +110,10 @@ class Instance(BlockValue):
             return super().get_attr(name)
         if name == "project":
             return self.scope.project()
+        if name == "status" and self.type == "google_cloud_run_service":
+            # v1 services publish their URL as status[0].url
+            uri = self.get_attr("name")
+            return uri if isinstance(uri, Unknown) else [{"url": service_uri(uri)}]
         pattern = COMPUTED.get(self.type, {}).get(name)
         if pattern is None:
             return Unknown(f"{self.addr}.{name} is known only after apply")
