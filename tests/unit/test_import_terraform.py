@@ -444,3 +444,21 @@ resource "google_pubsub_subscription" "s" {
 }
 ''')
     assert _problems(tmp_path) == ["main.tf:8: google_pubsub_subscription.s: name: is required"]
+
+
+def test_cycles_are_problems_not_hangs(tmp_path: Path) -> None:
+    _tf(tmp_path, '''
+module "again" {
+  source = "./"
+}
+locals {
+  a = local.b
+  b = "${local.a}-x"
+}
+resource "google_pubsub_topic" "t" {
+  name = local.a
+}
+''')
+    problems = "\n".join(_problems(tmp_path))
+    assert "module.again: source './' calls a module that is already being read" in problems
+    assert "google_pubsub_topic.t: name: cannot be resolved statically" in problems and "cycle" in problems

@@ -194,10 +194,11 @@ class ModuleScope:
     """One module (the root, or a local module called from it)."""
 
     def __init__(self, directory: Path, inputs: dict[str, Any], prefix: str, root: "ModuleScope | None",
-                 guard: _Guard, problems: list[str]):
+                 guard: _Guard, problems: list[str], ancestors: tuple[Path, ...] = ()):
         self.directory, self.inputs, self.prefix = directory, inputs, prefix
         self.root = root or self
         self.guard, self.problems = guard, problems
+        self.ancestors: tuple[Path, ...] = ancestors + (directory,)
         self.blocks = read_dir(directory, root.directory if root is not None else directory)
         self.variables: dict[str, Block] = {}
         self.locals: dict[str, Attr] = {}
@@ -238,9 +239,14 @@ class ModuleScope:
                 self.problems.append(f"{where}: {reason}")
                 return Unknown(f"module.{name}: {reason}")
         inputs = {k: (a, self) for k, a in b.attrs.items() if k not in ("source", "version", "providers", "depends_on")}
+        directory = (self.directory / src).resolve()
+        if directory in self.ancestors:
+            reason = f"source {src!r} calls a module that is already being read (a module cycle)"
+            self.problems.append(f"{where}: {reason}")
+            return Unknown(f"module.{name}: {reason}")
         try:
-            return ModuleScope((self.directory / src).resolve(), inputs, f"{self.prefix}module.{name}.", self.root,
-                               self.guard, self.problems)
+            return ModuleScope(directory, inputs, f"{self.prefix}module.{name}.", self.root, self.guard, self.problems,
+                               self.ancestors)
         except HclError as exc:
             self.problems.append(f"{where}: {exc}")
             return Unknown(f"module.{name}: {exc}")
