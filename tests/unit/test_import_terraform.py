@@ -462,3 +462,27 @@ resource "google_pubsub_topic" "t" {
     problems = "\n".join(_problems(tmp_path))
     assert "module.again: source './' calls a module that is already being read" in problems
     assert "google_pubsub_topic.t: name: cannot be resolved statically" in problems and "cycle" in problems
+
+
+def test_a_runaway_count_is_refused(tmp_path: Path) -> None:
+    _tf(tmp_path, '''
+resource "google_pubsub_topic" "t" {
+  count = 100000000
+  name  = "t-${count.index}"
+}
+''')
+    (problem,) = _problems(tmp_path)
+    assert problem == ("main.tf:5: google_pubsub_topic.t: count: cannot be resolved statically: "
+                       "count must be a whole number 0..10000, got 100000000")
+
+
+def test_deeply_nested_expressions_are_a_problem_not_a_crash(tmp_path: Path) -> None:
+    _tf(tmp_path, 'resource "google_pubsub_topic" "u" {\n  name = ' + "(" * 3000 + '"u"' + ")" * 3000 + "\n}\n")
+    assert _problems(tmp_path) == [f"{tmp_path}: expressions nested too deeply to evaluate"]
+
+
+def test_without_a_provider_project_the_local_default_stays_and_is_said(tmp_path: Path) -> None:
+    (tmp_path / "main.tf").write_text('resource "google_pubsub_topic" "t" {\n  name = "events"\n}\n')
+    got = import_terraform(tmp_path)
+    assert "project" not in got.system
+    assert any(n.startswith("project: no `project` on the resource and no google provider block") for n in got.notes)

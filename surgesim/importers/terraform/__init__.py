@@ -129,6 +129,26 @@ def import_terraform(directory: Path, *, variables: list[str] = (), var_files: l
         raise ImportError_([str(exc)]) from None
     b = Builder()
     b.problems = problems
+    try:
+        _map_all(root, b, problems)
+    except RecursionError:
+        raise ImportError_([f"{directory}: expressions nested too deeply to evaluate"]) from None
+    system_name = name or _system_name(directory)
+    project = root.project()
+    if not (isinstance(project, str) and re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", project)):
+        why = project.reason if isinstance(project, Unknown) else f"{project!r} is not a project id"
+        b.notes.append(f"project: {why}; the system file keeps the local default")
+        project = None
+    system = to_system(b, system_name, project)
+    plan = to_plan(b, system_name)
+    if not problems:
+        problems += _validation_problems(system, plan, b.origins)
+    if problems:
+        raise ImportError_(problems)
+    return Imported(system, plan, b.notes, b.skipped, b.origins, b.left_out)
+
+
+def _map_all(root, b: Builder, problems: list[str]) -> None:
     for res in root.all_resources():
         instances = res.instances()
         if not isinstance(instances, list):
@@ -139,20 +159,6 @@ def import_terraform(directory: Path, *, variables: list[str] = (), var_files: l
             if not map_instance(b, inst):
                 b.skipped.append(f"{inst.where}: {inst.addr}: type {inst.type} has no counterpart in the system file")
     finish(b)
-    system_name = name or _system_name(directory)
-    project = root.project()
-    project = project if isinstance(project, str) and re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", project) else None
-    if project is None:
-        project_var = root.variable("project_id") if "project_id" in root.variables else None
-        if isinstance(project_var, str) and re.fullmatch(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", project_var):
-            project = project_var
-    system = to_system(b, system_name, project)
-    plan = to_plan(b, system_name)
-    if not problems:
-        problems += _validation_problems(system, plan, b.origins)
-    if problems:
-        raise ImportError_(problems)
-    return Imported(system, plan, b.notes, b.skipped, b.origins, b.left_out)
 
 
 def _where(system: dict, loc: tuple, origins: dict[tuple[str, str], str]) -> str:

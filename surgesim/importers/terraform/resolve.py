@@ -43,7 +43,8 @@ COMPUTED: dict[str, dict[str, str]] = {
     "google_firestore_database": {"id": "projects/{project}/databases/{name}"},
     "google_workflows_workflow": {"id": "projects/{project}/locations/{region}/workflows/{name}"},
 }
-_META_ARGS = {"count", "for_each", "depends_on", "provider", "lifecycle"}
+MAX_INSTANCES = 10_000
+"""More instances of one resource than a rehearsal could mean is a mistake (or hostile input)."""
 
 
 class _Guard:
@@ -158,6 +159,8 @@ class Resource:
             n = self.scope.eval(self.block.attrs["count"], {}, f"{self.addr}.count")
             if isinstance(n, Unknown):
                 return n
+            if not isinstance(n, (int, float)) or isinstance(n, bool) or not 0 <= n <= MAX_INSTANCES:
+                return Unknown(f"count must be a whole number 0..{MAX_INSTANCES}, got {n!r}")
             return [Instance(self, i, {"count": {"index": i}}) for i in range(int(n))]
         if "for_each" in self.block.attrs:
             coll = materialise(self.scope.eval(self.block.attrs["for_each"], {}, f"{self.addr}.for_each"))
@@ -167,6 +170,8 @@ class Resource:
                 coll = {str(k): k for k in coll}
             if not isinstance(coll, dict):
                 return Unknown(f"for_each must be a map or a set, got {type(coll).__name__}")
+            if len(coll) > MAX_INSTANCES:
+                return Unknown(f"for_each over {len(coll)} elements: more than {MAX_INSTANCES}")
             return {k: Instance(self, k, {"each": {"key": k, "value": v}}) for k, v in coll.items()}
         return Instance(self, None, {})
 
