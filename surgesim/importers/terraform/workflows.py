@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from surgesim.importers.terraform.mapping import Builder, mapper, service_of_url
 from surgesim.importers.terraform.resolve import Instance
 from surgesim.schema.common import format_duration
 
@@ -50,9 +51,16 @@ def _steps(doc: Any) -> list | None:
     return None
 
 
-def translate_workflow(src: WorkflowSource, services: set[str], b) -> dict | None:
-    from surgesim.importers.terraform.mapping import service_of_url
+@mapper("google_workflows_workflow")
+def _workflow(b: Builder, inst: Instance) -> None:
+    """Read now, translated by finish() once every service is known."""
+    name = b.get(inst, inst, "name")
+    source = b.get(inst, inst, "source_contents")
+    env = b.get(inst, inst, "user_env_vars", {}) or {}
+    b.workflows[name] = WorkflowSource(name, source, {k: str(v) for k, v in env.items()}, inst)
 
+
+def translate_workflow(src: WorkflowSource, services: set[str], b: Builder) -> dict | None:
     where = f"{src.inst.where}: {src.inst.addr}"
     try:
         doc = yaml.safe_load(src.source)
