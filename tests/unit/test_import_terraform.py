@@ -486,3 +486,21 @@ def test_without_a_provider_project_the_local_default_stays_and_is_said(tmp_path
     got = import_terraform(tmp_path)
     assert "project" not in got.system
     assert any(n.startswith("project: no `project` on the resource and no google provider block") for n in got.notes)
+
+
+def test_a_line_break_in_a_terraform_value_stays_inside_the_header_comment(tmp_path: Path) -> None:
+    _tf(tmp_path, '''
+resource "google_pubsub_topic" "t" {
+  name = "events"
+}
+resource "google_storage_bucket" "b" {
+  name = "acme-media"
+}
+resource "google_storage_notification" "n" {
+  bucket = "acme-media\\nname: injected"
+  topic  = google_pubsub_topic.t.id
+}
+''')
+    text = import_terraform(tmp_path).system_yaml(tmp_path)
+    carrying = [line for line in text.splitlines() if "injected" in line]
+    assert carrying and all(line.startswith("#   - ") for line in carrying)

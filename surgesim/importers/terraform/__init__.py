@@ -57,6 +57,8 @@ def _header(source: Path, notes: list[str], skipped: list[str]) -> str:
         lines += ["To fill or to know:"] + [f"  - {n}" for n in notes] + [""]
     if skipped:
         lines += ["Left out:"] + [f"  - {s}" for s in skipped] + [""]
+    # A value from the Terraform may hold a line break: keep each message on its comment line.
+    lines = [l.replace("\r", "\\r").replace("\n", "\\n") for l in lines]
     return "".join(f"# {l}\n".replace("# \n", "#\n") for l in lines)
 
 
