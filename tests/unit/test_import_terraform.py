@@ -413,9 +413,20 @@ def _map(directory: Path):
     return b
 
 
-def test_invokers_are_carried_once_the_schema_has_an_allow_list(monkeypatch) -> None:
+def _member(value: str) -> str:
+    # The member kinds an allow-list might take (groups left out, as the one in progress does).
+    if value != "allUsers" and value.partition(":")[0] not in ("serviceAccount", "user"):
+        raise ValueError(f"not a member this allow-list takes: {value}")
+    return value
+
+
+def test_identities_are_carried_once_the_schema_has_them(monkeypatch) -> None:
+    from typing import Annotated
+
+    from pydantic import AfterValidator
+
     from surgesim.importers.terraform import mapping
-    from surgesim.schema.system import Service
+    from surgesim.schema.system import Service, Subscription, Trigger
 
     case = FIXTURES / "types" / "run_invoker_iam"
     b = _map(case)
@@ -423,15 +434,28 @@ def test_invokers_are_carried_once_the_schema_has_an_allow_list(monkeypatch) -> 
     assert any("run.invoker on private" in n and "serviceAccount:caller@acme-test-01" in n for n in b.notes)
 
     class WithInvokers(Service):
-        invokers: list[str] = []
+        invokers: list[Annotated[str, AfterValidator(_member)]] | None = None
+
+    class WithPushIdentity(Subscription):
+        service_account: str | None = None
+
+    class WithTriggerIdentity(Trigger):
+        service_account: str | None = None
 
     monkeypatch.setattr(mapping, "Service", WithInvokers)
+    monkeypatch.setattr(mapping, "Subscription", WithPushIdentity)
+    monkeypatch.setattr(mapping, "Trigger", WithTriggerIdentity)
     b = _map(case)
     assert b.services["private"]["invokers"] == [
-        "group:team@example.com", "serviceAccount:caller@acme-test-01.iam.gserviceaccount.com", "user:ops@example.com"]
-    assert not any("run.invoker" in n for n in b.notes)
-    # The viewer role is not an invoker: left out, and said so.
-    assert any("roles/run.viewer" in s for s in b.skipped)
+        "serviceAccount:caller@acme-test-01.iam.gserviceaccount.com", "user:ops@example.com"]
+    assert any("member group:team@example.com on private" in n and "left out" in n for n in b.notes)
+    assert any("roles/run.viewer" in s for s in b.skipped)  # not an invoker role
+
+    b = _map(SHOP)
+    assert b.subscriptions["billing-orders"]["service_account"] == "shop-pusher@shop-prod-4411.iam.gserviceaccount.com"
+    assert b.triggers["order-written"]["service_account"] == "shop-runner@shop-prod-4411.iam.gserviceaccount.com"
+    assert b.services["shop-api"]["invokers"] == ["allUsers"]
+    assert not any("oidc_token" in n or "service_account shop-runner" in n for n in b.notes)
 
 
 def test_a_missing_required_attribute_is_named(tmp_path: Path) -> None:

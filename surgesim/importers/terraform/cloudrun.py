@@ -23,7 +23,7 @@ def _service(b: Builder, inst: Instance, name: str, what: str) -> dict:
 def _env(b: Builder, inst: Instance, svc: dict, env: dict[str, str]) -> None:
     if not env:
         return
-    if schema_accepts("env", env):
+    if schema_accepts("Service", "env", env):
         svc["env"] = env
     else:
         b.note(inst, f"environment variables {', '.join(sorted(env))}: this version's system file does not carry them")
@@ -195,7 +195,8 @@ def _function(b: Builder, inst: Instance) -> None:
     for f in b.blocks(trigger, "event_filters"):
         criteria[b.get(inst, f, "attribute")] = (b.get(inst, f, "value"), b.get(inst, f, "operator", None))
     topic = b.get(inst, trigger, "pubsub_topic", None)
-    route_event(b, inst, f"{name}", criteria, topic, ("service", name), "/")
+    route_event(b, inst, name, criteria, topic, ("service", name), "/",
+                b.get(inst, trigger, "service_account_email", None))
 
 
 @mapper("google_cloud_run_v2_service_iam_member", "google_cloud_run_v2_service_iam_binding",

@@ -6,16 +6,27 @@ from __future__ import annotations
 from typing import Any
 
 from surgesim.importers.terraform import units
-from surgesim.importers.terraform.mapping import Builder, mapper
+from surgesim.importers.terraform.mapping import Builder, mapper, schema_accepts
 from surgesim.importers.terraform.resolve import Instance
 
 _FIRESTORE = "google.cloud.firestore.document.v1."
 _PUBSUB = "google.cloud.pubsub.topic.v1.messagePublished"
 
 
+def _identity(b: Builder, inst: Instance, item: dict, model: str, account: str | None) -> None:
+    if account is None:
+        return
+    if schema_accepts(model, "service_account", account):
+        item["service_account"] = account
+    else:
+        b.note(inst, f"service_account {account}: events are delivered with this identity; this version's "
+                     "system file does not model it")
+
+
 def route_event(b: Builder, inst: Instance, name: str, criteria: dict[str, tuple[Any, Any]], topic: str | None,
-                 target: tuple[str, str], path: str) -> None:
-    """An event route (Eventarc trigger or a function's event_trigger) into the system file."""
+                target: tuple[str, str], path: str, account: str | None = None) -> None:
+    """An event route (Eventarc trigger or a function's event_trigger) into the system file;
+    `account` is the identity the events are delivered with."""
     event_type = criteria["type"][0]
     kind, dest = target
     if event_type == _PUBSUB:
@@ -30,6 +41,7 @@ def route_event(b: Builder, inst: Instance, name: str, criteria: dict[str, tuple
         sub_name = f"eventarc-{name}"
         b.subscriptions[sub_name] = {"name": sub_name, "topic": topic, "consumer": dest, "delivery": "push",
                                      "push_path": path}
+        _identity(b, inst, b.subscriptions[sub_name], "Subscription", account)
         b.origin("subscriptions", sub_name, inst)
         return
     if event_type.startswith(_FIRESTORE):
@@ -55,6 +67,7 @@ def route_event(b: Builder, inst: Instance, name: str, criteria: dict[str, tuple
             trig["database"] = database
         if path not in ("/", ""):
             b.note(inst, f"destination path {path}: this version's system file delivers Firestore events to `/`")
+        _identity(b, inst, trig, "Trigger", account)
         b.triggers[name] = trig
         b.origin("triggers", name, inst)
         b.collections.setdefault(segments[0], {"name": segments[0], **({"database": database} if database != "(default)" else {})})
@@ -82,7 +95,8 @@ def _eventarc(b: Builder, inst: Instance) -> None:
     run = b.block(dest, "cloud_run_service")
     if run is not None:
         service = units.last_segment(b.get(inst, run, "service"), "services")
-        route_event(b, inst, name, criteria, topic, ("service", service), b.get(inst, run, "path", "/") or "/")
+        route_event(b, inst, name, criteria, topic, ("service", service), b.get(inst, run, "path", "/") or "/",
+                    b.get(inst, inst, "service_account", None))
     elif b.get(inst, dest, "workflow", None) is not None:
         workflow = units.last_segment(b.get(inst, dest, "workflow"), "workflows")
         route_event(b, inst, name, criteria, topic, ("workflow", workflow), "/")

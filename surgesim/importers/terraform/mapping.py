@@ -7,14 +7,16 @@ statically is a problem naming the resource and attribute."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 from urllib.parse import urlparse
 
 from surgesim.importers.terraform import units
 from surgesim.importers.terraform.expr import contains_unknown, materialise
 from surgesim.importers.terraform.resolve import COMPUTED, RUN_HOST, BlockValue, Instance
 from surgesim.schema.common import format_duration
-from surgesim.schema.system import Service
+from pydantic import TypeAdapter
+
+from surgesim.schema.system import Service, Subscription, Trigger
 
 _MISSING = object()
 
@@ -122,14 +124,17 @@ def mapper(*types: str):
     return register
 
 
-def schema_accepts(field_name: str, value: Any) -> bool:
-    """Whether this version's Service model has `field_name` and takes `value` for it: fields
-    other branches add (an invoker allow-list, env) are carried once the schema has them."""
-    if field_name not in Service.model_fields:
+def schema_accepts(model: str, field_name: str, value: Any) -> bool:
+    """Whether this version's `model` (Service, Subscription, Trigger) has `field_name` and
+    takes `value` for it. Fields other branches add (an invoker allow-list, push and
+    trigger identities, env) are carried once the schema has them, never assumed."""
+    info = {"Service": Service, "Subscription": Subscription, "Trigger": Trigger}[model].model_fields.get(field_name)
+    if info is None:
         return False
+    annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
     try:
-        Service.model_validate({"name": "probe", field_name: value})
-    except ValueError:
+        TypeAdapter(annotation).validate_python(value)
+    except ValueError:  # pydantic's ValidationError is one
         return False
     return True
 
@@ -179,11 +184,17 @@ def finish(b: Builder) -> None:
             b.problem(inst, "name", f"service {service!r} is not declared in this configuration")
             continue
         listed = sorted({m for m, _ in members})
-        if schema_accepts("invokers", listed):
-            b.services[service]["invokers"] = listed
-        else:
+        if "invokers" not in Service.model_fields:
             b.note(members[0][1], f"run.invoker on {service}: {', '.join(listed)}; this version's system file "
                                   "has no invoker allow-list (`invokers:`), so it is not carried")
+            continue
+        taken = [m for m in listed if schema_accepts("Service", "invokers", [m])]
+        if taken:
+            b.services[service]["invokers"] = taken
+        for m in sorted(set(listed) - set(taken)):
+            inst = next(i for member, i in members if member == m)
+            b.note(inst, f"run.invoker member {m} on {service}: the system file's allow-list does not take "
+                         "this kind of member; left out")
 
 
 _SUBSCRIPTION_ORDER = ("name", "topic", "consumer", "delivery", "push_path")

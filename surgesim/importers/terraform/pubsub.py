@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from surgesim.importers.terraform import units
-from surgesim.importers.terraform.mapping import Builder, convert, duration, mapper
+from surgesim.importers.terraform.mapping import Builder, convert, duration, mapper, schema_accepts
 from surgesim.importers.terraform.resolve import Instance
 
 
@@ -39,8 +39,11 @@ def _subscription(b: Builder, inst: Instance) -> None:
         oidc = b.block(push, "oidc_token")
         if oidc is not None:
             account = b.get(inst, oidc, "service_account_email")
-            b.note(inst, f"push_config.oidc_token: pushes carry an OIDC token of {account}; "
-                         "this version's system file does not model push identities")
+            if schema_accepts("Subscription", "service_account", account):
+                sub["service_account"] = account
+            else:
+                b.note(inst, f"push_config.oidc_token: pushes carry an OIDC token of {account}; "
+                             "this version's system file does not model push identities")
         if b.block(push, "no_wrapper") is not None:
             b.note(inst, "push_config.no_wrapper: the system file pushes the standard envelope")
     elif bq is not None:
