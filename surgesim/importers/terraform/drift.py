@@ -12,14 +12,15 @@ from typing import Any
 
 from surgesim.schema.system import System
 
-# group -> fields Terraform owns (besides existence). Items are matched by name.
+# group -> fields Terraform owns (besides existence). Items are matched by name. A field this
+# version's schema lacks (an allow-list, an identity) reads as unset on both sides.
 _OWNED: dict[str, tuple[str, ...]] = {
     "topics": ("retention",),
     "subscriptions": ("topic", "delivery", "filter", "ack_deadline", "retry", "dead_letter", "retention",
-                      "ordering", "bigquery"),
-    "services": (),
+                      "ordering", "bigquery", "service_account"),
+    "services": ("invokers",),
     "jobs": ("tasks", "parallelism", "task_timeout", "max_retries"),
-    "triggers": ("collection", "events", "target", "database"),
+    "triggers": ("collection", "events", "target", "database", "service_account"),
     "workflows": ("trigger",),
     "stores.bigquery": ("columns", "partition_field"),
     "stores.storage": (),
