@@ -528,3 +528,38 @@ resource "google_storage_notification" "n" {
     text = import_terraform(tmp_path).system_yaml(tmp_path)
     carrying = [line for line in text.splitlines() if "injected" in line]
     assert carrying and all(line.startswith("#   - ") for line in carrying)
+
+
+def test_an_exact_document_trigger_says_the_system_file_watches_the_collection(tmp_path: Path) -> None:
+    _tf(tmp_path, '''
+resource "google_cloud_run_v2_service" "s" {
+  name     = "watcher"
+  location = "us-central1"
+  template {
+    containers {
+      image = "img"
+    }
+  }
+}
+resource "google_eventarc_trigger" "one" {
+  name     = "settings-changed"
+  location = "nam5"
+  matching_criteria {
+    attribute = "type"
+    value     = "google.cloud.firestore.document.v1.updated"
+  }
+  matching_criteria {
+    attribute = "document"
+    value     = "settings/global"
+  }
+  destination {
+    cloud_run_service {
+      service = google_cloud_run_v2_service.s.name
+      region  = "us-central1"
+    }
+  }
+}
+''')
+    got = import_terraform(tmp_path)
+    assert got.system["triggers"][0]["collection"] == "settings"
+    assert any("'settings/global' is one document" in n for n in got.notes)

@@ -61,6 +61,9 @@ def route_event(b: Builder, inst: Instance, name: str, criteria: dict[str, tuple
             b.problem(inst, "matching_criteria.document", f"path pattern {doc[0]!r}: only `collection/{{id}}` "
                                                           "(one top-level collection) maps to the system file")
             return
+        if doc[1] != "match-path-pattern" and not any(c in segments[1] for c in "{*"):
+            b.note(inst, f"document {doc[0]!r} is one document; the system file's trigger watches the whole "
+                         f"collection {segments[0]}")
         database = criteria.get("database", ("(default)", None))[0]
         trig: dict[str, Any] = {"name": name, "collection": segments[0], "events": [change], "target": dest}
         if database != "(default)":
