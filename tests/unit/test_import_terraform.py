@@ -270,8 +270,18 @@ def test_the_shop_fixture_imports_into_files_that_validate(tmp_path: Path) -> No
     assert "orders-archive" not in subs  # the Cloud Storage subscription is left out, and said so
     text = out.read_text()
     assert "google_pubsub_subscription.orders_archive: a Cloud Storage subscription" in text.split("\nname:")[0]
-    assert "left out: main.tf:338: google_compute_network.vpc" in res.output
-    assert "fill `command:`" in text and "run.invoker on billing-worker" in text
+    assert "left out: main.tf:346: google_compute_network.vpc" in res.output
+    assert "fill `command:`" in text
+    # run.invoker IAM members -> the allow-lists; push and trigger identities
+    services = {s.name: s for s in system.services}
+    pusher = "shop-pusher@shop-prod-4411.iam.gserviceaccount.com"
+    runner = "shop-runner@shop-prod-4411.iam.gserviceaccount.com"
+    assert services["billing-worker"].invokers == [f"serviceAccount:{pusher}"]
+    assert services["shipping-worker"].invokers == [f"serviceAccount:{pusher}", f"serviceAccount:{runner}"]
+    assert services["shop-api"].invokers == ["allUsers"]
+    assert services["receipt-mailer"].invokers is None  # no IAM in the Terraform: the schema's default
+    assert subs["billing-orders"].service_account == pusher
+    assert trigger.service_account == runner
 
 
 def test_a_foreign_configuration_imports_too() -> None:
@@ -413,49 +423,31 @@ def _map(directory: Path):
     return b
 
 
-def _member(value: str) -> str:
-    # The member kinds an allow-list might take (groups left out, as the one in progress does).
-    if value != "allUsers" and value.partition(":")[0] not in ("serviceAccount", "user"):
-        raise ValueError(f"not a member this allow-list takes: {value}")
-    return value
-
-
-def test_identities_are_carried_once_the_schema_has_them(monkeypatch) -> None:
-    from typing import Annotated
-
-    from pydantic import AfterValidator
-
+def test_identities_are_carried_as_far_as_the_schema_takes_them(monkeypatch) -> None:
     from surgesim.importers.terraform import mapping
-    from surgesim.schema.system import Service, Subscription, Trigger
+    from surgesim.schema.common import Strict
 
     case = FIXTURES / "types" / "run_invoker_iam"
     b = _map(case)
-    assert "invokers" not in b.services["private"]
-    assert any("run.invoker on private" in n and "serviceAccount:caller@acme-test-01" in n for n in b.notes)
-
-    class WithInvokers(Service):
-        invokers: list[Annotated[str, AfterValidator(_member)]] | None = None
-
-    class WithPushIdentity(Subscription):
-        service_account: str | None = None
-
-    class WithTriggerIdentity(Trigger):
-        service_account: str | None = None
-
-    monkeypatch.setattr(mapping, "Service", WithInvokers)
-    monkeypatch.setattr(mapping, "Subscription", WithPushIdentity)
-    monkeypatch.setattr(mapping, "Trigger", WithTriggerIdentity)
-    b = _map(case)
     assert b.services["private"]["invokers"] == [
         "serviceAccount:caller@acme-test-01.iam.gserviceaccount.com", "user:ops@example.com"]
+    # A group is not a member the allow-list takes: left out, and said so.
     assert any("member group:team@example.com on private" in n and "left out" in n for n in b.notes)
     assert any("roles/run.viewer" in s for s in b.skipped)  # not an invoker role
 
+    # A schema without allow-lists or identities (as before they existed): notes, nothing carried.
+    class Bare(Strict):
+        name: str
+
+    for model in ("Service", "Subscription", "Trigger"):
+        monkeypatch.setattr(mapping, model, Bare)
+    b = _map(case)
+    assert "invokers" not in b.services["private"]
+    assert any("run.invoker on private" in n and "no invoker allow-list" in n for n in b.notes)
     b = _map(SHOP)
-    assert b.subscriptions["billing-orders"]["service_account"] == "shop-pusher@shop-prod-4411.iam.gserviceaccount.com"
-    assert b.triggers["order-written"]["service_account"] == "shop-runner@shop-prod-4411.iam.gserviceaccount.com"
-    assert b.services["shop-api"]["invokers"] == ["allUsers"]
-    assert not any("oidc_token" in n or "service_account shop-runner" in n for n in b.notes)
+    assert "service_account" not in b.subscriptions["billing-orders"]
+    assert "service_account" not in b.triggers["order-written"]
+    assert any("oidc_token" in n for n in b.notes) and any("service_account shop-runner" in n for n in b.notes)
 
 
 def test_a_missing_required_attribute_is_named(tmp_path: Path) -> None:
