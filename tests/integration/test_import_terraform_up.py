@@ -1,6 +1,7 @@
 """An imported system runs under `surgesim up` once a service's `command:` is filled: the
 push subscription imported from Terraform (endpoint = the service's uri + a path, with a
-filter) delivers to the user's own process at that path, and only what the filter passes."""
+filter and an OIDC identity) delivers to the user's own process at that path, through the
+run.invoker allow-list imported from the IAM members, and only what the filter passes."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length") or 0))
         with open(sys.argv[1], "a") as f:
-            f.write(json.dumps({"path": self.path, "body": body.decode()}) + "\\n")
+            f.write(json.dumps({"path": self.path, "body": body.decode(),
+                                "auth": self.headers.get("authorization") or self.headers.get("x-serverless-authorization") or ""}) + "\\n")
         self.send_response(204); self.end_headers()
 
     def log_message(self, *args):
@@ -53,8 +55,10 @@ def _received(path: Path) -> list[dict]:
     for line in path.read_text().splitlines():
         rec = json.loads(line)
         message = json.loads(rec["body"])["message"]
+        token = rec["auth"].removeprefix("Bearer ")
+        claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "==")) if token.count(".") == 2 else {}
         out.append({"path": rec["path"], "attributes": message.get("attributes", {}),
-                    "data": base64.b64decode(message.get("data", "")).decode()})
+                    "data": base64.b64decode(message.get("data", "")).decode(), "email": claims.get("email")})
     return out
 
 
@@ -99,6 +103,9 @@ def test_up_runs_an_imported_system_with_a_filled_command(gcp, tmp_path):
         assert {r["path"] for r in got} == {"/pubsub/orders"}  # push_path from the Terraform endpoint
         assert [r["data"] for r in got] == ["placed-1"]  # the Terraform filter held back the other
         assert got[0]["attributes"]["kind"] == "OrderPlaced"
+        # The push carried the identity from the Terraform's oidc_token, which the imported
+        # run.invoker allow-list of billing-worker lets through.
+        assert got[0]["email"] == f"shop-pusher@{project}.iam.gserviceaccount.com"
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0, out.read_text()
     finally:
