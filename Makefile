@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration bench clean
+.PHONY: install demo test test-unit test-integration lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo "installing surgesim and its pinned dependencies into $(VENV) (about a minute; pip's output: $(VENV)/install.log)"
@@ -25,6 +25,9 @@ test: install
 
 test-unit: install
 	$(PY) -m pytest -m "not integration"
+
+lint: install
+	VENV=$(VENV) bash .ci/lint
 
 test-integration: install
 	$(PY) -m pytest -m integration
