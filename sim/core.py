@@ -16,33 +16,62 @@ def rng_for(seed: int, name: str) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), zlib.crc32(name.encode())])))
 
 
-_SHAPES: dict[int, tuple[object, float, float]] = {}
+_SAMPLERS: dict[int, tuple[object, object]] = {}
 
 
-def _shape(latency) -> tuple[float, float]:
-    """(p50, sigma) of a Latency, computed once per object (sigma is a property)."""
-    hit = _SHAPES.get(id(latency))
-    if hit is None or hit[0] is not latency:
-        hit = _SHAPES[id(latency)] = (latency, float(latency.p50), float(latency.sigma))
-    return hit[1], hit[2]
+def _sampler(latency):
+    """A function (n, rng) -> n draws for one schema Latency, built once per object."""
+    hit = _SAMPLERS.get(id(latency))
+    if hit is not None and hit[0] is latency:
+        return hit[1]
+    dist = latency.dist
+    if dist is None:
+        dist = "lognormal" if latency.sigma > 0 else "constant"
+    if dist == "constant":
+        v = float(latency.p50)
+        fn = lambda n, rng: np.full(n, v)  # noqa: E731
+    elif dist == "lognormal":
+        p50, sigma = float(latency.p50), float(latency.sigma)
+
+        def fn(n, rng):
+            x = rng.standard_normal(n)
+            x *= sigma
+            np.exp(x, out=x)
+            x *= p50
+            return x
+    elif dist == "exponential":
+        mean = float(latency.mean)
+
+        def fn(n, rng):
+            x = rng.standard_exponential(n)
+            x *= mean
+            return x
+    elif dist in ("gamma", "erlang"):
+        shape = float(latency.k) if dist == "erlang" else 1.0 / float(latency.cv) ** 2
+        scale = float(latency.mean) / shape
+        fn = lambda n, rng: rng.gamma(shape, scale, n)  # noqa: E731
+    elif dist == "uniform":
+        lo, hi = float(latency.min), float(latency.max)
+        fn = lambda n, rng: rng.uniform(lo, hi, n)  # noqa: E731
+    elif dist == "empirical":
+        xs, fs = (np.asarray(v, dtype=np.float64) for v in latency.cdf_points())
+        fn = lambda n, rng: np.interp(rng.random(n), fs, xs)  # noqa: E731
+    else:  # pragma: no cover - the schema allows no other
+        raise ValueError(dist)
+    _SAMPLERS[id(latency)] = (latency, fn)
+    return fn
 
 
 def sample(latency, n: int, rng: np.random.Generator) -> np.ndarray:
-    """n draws of a schema Latency: log-normal fitted to p50/p99, or a constant."""
+    """n draws of a schema Latency (surgesim.schema.common.Latency: constant, log-normal,
+    exponential, gamma/Erlang, uniform or empirical), vectorised."""
     if latency is None or n == 0:
         return np.zeros(n)
     if isinstance(latency, dict):  # a schema default_factory left unvalidated
         from surgesim.schema import Latency
 
         latency = Latency.model_validate(latency)
-    p50, sigma = _shape(latency)
-    if sigma == 0.0:
-        return np.full(n, p50)
-    x = rng.standard_normal(n)
-    x *= sigma
-    np.exp(x, out=x)
-    x *= p50
-    return x
+    return _sampler(latency)(n, rng)
 
 
 class AttrTable:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import simpy
 
+from surgesim.histogram import Histogram
 from surgesim.pubsub_filter import parse_filter
 from surgesim.sim import traffic
 from surgesim.sim.broker import Broker, SubState
@@ -477,8 +478,32 @@ class Engine:
         lat, lag = {}, {}
         for path, h in sorted(self.metrics.totals.items()):
             kind, _, entity = path.partition("/")
-            (lat if kind == "latency" else lag)[entity] = h.summary()
+            if kind in ("latency", "lag"):
+                (lat if kind == "latency" else lag)[entity] = h.summary()
         return lat, lag
+
+    def wait_summaries(self) -> dict:
+        """Queueing delay per service and per channel (route, subscription, trigger):
+        count, mean, p50..max of the waits and pwait, the fraction that waited at all
+        (longer than the histograms' 1 us floor). A service's entry merges its channels."""
+        out: dict[str, dict] = {}
+        merged: dict[str, Histogram] = {}
+        for path, h in sorted(self.metrics.totals.items()):
+            kind, _, entity = path.partition("/")
+            if kind != "wait":
+                continue
+            out[entity] = wait_summary(h)
+            svc = entity.partition(".")[0]
+            merged.setdefault(svc, Histogram()).merge(h)
+        for svc, h in merged.items():
+            out[svc] = wait_summary(h)
+        return dict(sorted(out.items()))
+
+    def queue_stats(self) -> dict:
+        """How each node's messages were queued (docs/simulator.md): every start is FCFS
+        over the slots; `vectorised` counts the messages placed by the vectorised no-wait
+        check, `per_message` those placed one by one (a queue stood, or `--exact`)."""
+        return {name: dict(node.qstats) for name, node in sorted(self.nodes.items()) if node.qstats["steps"]}
 
     def fault_events(self) -> list[dict]:
         ev = []
@@ -495,6 +520,12 @@ class Engine:
                        "start_s": w.at, "end_s": w.at + w.duration,
                        "details": {"name": w.name, "ramp_s": w.ramp, "rates": dict(w.rates), "multiply": dict(w.multiply)}})
         return ev
+
+
+def wait_summary(h: Histogram) -> dict:
+    out = h.summary()
+    out["pwait"] = 1.0 - float(h.counts[0]) / h.count if h.count else None
+    return out
 
 
 def run(exp, *, seed: int | None = None, exact: bool = False, progress=None) -> Engine:

@@ -140,6 +140,23 @@ class Metrics:
         else:
             self._add(path, cur[1], values)
 
+    def record_zeros(self, path: str, t: float, n: int) -> None:
+        """n samples of 0 (e.g. waits of a batch nobody waited in), without binning each."""
+        if n <= 0:
+            return
+        hw = int(t // self.hist_window)
+        cur = self._hist_cur.get(path)
+        if cur is None or cur[0] != hw:
+            self.record(path, t, np.zeros(1))
+            n -= 1
+            if n == 0:
+                return
+            cur = self._hist_cur[path]
+        cur[1][0] += n
+        tot = self.totals[path]
+        tot.count += n
+        tot.min = 0.0
+
     def _take(self, path: str, counts: np.ndarray) -> None:
         pend = self._hist_pending.get(path)
         if pend:

@@ -2,16 +2,20 @@
 instances x concurrency slots, with an autoscaler.
 
 Every step the node takes the messages and requests that arrived, samples their handler
-times, then gives each a start time from one of two queue disciplines:
+times, then gives each a start time: first-come-first-served over the slots, keeping each
+slot's next free time (the Kiefer-Wolfowitz recursion). That is exact for FCFS G/G/c, and
+computed one of two ways, with the same result:
 
-- per message (exact): first-come-first-served over the slots, keeping each slot's next
-  free time in a heap (the Kiefer-Wolfowitz recursion). Exact for FCFS G/G/c; ~1 us per
-  message. Used when a step brings at most `exact_below` arrivals, and everywhere with
-  `--exact`.
-- fluid (fast): the slots as one server of c-fold speed, solved for a whole step at once
-  with the Lindley recursion as a cumulative sum (waits w = S - min(S, 0) prefix-min).
-  Waits are exact when no queue forms and converge to G/G/c's in heavy traffic; in
-  between they are slightly pessimistic. Sojourn is wait + the full handler time.
+- vectorised, while no message waits: with every start equal to its arrival, a message
+  finds a free slot iff fewer than c of the slots' carried free times and the earlier
+  messages' departures (arrival + handler time) lie after its arrival. NumPy checks that
+  for the whole step (a sort and two searchsorted calls); the prefix of the step where it
+  holds starts at arrival, and the slots then hold the c latest of those free times.
+- per message, from the first message that would wait: a heap of the slots' free times,
+  ~1 us per message, until a later vectorised check finds the queue gone again.
+
+`--exact` forces the per-message loop everywhere (the reference the tests compare with).
+Which way each node's messages went is counted in `qstats` (summary.json `engine.nodes`).
 
 The wait is time in the subscription backlog for messages (Pub/Sub holds them until the
 subscriber takes them, within flow control) and Cloud Run's pending queue for requests
@@ -37,6 +41,11 @@ EVENTARC_MIN_BACKOFF_S = 10.0
 EVENTARC_MAX_BACKOFF_S = 600.0
 EVENTARC_RETENTION_S = 86400.0
 """Eventarc gives up on an event it could not deliver for 24 hours (its Pub/Sub retention)."""
+VECTOR_CHUNK = 128
+"""Messages queued one by one (doubling while the queue stands) before the vectorised
+no-wait check is tried again."""
+VECTOR_WINDOW = 4096
+"""Arrivals the vectorised check looks at, at least, per try."""
 
 
 def is_sorted(a: np.ndarray) -> bool:
@@ -92,7 +101,12 @@ class ServiceNode:
         self.idle_since: float | None = None
         self.U = 0.0  # fluid: unfinished work in slot-seconds, measured at tU
         self.tU = 0.0
-        self.heap: list[float] | None = None
+        self.heap: list[float] | None = None  # the slots' next free times
+        # How this node's messages were queued: in the vectorised no-wait stretches or one
+        # by one (summary.json engine.nodes).
+        self.waited_now = False
+        self.chunk = VECTOR_CHUNK
+        self.qstats = {"vectorised": 0, "per_message": 0, "waited": 0, "steps": 0, "steps_queued": 0}
         self.busy = 0.0  # slot-seconds started in this step
         self.down: list[tuple[float, float]] = []
         self.bad: list[tuple[float, float, Any]] = []
@@ -320,10 +334,19 @@ class ServiceNode:
             ao, so, ro = a[order], s[order], can_reject[order]
         at_max = (not self.is_service) or (self.ready + len(self.pending) >= self.plan.max_instances)
         timeout = self.plan.pending_timeout if self.is_service else math.inf
+        rej = ro if at_max else np.zeros(n, bool)
         if self.eng.exact or n <= self.eng.exact_below:
-            st = self._exact(ao, so, ro if at_max else np.zeros(n, bool), timeout, c, t0, t1)
+            st = self._exact(ao, so, rej, timeout, c, t0, t1)
+            self.qstats["per_message"] += n
         else:
-            st = self._fluid(ao, so, ro if at_max else np.zeros(n, bool), timeout, c, t1)
+            st = self._vectorised(ao, so, rej, timeout, c, t0, t1)
+        q = self.qstats
+        q["steps"] += 1
+        waited = int(np.count_nonzero(st > ao))
+        self.waited_now = waited > 0
+        if waited:
+            q["waited"] += waited
+            q["steps_queued"] += 1
         if order is None:
             start = st
         else:
@@ -344,18 +367,24 @@ class ServiceNode:
         self.tU = ready_at
         self.heap = [ready_at] * self.slots()
 
-    def _exact(self, a, s, rej, timeout, c, t0, t1) -> np.ndarray:
+    def _slots_heap(self, c: int, t0: float) -> list[float]:
+        """The slots' next free times, resized to c slots (new slots are free at t0; when
+        slots go away, the ones that free up first go)."""
         heap = self.heap
         if heap is None:
             base = self.tU + (self.U / c if c else 0.0)
-            heap = [max(base, 0.0)] * c if self.U > 0 else [min(self.tU, t0)] * c
-        elif len(heap) != c:
+            return [max(base, 0.0)] * c if self.U > 0 else [min(self.tU, t0)] * c
+        if len(heap) != c:
             heap = sorted(heap)
             if len(heap) < c:
                 heap += [t0] * (c - len(heap))
             else:
                 heap = heap[len(heap) - c:]
             heapq.heapify(heap)
+        return heap
+
+    def _exact(self, a, s, rej, timeout, c, t0, t1) -> np.ndarray:
+        heap = self._slots_heap(c, t0)
         out = np.empty(a.shape[0])
         al, sl, rl = a.tolist(), s.tolist(), rej.tolist()
         replace = heapq.heapreplace
@@ -373,31 +402,57 @@ class ServiceNode:
         self.tU = t1
         return out
 
-    def _fluid(self, a, s, rej, timeout, c, t1) -> np.ndarray:
-        self.heap = None
-        w = self._lindley(a, s, c)
-        if rej.any():
-            out = rej & (w > timeout)
-            if out.any():
-                keep = ~out
-                w2 = self._lindley(a[keep], s[keep], c)
-                w = np.full(a.shape[0], np.nan)
-                w[keep] = w2
-                a_k, s_k, w_k = a[keep], s[keep], w2
-                self._carry(a_k, s_k, w_k, c, t1)
-                return a + w
-        self._carry(a, s, w, c, t1)
-        return a + w
-
-    def _lindley(self, a, s, c) -> np.ndarray:
-        return lindley(a, s, c, self.U, self.tU)
-
-    def _carry(self, a, s, w, c, t1) -> None:
-        if a.shape[0] == 0:
-            self.U = max(0.0, self.U - (t1 - self.tU) * c)
-        else:
-            self.U = max(0.0, (w[-1] + s[-1] / c - (t1 - a[-1])) * c)
+    def _vectorised(self, a, s, rej, timeout, c, t0, t1) -> np.ndarray:
+        """The same FCFS starts as _exact: vectorised over the stretches where nobody waits,
+        per message where a queue stands. Tries the vectorised check again after each
+        per-message chunk, the chunk doubling while the queue persists."""
+        n = a.shape[0]
+        out = np.empty(n)
+        heap = self._slots_heap(c, t0)
+        i, chunk = 0, self.chunk
+        q = self.qstats
+        while i < n:
+            # The check over a window at a time: a stretch's verdict needs only what came
+            # before it, and a standing queue then costs little more than the loop itself.
+            w = min(n, i + max(VECTOR_WINDOW, 8 * chunk))
+            k = self._no_wait_prefix(a[i:w], s[i:w], heap, c)
+            if k:
+                out[i:i + k] = a[i:i + k]
+                freed = np.concatenate([np.asarray(heap), a[i:i + k] + s[i:i + k]])
+                if freed.shape[0] > c:
+                    freed = np.partition(freed, freed.shape[0] - c)[freed.shape[0] - c:]
+                heap = freed.tolist()
+                heapq.heapify(heap)
+                q["vectorised"] += k
+                i += k
+                if i == w:
+                    continue  # the whole window started at arrival
+            chunk = VECTOR_CHUNK if k >= VECTOR_CHUNK else 2 * chunk
+            j = min(n, i + chunk)
+            self.heap = heap
+            out[i:j] = self._exact(a[i:j], s[i:j], rej[i:j], timeout, c, t0, t1)
+            heap = self.heap
+            q["per_message"] += j - i
+            i = j
+        self.chunk = chunk  # a queue that stood at the step's end is likely there next step
+        self.heap = heap
+        self.U = sum(f - t1 for f in heap if f > t1)
         self.tU = t1
+        return out
+
+    @staticmethod
+    def _no_wait_prefix(a, s, heap: list[float], c: int) -> int:
+        """How many of the sorted arrivals a, from the first, start at arrival. With no
+        wait before message i, the slots busy at a_i are the carried free times after a_i
+        plus the earlier departures a_j + s_j after a_i; i waits iff that is c or more.
+        (Departures equal to a_i count as busy: the check may stop early, never late.)"""
+        n = a.shape[0]
+        hs = np.sort(np.asarray(heap))
+        busy = c - np.searchsorted(hs, a, side="right")
+        d = np.sort(a + s)
+        busy += np.arange(n) - np.searchsorted(d, a, side="left")
+        bad = np.flatnonzero(busy >= c)
+        return int(bad[0]) if bad.size else n
 
     # ---- outcomes ----------------------------------------------------------------------
 
@@ -407,6 +462,15 @@ class ServiceNode:
         # Only requests can be rejected (start NaN); messages always get a start.
         served = ~np.isnan(start) if ch.kind == "route" else None
         done = start + svc
+        if self.is_service:
+            # Queueing delay at this node: from arrival (a request's send, a message's
+            # delivery time) to the start on a slot. P(wait) reads bucket 0 (no wait).
+            path = f"wait/{self.name}.{ch.name}"
+            if not self.waited_now:
+                m.record_zeros(path, t0, len(b) if served is None else int(np.count_nonzero(served)))
+            else:
+                wait = start - b.t
+                m.record(path, t0, wait if served is None or served.all() else wait[served])
         fail = res.fail if res is not None else np.zeros(len(b), bool)
         if res is not None:
             ch.handler.apply(res, b, start if served is None or served.all() else np.where(served, start, 0.0), served)

@@ -203,6 +203,7 @@ def _snapshot(eng: Engine, cut: Cut) -> dict:
         "subs": {n: (st.totals, st.dl_attempts, st.structural_backlog(eng.duration))
                  for n, st in eng.broker.subs.items() if n in cut.subscriptions},
         "nodes": {n: dict(eng.nodes[n].totals) for n in cut.services},
+        "qstats": {n: dict(eng.nodes[n].qstats) for n in sorted(owned) if n in eng.nodes},
         "firestore": eng.stores.firestore,
         "bigquery": eng.stores.bigquery,
     }
@@ -233,6 +234,8 @@ def _adopt(eng: Engine, snap: dict) -> None:
         st.totals, st.dl_attempts, st.adopted_backlog = dict(totals), list(dl_attempts), int(backlog)
     for name, totals in snap["nodes"].items():
         eng.nodes[name].totals = totals
+    for name, q in snap["qstats"].items():
+        eng.nodes[name].qstats = q
     for store in ("firestore", "bigquery"):
         mine = getattr(eng.stores, store)
         for name, tot in snap[store].items():

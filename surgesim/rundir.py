@@ -56,12 +56,15 @@ METRICS = {
     "latency_p99": "run.googleapis.com/request_latencies/p99",
     "lag_p50": "surgesim/subscription/end_to_end_lag/p50",
     "lag_p99": "surgesim/subscription/end_to_end_lag/p99",
+    "wait_p50": "surgesim/service/queue_wait/p50",
+    "wait_p99": "surgesim/service/queue_wait/p99",
 }
 GAUGES = {"backlog", "oldest_unacked", "instances", "utilisation"}
 """Metrics whose value is a level at the window's end; the rest count events in the window."""
 
 # Histogram paths: "latency/<service>.<route>" for HTTP accept latency, "lag/<subscription>"
-# for publish -> handler done.
+# for publish -> handler done, "wait/<service>.<channel>" for queueing delay at a service
+# (arrival to start on a slot; channel: a route, subscription or trigger).
 LATENCY = "latency"
 LAG = "lag"
 

@@ -11,6 +11,13 @@ comes from:
         pXX / max / mean over the windows' levels; final = the last window's level;
         total = sum of levels (rarely useful); drain (backlog only, below)
 
+    wait.SERVICE[.CHANNEL]    histograms `wait/...`: queueing delay, arrival to start on a slot
+                              (CHANNEL: a route, subscription or trigger; a service merges them)
+        p50 .. max, mean, total as for latency
+    pwait.SERVICE[.CHANNEL]   the same histograms: the fraction of arrivals that waited (bucket 0
+                              holds the waits under 1 us); mean = over the whole run; max, pXX,
+                              final over the histogram windows' fractions
+
     dlq.SUBSCRIPTION          dead_lettered counts of that subscription
     rejected / errors.SERVICE counts per window
         total, final and max = the cumulative count (so `max(dlq.x) == 0` reads naturally);
@@ -161,8 +168,27 @@ def drain_time(times: np.ndarray, values: np.ndarray, step: float, events: list[
     return math.inf if rose is not None else longest
 
 
+def _pwait_value(run: Run, slo: Slo) -> float | None:
+    """Fraction of arrivals that waited: over the run (mean, total) or per histogram window."""
+    h = run.histograms
+    path = f"wait/{slo.entity}"
+    rows = h[(h["path"] == path) | h["path"].str.startswith(path + ".")]
+    if not len(rows):
+        return None
+    counts = rows["count"].to_numpy(dtype=np.float64)
+    waited = np.where(rows["bucket"].to_numpy() == 0, 0.0, counts)
+    if slo.func in ("mean", "total"):
+        return float(waited.sum() / counts.sum())
+    per = pd.DataFrame({"t": rows["time_s"].to_numpy(), "n": counts, "w": waited}).groupby("t", sort=True).sum()
+    return _gauge_value((per["w"] / per["n"]).to_numpy(), slo.func)
+
+
 def observe(run: Run, scenario: Any, slo: Slo) -> float | None:
     """The observed value of one SLO; None when there is no data (or it never drained)."""
+    if slo.metric == "wait":
+        return _histogram_value(run, slo)
+    if slo.metric == "pwait":
+        return _pwait_value(run, slo)
     if slo.metric in ("latency", "lag"):
         return _histogram_value(run, slo)
     if slo.metric in COUNTS:
@@ -194,7 +220,7 @@ def verdict(results: list[dict]) -> str:
 def _show(value: float | None, slo: Slo | None) -> str:
     if value is None:
         return "inf" if slo is not None and slo.func == "drain" else "no data"
-    timed = slo is not None and (slo.metric in ("latency", "lag", "oldest_unacked") or slo.func == "drain")
+    timed = slo is not None and (slo.metric in ("latency", "lag", "oldest_unacked", "wait") or slo.func == "drain")
     if timed:
         return f"{value * 1000:.4g}ms" if value < 1 else f"{value:.4g}s"
     return f"{value:.6g}"

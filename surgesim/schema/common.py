@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, model_validator
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -135,30 +136,305 @@ PubSubName = Annotated[str, AfterValidator(_pubsub_name)]
 ServiceId = Annotated[str, AfterValidator(_service_id)]
 
 
+Z99 = 2.3263478740408408
+"""The standard normal's 99th percentile."""
+
+DISTS = ("constant", "lognormal", "exponential", "gamma", "erlang", "uniform", "empirical")
+_DIST_KEYS = {
+    # dist: (required key sets, any one of which is enough; optional keys)
+    "constant": ([{"value"}], set()),
+    "lognormal": ([{"p50", "p99"}, {"mean", "cv"}], set()),
+    "exponential": ([{"mean"}], set()),
+    "gamma": ([{"mean", "cv"}], set()),
+    "erlang": ([{"mean", "k"}], set()),
+    "uniform": ([{"min", "max"}], set()),
+    "empirical": ([{"file"}, {"samples"}, {"histogram"}], set()),
+}
+_DERIVED = ("p50", "p99", "mean")
+
+
+def _gamma_cdf(shape: float, x: float) -> float:
+    """Regularised lower incomplete gamma P(shape, x), by its power series (the few calls
+    the schema makes, for a distribution's p50/p99, need no library)."""
+    if x <= 0:
+        return 0.0
+    term = total = 1.0 / shape
+    n = 0
+    while abs(term) > 1e-15 * abs(total) and n < 100_000:
+        n += 1
+        term *= x / (shape + n)
+        total += term
+    return min(1.0, math.exp(-x + shape * math.log(x) - math.lgamma(shape)) * total)
+
+
+def _gamma_quantile(shape: float, scale: float, q: float) -> float:
+    lo, hi = 0.0, max(1.0, shape) * 4.0
+    while _gamma_cdf(shape, hi) < q:
+        hi *= 2.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if _gamma_cdf(shape, mid) < q:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi) * scale
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be finite, got {value!r}")
+    return float(value)
+
+
+def _read_latencies(path: Path) -> tuple[list[float] | None, list[tuple[float, float]] | None]:
+    """A CSV of measured latencies: one column of values (one a line), or two columns
+    `upper,count` (a histogram: bucket upper bounds and counts). Values are durations
+    (`12ms`, `1.5s`) or bare numbers in the header's unit (`latency_ms`, `seconds`...;
+    seconds when the header names none). A first line that is not a value is a header."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"empirical file {str(path)!r} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read empirical file {str(path)!r}: {exc}") from None
+    rows = [(n + 1, [c.strip() for c in line.split(",")]) for n, line in enumerate(text.splitlines())
+            if line.strip() and not line.lstrip().startswith("#")]
+    if not rows:
+        raise ValueError(f"empirical file {path.name!r} has no values")
+    unit = 1.0
+    try:
+        parse_duration(rows[0][1][0])
+    except ValueError:
+        head = ",".join(rows[0][1]).lower()
+        unit = 0.001 if ("ms" in head or "milli" in head) else 1e-6 if ("us" in head or "micro" in head) else 1.0
+        rows = rows[1:]
+    if not rows:
+        raise ValueError(f"empirical file {path.name!r} has no values")
+    width = len(rows[0][1])
+    for line, cells in rows:
+        if len(cells) != width or width not in (1, 2):
+            raise ValueError(f"empirical file {path.name!r} line {line}: expected one column of latencies "
+                             "or two (upper,count) on every line")
+
+    def value(cell: str, line: int) -> float:
+        try:
+            v = parse_duration(cell)
+        except ValueError:
+            raise ValueError(f"empirical file {path.name!r} line {line}: expected a latency, got {cell!r}") from None
+        return v if any(ch.isalpha() for ch in cell) else v * unit
+
+    if width == 1:
+        return [value(cells[0], line) for line, cells in rows], None
+    hist = []
+    for line, (up, cnt) in rows:
+        try:
+            c = float(cnt)
+        except ValueError:
+            raise ValueError(f"empirical file {path.name!r} line {line}: count must be a number, got {cnt!r}") from None
+        hist.append((value(up, line), c))
+    return None, hist
+
+
+def _cdf_points(samples: list[float] | None, histogram: list[tuple[float, float]] | None) -> tuple[list[float], list[float]]:
+    """(x, F) of a piecewise-linear CDF: between sorted samples, or uniform within each
+    histogram bucket (the first from 0)."""
+    if samples is not None:
+        xs = sorted(samples)
+        if len(xs) == 1:
+            return [xs[0], xs[0]], [0.0, 1.0]
+        return xs, [i / (len(xs) - 1) for i in range(len(xs))]
+    assert histogram is not None
+    total = sum(c for _, c in histogram)
+    xs, fs, acc = [0.0], [0.0], 0.0
+    for up, c in histogram:
+        acc += c
+        xs.append(up)
+        fs.append(acc / total)
+    return xs, fs
+
+
+def _interp(q: float, xs: list[float], fs: list[float]) -> float:
+    for i in range(1, len(xs)):
+        if fs[i] >= q:
+            span = fs[i] - fs[i - 1]
+            return xs[i] if span <= 0 else xs[i - 1] + (xs[i] - xs[i - 1]) * (q - fs[i - 1]) / span
+    return xs[-1]
+
+
 class Latency(Strict):
-    """A latency distribution. With p99 it is a log-normal fitted to p50 and p99;
-    without it, a constant. Heavy tails are what make queues interesting, so log-normal
-    is the default rather than exponential."""
+    """A latency distribution, written one of these ways:
 
-    p50: Duration
+    - `5ms` or `{p50: 5ms}`: a constant; `{p50: 20ms, p99: 80ms}`: a log-normal fitted to
+      the two percentiles (heavy tails are what make queues interesting);
+    - `{dist: constant, value: 5ms}`; `{dist: exponential, mean: 100ms}`;
+      `{dist: gamma, mean: 100ms, cv: 0.5}` (cv = standard deviation / mean);
+      `{dist: erlang, mean: 100ms, k: 4}` (gamma with cv = 1/sqrt(k));
+      `{dist: lognormal, p50: .., p99: ..}` or `{dist: lognormal, mean: .., cv: ..}`;
+      `{dist: uniform, min: 10ms, max: 30ms}`;
+    - `{dist: empirical, file: latencies.csv}` (measured latencies, path relative to the
+      YAML file: one column of values, or `upper,count` rows of a histogram),
+      `{dist: empirical, samples: [12ms, 15ms, ...]}` or
+      `{dist: empirical, histogram: [[10ms, 40], [20ms, 55], ...]}`; sampled from the
+      piecewise-linear CDF through the samples (or uniform within each bucket).
+
+    After validation p50, p99 (None for a constant) and mean are filled for every form:
+    the live harness's fakes take a latency as p50/p99."""
+
+    dist: Literal["constant", "lognormal", "exponential", "gamma", "erlang", "uniform", "empirical"] | None = None
+    """None: the p50/p99 form (constant without p99, log-normal with it)."""
+    p50: Duration | None = None
     p99: Duration | None = None
+    mean: Duration | None = None
+    cv: float | None = None
+    """Coefficient of variation (standard deviation / mean) of gamma and lognormal."""
+    k: PositiveInt | None = None
+    """Erlang's number of phases."""
+    value: Duration | None = None
+    min: Duration | None = None
+    max: Duration | None = None
+    file: str | None = None
+    """Empirical: a CSV of measured latencies, relative to the YAML file that names it."""
+    samples: list[Duration] | None = None
+    histogram: list[tuple[Duration, Annotated[float, Field(ge=0)]]] | None = None
+    """Empirical: [upper bound, count] per bucket, bounds increasing, the first bucket from 0."""
 
-    @model_validator(mode="after")
-    def _ordered(self) -> "Latency":
-        if self.p99 is not None and self.p99 < self.p50:
-            raise ValueError(f"p99 ({format_duration(self.p99)}) must be >= p50 ({format_duration(self.p50)})")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _derive(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict):
+            return data
+        d = dict(data)
+        dist = d.get("dist")
+        if dist is None:
+            given = {k for k in d if k not in ("p50", "p99")}
+            if given & set(cls.model_fields) - {"dist"}:
+                raise ValueError(f"{', '.join(sorted(given))} need a dist (one of {', '.join(DISTS)}); "
+                                 "without one a latency is {p50} (constant) or {p50, p99} (log-normal)")
+            if "p50" not in d:
+                raise ValueError("give p50 (and p99 for a log-normal), or a dist: one of " + ", ".join(DISTS))
+            p50 = parse_duration(d["p50"])
+            p99 = parse_duration(d["p99"]) if d.get("p99") is not None else None
+            if p99 is not None and p99 < p50:
+                raise ValueError(f"p99 ({format_duration(p99)}) must be >= p50 ({format_duration(p50)})")
+            sigma = math.log(p99 / p50) / Z99 if p99 is not None and p50 > 0 and p99 > p50 else 0.0
+            d["mean"] = p50 * math.exp(sigma ** 2 / 2)
+            return d
+        if dist not in _DIST_KEYS:
+            return d  # the Literal's own error names the choices
+        needs, optional = _DIST_KEYS[dist]
+        user = {k for k in d if k != "dist"}
+        derived = {k for k in _DERIVED if k in user and not any(k in n for n in needs)}
+        extra = user - derived - set().union(*needs) - optional
+        if extra:
+            takes = " or ".join("{" + ", ".join(sorted(n)) + "}" for n in needs)
+            raise ValueError(f"{dist} takes {takes}, not {', '.join(sorted(extra))}")
+        match = [n for n in needs if n <= user]
+        if len(match) != 1:
+            takes = " or ".join("{" + ", ".join(sorted(n)) + "}" for n in needs)
+            got = ", ".join(sorted(user)) or "nothing"
+            raise ValueError(f"{dist} takes {takes}, got {got}")
+        form = match[0]
+        for k in derived:  # a dumped model read back carries its p50/p99/mean
+            d.pop(k)
+
+        def dur(key: str) -> float:
+            return parse_duration(d[key])
+
+        def positive(key: str) -> float:
+            v = _number(d[key], key)
+            if v <= 0:
+                raise ValueError(f"{dist}: {key} must be > 0, got {d[key]!r}")
+            return v
+
+        if dist == "constant":
+            v = dur("value")
+            d.update(p50=v, p99=None, mean=v)
+        elif dist == "exponential":
+            m = dur("mean")
+            d.update(p50=m * math.log(2.0), p99=m * math.log(100.0))
+        elif dist in ("gamma", "erlang"):
+            m = dur("mean")
+            if dist == "erlang":
+                k = d["k"]
+                if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+                    raise ValueError(f"erlang: k must be a whole number >= 1, got {k!r}")
+                shape = float(k)
+            else:
+                shape = 1.0 / positive("cv") ** 2
+            if m <= 0:
+                raise ValueError(f"{dist}: mean must be > 0, got {d['mean']!r}")
+            d.update(p50=_gamma_quantile(shape, m / shape, 0.5), p99=_gamma_quantile(shape, m / shape, 0.99))
+        elif dist == "lognormal":
+            if form == {"p50", "p99"}:
+                p50, p99 = dur("p50"), dur("p99")
+                if p99 < p50:
+                    raise ValueError(f"p99 ({format_duration(p99)}) must be >= p50 ({format_duration(p50)})")
+                if p50 <= 0:
+                    raise ValueError("lognormal: p50 must be > 0")
+                sigma = math.log(p99 / p50) / Z99
+                d["mean"] = p50 * math.exp(sigma ** 2 / 2)
+            else:
+                m, cv = dur("mean"), positive("cv")
+                if m <= 0:
+                    raise ValueError(f"lognormal: mean must be > 0, got {d['mean']!r}")
+                sigma = math.sqrt(math.log1p(cv * cv))
+                p50 = m * math.exp(-sigma * sigma / 2)
+                d.update(p50=p50, p99=p50 * math.exp(Z99 * sigma))
+        elif dist == "uniform":
+            lo, hi = dur("min"), dur("max")
+            if hi < lo:
+                raise ValueError(f"uniform: max ({format_duration(hi)}) must be >= min ({format_duration(lo)})")
+            d.update(p50=(lo + hi) / 2, p99=lo + 0.99 * (hi - lo), mean=(lo + hi) / 2)
+        else:  # empirical
+            samples = hist = None
+            if form == {"file"}:
+                if not isinstance(d["file"], str) or not d["file"]:
+                    raise ValueError(f"empirical: file must be a path, got {d['file']!r}")
+                base = (info.context or {}).get("base_dir") if info is not None else None
+                path = Path(d["file"]) if base is None else Path(base) / d["file"]
+                samples, hist = _read_latencies(path)
+                if samples is not None:
+                    d["samples"] = samples
+                else:
+                    d["histogram"] = hist
+            elif form == {"samples"}:
+                if not isinstance(d["samples"], list) or not d["samples"]:
+                    raise ValueError("empirical: samples must be a non-empty list of latencies")
+                samples = [parse_duration(v) for v in d["samples"]]
+            else:
+                raw = d["histogram"]
+                if not isinstance(raw, list) or not raw:
+                    raise ValueError("empirical: histogram must be a non-empty list of [upper bound, count]")
+                hist = []
+                for row in raw:
+                    if not isinstance(row, (list, tuple)) or len(row) != 2:
+                        raise ValueError(f"empirical: each histogram row is [upper bound, count], got {row!r}")
+                    hist.append((parse_duration(row[0]), _number(row[1], "a histogram count")))
+            if hist is not None:
+                uppers = [u for u, _ in hist]
+                if any(b <= a for a, b in zip(uppers, uppers[1:])):
+                    raise ValueError("empirical: histogram bucket bounds must increase")
+                if any(c < 0 for _, c in hist) or sum(c for _, c in hist) <= 0:
+                    raise ValueError("empirical: histogram counts must be >= 0 and not all 0")
+            if samples is not None and any(v < 0 for v in samples):
+                raise ValueError("empirical: latencies must be >= 0")
+            xs, fs = _cdf_points(samples, hist)
+            area = sum((xs[i] + xs[i - 1]) / 2 * (fs[i] - fs[i - 1]) for i in range(1, len(xs)))
+            d.update(p50=_interp(0.5, xs, fs), p99=_interp(0.99, xs, fs), mean=area)
+        return d
 
     @property
     def sigma(self) -> float:
-        """Log-normal shape: p99 = p50 * exp(2.326 * sigma)."""
-        if self.p99 is None or self.p50 <= 0 or self.p99 == self.p50:
+        """Log-normal shape of the p50/p99 form: p99 = p50 * exp(2.326 * sigma)."""
+        if self.p99 is None or not self.p50 or self.p99 == self.p50:
             return 0.0
-        return math.log(self.p99 / self.p50) / 2.3263478740408408
+        return math.log(self.p99 / self.p50) / Z99
 
-    @property
-    def mean(self) -> float:
-        return self.p50 * math.exp(self.sigma**2 / 2)
+    def cdf_points(self) -> tuple[list[float], list[float]]:
+        """Empirical: (x, F) of the piecewise-linear CDF the simulator samples."""
+        return _cdf_points(self.samples, self.histogram)
 
 
 def latency(value: Any) -> Any:

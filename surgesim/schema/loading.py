@@ -145,7 +145,7 @@ def _validate(doc: _Doc, kind: Kind) -> Any:
         raise SchemaError([f"{doc.name}: expected a {kind} file (a YAML mapping at the top level), "
                            f"got {type(doc.data).__name__ if doc.data is not None else 'an empty file'}"])
     try:
-        model = MODELS[kind].model_validate(doc.data)
+        model = MODELS[kind].model_validate(doc.data, context={"base_dir": str(doc.path.parent)})
     except ValidationError as exc:
         problems = [doc.problem(_clean_loc(e["loc"]), _message(e)) for e in exc.errors()]
         raise SchemaError(doc.duplicates + list(dict.fromkeys(problems))) from None

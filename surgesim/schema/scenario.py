@@ -202,7 +202,8 @@ class Fault(Strict):
 
 
 SLO_FUNCS = ("p50", "p90", "p95", "p99", "p999", "max", "mean", "final", "total", "drain")
-SLO_METRICS = ("latency", "lag", "backlog", "oldest_unacked", "dlq", "instances", "rejected", "errors")
+SLO_METRICS = ("latency", "lag", "backlog", "oldest_unacked", "dlq", "instances", "rejected", "errors",
+               "wait", "pwait")
 _SLO = re.compile(
     r"^\s*(?P<func>[a-z0-9]+)\(\s*(?P<metric>[a-z_]+)\.(?P<entity>[A-Za-z0-9._~%+-]+)\s*\)\s*"
     r"(?P<op><=|>=|==|<|>)\s*(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h)?\s*$"
@@ -216,7 +217,11 @@ class Slo(Strict):
     latency.SERVICE[.ROUTE] is HTTP accept latency; lag.SUBSCRIPTION is publish -> handler
     done; backlog / oldest_unacked / dlq are per subscription; instances / rejected / errors
     per service. drain is how long the backlog was up: from when it first rose above its level
-    before the first fault or wave to when it was back there, whenever the fault ended."""
+    before the first fault or wave to when it was back there, whenever the fault ended.
+    wait.SERVICE[.CHANNEL] is queueing delay (arrival to start on a slot; CHANNEL a route,
+    subscription or trigger), e.g. `p99(wait.command) < 50ms`;
+    pwait.SERVICE[.CHANNEL] the fraction of arrivals that waited: mean over the run, max /
+    pXX / final over the histogram windows, e.g. `max(pwait.eta) < 0.2`."""
 
     text: str
     func: str
