@@ -203,10 +203,20 @@ def _read_latencies(path: Path) -> tuple[list[float] | None, list[tuple[float, f
             if line.strip() and not line.lstrip().startswith("#")]
     if not rows:
         raise ValueError(f"empirical file {path.name!r} has no values")
+    def is_value(cell: str) -> bool:
+        try:
+            float(cell)
+            return True
+        except ValueError:
+            pass
+        try:
+            parse_duration(cell)
+            return True
+        except ValueError:
+            return False
+
     unit = 1.0
-    try:
-        parse_duration(rows[0][1][0])
-    except ValueError:
+    if not is_value(rows[0][1][0]):
         head = ",".join(rows[0][1]).lower()
         unit = 0.001 if ("ms" in head or "milli" in head) else 1e-6 if ("us" in head or "micro" in head) else 1.0
         rows = rows[1:]
@@ -220,10 +230,15 @@ def _read_latencies(path: Path) -> tuple[list[float] | None, list[tuple[float, f
 
     def value(cell: str, line: int) -> float:
         try:
-            v = parse_duration(cell)
+            v = float(cell) * unit  # a bare number, in the header's unit
         except ValueError:
-            raise ValueError(f"empirical file {path.name!r} line {line}: expected a latency, got {cell!r}") from None
-        return v if any(ch.isalpha() for ch in cell) else v * unit
+            try:
+                v = parse_duration(cell)
+            except ValueError:
+                raise ValueError(f"empirical file {path.name!r} line {line}: expected a latency, got {cell!r}") from None
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"empirical file {path.name!r} line {line}: a latency must be finite and >= 0, got {cell!r}")
+        return v
 
     if width == 1:
         return [value(cells[0], line) for line, cells in rows], None
@@ -309,6 +324,9 @@ class Latency(Strict):
         dist = d.get("dist")
         if dist is None:
             given = {k for k in d if k not in ("p50", "p99")}
+            if given == {"mean"} and "p50" in d:  # a dumped model read back: mean was derived
+                given = set()
+                d.pop("mean")
             if given & set(cls.model_fields) - {"dist"}:
                 raise ValueError(f"{', '.join(sorted(given))} need a dist (one of {', '.join(DISTS)}); "
                                  "without one a latency is {p50} (constant) or {p50, p99} (log-normal)")
@@ -331,6 +349,8 @@ class Latency(Strict):
             takes = " or ".join("{" + ", ".join(sorted(n)) + "}" for n in needs)
             raise ValueError(f"{dist} takes {takes}, not {', '.join(sorted(extra))}")
         match = [n for n in needs if n <= user]
+        if dist == "empirical" and "file" in user and len(match) == 2:
+            match = [n for n in match if n != {"file"}]  # a dumped model: the file was read
         if len(match) != 1:
             takes = " or ".join("{" + ", ".join(sorted(n)) + "}" for n in needs)
             got = ", ".join(sorted(user)) or "nothing"

@@ -318,6 +318,10 @@ def scenario_problems(sc: Scenario, system: System, plan: Plan) -> Iterator[tupl
             svc, _, route = slo.entity.partition(".")
             ok = svc in services and (not route or route in {r.name for r in routes_of(system, plan, svc)})
             what = "service[.route]"
+        elif slo.metric in ("wait", "pwait"):
+            svc, _, channel = slo.entity.partition(".")
+            ok = svc in services and (not channel or channel in channels_of(system, plan, svc))
+            what = "service[.route, subscription or trigger]"
         else:
             ok = slo.entity in services
             what = "service"
@@ -349,6 +353,14 @@ def check_problems(sc: Scenario, system: System, plan: Plan) -> Iterator[tuple[t
             if name not in subs | triggers:
                 yield (("checks", "lost", "allow", name),
                        f"{name!r} is neither a subscription nor a trigger of system {system.name!r}")
+
+
+def channels_of(system: System, plan: Plan, service: str) -> set[str]:
+    """What a service takes work from: its routes, the subscriptions it consumes, the
+    triggers that target it (the channels of its `wait/` histograms)."""
+    return ({r.name for r in routes_of(system, plan, service)}
+            | {s.name for s in system.subscriptions if s.consumer == service}
+            | {t.name for t in system.triggers if t.target == service})
 
 
 def routes_of(system: System, plan: Plan, service: str) -> list[Route]:
