@@ -82,6 +82,24 @@ def path_rows(data: RunData, kind: str) -> list[dict]:
     return [{"path": p, **v} for p, v in data.path_summary(kind).items()]
 
 
+def wait_rows(summary: dict) -> list[dict]:
+    """summary.json `wait` (sim runs): each service, then its channels, with how the
+    engine queued the service's arrivals (`engine.nodes`)."""
+    waits = summary.get("wait") or {}
+    nodes = (summary.get("engine") or {}).get("nodes") or {}
+    rows = []
+    for path in sorted(waits, key=lambda p: (p.partition(".")[0], "." in p, p)):
+        svc, _, channel = path.partition(".")
+        engine = ""
+        q = nodes.get(svc)
+        if not channel and q:
+            total = (q.get("vectorised") or 0) + (q.get("per_message") or 0)
+            engine = (f"{q.get('vectorised', 0):,} vectorised, {q.get('per_message', 0):,} per message; "
+                      f"queue in {q.get('steps_queued', 0):,} of {q.get('steps', 0):,} steps") if total else ""
+        rows.append({"path": path, "channel": channel, "engine": engine, **waits[path]})
+    return rows
+
+
 def cost_rows(summary: dict) -> tuple[list[dict], str, str]:
     cost = summary.get("cost") or {}
     day, month = cost.get("per_day") or {}, cost.get("per_month") or {}
@@ -155,7 +173,7 @@ def build_report(run_dir: str | Path) -> Path:
         title=f"{data.summary.get('scenario')} · {data.summary.get('plan')} · {data.summary.get('mode')}",
         h=header(data), story=narrative(data), slos=slo_rows(data.summary), checks=check_rows(data.summary),
         figures=figures,
-        latency=path_rows(data, LATENCY), lag=path_rows(data, LAG), subs=subs,
+        latency=path_rows(data, LATENCY), lag=path_rows(data, LAG), subs=subs, waits=wait_rows(data.summary),
         conservation_ok=bool(cons.get("ok", all(r["ok"] for r in subs))) and all(r["ok"] for r in subs),
         services=service_rows(data.summary), costs=costs, currency=currency, as_of=as_of,
     )

@@ -99,7 +99,7 @@ class ServiceNode:
         self.ready = plan.min_instances if self.is_service else 1
         self.pending: list[float] = []  # ready times of starting instances
         self.idle_since: float | None = None
-        self.U = 0.0  # fluid: unfinished work in slot-seconds, measured at tU
+        self.U = 0.0  # unfinished work in slot-seconds at tU (from the slots' free times)
         self.tU = 0.0
         self.heap: list[float] | None = None  # the slots' next free times
         # How this node's messages were queued: in the vectorised no-wait stretches or one
@@ -563,7 +563,8 @@ class ServiceNode:
 
     def call_inline(self, t: float, route: str | None) -> tuple[float, bool]:
         """A workflow step calling this service: one request, handled now. It waits the
-        current fluid backlog but does not join the queue (workflow calls are few)."""
+        current backlog (unfinished work over the slots) but does not join the queue
+        (workflow calls are few)."""
         ch = self._call_channel(route)
         b = Batch.new(np.array([t]))
         res = ch.handler.run(b)

@@ -300,18 +300,25 @@ class Latency(Strict):
     dist: Literal["constant", "lognormal", "exponential", "gamma", "erlang", "uniform", "empirical"] | None = None
     """None: the p50/p99 form (constant without p99, log-normal with it)."""
     p50: Duration | None = None
+    """Median (the p50/p99 and lognormal forms); filled for every form."""
     p99: Duration | None = None
+    """99th percentile (the p50/p99 and lognormal forms); filled for every form but a constant."""
     mean: Duration | None = None
+    """exponential, gamma, erlang, lognormal with cv; filled for every form."""
     cv: float | None = None
     """Coefficient of variation (standard deviation / mean) of gamma and lognormal."""
     k: PositiveInt | None = None
     """Erlang's number of phases."""
     value: Duration | None = None
+    """constant: the one value."""
     min: Duration | None = None
+    """uniform: lower bound."""
     max: Duration | None = None
+    """uniform: upper bound."""
     file: str | None = None
     """Empirical: a CSV of measured latencies, relative to the YAML file that names it."""
     samples: list[Duration] | None = None
+    """Empirical: measured latencies (filled from a one-column file)."""
     histogram: list[tuple[Duration, Annotated[float, Field(ge=0)]]] | None = None
     """Empirical: [upper bound, count] per bucket, bounds increasing, the first bucket from 0."""
 

@@ -324,7 +324,7 @@ class Scenario(Strict):
     duration: Annotated[Duration, in_range(1, 31 * 86400, "s")]
     """How long the scenario runs."""
     step: Annotated[Duration, in_range(0.001, 60, "s")] = 1.0
-    """Simulator time step for high-volume streams (fluid path) and metric windows."""
+    """Simulator time step (arrivals are drawn and nodes process a step at a time) and metric windows."""
     traffic: Traffic
     faults: list[Fault] = Field(default_factory=list)
     """Faults on the timeline (offsets from the start)."""
