@@ -445,12 +445,21 @@ class ServiceNode:
         """How many of the sorted arrivals a, from the first, start at arrival. With no
         wait before message i, the slots busy at a_i are the carried free times after a_i
         plus the earlier departures a_j + s_j after a_i; i waits iff that is c or more.
-        (Departures equal to a_i count as busy: the check may stop early, never late.)"""
+        (Departures equal to a_i count as busy: the check may stop early, never late.)
+        A cheaper bound first: the earlier departures after a_i are at most the arrivals
+        within the longest handler time before a_i (no sort needed)."""
         n = a.shape[0]
         hs = np.sort(np.asarray(heap))
-        busy = c - np.searchsorted(hs, a, side="right")
-        d = np.sort(a + s)
-        busy += np.arange(n) - np.searchsorted(d, a, side="left")
+        m = int(np.searchsorted(a, hs[-1], side="left")) if hs.shape[0] else 0  # carried slots matter before hs[-1]
+        busy = np.arange(n) - np.searchsorted(a, a - float(s.max()), side="right")
+        np.maximum(busy, 0, out=busy)  # ties when every handler time is 0
+        if m:
+            busy[:m] += c - np.searchsorted(hs, a[:m], side="right")
+        if int(busy.max(initial=0)) < c:
+            return n
+        busy = np.arange(n) - np.searchsorted(np.sort(a + s), a, side="left")
+        if m:
+            busy[:m] += c - np.searchsorted(hs, a[:m], side="right")
         bad = np.flatnonzero(busy >= c)
         return int(bad[0]) if bad.size else n
 
