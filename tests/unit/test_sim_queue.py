@@ -127,7 +127,8 @@ def test_mmc_scenario_file_through_the_cli_lands_on_erlang_c(tmp_path):
     assert w["pwait"] == pytest.approx(pw, rel=0.02)
     assert w["mean"] == pytest.approx(wq, rel=0.02)
     assert summary["wait"]["server.work"] == w  # the one route is the whole service
-    assert summary["engine"]["nodes"]["server"]["waited"] == pytest.approx(w["count"] * w["pwait"], rel=1e-6)
+    # engine.nodes counts every wait > 0; pwait the waits past the histograms' 1 us floor
+    assert summary["engine"]["nodes"]["server"]["waited"] == pytest.approx(w["count"] * w["pwait"], rel=1e-4)
     slos = {s["text"]: s for s in summary["slos"]}
     assert slos["mean(pwait.server) < 0.62"]["observed"] == pytest.approx(w["pwait"], rel=1e-6)
     assert slos["mean(wait.server) < 80ms"]["observed"] == pytest.approx(wq, rel=0.03)  # from the histogram buckets
