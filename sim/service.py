@@ -12,7 +12,9 @@ computed one of two ways, with the same result:
   for the whole step (a sort and two searchsorted calls); the prefix of the step where it
   holds starts at arrival, and the slots then hold the c latest of those free times.
 - per message, from the first message that would wait: a heap of the slots' free times,
-  ~1 us per message, until a later vectorised check finds the queue gone again.
+  ~1 us per message, until a later vectorised check finds the queue gone again. A single
+  slot (c = 1, e.g. a BigQuery subscription's writer) needs no heap: its FCFS is the
+  Lindley recursion, solved for the step as a cumulative sum (equal up to rounding).
 
 `--exact` forces the per-message loop everywhere (the reference the tests compare with).
 Which way each node's messages went is counted in `qstats` (summary.json `engine.nodes`).
@@ -407,14 +409,24 @@ class ServiceNode:
         per message where a queue stands. Tries the vectorised check again after each
         per-message chunk, the chunk doubling while the queue persists."""
         n = a.shape[0]
-        out = np.empty(n)
         heap = self._slots_heap(c, t0)
+        if c == 1 and not rej.any():
+            # One slot: FCFS is the Lindley recursion itself, solved as a cumulative sum
+            # (equal to the heap up to rounding, ~1e-15 s), queue or not.
+            out = a + lindley(a, s, 1, 0.0, heap[0])
+            self.heap = [float(out[-1] + s[-1])]
+            self.qstats["vectorised"] += n
+            self.U = max(0.0, self.heap[0] - t1)
+            self.tU = t1
+            return out
+        out = np.empty(n)
         i, chunk = 0, self.chunk
         q = self.qstats
         while i < n:
-            # The check over a window at a time: a stretch's verdict needs only what came
-            # before it, and a standing queue then costs little more than the loop itself.
-            w = min(n, i + max(VECTOR_WINDOW, 8 * chunk))
+            # No queue standing: check the whole rest at once. A queue standing: a window
+            # at a time (a stretch's verdict needs only what came before it), so the
+            # checks cost little more than the loop itself.
+            w = n if chunk == VECTOR_CHUNK else min(n, i + max(VECTOR_WINDOW, 8 * chunk))
             k = self._no_wait_prefix(a[i:w], s[i:w], heap, c)
             if k:
                 out[i:i + k] = a[i:i + k]

@@ -41,8 +41,13 @@ def test_vectorised_starts_equal_the_heap_recursion(tmp_path):
         rej = np.zeros(n, bool)
         st_a = a_node._vectorised(a, s, rej, math.inf, c, t0, t0 + 10.0)
         st_b = b_node._exact(a, s, rej, math.inf, c, t0, t0 + 10.0)
-        np.testing.assert_array_equal(st_a, st_b)
-        assert sorted(a_node.heap) == sorted(b_node.heap)
+        if c == 1:  # the Lindley cumulative sum: equal up to rounding
+            np.testing.assert_allclose(st_a, st_b, rtol=0, atol=1e-9)
+            np.testing.assert_allclose(a_node.heap, b_node.heap, rtol=0, atol=1e-9)
+            a_node.heap = list(b_node.heap)
+        else:
+            np.testing.assert_array_equal(st_a, st_b)
+            assert sorted(a_node.heap) == sorted(b_node.heap)
         t0 += 10.0
     used = a_node.qstats
     assert used["vectorised"] > 10_000 and used["per_message"] > 10_000, used
@@ -64,11 +69,15 @@ def test_default_engine_equals_exact_where_queues_form(tmp_path, c, rho, service
     ref = Engine(exp, exact=True).run()
     wf, wr = fast.wait_summaries()["server"], ref.wait_summaries()["server"]
     assert wr["pwait"] > 0.3  # a queue forms
-    assert wf == wr
     hf, hr = fast.metrics.totals["latency/server.work"], ref.metrics.totals["latency/server.work"]
-    assert hf.count == hr.count and hf.total == hr.total and (hf.counts == hr.counts).all()
+    if c == 1:  # one slot: the Lindley cumulative sum, equal up to rounding
+        assert wf == pytest.approx(wr, rel=1e-9)
+        assert hf.count == hr.count and hf.total == pytest.approx(hr.total, rel=1e-9)
+    else:
+        assert wf == wr
+        assert hf.count == hr.count and hf.total == hr.total and (hf.counts == hr.counts).all()
     q = fast.queue_stats()["server"]
-    assert q["per_message"] > 0 and q["waited"] > 0
+    assert (q["per_message"] > 0 or c == 1) and q["waited"] > 0
     assert ref.queue_stats()["server"]["vectorised"] == 0
 
 
