@@ -29,7 +29,8 @@ from surgesim.sim.metrics import Metrics
 from surgesim.sim.service import Channel, ServiceNode
 
 EXACT_BELOW = 200
-"""Steps bringing a node at most this many arrivals use the per-message queue."""
+"""Steps bringing a node at most this many arrivals go straight to the per-message heap
+(a loop is cheaper than the vectorised check there; the starts are the same)."""
 HIST_WINDOWS = 1440
 """At most this many histogram windows per run (a day at 60 s)."""
 

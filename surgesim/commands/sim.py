@@ -79,7 +79,7 @@ def verdict_table(summary: dict) -> None:
 @click.option("--plan", type=click.Path(path_type=Path), default=None, help="Plan file (overrides the scenario's).")
 @click.option("--seed", type=int, default=None, help="Random seed (default: the scenario's).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run directory to write (default runs/<id>).")
-@click.option("--exact", is_flag=True, help="Per-message queues everywhere (slower; the fluid fast path is off).")
+@click.option("--exact", is_flag=True, help="Queue every arrival one by one on the slots heap (slower; the default gives the same starts, vectorised where nobody waits).")
 @click.option("--split/--no-split", default=True, show_default=True,
               help="Run the fleet's telemetry in a second process when the system can be cut there (docs/simulator.md).")
 @click.option("--report/--no-report", default=True, show_default=True, help="Build report.html and junit.xml at the end.")
