@@ -329,7 +329,6 @@ class ServiceNode:
         if self.slots() == 0:
             self._cold_start_now(float(a.min()))
         c = max(1, self.capacity(chans))
-        first_ready = self.first_ready if self.slots() == 0 else None
         if order is None:
             ao, so, ro = a, s, can_reject
         else:

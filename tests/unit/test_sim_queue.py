@@ -28,7 +28,7 @@ def test_vectorised_starts_equal_the_heap_recursion(tmp_path):
     b_node.eng.exact = True
     t0 = 0.0
     used = {"vectorised": 0, "per_message": 0}
-    for k in range(300):
+    for _ in range(300):
         c = int(rng.choice([1, 2, 7, 40, 200]))
         n = int(rng.integers(1, 3000))
         burst = rng.random() < 0.3

@@ -5,7 +5,6 @@ entities checked against the system."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from surgesim.rundir import Run
 from surgesim.schema import SchemaError, Slo, load_experiment
 from surgesim.sim.engine import Engine
 from surgesim.sim.output import write_run
-from surgesim.slo import observe
 
 
 def test_grammar_accepts_wait_and_pwait():
