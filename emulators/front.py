@@ -83,6 +83,9 @@ class FrontStats:
     rejected: int = 0
     unauthorized: int = 0
     errors: int = 0
+    """Answers 5xx (the upstream's, or the front's 503/504 when it got none)."""
+    client_errors: int = 0
+    """The upstream's 4xx answers other than 429 (the front's own 429s are `rejected`)."""
     cold_starts: int = 0
     peak_instances: int = 0
     latency: dict[str, Histogram] = field(default_factory=dict)
@@ -257,6 +260,8 @@ class Front:
             await self.slots.release(inst)
         if status >= 500:
             self.stats.errors += 1
+        elif 400 <= status < 500 and status != 429:
+            self.stats.client_errors += 1
         route = scope["path"]
         self.stats.latency.setdefault(route, Histogram()).record(time.monotonic() - t0)
         out = [(k.encode(), v.encode()) for k, v in rh.items() if k.lower() not in HOP_HEADERS]

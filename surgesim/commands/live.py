@@ -27,7 +27,12 @@ def live(scenario: Path, plan: Path | None, out: Path | None, state_dir: str | N
     Exits 0 when every SLO holds and no message was lost, 1 otherwise, 2 on bad input."""
     from surgesim.commands.sim import verdict_table
     from surgesim.emulators import EmulatorError
-    from surgesim.live.session import run_live
+    from surgesim.live import interrupts
+    from surgesim.live.session import LiveAborted, LiveInterrupted, UnsupportedLive, run_live
+
+    # our own SIGINT/SIGTERM, whatever the caller left (an ignored SIGINT from `nohup ... &`):
+    # the first interrupts, later ones only hurry the stop (surgesim/live/interrupts.py)
+    interrupts.install()
 
     if not scenario.is_file():
         click.echo(f"{scenario}: no such file", err=True)
@@ -52,12 +57,34 @@ def live(scenario: Path, plan: Path | None, out: Path | None, state_dir: str | N
         for line in exc.problems:
             click.echo(line, err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo("interrupted; everything stopped", err=True)
+    except UnsupportedLive as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    except LiveInterrupted as exc:
+        where = f" at scenario {exc.at_s:.0f} s" if exc.at_s is not None else ""
+        partial = f"; partial run directory: {exc.run_dir}" if exc.run_dir else ""
+        click.echo(f"interrupted{where}; " + _stopped(exc.leftovers) + partial, err=True)
         sys.exit(130)
-    except (EmulatorError, RuntimeError) as exc:
+    except KeyboardInterrupt:  # before the runner existed
+        click.echo("interrupted; nothing was left running", err=True)
+        sys.exit(130)
+    except LiveAborted as exc:
+        partial = f"; partial run directory: {exc.run_dir}" if exc.run_dir else ""
+        click.echo(f"live run failed: {exc}; " + _stopped(exc.leftovers) + partial, err=True)
+        sys.exit(1)
+    except (EmulatorError, RuntimeError, TimeoutError) as exc:
         click.echo(f"live run failed: {exc}", err=True)
         sys.exit(1)
     verdict_table(summary)
+    for c in summary.get("checks") or []:
+        if not c["holds"]:
+            click.echo(f"FAILED {c['name']}: {c['detail']}")
     click.echo(f"run directory: {run_dir}")
     sys.exit(0 if summary["verdict"] == "pass" else 1)
+
+
+def _stopped(leftovers: list[str]) -> str:
+    """Said only after checking: every process the run started is gone, or which are not."""
+    if leftovers:
+        return "STILL RUNNING after the stop: " + ", ".join(leftovers)
+    return "everything stopped"

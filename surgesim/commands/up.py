@@ -39,7 +39,9 @@ def up(system_file: Path, plan_file: Path | None, state_dir: str | None, log_dir
     bridges (push delivery, filters, Firestore triggers, BigQuery subscriptions). Prints
     where everything listens. Ctrl-C or SIGTERM stops it all; nothing is left running."""
     from surgesim.emulators import EmulatorError
-    from surgesim.live import SystemRunner
+    from surgesim.live import SystemRunner, interrupts
+
+    interrupts.install()  # whatever SIGINT disposition the caller left (issue 18)
 
     try:
         system = load_system(system_file)
@@ -58,10 +60,15 @@ def up(system_file: Path, plan_file: Path | None, state_dir: str | None, log_dir
             click.echo(f"fake admin APIs: Authorization: Bearer {runner.admin_token}")
             click.echo(f"ID-token certificates (for handlers that verify tokens): {runner.certs_url}/oauth2/v1/certs")
             click.echo("Ctrl-C stops everything.")
-            while True:  # until KeyboardInterrupt (SIGINT, or SIGTERM via the runner)
-                time.sleep(3600)
+            while True:  # until KeyboardInterrupt (SIGINT or SIGTERM); a dead emulator ends it too
+                time.sleep(1.0)
+                if runner.watchdog is not None and runner.watchdog.fatal:
+                    raise RuntimeError(runner.watchdog.fatal)
     except KeyboardInterrupt:
-        click.echo("stopped.", err=True)
+        left = runner.stopped_report
+        click.echo("stopped." if not left else "STILL RUNNING after the stop: " + ", ".join(left), err=True)
+        if left:
+            sys.exit(1)
     except (EmulatorError, RuntimeError) as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)

@@ -6,6 +6,7 @@
 See docs/live.md.
 """
 
+from surgesim.live import interrupts
 from surgesim.live.runner import LiveSetupError, SystemRunner
 
-__all__ = ["LiveSetupError", "SystemRunner"]
+__all__ = ["LiveSetupError", "SystemRunner", "interrupts"]

@@ -6,7 +6,7 @@ time_scale), each start and end recorded in scenario seconds for faults.json.
 | dependency_latency / _errors / _outage | the fake's admin API (PUT /admin/behaviour) | its earlier behaviour restored |
 | consumer_down | pushes to it held (runner.hold_push), then the process stopped: it takes no messages, as a stopped pull worker takes none | started again (same front), pushes resumed |
 | poison_message | `count` messages with `attributes` published to `topic` | (instant) |
-| bad_deploy | a new revision with BAD_PATTERN=<matching> (runner.roll_out: no downtime) | the fixed revision; with replay: the target's subscriptions sought back to the deploy, the DLQ holding subscriptions' messages re-published (and again whatever reaches them later) |
+| bad_deploy | a new revision with BAD_PATTERN=<matching> (runner.roll_out: no downtime) | the fixed revision; with replay, each affected message re-delivered once: a subscription with a dead-letter topic has its holding subscriptions' messages re-published (and again whatever reaches them later), one without is sought back to the deploy (never both: the seek would deliver the dead letters a second time) |
 | emulator_restart (Pub/Sub) | the Pub/Sub emulator's process group frozen (SIGSTOP) | thawed (SIGCONT), with every topic, subscription, backlog and lease it had |
 
 emulator_restart, live: the simulator's semantics are "no Pub/Sub deliveries in the
@@ -80,7 +80,12 @@ SETTLE_S = 0.5
 
 
 class _Unsupported(Exception):
-    """A fault this harness cannot apply live: recorded as unsupported, the run goes on."""
+    """A fault this harness cannot apply live (FaultInjector.unsupported() finds these
+    before the traffic starts, and the run does not start)."""
+
+
+def describe(f: Fault) -> str:
+    return f"{f.kind}" + (f" of {f.target or f.topic}" if (f.target or f.topic) else "") + f" at {f.at:g}s"
 
 
 class FaultInjector:
@@ -98,6 +103,29 @@ class FaultInjector:
         attempt failed just before the fix reaches the dead-letter topic only on the
         emulator's next pull, after the replay has drained the hold)."""
         self._next_redrive = 0.0
+
+    def unsupported(self) -> list[str]:
+        """Every declared fault that cannot be injected in this run, with why; checked before
+        the traffic starts: a fault that was not injected cannot have been survived."""
+        r, out = self.runner, []
+        for f in self.pending:
+            why = None
+            if f.kind.startswith("dependency_") and f.target not in r.fake_procs:
+                why = (f"{f.target!r} is not a fake run here (a real `url:` or no `fake:`), "
+                       "so its behaviour cannot be changed")
+            elif f.kind in ("consumer_down", "bad_deploy") and f.target not in r.procs:
+                why = f"{f.target!r} is not a service process of this run ({r.skipped.get(f.target, 'no such service')})"
+            elif f.kind == "emulator_restart":
+                if f.target not in (None, "", "pubsub"):
+                    why = (f"only the Pub/Sub emulator can be taken out live, not {f.target!r} "
+                           "(the simulator models Pub/Sub deliveries only)")
+                else:
+                    st = r.stack.emulators.get("pubsub")
+                    if st is None or not st.owned or not st.pgid:
+                        why = "the Pub/Sub emulator was not started by surgesim (no process group to freeze)"
+            if why:
+                out.append(f"{describe(f)}: {why}")
+        return out
 
     # ---- the clock ---------------------------------------------------------------------------
     def tick(self, scenario_t: float, wall_epoch: float | None = None) -> None:
@@ -267,6 +295,7 @@ class FaultInjector:
                 r.fake_admin(f.target, "PUT", "/admin/behaviour", json=patch)
             elif f.kind == "consumer_down":
                 r.hold_push(f.target, True)
+                r.procs[f.target].stopped_by_fault = True
                 r.stop_service(f.target)
             elif f.kind == "poison_message":
                 data = base64.b64encode(b"\xff not json").decode()
@@ -283,8 +312,9 @@ class FaultInjector:
             else:
                 raise _Unsupported(f"{f.kind} is not applied live")
         except _Unsupported as exc:
+            # unsupported() rejects these before the run; reaching here is a harness bug
             self._record(f, t, t, unsupported=True, reason=str(exc))
-            self.say(f"fault at {t:.0f}s: {f.kind} is not supported live ({exc}); recorded only")
+            self.say(f"fault at {t:.0f}s: {f.kind} is not supported live ({exc})")
             return
         except Exception as exc:  # noqa: BLE001 -- a fault that cannot be applied is recorded, the run goes on
             self._record(f, t, t, failed=f"{type(exc).__name__}: {exc}")
@@ -307,6 +337,7 @@ class FaultInjector:
                 details.update(self._pause_end(a))
             elif f.kind == "consumer_down":
                 r.start_service(f.target)
+                r.procs[f.target].stopped_by_fault = False
                 r.hold_push(f.target, False)
             elif f.kind == "bad_deploy":
                 def read_bad(old) -> None:
@@ -330,15 +361,19 @@ class FaultInjector:
         self.say(f"fault at {t:.0f}s: {f.kind} on {f.target or f.topic} ended")
 
     def _replay(self, service: str, since_epoch: float) -> dict:
-        """Seek the service's subscriptions back to the deploy and re-publish what their
-        dead-letter holding subscriptions hold (the documented recovery)."""
+        """Re-deliver what the bad revision failed, once: where the subscription dead-letters,
+        re-publish what its holding subscriptions hold (messages still in their retries
+        reach the fixed revision by themselves; late dead letters are re-driven by _watch);
+        where it does not, seek it back to the deploy. Never both: a seek re-delivers the
+        dead-lettered messages too, so with the re-drive each would be handled twice."""
         system = self.runner.system
         subs = [s for s in system.subscriptions if s.consumer == service]
         sought, republished, counts, holds = [], 0, {}, []
         for s in subs:
-            self.http.post(f"{self.base}/subscriptions/{s.name}:seek", json={"time": _rfc3339(since_epoch)}).raise_for_status()
-            sought.append(s.name)
             if s.dead_letter is None:
+                self.http.post(f"{self.base}/subscriptions/{s.name}:seek",
+                               json={"time": _rfc3339(since_epoch)}).raise_for_status()
+                sought.append(s.name)
                 continue
             for hold in [h for h in system.subscriptions if h.topic == s.dead_letter.topic and h.consumer is None]:
                 moved, c = self._redrive(hold.name, s.topic)

@@ -68,7 +68,7 @@ class FrontSet:
         out = {}
         for name, f in self.fronts.items():
             s = f.stats
-            out[name] = {"requests": s.requests, "rejected": s.rejected, "errors": s.errors,
+            out[name] = {"requests": s.requests, "rejected": s.rejected, "errors": s.errors, "client_errors": s.client_errors,
                          "unauthorized": s.unauthorized, "cold_starts": s.cold_starts,
                          "peak_instances": s.peak_instances, "instances": f.instance_count()}
         return out

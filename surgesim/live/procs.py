@@ -35,6 +35,12 @@ class Proc:
     restarts: int = 0
     ready_path: str = "/healthz"
     history: list[dict] = field(default_factory=list)
+    kind: str = "service"
+    """service, worker (a pull worker) or fake: how the run's `processes` report names it."""
+    stopping: bool = False
+    """True from stop() until the next start(): an exit now is not unexpected (watchdog)."""
+    stopped_by_fault: bool = False
+    """Stopped by a fault (consumer_down), so not running at the end is expected."""
 
     @property
     def url(self) -> str:
@@ -48,6 +54,7 @@ class Proc:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self, timeout: float = 60.0) -> "Proc":
+        self.stopping = False
         if isinstance(self.target, str):
             svc = start_service(self.target, self.env, port=self.port, ready_path=self.ready_path, timeout=timeout,
                                 log_dir=str(self.log_dir))
@@ -83,10 +90,15 @@ class Proc:
             return f.read()
 
     def stop(self, timeout: float = 5.0) -> int | None:
-        """SIGTERM to the process group, SIGKILL after `timeout`; the whole group goes."""
+        """SIGTERM to the process group, SIGKILL after `timeout` (at once if a second Ctrl-C
+        hurries the stop); the whole group goes."""
+        from . import interrupts
+
+        self.stopping = True
         p = self.proc
         if p is None:
             return None
+        timeout = interrupts.stop_timeout(timeout)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(p.pid, sig)
@@ -100,6 +112,27 @@ class Proc:
             os.killpg(p.pid, signal.SIGKILL)
         self.history.append({"event": "stopped", "pid": p.pid, "at": time.time(), "returncode": p.returncode})
         return p.returncode
+
+    def exit_code(self) -> int | None:
+        return self.proc.poll() if self.proc is not None else None
+
+    def tail(self, lines: int = 20) -> list[str]:
+        """The last lines of this process's log."""
+        from surgesim.emulators.process import log_tail
+
+        return log_tail(self.log_path, lines).splitlines() if self.log_path else []
+
+    def group_alive(self) -> bool:
+        """Any process left in this process's group (its leader or children it forked)."""
+        if self.proc is None:
+            return False
+        if self.proc.poll() is None:
+            return True
+        try:
+            os.killpg(self.proc.pid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
 
     def restart(self, env: Mapping[str, str] | None = None, new_port: bool = True, timeout: float = 60.0) -> "Proc":
         """Stop, then start again (with a changed environment); a fresh port by default so a

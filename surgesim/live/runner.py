@@ -28,7 +28,6 @@ import atexit
 import dataclasses
 import logging
 import secrets
-import signal
 import tempfile
 import threading
 import time
@@ -148,7 +147,12 @@ class SystemRunner:
         self._sampler_thread: threading.Thread | None = None
         self._last_front: dict[tuple[str, str], int] = {}
         self._window_start = 0.0
-        self._old_sigterm = None
+        self._own_signals = False
+        self.watchdog = None
+        """surgesim.live.watchdog.Watchdog, from the end of start() to stop()."""
+        self.stopped_report: list[str] = []
+        """After stop(): what was still running when it returned ([] when everything went)."""
+        self._stopping = False
         self._stopped = True
         self._lock = threading.RLock()
 
@@ -244,7 +248,7 @@ class SystemRunner:
             elif api.fake:
                 p = Proc(f"fake-{api.name}", FAKE_APPS[api.fake],
                          fake_env(api, self.rate_scale, self.seed, admin_token=self.admin_token),
-                         free_port(), self.log_dir)
+                         free_port(), self.log_dir, kind="fake")
                 self.fake_procs[api.name] = p
                 fake_list.append(p)
                 self.api_urls[api.name] = self.fakes[api.name] = p.url
@@ -275,7 +279,8 @@ class SystemRunner:
                               service_urls=front_urls, pull_emulator_host=pull_host, log_level=self.log_level,
                               extra=self.service_env.get(s.name), front_secret=self.front_secret,
                               certs_url=self.certs_url)
-            self.procs[s.name] = Proc(s.name, s.app if s.app else list(s.command), env, ports[s.name], self.log_dir)
+            self.procs[s.name] = Proc(s.name, s.app if s.app else list(s.command), env, ports[s.name], self.log_dir,
+                                      kind="worker" if s.name in pull_workers else "service")
             return self.procs[s.name]
 
         first = [make_proc(s, None) for s in runnable if s.name not in pull_workers]
@@ -293,6 +298,9 @@ class SystemRunner:
         self._sampler_thread = threading.Thread(target=self._sample_fronts_loop, name="surgesim-front-sampler",
                                                 daemon=True)
         self._sampler_thread.start()
+        from .watchdog import Watchdog
+
+        self.watchdog = Watchdog(self, say=self.say).start()
 
     def _start_bridges(self, front_urls: dict[str, str]) -> None:
         from surgesim.emulators import load_fidelity
@@ -338,10 +346,18 @@ class SystemRunner:
                     log.warning("purge Firestore %s: %s %s", self.system.project, r.status_code, r.text[:200])
 
     def stop(self) -> None:
+        """Everything this runner started, in reverse order. A second Ctrl-C (interrupts)
+        only shortens the waits; it never leaves a step out. Afterwards `stopped_report`
+        lists whatever still runs (checked, not assumed)."""
+        from . import interrupts
+
         with self._lock:
             if self._stopped:
                 return
             self._stopped = True
+            self._stopping = True
+        if self.watchdog is not None:
+            self.watchdog.stop()
         self._sampling.set()
         if self._sampler_thread is not None:
             self._sampler_thread.join(5)
@@ -349,22 +365,39 @@ class SystemRunner:
             p.stop()
         if self.bridges is not None and self.bridges._loop is not None:  # noqa: SLF001
             try:
-                self.bridges.stop()
-            except Exception as exc:  # noqa: BLE001 -- keep stopping the rest
-                log.warning("bridges stop: %s", exc)
+                self.bridges.stop(timeout=interrupts.stop_timeout(30.0, 2.0))
+            except BaseException as exc:  # noqa: BLE001 -- keep stopping the rest (a dead emulator: a timeout)
+                log.warning("bridges stop: %s: %s", type(exc).__name__, exc)
         for p in reversed(list(self.procs.values())):
             p.stop()
-        self.fronts.stop()
+        try:
+            self.fronts.stop(timeout=interrupts.stop_timeout(15.0, 2.0))
+        except BaseException as exc:  # noqa: BLE001
+            log.warning("fronts stop: %s: %s", type(exc).__name__, exc)
         for p in reversed(list(self.fake_procs.values())):
             p.stop()
         if self.started_emulators and not self.keep_emulators:
             from surgesim.emulators import down
 
-            res = down(self.started_emulators, state_dir=self.stack.state_dir)
+            res = down(self.started_emulators, state_dir=self.stack.state_dir,
+                       timeout=interrupts.stop_timeout(10.0, 1.0))
             for m in res.messages:
                 self.say(m)
+        self.stopped_report = self.leftovers()
         self._restore_signals()
         atexit.unregister(self._atexit)
+
+    def leftovers(self) -> list[str]:
+        """Processes this runner started that still run (after stop(): should be none)."""
+        left = [f"{p.kind} {p.name} (pid {p.pid})" for p in [*self.procs.values(), *self.fake_procs.values()]
+                if p.group_alive()]
+        if self.started_emulators and not self.keep_emulators and self.stack is not None:
+            from surgesim.emulators.process import marked_processes
+
+            for name in self.started_emulators:
+                left += [f"emulator {name} (pid {q.pid})"
+                         for q in marked_processes(self.stack.state_dir, name)]
+        return left
 
     def _atexit(self) -> None:
         # the interpreter is going away without stop(): at least leave no process behind
@@ -372,18 +405,19 @@ class SystemRunner:
             p.stop(timeout=2)
 
     def _install_signals(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
+        # SIGINT and SIGTERM -> KeyboardInterrupt once, then only a faster stop
+        # (surgesim/live/interrupts.py); left alone when the caller (a command) owns them
+        from . import interrupts
 
-        def on_term(signum, frame):
-            raise KeyboardInterrupt(f"signal {signum}")
-
-        self._old_sigterm = signal.signal(signal.SIGTERM, on_term)
+        if not interrupts.installed():
+            self._own_signals = interrupts.install()
 
     def _restore_signals(self) -> None:
-        if self._old_sigterm is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._old_sigterm)
-            self._old_sigterm = None
+        from . import interrupts
+
+        if self._own_signals:
+            interrupts.restore()
+            self._own_signals = False
 
     # ---- operations used by the fault injector and tests ---------------------------------------
     def stop_service(self, name: str) -> None:

@@ -30,6 +30,7 @@ from surgesim.schema import load_experiment
 
 from .faults import FaultInjector
 from .runner import SystemRunner
+from .totals import route_totals, trigger_totals
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +103,26 @@ def count_remaining(runner: SystemRunner, sub: str) -> int | None:
     return len(seen)
 
 
-def conservation(runner: SystemRunner, totals: dict) -> dict:
+#: Seconds the emulator cross-check keeps re-counting a subscription whose emulator count
+#: differs from the ledger's backlog: a message leased to a consumer that was stopped, or
+#: waiting out a retry backoff, is invisible to a pull until its lease or backoff ends.
+RECOUNT_S = 20.0
+
+
+def conservation(runner: SystemRunner, totals: dict, recount_s: float = RECOUNT_S, counter=None) -> dict:
     """published = acked + dead_lettered + filtered + backlog per subscription, from the
     sampler's per-message-id ledgers (backlog = messages seen on the topic and neither
-    acked nor dead-lettered). Cross-check: where that backlog is 0, the emulator must hold
-    no visible message either (counted independently after everything stopped). Messages
-    leased in a retry backoff are invisible to that count, so it is only a check at 0."""
+    acked nor dead-lettered), cross-checked against the emulator on EVERY observed
+    subscription, filtered or not: after everything stopped, the messages the emulator
+    still holds for it (`emulator_visible`: the subscription itself, plus a filter relay's
+    tap, which holds what the relay had not looked at yet) must equal the ledger's
+    backlog. The ledger's `filtered` is the harness's own verdict on its tap, so only the
+    emulator can tell a message lost among them. A disagreement is re-counted for up to
+    recount_s (leases and backoffs end), then fails with both numbers (`disagreement`)."""
+    counter = counter or (lambda name: count_remaining(runner, name))
     subs = {}
     ok = True
+    deadline = time.monotonic() + recount_s
     for s in runner.system.subscriptions:
         t = totals.get(s.name)
         if t is None:
@@ -119,8 +132,22 @@ def conservation(runner: SystemRunner, totals: dict) -> dict:
                "filtered": t["filtered"], "backlog": t["backlog"], "observed": observed}
         if observed:
             row["balance"] = t["published"] - t["acked"] - t["dead_lettered"] - t["filtered"] - t["backlog"]
-            row["emulator_visible"] = count_remaining(runner, _emulator_name(runner, s.name))
-            ok &= row["balance"] == 0 and not (t["backlog"] == 0 and (row["emulator_visible"] or 0) > 0)
+            names = _emulator_names(runner, s.name)
+            while True:
+                counts = [counter(n) for n in names]
+                visible = sum(c or 0 for c in counts) if any(c is not None for c in counts) else None
+                # fewer than the ledger's can be leases or backoffs not over yet; more cannot
+                if visible is None or visible >= t["backlog"] or time.monotonic() >= deadline:
+                    break
+                time.sleep(1.0)
+            row["emulator_visible"] = visible
+            row["backlog_in_queues"] = visible  # the emulator's own count (surgesim/checks.py reads it)
+            if visible is None:
+                row["disagreement"] = f"the emulator has no subscription {' / '.join(names)}"
+            elif visible != t["backlog"]:
+                row["disagreement"] = (f"backlog {t['backlog']:,} by the harness's ledger, {visible:,} held by "
+                                       f"the emulator ({' + '.join(names)})")
+            ok &= row["balance"] == 0 and "disagreement" not in row
         else:
             row["balance"] = None
             row["why"] = "no acknowledger reports for this subscription (no consumer running)"
@@ -128,16 +155,48 @@ def conservation(runner: SystemRunner, totals: dict) -> dict:
     return {"ok": bool(ok), "subscriptions": subs}
 
 
-def _emulator_name(runner: SystemRunner, sub: str) -> str:
+def _emulator_names(runner: SystemRunner, sub: str) -> list[str]:
+    """Where the emulator keeps a subscription's undelivered messages: the subscription,
+    and for a filter relay also its tap on the real topic (not yet relayed)."""
     relay = runner.bridges.relays.get(sub) if runner.bridges else None
-    return sub if relay is None else relay.tap
+    return [sub] if relay is None else [sub, relay.tap]
+
+
+class LiveAborted(RuntimeError):
+    """A live run ended before its end: an emulator died (the watchdog's line). The run
+    directory holds a partial summary."""
+
+    def __init__(self, message: str, run_dir: Path | None = None, leftovers: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.run_dir, self.leftovers = run_dir, list(leftovers or [])
+
+
+class LiveInterrupted(KeyboardInterrupt):
+    """Ctrl-C / SIGTERM: the run stopped everything it started (leftovers: what still runs,
+    checked after the stop) and wrote a partial summary if the traffic had started."""
+
+    def __init__(self, run_dir: Path | None, at_s: float | None, leftovers: list[str]) -> None:
+        super().__init__("interrupted")
+        self.run_dir, self.at_s, self.leftovers = run_dir, at_s, list(leftovers)
+
+
+class UnsupportedLive(ValueError):
+    """Declared faults this live run cannot inject; the run does not start its traffic."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("unsupported live: " + "; ".join(problems))
+        self.problems = problems
 
 
 def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out: str | Path | None = None, *,
              state_dir: str | Path | None = None, say=print, progress_every: float = 5.0,
              time_scale: float | None = None, rate_scale: float | None = None) -> tuple[dict, Path]:
     """time_scale / rate_scale: override the scenario's live ones (the load generator gets
-    them too), e.g. to run a scenario heavier or shorter than its file says."""
+    them too), e.g. to run a scenario heavier or shorter than its file says.
+
+    Raises UnsupportedLive (a declared fault cannot be injected; before any traffic),
+    LiveAborted (an emulator died mid-run) or LiveInterrupted (Ctrl-C / SIGTERM); the last
+    two leave a partial summary.json marked as such in the run directory."""
     exp = load_experiment(scenario_path, plan_path)
     over = {k: float(v) for k, v in (("time_scale", time_scale), ("rate_scale", rate_scale)) if v is not None}
     if over:
@@ -147,6 +206,9 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
         exp = dataclasses.replace(exp, scenario=exp.scenario.model_copy(update={"live": live_}))
     sc, live = exp.scenario, exp.scenario.live
     ts, rs = live.time_scale, live.rate_scale
+    static = unsupported_faults(list(sc.faults), exp.system)
+    if static:  # before anything starts
+        raise UnsupportedLive(static)
     out = Path(out) if out else Path("runs") / f"{sc.name}-{exp.plan.name}-live-{dt.datetime.now():%Y%m%d-%H%M%S}"
     writer = RunWriter(out)
     wall_duration = sc.duration / ts
@@ -155,68 +217,88 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
     runner = SystemRunner(exp.system, exp.plan, state_dir, rate_scale=rs, sample_interval=live.sample_interval,
                           log_dir=out / "logs", log_level="WARNING", purge=True, seed=sc.seed, on_message=say,
                           time_scale=ts, before_bridges=stock)
-    with runner:
-        say(f"live: {sc.name} / plan {exp.plan.name}: {sc.duration:g} scenario s in {wall_duration:.0f} wall s "
-            f"(time_scale {ts:g}, rate_scale {rs:g})")
-        faults = FaultInjector(runner, list(sc.faults), ts, say=say)
-        holder: dict = {}
-        driver = _make_driver(exp, scenario_path, runner, live, out, holder)
-        runner.mark_start()
-        t0_mono, t0_epoch = time.monotonic(), time.time()
-        lag = LagRecorder(runner.bridges.metrics, t0_epoch, ts, live.sample_interval)
-        gen = threading.Thread(target=driver, name="surgesim-loadgen", daemon=True)
-        gen.start()
-        next_progress = 0.0
-        try:
-            while gen.is_alive():
-                el = time.monotonic() - t0_mono
-                faults.tick(el * ts)
-                if el >= next_progress:
-                    say(_progress(el, ts, holder, runner))
-                    next_progress += progress_every
-                gen.join(min(0.2, live.sample_interval))
-        except BaseException:
-            faults.abort()  # a frozen emulator is thawed whatever happens
-            if "proc" in holder:  # Ctrl-C / SIGTERM: the generator goes first, then the runner stops the rest
-                holder["proc"].kill()
-            raise
-        if "error" in holder:
-            faults.abort()
-            raise holder["error"]
-        # drain: wait for the observed backlogs to empty (faults still on the timeline keep ticking)
-        drain_deadline = time.monotonic() + live.drain_timeout
-        try:
-            while time.monotonic() < drain_deadline:
-                el = time.monotonic() - t0_mono
-                faults.tick(el * ts)
-                if not faults.active and not faults.pending and _backlog(runner) == 0:
-                    break
-                if el >= next_progress:
-                    say(_progress(el, ts, holder, runner) + " (draining)")
-                    next_progress += progress_every
-                time.sleep(0.25)
-            end_s = (time.monotonic() - t0_mono) * ts
-            faults.finish(end_s)
-        except BaseException:
-            faults.abort()
-            raise
-        runner.sample_fronts()
-        # stop what consumes, then the bridges (a final drain and sample), then count what is left
-        for name, p in runner.procs.items():
-            p.stop()
-        runner.bridges.stop()
-        totals = runner.bridges.metrics.totals()
-        cons = conservation(runner, totals)
-        ts_rows = _timeseries(runner, ts, t0_mono)
-        front = runner.fronts.stats()
-        apis = {}
-        for api in runner.fake_procs:
+    base = {"mode": "live", "scenario": sc.name, "system": exp.system.name, "plan": exp.plan.name, "seed": sc.seed,
+            "duration_s": sc.duration, "start_clock_s": sc.start_clock, "step_s": live.sample_interval * ts,
+            "scales": {"time_scale": ts, "rate_scale": rs},
+            "inputs": {"scenario": _input(exp.scenario_path), "system": _input(exp.system_path),
+                       "plan": _input(exp.plan_path)}}
+    stopped_at: dict = {}
+    try:
+        with runner:
+            say(f"live: {sc.name} / plan {exp.plan.name}: {sc.duration:g} scenario s in {wall_duration:.0f} wall s "
+                f"(time_scale {ts:g}, rate_scale {rs:g})")
+            faults = FaultInjector(runner, list(sc.faults), ts, say=say)
+            problems = faults.unsupported()
+            if problems:
+                raise UnsupportedLive(problems)
+            holder: dict = {}
+            driver = _make_driver(exp, scenario_path, runner, live, out, holder)
+            runner.mark_start()
+            t0_mono, t0_epoch = time.monotonic(), time.time()
+            lag = LagRecorder(runner.bridges.metrics, t0_epoch, ts, live.sample_interval)
+            gen = threading.Thread(target=driver, name="surgesim-loadgen", daemon=True)
+            gen.start()
+            next_progress = 0.0
+            watchdog = runner.watchdog
             try:
-                s = runner.fake_stats(api, keys=False)
-                apis[api] = {"calls": s["calls"], "errors": s["errors_injected"] + s["outage_rejections"],
-                             "rate_limited": s["rate_limited"]}
-            except Exception:  # noqa: BLE001
-                pass
+                while gen.is_alive():
+                    el = time.monotonic() - t0_mono
+                    _check_alive(watchdog)
+                    faults.tick(el * ts)
+                    if el >= next_progress:
+                        say(_progress(el, ts, holder, runner))
+                        next_progress += progress_every
+                    gen.join(min(0.2, live.sample_interval))
+                if "error" in holder:
+                    _check_alive(watchdog)  # a generator that failed because an emulator died
+                    raise holder["error"]
+                # drain: wait for the observed backlogs to empty (faults still on the timeline keep ticking)
+                drain_deadline = time.monotonic() + live.drain_timeout
+                while time.monotonic() < drain_deadline:
+                    el = time.monotonic() - t0_mono
+                    _check_alive(watchdog)
+                    faults.tick(el * ts)
+                    if not faults.active and not faults.pending and _backlog(runner) == 0 \
+                            and _triggers_pending(runner) == 0:
+                        break
+                    if el >= next_progress:
+                        say(_progress(el, ts, holder, runner) + " (draining)")
+                        next_progress += progress_every
+                    time.sleep(0.25)
+                end_s = (time.monotonic() - t0_mono) * ts
+                faults.finish(end_s)
+                _check_alive(watchdog)
+            except BaseException as exc:
+                faults.abort()  # a frozen emulator is thawed whatever happens
+                if "proc" in holder:  # the generator goes first, then the runner stops the rest
+                    holder["proc"].kill()
+                if isinstance(exc, (KeyboardInterrupt, LiveAborted)):
+                    at = (time.monotonic() - t0_mono) * ts
+                    stopped_at.update(at_s=at)
+                    try:
+                        _write_partial(writer, runner, faults, base, t0_mono, ts, at, exc)
+                        stopped_at["written"] = True
+                    except BaseException as werr:  # noqa: BLE001 -- the stop matters more than the record
+                        say(f"partial summary not written: {type(werr).__name__}: {werr}")
+                raise
+            runner.sample_fronts()
+            processes = watchdog.processes()  # before the harness stops them
+            # stop what consumes, then the bridges (a final drain and sample), then count what is left
+            for name, p in runner.procs.items():
+                p.stop()
+            runner.bridges.stop()
+            totals = runner.bridges.metrics.totals()
+            cons = conservation(runner, totals)
+            triggers = trigger_totals(runner.bridges)
+            ts_rows = _timeseries(runner, ts, t0_mono)
+            front = runner.fronts.stats()
+            apis = _api_totals(runner)
+    except KeyboardInterrupt:
+        raise LiveInterrupted(writer.dir if stopped_at.get("written") else None, stopped_at.get("at_s"),
+                              runner.stopped_report) from None
+    except LiveAborted as exc:
+        raise LiveAborted(str(exc), writer.dir if stopped_at.get("written") else None,
+                          runner.stopped_report) from None
     result = holder["result"]
     writer.write_timeseries(ts_rows)
     hist = pd.concat([result.rows, lag.rows()], ignore_index=True)
@@ -224,25 +306,26 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
     waves = [{"kind": "wave", "target": ",".join(sorted(set(w.rates) | set(w.multiply))), "start_s": w.at,
               "end_s": w.at + w.duration, "details": {"name": w.name}} for w in sc.traffic.waves]
     writer.write_faults(faults.events + waves)
-    from surgesim.slo import evaluate, junit_xml, verdict
+    from surgesim.slo import evaluate, junit_xml
 
     # live.slos, when given, replace the production SLOs that `surgesim sim` judges
     judged = sc if live.slos is None else sc.model_copy(update={"slos": live.slos})
     slos = evaluate(Run(writer.dir), judged)
     latency = {p.split("/", 1)[1]: h.summary() for p, h in result.histograms.items() if p.startswith("latency/")}
     summary = {
-        "mode": "live", "scenario": sc.name, "system": exp.system.name, "plan": exp.plan.name, "seed": sc.seed,
-        "duration_s": sc.duration, "start_clock_s": sc.start_clock, "step_s": live.sample_interval * ts,
-        "scales": {"time_scale": ts, "rate_scale": rs},
-        "inputs": {"scenario": _input(exp.scenario_path), "system": _input(exp.system_path), "plan": _input(exp.plan_path)},
+        **base,
         "totals": {"topics": {t: {"published": n} for t, n in runner.bridges.metrics.published.items()},
                    "subscriptions": {k: v for k, v in totals.items()},
-                   "services": {k: {**{kk: v[kk] for kk in ("requests", "rejected", "errors", "cold_starts",
-                                                              "peak_instances")},
+                   "services": {k: {**{kk: v[kk] for kk in ("requests", "rejected", "client_errors", "errors",
+                                                              "cold_starts", "peak_instances")},
                                     "instance_seconds": _instance_seconds(runner, k, ts)}
                                 for k, v in front.items()},
+                   "routes": route_totals(sc, result.counts),
+                   "triggers": triggers,
                    "apis": apis},
-        "latency": latency, "lag": lag.summaries(), "slos": slos, "verdict": verdict(slos),
+        "processes": processes,
+        "faults_unsupported": _not_injected(faults.events),
+        "latency": latency, "lag": lag.summaries(), "slos": slos,
         "conservation": cons,
         "loadgen": {"generator": result.generator, "counts": result.counts, "lateness": result.lateness},
         "live": {"drained": end_s <= sc.duration + live.drain_timeout * ts, "end_s": end_s,
@@ -252,10 +335,11 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                  # emulator calls); latency/... minus this is the generator and the network
                  "front_latency": _front_latency(runner, "command")},
     }
-    if not cons["ok"]:
-        summary["verdict"] = "fail"
+    checks = _checks(summary, sc, exp.system, faults.events)
+    summary["checks"] = checks
+    summary["verdict"] = _verdict(slos, checks, cons)
     writer.write_summary(summary)
-    (writer.dir / "junit.xml").write_text(junit_xml(slos, f"surgesim.live.{sc.name}"), encoding="utf-8")
+    (writer.dir / "junit.xml").write_text(junit_xml(junit_results(slos, checks), f"surgesim.live.{sc.name}"), encoding="utf-8")
     writer.write_meta({"run_id": writer.dir.name, "engine": "live", "host": platform.node(),
                        "python": platform.python_version(),
                        "wall_start": dt.datetime.fromtimestamp(began).isoformat(timespec="seconds"),
@@ -267,6 +351,105 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
     except Exception as exc:  # noqa: BLE001 -- the report is a bonus; the verdict stands without it
         say(f"report not built: {type(exc).__name__}: {exc}")
     return summary, writer.dir
+
+
+def _check_alive(watchdog) -> None:
+    if watchdog is not None and watchdog.fatal:
+        raise LiveAborted(watchdog.fatal)
+
+
+def _checks(summary: dict, scenario, system, fault_events: list[dict]) -> list[dict]:
+    """The implicit checks (surgesim/checks.py) for this run."""
+    try:
+        from surgesim.checks import implicit_checks
+    except ImportError:  # TEMPORARY until branch verdicts-core lands surgesim/checks.py
+        return []
+    return implicit_checks(summary, scenario, system, fault_events)
+
+
+def _verdict(slos: list[dict], checks: list[dict], cons: dict) -> str:
+    try:
+        from surgesim.checks import final_verdict
+    except ImportError:  # TEMPORARY until branch verdicts-core lands surgesim/checks.py
+        from surgesim.slo import verdict
+
+        return verdict(slos) if cons["ok"] else "fail"
+    return final_verdict(slos, checks) if cons["ok"] else "fail"
+
+
+def junit_results(slos: list[dict], checks: list[dict]) -> list[dict]:
+    """SLOs and implicit checks as JUnit test cases; a failed check's case names what failed."""
+    return slos + [c if c["holds"] else {**c, "text": f"{c['text']} -- {c['detail']}"} for c in checks]
+
+
+def unsupported_faults(faults: list, system) -> list[str]:
+    """Declared faults that cannot be injected live whatever runs (before anything starts);
+    FaultInjector.unsupported() adds what depends on the running stack."""
+    from .faults import describe
+
+    out = []
+    apis = {a.name: a for a in system.external_apis}
+    services = {s.name: s for s in system.services}
+    for f in faults:
+        why = None
+        if f.kind.startswith("dependency_") and not (f.target in apis and apis[f.target].fake and not apis[f.target].url):
+            why = f"{f.target!r} is not an external API with a fake (and no url:), so its behaviour cannot be changed"
+        elif f.kind in ("consumer_down", "bad_deploy") and not (f.target in services and
+                                                                 (services[f.target].app or services[f.target].command)):
+            why = f"{f.target!r} is not a service with app: or command: run live"
+        elif f.kind == "emulator_restart" and f.target not in (None, "", "pubsub"):
+            why = (f"only the Pub/Sub emulator can be taken out live, not {f.target!r} "
+                   "(the simulator models Pub/Sub deliveries only)")
+        if why:
+            out.append(f"{describe(f)}: {why}")
+    return out
+
+
+def _not_injected(events: list[dict]) -> list[str]:
+    return [f"{e['kind']} on {e['target']} at {e['start_s']:g}s: "
+            + (e["details"].get("reason") or e["details"].get("failed") or "")
+            for e in events if e["details"].get("unsupported") or e["details"].get("failed")]
+
+
+def _api_totals(runner: SystemRunner) -> dict:
+    apis = {}
+    for api in runner.fake_procs:
+        try:
+            s = runner.fake_stats(api, keys=False)
+            apis[api] = {"calls": s["calls"], "errors": s["errors_injected"] + s["outage_rejections"],
+                         "rate_limited": s["rate_limited"], "duplicate_calls": s.get("duplicate_calls"),
+                         "duplicate_keys": s.get("duplicate_keys")}
+        except Exception:  # noqa: BLE001
+            pass
+    return apis
+
+
+def _write_partial(writer: RunWriter, runner: SystemRunner, faults, base: dict, t0_mono: float, ts: float,
+                   at_s: float, why: BaseException) -> None:
+    """What was measured until an interruption (or an emulator's death), written before the
+    runner stops everything: the sampler's and the fronts' timeseries, the fault timeline
+    so far, the per-service and per-subscription totals, the processes. No SLO verdict
+    and no conservation (the run did not finish); `surgesim report RUN` renders it."""
+    runner.sample_fronts()
+    writer.write_timeseries(_timeseries(runner, ts, t0_mono))
+    writer.write_histograms(pd.DataFrame(columns=["time_s", "path", "bucket", "count"]))
+    writer.write_faults(list(faults.events))
+    interrupted = isinstance(why, KeyboardInterrupt)
+    summary = {
+        **base, "interrupted": True, "interrupted_at_s": round(at_s, 3),
+        "interrupted_by": "signal" if interrupted else str(why),
+        "totals": {"topics": {t: {"published": n} for t, n in runner.bridges.metrics.published.items()},
+                   "subscriptions": runner.bridges.metrics.totals(),
+                   "services": {k: {kk: v[kk] for kk in ("requests", "rejected", "client_errors", "errors",
+                                                          "cold_starts", "peak_instances")}
+                                for k, v in runner.fronts.stats().items()},
+                   "triggers": trigger_totals(runner.bridges)},
+        "processes": runner.watchdog.processes() if runner.watchdog is not None else {},
+        "faults_unsupported": _not_injected(faults.events),
+        "latency": {}, "lag": {}, "slos": [], "checks": [], "verdict": "interrupted" if interrupted else "fail",
+        "conservation": {"ok": False, "subscriptions": {}, "why": "the run did not finish"},
+    }
+    writer.write_summary(summary)
 
 
 def _stocker(scenario_path, live, path: Path, say):
@@ -462,14 +645,21 @@ def _backlog(runner: SystemRunner) -> int:
                if name in consumed and t["backlog"] is not None)
 
 
+def _triggers_pending(runner: SystemRunner) -> int:
+    """Trigger deliveries still queued or being retried (a give-up takes the bridge's attempts)."""
+    return sum(t["pending"] for t in trigger_totals(runner.bridges).values())
+
+
 def _progress(el: float, ts: float, holder: dict, runner: SystemRunner) -> str:
     # the generator runs in its own process: count what the fronts received instead
     stats = runner.fronts.stats()
     requests = sum(v["requests"] for v in stats.values())
     rejected = sum(v["rejected"] for v in stats.values())
+    client = sum(v["client_errors"] for v in stats.values())
+    server = sum(v["errors"] for v in stats.values())
     clock = int(el * ts)
     return (f"  wall {el:6.1f}s  scenario {clock // 3600:02d}:{clock // 60 % 60:02d}:{clock % 60:02d}  "
-            f"requests {requests}  429 {rejected}  backlog {_backlog(runner)}")
+            f"requests {requests}  429 {rejected}  4xx {client}  5xx {server}  backlog {_backlog(runner)}")
 
 
 def _timeseries(runner: SystemRunner, ts: float, t0_mono: float) -> pd.DataFrame:

@@ -19,8 +19,11 @@ class RecordingRunner:
     def __init__(self) -> None:
         self.calls: list[tuple] = []
         self.behaviour = {"latency_p50_ms": 200.0, "latency_p99_ms": None, "error_rate": 0.0, "outage": False}
-        self.stack = SimpleNamespace(endpoint=lambda name: "127.0.0.1:9")
+        self.stack = SimpleNamespace(endpoint=lambda name: "127.0.0.1:9", emulators={})
         self.system = SimpleNamespace(project="p", subscriptions=[])
+        self.procs = {"eta": SimpleNamespace(stopped_by_fault=False)}
+        self.fake_procs = {"sms-gateway": None, "billing-api": None}
+        self.skipped = {}
 
     def fake_admin(self, api, method, path, json=None):
         self.calls.append(("admin", api, method, json))
@@ -75,7 +78,9 @@ def test_consumer_down_stops_then_restarts_and_a_fault_without_end_lasts_until_f
     assert r.behaviour["outage"] is True
     # its pushes are held before it stops (a down consumer takes no messages), resumed after it starts
     assert [c for c in r.calls if c[0] != "admin"] == [("hold", "eta", True), ("stop", "eta")]
+    assert r.procs["eta"].stopped_by_fault  # its exit is expected: the watchdog and the checks say so
     inj.tick(30.0)
+    assert not r.procs["eta"].stopped_by_fault
     assert [c for c in r.calls if c[0] != "admin"][2:] == [("start", "eta", {}, ()), ("hold", "eta", False)]
     inj.finish(99.0)
     assert r.behaviour["outage"] is False
@@ -83,7 +88,38 @@ def test_consumer_down_stops_then_restarts_and_a_fault_without_end_lasts_until_f
                                                                           ("dependency_outage", 15.0, 99.0)]
 
 
-def test_unsupported_and_failing_faults_are_recorded_and_the_run_goes_on():
+def test_faults_that_cannot_be_injected_are_named_before_the_run():
+    inj, r = injector(Fault(kind="emulator_restart", at=5, target="firestore"),
+                      Fault(kind="emulator_restart", at=6),
+                      Fault(kind="dependency_errors", at=6, duration=10, target="nope", error_rate=0.5),
+                      Fault(kind="consumer_down", at=7, target="ghost"),
+                      Fault(kind="dependency_outage", at=8, target="sms-gateway"),
+                      Fault(kind="bad_deploy", at=9, target="eta", matching='attributes.x = "y"'))
+    problems = inj.unsupported()
+    assert len(problems) == 4, problems
+    assert problems[0].startswith("emulator_restart of firestore at 5s: only the Pub/Sub emulator")
+    # the Pub/Sub emulator of this run was not started by surgesim: no process group to freeze
+    assert problems[1].startswith("emulator_restart at 6s:") and "not started by surgesim" in problems[1]
+    assert "'nope' is not a fake run here" in problems[2]
+    assert problems[3].startswith("consumer_down of ghost at 7s:")
+    r.stack.emulators["pubsub"] = SimpleNamespace(owned=True, pgid=4321)
+    assert len(inj.unsupported()) == 3
+
+
+def test_unsupported_faults_are_rejected_from_the_files_alone():
+    system = SimpleNamespace(external_apis=[SimpleNamespace(name="sms", fake="sms", url=None),
+                                            SimpleNamespace(name="real", fake=None, url="http://x")],
+                             services=[SimpleNamespace(name="eta", app="m:app", command=None),
+                                       SimpleNamespace(name="saga", app=None, command=None)])
+    problems = session.unsupported_faults([
+        Fault(kind="dependency_outage", at=1, target="sms"), Fault(kind="dependency_outage", at=2, target="real"),
+        Fault(kind="consumer_down", at=3, target="eta"), Fault(kind="consumer_down", at=4, target="saga"),
+        Fault(kind="emulator_restart", at=5, target="firestore"), Fault(kind="emulator_restart", at=6)], system)
+    assert [p.split(":")[0] for p in problems] == ["dependency_outage of real at 2s", "consumer_down of saga at 4s",
+                                                   "emulator_restart of firestore at 5s"]
+
+
+def test_failing_faults_are_recorded_and_the_run_goes_on():
     inj, r = injector(Fault(kind="emulator_restart", at=5, target="firestore"),
                       Fault(kind="dependency_errors", at=6, duration=10, target="nope", error_rate=0.5))
 
@@ -114,7 +150,7 @@ def sub(name):
 def test_conservation_balances_the_ledger_and_cross_checks_the_emulator(monkeypatch):
     visible = {"a": 0, "b": 3, "c": 0}
     monkeypatch.setattr(session, "count_remaining", lambda runner, name: visible[name])
-    monkeypatch.setattr(session, "_emulator_name", lambda runner, name: name)
+    monkeypatch.setattr(session, "_emulator_names", lambda runner, name: [name])
     runner = SimpleNamespace(system=SimpleNamespace(subscriptions=[sub("a"), sub("b"), sub("c"), sub("dlq")]))
     totals = {"a": {"published": 10, "acked": 7, "dead_lettered": 1, "filtered": 2, "backlog": 0},
               "b": {"published": 5, "acked": 2, "dead_lettered": 0, "filtered": 0, "backlog": 3},
@@ -132,6 +168,24 @@ def test_conservation_balances_the_ledger_and_cross_checks_the_emulator(monkeypa
     visible["c"] = 2
     bad = session.conservation(runner, totals)
     assert bad["ok"] is False and bad["subscriptions"]["c"]["balance"] == 0
+    assert "backlog 0 by the harness's ledger, 2 held by the emulator" in bad["subscriptions"]["c"]["disagreement"]
+
+
+def test_conservation_cross_checks_every_subscription_and_recounts_a_short_emulator(monkeypatch):
+    """The emulator must hold what the ledger says is left, also when that is not 0 (issue
+    20: the emulator held 546 on a filtered subscription whose ledger said 111); fewer is
+    re-counted (a lease or a backoff may still hide messages), more fails at once."""
+    counts = {"f": [111, 111], "g": [1, 2, 3], "h": [546]}
+    monkeypatch.setattr(session, "_emulator_names", lambda runner, name: [name])
+    runner = SimpleNamespace(system=SimpleNamespace(subscriptions=[sub("f"), sub("g"), sub("h")]))
+    row = {"published": 500, "acked": 300, "dead_lettered": 0, "filtered": 89, "backlog": 111}
+    totals = {"f": dict(row), "g": {**row, "backlog": 3, "filtered": 197}, "h": dict(row)}
+    out = session.conservation(runner, totals, recount_s=5.0, counter=lambda name: counts[name].pop(0))
+    subs = out["subscriptions"]
+    assert subs["f"]["emulator_visible"] == 111 and "disagreement" not in subs["f"]
+    assert subs["g"]["emulator_visible"] == 3 and "disagreement" not in subs["g"]  # visible after two recounts
+    assert subs["h"]["disagreement"].startswith("backlog 111 by the harness's ledger, 546 held by the emulator")
+    assert out["ok"] is False and counts["h"] == []  # counted once: more than the ledger is never a lease
 
 
 def test_lag_recorder_measures_publish_to_ack_in_scenario_windows(monkeypatch):

@@ -1,0 +1,47 @@
+"""The live run's per-route answers and per-trigger deliveries, in the shape
+`summary["totals"]` keeps them (read by surgesim/checks.py's implicit checks).
+
+    routes:   {"<service>.<route>": {"requests", "status": {"<code>": n}, "rejected", "errors"}}
+    triggers: {"<trigger>": {"changes", "delivered", "given_up", "pending", "failed_attempts"}}
+
+A route's counts come from the load generator's per-source counts (`status_<code>`, where
+a code that is not a number is a transport failure such as ConnectError): 429s are
+`rejected`, every other answer that is not 2xx, and every transport failure, is an error.
+"""
+
+from __future__ import annotations
+
+
+def route_totals(scenario, counts: dict[str, dict[str, int]]) -> dict[str, dict]:
+    """Per `<service>.<route>` (sources sending to the same route are added together)."""
+    out: dict[str, dict] = {}
+    for src in scenario.traffic.sources:
+        req = getattr(src, "request", None)
+        if req is None or src.name not in counts:
+            continue
+        key = f"{req.service}.{req.route}" if getattr(req, "route", None) else str(req.service)
+        row = out.setdefault(key, {"requests": 0, "status": {}, "rejected": 0, "errors": 0})
+        for k, n in counts[src.name].items():
+            if not k.startswith("status_"):
+                continue
+            code = k[len("status_"):]
+            row["status"][code] = row["status"].get(code, 0) + int(n)
+            row["requests"] += int(n)
+            if code == "429":
+                row["rejected"] += int(n)
+            elif not (code.isdigit() and 200 <= int(code) < 300):
+                row["errors"] += int(n)
+    return out
+
+
+def trigger_totals(bridges) -> dict[str, dict]:
+    """From each trigger bridge's counters: changes it saw that its event types want
+    (changes - skipped), delivered (2xx), given up after its attempts (a loss), and
+    pending (queued or in flight when read)."""
+    out = {}
+    for name, t in (getattr(bridges, "triggers", None) or {}).items():
+        c = t.counters
+        changes = c.changes - c.skipped
+        out[name] = {"changes": changes, "delivered": c.sent, "given_up": c.gave_up,
+                     "pending": max(0, changes - c.sent - c.gave_up), "failed_attempts": c.failures}
+    return out
