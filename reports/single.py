@@ -130,8 +130,23 @@ def header(data: RunData) -> dict:
         "clock": f"{fmt.clock(data.start_clock_s)}–{fmt.clock(data.start_clock_s + data.duration_s, True)}",
         "window": fmt.duration(data.window_s), "verdict": verdict,
         "verdict_text": text,
-        "run_id": data.name, "inputs": s.get("inputs") or {}, "meta": data.run.meta,
+        "run_id": data.name, "inputs": {k: v for k, v in (s.get("inputs") or {}).items() if v},
+        "meta": data.run.meta,
+        **_interrupted(s, data),
     }
+
+
+def _interrupted(s: dict, data: RunData) -> dict:
+    """A live run stopped before its end (Ctrl-C, SIGTERM, a dead emulator) wrote what it had
+    measured until then: say so where the verdict would be."""
+    if not s.get("interrupted"):
+        return {}
+    at = float(s.get("interrupted_at_s") or 0.0)
+    by = s.get("interrupted_by") or "signal"
+    return {"verdict": "interrupted",
+            "verdict_text": f"INTERRUPTED at {fmt.clock(data.start_clock_s + at)} (scenario {at:.0f} s of "
+                            f"{data.duration_s:.0f} s; {'Ctrl-C / SIGTERM' if by == 'signal' else by}): "
+                            "partial data until then, no verdict"}
 
 
 def build_plots(data: RunData, out_dir: Path, *, include_lag: bool = True) -> list[plots.Plot]:

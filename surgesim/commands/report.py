@@ -35,7 +35,11 @@ def report(runs: tuple[Path, ...], out: Path | None, kind: str, junit: bool) -> 
         click.echo(f"report:  {path}")
         if junit:
             click.echo(f"junit:   {write_junit(runs[0])}")
-        click.echo(f"verdict: {str(loaded[0].summary.get('verdict', '?')).upper()}")
+        summary = loaded[0].summary
+        if summary.get("interrupted"):
+            click.echo(f"interrupted at scenario {float(summary.get('interrupted_at_s') or 0):.0f} s: "
+                       "partial data until then, no verdict")
+        click.echo(f"verdict: {str(summary.get('verdict', '?')).upper()}")
         return
     if out is None:
         raise click.UsageError("several runs need --out DIR for the combined report")

@@ -121,3 +121,52 @@ def test_ctrl_c_with_locust_leaves_no_process(gcp, tmp_path):
     assert len(tree.groups()) >= 5, cmds
     assert not left, f"left running after Ctrl-C: {left}"
     assert gcp.refresh().emulators["pubsub"].healthy  # the session's emulators, reused by the run, stay up
+
+
+def test_two_quick_sigints_stop_every_emulator_the_run_started_and_leave_a_partial_report(tmp_path):
+    """Issue 13: two quick Ctrl-Cs printed "everything stopped" while the emulators the run
+    had started kept running. The run starts its own emulators here (recorded in the state
+    directory, dead, so it restarts them on the same ports and owns them); two SIGINTs 0.1 s
+    apart; afterwards no emulator process of that state directory runs and its ports are
+    closed. Issue 20: the interrupted run leaves a partial summary that `surgesim report`
+    renders "interrupted at ...". About 40-60 s wall."""
+    import json
+
+    from tests.integration.live_support import LiveRun, own_stack, stack_left
+
+    state = tmp_path / "state"
+    stack, ports = own_stack(state)
+    for st in stack.emulators.values():  # dead but recorded: the run restarts them as its own
+        os.killpg(st.pgid, signal.SIGKILL)
+    time.sleep(0.5)
+    run = LiveRun(HERE / "scenarios" / "honest" / "watchdog.yaml", tmp_path / "run", state, tmp_path / "run.log")
+    try:
+        run.wait_for("emulator (pid", 30)
+        run.wait_for("requests", 120)
+        time.sleep(2)
+        run.proc.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+        run.proc.send_signal(signal.SIGINT)  # hurries the stop, never abandons it
+        rc = run.wait(60)
+    finally:
+        run.kill()
+        left = stack_left(state, ports)
+        stack.down()
+    text = run.text()
+    assert rc == 130, text[-3000:]
+    assert "restarting" in text  # the run started these emulators itself
+    assert not left, f"left running after two Ctrl-Cs: {left}\n{text[-2000:]}"
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("interrupted at scenario")]
+    assert line.endswith(f"everything stopped; partial run directory: {tmp_path / 'run'}"), line
+    assert "Traceback" not in text, text[-3000:]
+
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["interrupted_by"] == "signal"
+    assert summary["interrupted_at_s"] > 2 and summary["verdict"] == "interrupted"
+    assert summary["totals"]["services"]["api"]["requests"] > 0  # what was measured until the signal
+    assert summary["totals"]["subscriptions"]["pings-sub"]["published"] > 0
+    report = subprocess.run([sys.executable, "-m", "surgesim.cli", "report", str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "interrupted at scenario" in report.stdout and "INTERRUPTED" in report.stdout, report.stdout
+    assert "INTERRUPTED at 00:00 (scenario " in (tmp_path / "run" / "report.html").read_text()
