@@ -150,6 +150,10 @@ def test_ctrl_c_mid_run_stops_everything(gcp, tmp_path):
     finally:
         run.kill()
     assert rc == 130, run.text()[-3000:]
-    assert "interrupted; everything stopped" in run.text()
+    assert "; everything stopped; partial run directory: " in run.text(), run.text()[-2000:]
     run.assert_nothing_left()
+    # what was measured until the signal (issue 20)
+    partial = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert partial["interrupted"] is True and partial["interrupted_at_s"] >= 150  # scenario s (10 wall s x 15)
+    assert partial["totals"]["services"]["command"]["requests"] > 0
     assert gcp.refresh().emulators["pubsub"].healthy  # the session's reused emulators stay up
