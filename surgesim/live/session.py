@@ -283,6 +283,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                 raise
             runner.sample_fronts()
             processes = watchdog.processes()  # before the harness stops them
+            counters = _service_counters(runner)
             # stop what consumes, then the bridges (a final drain and sample), then count what is left
             for name, p in runner.procs.items():
                 p.stop()
@@ -333,7 +334,10 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                  "slos_from": "scenario.slos" if live.slos is None else "scenario.live.slos",
                  # inside the front: request received -> upstream answered (the service and its
                  # emulator calls); latency/... minus this is the generator and the network
-                 "front_latency": _front_latency(runner, "command")},
+                 "front_latency": _front_latency(runner, "command"),
+                 # each service's own /metrics counters at the end, where it has them (the
+                 # reference reactors count deliveries by outcome: handled, duplicate, ...)
+                 "service_counters": counters},
     }
     checks = _checks(summary, sc, exp.system, faults.events)
     summary["checks"] = checks
@@ -411,14 +415,37 @@ def _not_injected(events: list[dict]) -> list[str]:
             for e in events if e["details"].get("unsupported") or e["details"].get("failed")]
 
 
+def _service_counters(runner: SystemRunner) -> dict[str, dict[str, int]]:
+    """GET /metrics of every running service process, kept where it answers a JSON object
+    of numbers (a user's service without one is simply left out)."""
+    import httpx
+
+    out = {}
+    with httpx.Client(trust_env=False, timeout=2.0) as http:
+        for name, p in runner.procs.items():
+            if not p.alive():
+                continue
+            try:
+                m = http.get(p.url + "/metrics").json()
+            except Exception:  # noqa: BLE001 -- no /metrics, or not JSON: nothing to keep
+                continue
+            if isinstance(m, dict):
+                nums = {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                if nums:
+                    out[name] = nums
+    return out
+
+
 def _api_totals(runner: SystemRunner) -> dict:
     apis = {}
     for api in runner.fake_procs:
         try:
             s = runner.fake_stats(api, keys=False)
             apis[api] = {"calls": s["calls"], "errors": s["errors_injected"] + s["outage_rejections"],
-                         "rate_limited": s["rate_limited"], "duplicate_calls": s.get("duplicate_calls"),
-                         "duplicate_keys": s.get("duplicate_keys")}
+                         "rate_limited": s["rate_limited"],
+                         # calls repeating an idempotency key that had already succeeded: the
+                         # side effects a re-delivery would have duplicated without the key
+                         "replayed": s.get("replayed"), "duplicate_keys": s.get("duplicate_keys")}
         except Exception:  # noqa: BLE001
             pass
     return apis

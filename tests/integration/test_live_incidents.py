@@ -20,8 +20,11 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
+
+from surgesim.schema import load_experiment
 
 pytestmark = pytest.mark.integration
 
@@ -31,9 +34,10 @@ SMS = HERE / "scenarios" / "sms_degradation_short.yaml"
 RUN_TIMEOUT = 240  # ~90 s on a quiet machine; a hung run fails the test, not the suite
 
 
-def live(gcp, scenario: Path, out: Path) -> tuple[int, str]:
+def live(gcp, scenario: Path, out: Path, on_output=None) -> tuple[int, str]:
     """Run `surgesim live SCENARIO`; returns (exit code, output). Every process of the run's
-    tree, sampled while it runs, must be gone afterwards."""
+    tree, sampled while it runs, must be gone afterwards. on_output(text so far) is called
+    while it runs."""
     log = out.with_suffix(".log")
     seen: dict[int, psutil.Process] = {}
     with open(log, "w") as f:
@@ -48,6 +52,8 @@ def live(gcp, scenario: Path, out: Path) -> tuple[int, str]:
                     seen.setdefault(p.pid, p)
             except psutil.NoSuchProcess:
                 pass
+            if on_output is not None:
+                on_output(log.read_text(errors="replace"))
             time.sleep(0.5)
     finally:
         if proc.poll() is None:
@@ -84,9 +90,48 @@ def bad_revision_attempts(logs: Path) -> dict[str, list[int]]:
     return out
 
 
+class EtaOutputs:
+    """A subscription of the test's own on logistics.events, made once the run has created
+    the topic: every RouteEtaUpdated eta publishes, counted per eventId afterwards. eta
+    derives that id from the event it handled, so a cause handled twice shows as an id
+    seen twice (the replay's seek + re-drive did that to every dead letter and to every
+    event since the deploy)."""
+
+    def __init__(self, gcp, project: str) -> None:
+        self.base = f"http://{gcp.endpoint('pubsub')}/v1/projects/{project}"
+        self.made = False
+
+    def on_output(self, text: str) -> None:
+        if self.made or "live: " not in text:  # the bridges have created the topics
+            return
+        r = httpx.put(f"{self.base}/subscriptions/test-eta-outputs", trust_env=False, timeout=10,
+                      json={"topic": f"projects/{self.base.rsplit('/', 1)[1]}/topics/logistics.events",
+                            "ackDeadlineSeconds": 600})
+        assert r.status_code in (200, 409), r.text
+        self.made = True
+
+    def per_event_id(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        with httpx.Client(trust_env=False, timeout=30) as http:
+            while True:
+                got = http.post(f"{self.base}/subscriptions/test-eta-outputs:pull",
+                                json={"maxMessages": 1000, "returnImmediately": True}).json().get("receivedMessages", [])
+                if not got:
+                    break
+                http.post(f"{self.base}/subscriptions/test-eta-outputs:acknowledge",
+                          json={"ackIds": [m["ackId"] for m in got]}).raise_for_status()
+                for m in got:
+                    attrs = m["message"].get("attributes") or {}
+                    if attrs.get("eventType") == "RouteEtaUpdated":
+                        out[attrs["eventId"]] = out.get(attrs["eventId"], 0) + 1
+            http.delete(f"{self.base}/subscriptions/test-eta-outputs")
+        return out
+
+
 def test_bad_eta_deploy_dead_letters_after_exactly_5_attempts_and_the_replay_loses_nothing(gcp, tmp_path):
     out = tmp_path / "run"
-    rc, text = live(gcp, BAD_ETA, out)
+    outputs = EtaOutputs(gcp, load_experiment(BAD_ETA).system.project)
+    rc, text = live(gcp, BAD_ETA, out, on_output=outputs.on_output)
     assert (out / "summary.json").exists(), text[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     eta = summary["totals"]["subscriptions"]["eta-sub"]
@@ -107,9 +152,15 @@ def test_bad_eta_deploy_dead_letters_after_exactly_5_attempts_and_the_replay_los
     # the bad revision's own counter (read once the fix had the traffic) agrees with its log
     assert 5 * dead <= d["bad_version"]["bad_deploy"] <= sum(len(a) for a in raised.values()), d
 
-    # the fix: eta-sub sought back to the deploy, every dead letter re-published once
-    assert d["sought"] == ["eta-sub"]
+    # the fix: every dead letter re-published once, and eta-sub not also sought back (a seek
+    # would deliver each dead letter a second time, and every event handled since the deploy)
+    assert d["sought"] == []
     assert d["republished"] + d.get("republished_late", 0) == dead, d
+    # ... so eta handled each event once: deliveries counted per event id at eta's output
+    per_id = outputs.per_event_id()
+    assert len(per_id) > 5, per_id
+    twice = {k: n for k, n in per_id.items() if n > 1}
+    assert not twice, f"{len(twice)} of {len(per_id)} events handled more than once by eta: {twice}"
     hold = summary["conservation"]["subscriptions"]["eta-dlq-hold"]
     assert hold["published"] == dead and hold["acked"] == dead and hold["backlog"] == 0, hold
 
