@@ -76,9 +76,10 @@ def live(scenario: Path, plan: Path | None, out: Path | None, state_dir: str | N
         click.echo(f"live run failed: {exc}", err=True)
         sys.exit(1)
     verdict_table(summary)
-    for c in summary.get("checks") or []:
-        if not c["holds"]:
-            click.echo(f"FAILED {c['name']}: {c['detail']}")
+    from surgesim.checks import failed_lines
+
+    for line in failed_lines(summary.get("checks") or []):
+        click.echo(line)
     click.echo(f"run directory: {run_dir}")
     sys.exit(0 if summary["verdict"] == "pass" else 1)
 

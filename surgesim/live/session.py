@@ -364,20 +364,14 @@ def _check_alive(watchdog) -> None:
 
 def _checks(summary: dict, scenario, system, fault_events: list[dict]) -> list[dict]:
     """The implicit checks (surgesim/checks.py) for this run."""
-    try:
-        from surgesim.checks import implicit_checks
-    except ImportError:  # TEMPORARY until branch verdicts-core lands surgesim/checks.py
-        return []
+    from surgesim.checks import implicit_checks
+
     return implicit_checks(summary, scenario, system, fault_events)
 
 
 def _verdict(slos: list[dict], checks: list[dict], cons: dict) -> str:
-    try:
-        from surgesim.checks import final_verdict
-    except ImportError:  # TEMPORARY until branch verdicts-core lands surgesim/checks.py
-        from surgesim.slo import verdict
+    from surgesim.checks import final_verdict
 
-        return verdict(slos) if cons["ok"] else "fail"
     return final_verdict(slos, checks) if cons["ok"] else "fail"
 
 

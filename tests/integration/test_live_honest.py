@@ -29,12 +29,7 @@ pytestmark = pytest.mark.integration
 HONEST = Path(__file__).resolve().parent / "scenarios" / "honest"
 
 
-def _checks():
-    return pytest.importorskip("surgesim.checks", reason="surgesim/checks.py (branch verdicts-core) not merged yet")
-
-
 def test_every_request_answered_400_exits_1_naming_the_route_and_its_counts(gcp, tmp_path):
-    _checks()
     run = LiveRun(HONEST / "rejected.yaml", tmp_path / "run", gcp.state_dir, tmp_path / "run.log")
     try:
         rc = run.wait(180)
@@ -56,7 +51,6 @@ def test_every_request_answered_400_exits_1_naming_the_route_and_its_counts(gcp,
 
 
 def test_trigger_deliveries_given_up_exit_1_naming_the_trigger(gcp, tmp_path):
-    _checks()
     run = LiveRun(HONEST / "triggers_lost.yaml", tmp_path / "run", gcp.state_dir, tmp_path / "run.log")
     try:
         rc = run.wait(240)
