@@ -33,56 +33,58 @@ def live(scenario: Path, plan: Path | None, out: Path | None, state_dir: str | N
     # our own SIGINT/SIGTERM, whatever the caller left (an ignored SIGINT from `nohup ... &`):
     # the first interrupts, later ones only hurry the stop (surgesim/live/interrupts.py)
     interrupts.install()
-
-    if not scenario.is_file():
-        click.echo(f"{scenario}: no such file", err=True)
-        sys.exit(2)
-    if time_scale is not None or rate_scale is not None:
-        from pydantic import ValidationError
-
-        from surgesim.schema.scenario import Live
-
-        over = {k: v for k, v in (("time_scale", time_scale), ("rate_scale", rate_scale)) if v is not None}
-        try:
-            Live.model_validate(over)
-        except ValidationError as exc:
-            for e in exc.errors():
-                click.echo(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}", err=True)
-            sys.exit(2)
     try:
-        summary, run_dir = run_live(scenario, plan, out, state_dir=state_dir,
-                                    say=lambda m: click.echo(m, err=True), time_scale=time_scale,
-                                    rate_scale=rate_scale)
-    except SchemaError as exc:
-        for line in exc.problems:
-            click.echo(line, err=True)
-        sys.exit(2)
-    except UnsupportedLive as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(2)
-    except LiveInterrupted as exc:
-        where = f" at scenario {exc.at_s:.0f} s" if exc.at_s is not None else ""
-        partial = f"; partial run directory: {exc.run_dir}" if exc.run_dir else ""
-        click.echo(f"interrupted{where}; " + _stopped(exc.leftovers) + partial, err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:  # before the runner existed
-        click.echo("interrupted; nothing was left running", err=True)
-        sys.exit(130)
-    except LiveAborted as exc:
-        partial = f"; partial run directory: {exc.run_dir}" if exc.run_dir else ""
-        click.echo(f"live run failed: {exc}; " + _stopped(exc.leftovers) + partial, err=True)
-        sys.exit(1)
-    except (EmulatorError, RuntimeError, TimeoutError) as exc:
-        click.echo(f"live run failed: {exc}", err=True)
-        sys.exit(1)
-    verdict_table(summary)
-    from surgesim.checks import failed_lines
+        if not scenario.is_file():
+            click.echo(f"{scenario}: no such file", err=True)
+            sys.exit(2)
+        if time_scale is not None or rate_scale is not None:
+            from pydantic import ValidationError
 
-    for line in failed_lines(summary.get("checks") or []):
-        click.echo(line)
-    click.echo(f"run directory: {run_dir}")
-    sys.exit(0 if summary["verdict"] == "pass" else 1)
+            from surgesim.schema.scenario import Live
 
+            over = {k: v for k, v in (("time_scale", time_scale), ("rate_scale", rate_scale)) if v is not None}
+            try:
+                Live.model_validate(over)
+            except ValidationError as exc:
+                for e in exc.errors():
+                    click.echo(f"--{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}", err=True)
+                sys.exit(2)
+        try:
+            summary, run_dir = run_live(scenario, plan, out, state_dir=state_dir,
+                                        say=lambda m: click.echo(m, err=True), time_scale=time_scale,
+                                        rate_scale=rate_scale)
+        except SchemaError as exc:
+            for line in exc.problems:
+                click.echo(line, err=True)
+            sys.exit(2)
+        except UnsupportedLive as exc:
+            click.echo(str(exc), err=True)
+            sys.exit(2)
+        except LiveInterrupted as exc:
+            where = f" at scenario {exc.at_s:.0f} s" if exc.at_s is not None else ""
+            partial = f"; partial run directory: {exc.run_dir}" if exc.run_dir else ""
+            click.echo(f"interrupted{where}; " + _stopped(exc.leftovers) + partial, err=True)
+            sys.exit(130)
+        except KeyboardInterrupt:  # before the runner existed
+            click.echo("interrupted; nothing was left running", err=True)
+            sys.exit(130)
+        except LiveAborted as exc:
+            partial = f"; partial run directory: {exc.run_dir}" if exc.run_dir else ""
+            click.echo(f"live run failed: {exc}; " + _stopped(exc.leftovers) + partial, err=True)
+            sys.exit(1)
+        except (EmulatorError, RuntimeError, TimeoutError) as exc:
+            click.echo(f"live run failed: {exc}", err=True)
+            sys.exit(1)
+        verdict_table(summary)
+        from surgesim.checks import failed_lines
+
+        for line in failed_lines(summary.get("checks") or []):
+            click.echo(line)
+        click.echo(f"run directory: {run_dir}")
+        sys.exit(0 if summary["verdict"] == "pass" else 1)
+
+    finally:
+        interrupts.restore()  # the caller's handlers again (a CliRunner, a test)
 
 def _stopped(leftovers: list[str]) -> str:
     """Said only after checking: every process the run started is gone, or which are not."""

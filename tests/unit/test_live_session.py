@@ -203,3 +203,32 @@ def test_lag_recorder_measures_publish_to_ack_in_scenario_windows(monkeypatch):
     assert sorted(rows["time_s"].unique().tolist()) == [0.0, 30.0]  # wall windows 0 and 3, x time_scale
     s = lag.summaries()["sub"]
     assert s["count"] == 2 and s["max"] == pytest.approx(4.0, rel=0.05)
+
+
+def test_surgesim_live_refuses_a_fault_it_cannot_inject_before_starting_anything(tmp_path):
+    """exit 2 and `unsupported live: ...` before any emulator or process starts (issue 13:
+    such a fault was recorded as unsupported and the run ended PASS)."""
+    import time
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from surgesim.commands.live import live
+
+    system = Path(__file__).resolve().parents[1] / "integration" / "scenarios" / "honest" / "system.yaml"
+    scenario = tmp_path / "restart.yaml"
+    scenario.write_text(f"""name: restart_firestore
+system: {system}
+duration: 10s
+traffic:
+  sources:
+    - {{name: items, rate: 1/s, request: {{service: api, route: items}}}}
+faults:
+  - {{kind: emulator_restart, target: firestore, at: 2s, duration: 2s}}
+live: {{time_scale: 1, rate_scale: 1, locust: false, stock: false}}
+""")
+    t0 = time.monotonic()
+    res = CliRunner().invoke(live, [str(scenario), "--out", str(tmp_path / "run"), "--state-dir", str(tmp_path / "s")])
+    assert res.exit_code == 2, res.output
+    assert "unsupported live: emulator_restart of firestore at 2s: only the Pub/Sub emulator" in res.output
+    assert time.monotonic() - t0 < 10 and not (tmp_path / "run").exists() and not (tmp_path / "s").exists()
