@@ -16,11 +16,12 @@ What is watched, by kind:
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 
 from surgesim.emulators.process import exit_code as emulator_exit_code
-from surgesim.emulators.process import is_running, log_tail, port_open
+from surgesim.emulators.process import is_running, log_tail
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +96,7 @@ class Watchdog:
     def _emulator_alive(self, name: str, st) -> bool:
         if st.pid and not is_running(st.pid):
             return False
-        try:
-            up = port_open("127.0.0.1", int(self.runner.stack.endpoint(name).rsplit(":", 1)[1]), 1.0)
-        except Exception:  # noqa: BLE001
-            up = True
+        up = _accepts(int(self.runner.stack.endpoint(name).rsplit(":", 1)[1]))
         self._misses[name] = 0 if up else self._misses.get(name, 0) + 1
         return self._misses[name] < 2
 
@@ -148,3 +146,15 @@ class Watchdog:
             out[name] = {"kind": "bridge", "running_at_end": alive and name not in self.exits, "exit_code": None,
                          "stopped_by_fault": False, "log_tail": []}
         return out
+
+
+def _accepts(port: int) -> bool:
+    """False only when the port refuses connections (nothing listens). A connect that times
+    out is a busy emulator with a full accept queue (a heavy run), not a dead one."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2.0):
+            return True
+    except ConnectionRefusedError:
+        return False
+    except OSError:
+        return True
