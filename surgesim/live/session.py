@@ -412,21 +412,18 @@ def _not_injected(events: list[dict]) -> list[str]:
 def _service_counters(runner: SystemRunner) -> dict[str, dict[str, int]]:
     """GET /metrics of every running service process, kept where it answers a JSON object
     of numbers (a user's service without one is simply left out)."""
-    import httpx
-
     out = {}
-    with httpx.Client(trust_env=False, timeout=2.0) as http:
-        for name, p in runner.procs.items():
-            if not p.alive():
-                continue
-            try:
-                m = http.get(p.url + "/metrics").json()
-            except Exception:  # noqa: BLE001 -- no /metrics, or not JSON: nothing to keep
-                continue
-            if isinstance(m, dict):
-                nums = {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-                if nums:
-                    out[name] = nums
+    for name, p in runner.procs.items():
+        if not p.alive():
+            continue
+        try:
+            m = runner.service_get(p, "/metrics").json()
+        except Exception:  # noqa: BLE001 -- no /metrics, or not JSON: nothing to keep
+            continue
+        if isinstance(m, dict):
+            nums = {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if nums:
+                out[name] = nums
     return out
 
 
