@@ -8,7 +8,6 @@ seconds, as in a simulated run.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import hashlib
@@ -285,7 +284,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
             processes = watchdog.processes()  # before the harness stops them
             counters = _service_counters(runner)
             # stop what consumes, then the bridges (a final drain and sample), then count what is left
-            for name, p in runner.procs.items():
+            for p in runner.procs.values():
                 p.stop()
             runner.bridges.stop()
             totals = runner.bridges.metrics.totals()
