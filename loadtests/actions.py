@@ -73,12 +73,19 @@ def publish_url(emulator_host: str, project: str, topic: str) -> str:
     return emulator_base(emulator_host) + publish_path(project, topic)
 
 
-def publish_body(messages: list[tuple[bytes, dict[str, str]]]) -> bytes:
-    """The REST publish request for up to 1,000 (data, attributes) messages."""
+def publish_body(messages: list[tuple]) -> bytes:
+    """The REST publish request for up to 1,000 (data, attributes[, ordering key]) messages."""
     if len(messages) > MAX_PUBLISH_BATCH:
         raise ValueError(f"a publish request holds at most {MAX_PUBLISH_BATCH} messages, got {len(messages)}")
-    return json.dumps({"messages": [{"data": base64.b64encode(d).decode("ascii"), "attributes": a}
-                                    for d, a in messages]}, separators=(",", ":")).encode()
+    return json.dumps({"messages": [_rest_message(m) for m in messages]}, separators=(",", ":")).encode()
+
+
+def _rest_message(m: tuple) -> dict:
+    """(data, attributes[, ordering key]) as the REST API's PubsubMessage."""
+    out = {"data": base64.b64encode(m[0]).decode("ascii"), "attributes": m[1]}
+    if len(m) > 2 and m[2]:
+        out["orderingKey"] = m[2]
+    return out
 
 
 # ---- photos ------------------------------------------------------------------------------
@@ -192,7 +199,8 @@ class Send:
     path: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
-    message: tuple[bytes, dict[str, str]] | None = None
+    message: tuple | None = None
+    """(data, attributes[, ordering key]) for a publish."""
     parcel_id: str | None = None
     stock: bool = False
     """Sent before the clock starts to pre-position a parcel; not measured."""
@@ -200,6 +208,11 @@ class Send:
     @property
     def label(self) -> str:
         return self.source.label
+
+
+def _templated(source: LiveSource) -> bool:
+    spec = source.source.request if source.source.request is not None else source.source.publish
+    return spec is not None and spec.templated and source.source.workflow is None
 
 
 def http_headers(request_id: str, intended: float, content_type: str = "application/json") -> dict[str, str]:
@@ -219,11 +232,21 @@ class Payloads:
         self.fleets: dict[str, Fleet] = {}
         for s in plan.sources:
             if s.action == PUBLISH and s.source.kind == "fleet":
-                n = max(1, int(round(s.source.vehicles * plan.rate_scale)))
+                n = max(1, int(round(s.source.vehicles * plan.scale_of(s))))
                 self.fleets[s.name] = Fleet(n, seed=plan.seed)
         self._fleet_wall = {name: 0.0 for name in self.fleets}
         self._fleet_pings: dict[str, list[dict]] = {}
         self.drivers = max([f.n for f in self.fleets.values()] + [50])
+        self.templates = {s.name: self._compile(s) for s in plan.all_sources if _templated(s)}
+        """Per templated source, its payload compiled once (surgesim/templates.py)."""
+
+    def _compile(self, source: LiveSource):
+        from surgesim.templates import source_payload
+
+        route = None
+        if source.route is not None:
+            route = next(r for r in self.plan.exp.routes(source.service) if r.name == source.route)
+        return source_payload(source.source, source.index, self.plan.seed, self.plan.scenario_path.parent, route)
 
     def request_id(self, source: LiveSource) -> str:
         self._seq += 1
@@ -247,6 +270,9 @@ class Payloads:
     def build(self, source: LiveSource, intended: float, wall_t: float | None = None) -> Send | None:
         """The Send for one arrival at epoch `intended` (wall_t: seconds since the start);
         None when a lifecycle step finds no parcel ready (starved)."""
+        payload = self.templates.get(source.name)
+        if payload is not None:
+            return self.rendered(source, intended, payload.render(intended))
         if source.action == PUBLISH:
             return self._publish(source, intended, wall_t)
         if source.action == COMMAND:
@@ -261,7 +287,7 @@ class Payloads:
         out: list[Send | None] = []
         fleet_items: dict[str, list[int]] = {}
         for i, (wall_t, source) in enumerate(due):
-            if source.action == PUBLISH and source.name in self.fleets:
+            if source.action == PUBLISH and source.name in self.fleets and source.name not in self.templates:
                 fleet_items.setdefault(source.name, []).append(i)
                 out.append(None)
             else:
@@ -281,6 +307,17 @@ class Payloads:
                 attrs["vehicleId"] = ping["vehicleId"]
                 out[i] = Send(source, intended, message=(json.dumps(ping, separators=(",", ":")).encode(), attrs))
         return out
+
+    @staticmethod
+    def rendered(source: LiveSource, intended: float, r) -> Send:
+        """The Send of a rendered template: X-Intended-Time / intendedTime added."""
+        if source.action == PUBLISH:
+            attrs = dict(r.attributes)
+            attrs[INTENDED_ATTRIBUTE] = stamp(intended)
+            return Send(source, intended, message=(r.data, attrs, r.ordering_key))
+        headers = dict(r.headers)
+        headers[INTENDED_HEADER] = stamp(intended)
+        return Send(source, intended, r.method, r.path, headers, r.body)
 
     def _publish(self, source: LiveSource, intended: float, wall_t: float | None) -> Send:
         attrs = dict(source.attributes)

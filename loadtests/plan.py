@@ -86,7 +86,8 @@ class LivePlan:
                  only: Iterable[str] | None = None):
         """only: send just these sources (by name), e.g. to split a scenario between
         Locust and the fleet driver; each keeps the schedule it has in the full plan."""
-        self.scenario_path = Path(scenario_path) if scenario_path else default_scenario()
+        # absolute: Locust runs in its output directory and reads the scenario from there
+        self.scenario_path = Path(scenario_path).resolve() if scenario_path else default_scenario()
         self.exp = load_experiment(self.scenario_path, plan_path)
         live = self.exp.scenario.live
         self.time_scale = float(time_scale if time_scale is not None else live.time_scale)
@@ -104,10 +105,21 @@ class LivePlan:
             if unknown:
                 raise ValueError(f"no such source in {self.scenario_path.name}: {', '.join(sorted(unknown))}")
             self.sources = [s for s in self.sources if s.name in wanted]
-        # The simulator's model, thinned: multiplier x rate_scale / time_scale (see module doc).
-        thin = self.rate_scale / self.time_scale
-        traffic_ = self.exp.scenario.traffic.model_copy(update={"multiplier": self.exp.scenario.traffic.multiplier * thin})
-        self._thinned = dataclasses.replace(self.exp, scenario=self.exp.scenario.model_copy(update={"traffic": traffic_}))
+        self._thinned_by: dict[float, Any] = {}
+
+    def thinned(self, rate_scale: float):
+        """The simulator's model, thinned: multiplier x rate_scale / time_scale (see module doc)."""
+        if rate_scale not in self._thinned_by:
+            traffic_ = self.exp.scenario.traffic.model_copy(update={
+                "multiplier": self.exp.scenario.traffic.multiplier * rate_scale / self.time_scale})
+            self._thinned_by[rate_scale] = dataclasses.replace(
+                self.exp, scenario=self.exp.scenario.model_copy(update={"traffic": traffic_}))
+        return self._thinned_by[rate_scale]
+
+    def scale_of(self, source: LiveSource) -> float:
+        """The source's own `rate_scale` if it has one, else the run's."""
+        own = source.source.rate_scale
+        return float(own) if own is not None else self.rate_scale
 
     # ---- sources -----------------------------------------------------------------------
 
@@ -135,8 +147,11 @@ class LivePlan:
                 if route is None:
                     skipped[src.name] = f"service {svc} has no route {route_name}"
                     continue
-                action = (COMMAND if route_name in LIFECYCLE_ROUTES
-                          else SIGHTING if "sighting" in route_name else REQUEST)
+                if src.request.templated:
+                    action = REQUEST  # the source's own templates say what to send
+                else:  # the built-in requests of the reference systems (until they are YAML)
+                    action = (COMMAND if route_name in LIFECYCLE_ROUTES
+                              else SIGHTING if "sighting" in route_name else REQUEST)
                 out.append(LiveSource(i, src.name, action, src, service=svc, route=route_name,
                                       method=route.method, path=route.path))
         return out, skipped
@@ -160,11 +175,11 @@ class LivePlan:
 
     def wall_rate(self, source: LiveSource, wall_t: float) -> float:
         """Sends per wall second of `source` at wall time wall_t (seconds since the start)."""
-        return traffic.source_rate(self.exp, source.source, wall_t * self.time_scale) * self.rate_scale
+        return traffic.source_rate(self.exp, source.source, wall_t * self.time_scale) * self.scale_of(source)
 
     def wall_rate_series(self, source: LiveSource, dt_wall: float, n: int) -> np.ndarray:
         """Wall rates at the midpoints of n wall steps of dt_wall (`rate_series`, compressed)."""
-        return traffic.rate_series(self.exp, source.source, 0.0, dt_wall * self.time_scale, n) * self.rate_scale
+        return traffic.rate_series(self.exp, source.source, 0.0, dt_wall * self.time_scale, n) * self.scale_of(source)
 
     def total_rate(self, wall_t: float, sources: Iterable[LiveSource] | None = None) -> float:
         return sum(self.wall_rate(s, wall_t) for s in (self.sources if sources is None else sources))
@@ -178,7 +193,7 @@ class LivePlan:
         w1 = self.duration_s if w1 is None else w1
         n = max(1, int(math.ceil((w1 - w0) * self.time_scale / 60.0)))
         dt = (w1 - w0) * self.time_scale / n
-        return float(traffic.expected_counts(self._thinned, source.source, w0 * self.time_scale, dt, n).sum())
+        return float(traffic.expected_counts(self.thinned(self.scale_of(source)), source.source, w0 * self.time_scale, dt, n).sum())
 
     def waves_wall(self) -> list[dict]:
         """Each wave's wall-clock window: name, start_s, end_s."""
@@ -190,7 +205,7 @@ class LivePlan:
     def arrivals(self, source: LiveSource, w0: float, w1: float, rng: np.random.Generator) -> np.ndarray:
         """Intended send times (wall seconds from the start) of `source` in [w0, w1): the
         simulator's NHPP on the thinned scenario, compressed by time_scale."""
-        t = traffic.arrival_times(self._thinned, source.source, w0 * self.time_scale, w1 * self.time_scale, rng,
+        t = traffic.arrival_times(self.thinned(self.scale_of(source)), source.source, w0 * self.time_scale, w1 * self.time_scale, rng,
                                   cell=max(1.0, self.time_scale / 4.0))
         return t / self.time_scale
 

@@ -363,6 +363,23 @@ def channels_of(system: System, plan: Plan, service: str) -> set[str]:
             | {t.name for t in system.triggers if t.target == service})
 
 
+def template_problems(sc: Scenario, system: System, plan: Plan, base_dir: Path) -> Iterator[tuple[tuple, str]]:
+    """Payload template errors of the templated sources (surgesim/templates.py): syntax,
+    undefined names, unknown Faker providers, files, hooks, a trial render."""
+    for i, src in enumerate(sc.traffic.sources):
+        templated = (src.request is not None and src.request.templated) or (
+            src.publish is not None and src.publish.templated)
+        if not templated:
+            continue
+        from surgesim.templates import check_source
+
+        route = None
+        if src.request is not None:
+            route = next((r for r in routes_of(system, plan, src.request.service) if r.name == src.request.route), None)
+        for path, msg in check_source(src, i, sc.seed, base_dir, route):
+            yield ("traffic", "sources", i) + path, msg
+
+
 def routes_of(system: System, plan: Plan, service: str) -> list[Route]:
     sp = plan.services.get(service)
     if sp is not None and sp.routes is not None:
@@ -435,6 +452,7 @@ def load_experiment(scenario_path: str | Path, plan_path: str | Path | None = No
             raise SchemaError([doc.problem(("plan",), f"file {scenario.plan!r} not found next to {doc.name}")])
     plan = load_plan(plan_path, system) if plan_path is not None else Plan(name="defaults")
     _raise_if(doc, scenario_problems(scenario, system, plan))
+    _raise_if(doc, template_problems(scenario, system, plan, scenario_path.resolve().parent))
     return Experiment(scenario, system, plan, scenario_path.resolve(), system_path,
                       Path(plan_path).resolve() if plan_path is not None else None)
 

@@ -25,16 +25,103 @@ from surgesim.schema.common import (
 )
 
 
+HOOK_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+Template = Any
+"""Any YAML value; its strings may hold Jinja2 `{{ ... }}` expressions (docs/loadtests.md,
+"Payload templates"). A string that is one `{{ expression }}` alone keeps the expression's
+type (a number stays a number); any other string renders to text."""
+
+
+class FilePart(Strict):
+    """One file of a multipart body: `file` (a path relative to the scenario file, read once)
+    or `content` (a template rendered per send)."""
+
+    file: str | None = None
+    content: str | None = None
+    filename: str | None = None
+    """Template; default: the file's name, else the field's."""
+    content_type: str = "application/octet-stream"
+
+    @model_validator(mode="after")
+    def _one(self) -> "FilePart":
+        if (self.file is None) == (self.content is None):
+            raise ValueError("a file part needs exactly one of file or content")
+        return self
+
+
 class Publish(Strict):
+    """A message per arrival. With `json`, `data` or `hook` the message is the rendered
+    template; without, a fleet's pings (kind fleet) or a small generated JSON."""
+
     topic: PubSubName
     attributes: dict[str, str] = Field(default_factory=dict)
+    """Templates."""
     message_bytes: Annotated[int, in_range(1, 10_000_000)] | None = None
     """Overrides the topic's average size for this source."""
+    json_: Template = Field(None, alias="json")
+    """The message data as JSON: any YAML value, templated."""
+    data: str | None = None
+    """The message data as text (a template), sent UTF-8 encoded."""
+    ordering_key: str | None = None
+    """Template."""
+    hook: str | None = Field(None, pattern=HOOK_PATTERN)
+    """`module:function` called with a PayloadContext; returns the data (dict/list: JSON;
+    str/bytes: as is). The module is imported from the scenario's folder."""
+
+    @model_validator(mode="after")
+    def _one_body(self) -> "Publish":
+        given = [k for k in ("json", "data", "hook") if getattr(self, "json_" if k == "json" else k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of json, data, hook; got {', '.join(given)}")
+        return self
+
+    @property
+    def templated(self) -> bool:
+        return (self.json_ is not None or self.data is not None or self.hook is not None
+                or self.ordering_key is not None or any("{" in v for v in self.attributes.values()))
 
 
 class Request(Strict):
+    """An HTTP request per arrival to a route of a service. With any of `json`, `form`/`files`,
+    `body`, `hook`, `path_params`, `query` or `headers` the request is rendered from these
+    templates; with none, the generator's built-in request for the route."""
+
     service: ServiceId
     route: str
+    path_params: dict[str, Template] = Field(default_factory=dict)
+    """Values for the route path's `{placeholders}` (templates)."""
+    query: dict[str, Template] = Field(default_factory=dict)
+    """Query string parameters (templates)."""
+    headers: dict[str, Template] = Field(default_factory=dict)
+    """Templates; `X-Intended-Time` is always added."""
+    json_: Template = Field(None, alias="json")
+    """The body as JSON: any YAML value, templated."""
+    form: dict[str, Template] | None = None
+    """multipart/form-data fields (templates); with `files`."""
+    files: dict[str, FilePart] | None = None
+    """multipart/form-data files by field name."""
+    body: str | None = None
+    """A raw body (a template), sent with `content_type`."""
+    content_type: str | None = None
+    """Content-Type of `body` or of a hook's str/bytes (default text/plain / application/octet-stream)."""
+    hook: str | None = Field(None, pattern=HOOK_PATTERN)
+    """`module:function` called with a PayloadContext; returns the body (dict/list: JSON;
+    str/bytes: raw with content_type). The module is imported from the scenario's folder."""
+
+    @model_validator(mode="after")
+    def _one_body(self) -> "Request":
+        given = [k for k, v in (("json", self.json_), ("form/files", self.form or self.files), ("body", self.body),
+                                ("hook", self.hook)) if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one body: json, form/files, body or hook; got {', '.join(given)}")
+        if self.content_type is not None and self.body is None and self.hook is None:
+            raise ValueError("content_type goes with body or hook")
+        return self
+
+    @property
+    def templated(self) -> bool:
+        return any(v is not None for v in (self.json_, self.form, self.files, self.body, self.hook)) or bool(
+            self.path_params or self.query or self.headers)
 
 
 class Source(Strict):
@@ -58,6 +145,13 @@ class Source(Strict):
     request: Request | None = None
     job: ServiceId | None = None
     workflow: ServiceId | None = None
+    vars: dict[str, Any] = Field(default_factory=dict)
+    """Static values the source's templates use by name (`{{ region }}`)."""
+    locale: str | list[str] = "en_US"
+    """Faker locale(s) of the templates' `faker`."""
+    rate_scale: Annotated[float, in_range(1e-6, 1)] | None = None
+    """Live mode: this source's own fraction of its volume sent for real, instead of
+    scenario.live.rate_scale (thin telemetry more than commands)."""
 
     @model_validator(mode="after")
     def _complete(self) -> "Source":
