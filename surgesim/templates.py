@@ -70,6 +70,17 @@ def environment():
     return _ENV
 
 
+_BLANK = None
+
+
+def _new_context(names: dict):
+    """A Jinja2 Context over `names` (any template's works: they share the environment's globals)."""
+    global _BLANK
+    if _BLANK is None:
+        _BLANK = environment().from_string("")
+    return _BLANK.new_context(names, shared=True)
+
+
 def _is_template(text: str) -> bool:
     return "{{" in text or "{%" in text
 
@@ -102,7 +113,9 @@ def iso(epoch: float) -> str:
 def make_faker(locale: str | list[str], seed: int):
     from faker import Faker
 
-    fk = Faker(locale)
+    # Uniform choice: Faker's frequency weighting rebuilds a cumulative table of thousands
+    # of names per call (first_name 170 µs weighted, 4 µs uniform, docs/benchmarks/loadgen.md).
+    fk = Faker(locale, use_weighting=False)
     fk.seed_instance(seed)
     return fk
 
@@ -125,7 +138,9 @@ class Randoms:
 
 # ---- compiled values ---------------------------------------------------------------------
 
-Renderer = Callable[[dict], Any]
+Renderer = Callable[[Any], Any]
+"""Takes one send's Jinja2 Context (shared by every expression of the send: creating a
+context is the costly part of evaluating an expression) and returns the value."""
 
 
 def _const(value: Any) -> Renderer:
@@ -157,6 +172,8 @@ class Compiler:
         self.faker = faker
         self.locate = locate
         self.problems: list[tuple[tuple, str]] = []
+        self.used: set[str] = set()
+        """Names the compiled templates refer to (a send computes only those)."""
 
     def _located(self, r: Renderer, path: tuple) -> Renderer:
         if not self.locate:
@@ -204,16 +221,25 @@ class Compiler:
         except TemplateSyntaxError as exc:
             self.problems.append((path, f"template syntax error: {exc.message}"))
             return _const(s), True
-        for name in sorted(_names_in(ast) - self.known):
+        names = _names_in(ast)
+        self.used |= names
+        for name in sorted(names - self.known):
             self.problems.append((path, f"undefined variable {name!r}"))
         if self.faker is not None:
             for attr in _faker_attrs(ast):
                 if attr.startswith("_") or not callable(getattr(self.faker, attr, None)):
                     self.problems.append((path, f"unknown Faker provider {attr!r}"))
         if single:
-            expr = env.compile_expression(m["expr"], undefined_to_none=False)
-            return self._located(lambda ctx: expr(**ctx), path), False
-        return self._located(env.from_string(s).render, path), False
+            root = env.from_string("{% set result = " + m["expr"] + " %}").root_render_func
+
+            def value(context) -> Any:
+                for _ in root(context):
+                    pass
+                return context.vars["result"]
+
+            return self._located(value, path), False
+        text_root = env.from_string(s).root_render_func
+        return self._located(lambda context: "".join(text_root(context)), path), False
 
 
 # ---- a source's payload -----------------------------------------------------------------
@@ -295,6 +321,8 @@ class SourcePayload:
             self._attrs = [(k, c.text(v, ("attributes", k))[0]) for k, v in spec.attributes.items()]
             self._key = c.text(spec.ordering_key, ("ordering_key",))[0] if spec.ordering_key is not None else None
         self.problems = problems + c.problems
+        # a hook may read anything; templates only what they name
+        self._lazy = {"uuid", "intended_iso"} if self._hook is not None else c.used & {"uuid", "intended_iso"}
 
     def _compile_request(self, c: Compiler, spec: Any, route_path: str, base_dir: Path | None,
                          problems: list) -> None:
@@ -333,17 +361,18 @@ class SourcePayload:
 
     def context(self, intended: float, captured: dict[str, Any] | None = None) -> PayloadContext:
         self.seq += 1
-        return PayloadContext(self.name, self.seq, intended, self.rng, self.faker, self.vars, dict(captured or {}),
-                              str(uuid_mod.UUID(int=self.rng.getrandbits(128), version=4)))
+        uid = str(uuid_mod.UUID(int=self.rng.getrandbits(128), version=4)) if "uuid" in self._lazy else ""
+        return PayloadContext(self.name, self.seq, intended, self.rng, self.faker, self.vars, dict(captured or {}), uid)
 
-    def names(self, pc: PayloadContext) -> dict[str, Any]:
-        """The names a template sees for this send."""
+    def names(self, pc: PayloadContext):
+        """The names a template sees for this send, as one Jinja2 Context."""
         ctx = dict(self.randoms.names)
         ctx.update(self.vars)
         ctx.update(pc.captured)
-        ctx.update(faker=pc.faker, seq=pc.seq, uuid=pc.uuid, intended=pc.intended, intended_iso=pc.intended_iso,
+        ctx.update(faker=pc.faker, seq=pc.seq, uuid=pc.uuid, intended=pc.intended,
+                   intended_iso=pc.intended_iso if "intended_iso" in self._lazy else "",
                    vars=pc.vars, captured=pc.captured, source=pc.source)
-        return ctx
+        return _new_context(ctx)
 
     def render(self, intended: float, captured: dict[str, Any] | None = None) -> Rendered:
         pc = self.context(intended, captured)
