@@ -138,6 +138,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
              time_scale: float | None = None, rate_scale: float | None = None) -> tuple[dict, Path]:
     """time_scale / rate_scale: override the scenario's live ones (the load generator gets
     them too), e.g. to run a scenario heavier or shorter than its file says."""
+    scenario_path = Path(scenario_path).resolve()  # the load generator runs in its own directory
     exp = load_experiment(scenario_path, plan_path)
     over = {k: float(v) for k, v in (("time_scale", time_scale), ("rate_scale", rate_scale)) if v is not None}
     if over:
@@ -154,7 +155,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
     stock = _stocker(scenario_path, live, out / "loadgen" / "stock.json", say)
     runner = SystemRunner(exp.system, exp.plan, state_dir, rate_scale=rs, sample_interval=live.sample_interval,
                           log_dir=out / "logs", log_level="WARNING", purge=True, seed=sc.seed, on_message=say,
-                          time_scale=ts, before_bridges=stock)
+                          time_scale=ts, before_bridges=stock, base_dir=exp.system_path.parent)
     with runner:
         say(f"live: {sc.name} / plan {exp.plan.name}: {sc.duration:g} scenario s in {wall_duration:.0f} wall s "
             f"(time_scale {ts:g}, rate_scale {rs:g})")
