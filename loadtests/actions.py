@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from surgesim.loadtests.plan import COMMAND, LIFECYCLE_ROUTES, PUBLISH, SIGHTING, LivePlan, LiveSource
+from surgesim.loadtests.plan import COMMAND, LIFECYCLE_ROUTES, PUBLISH, REQUEST, SIGHTING, LivePlan, LiveSource
 from surgesim.sim import traffic
 from surgesim.sim.fleet import Fleet, vehicle_id
 
@@ -211,8 +211,10 @@ class Send:
 
 
 def _templated(source: LiveSource) -> bool:
-    spec = source.source.request if source.source.request is not None else source.source.publish
-    return spec is not None and spec.templated and source.source.workflow is None
+    from surgesim.templates import payload_kind
+
+    kind = payload_kind(source.source)
+    return kind is not None and getattr(source.source, kind).templated and source.source.workflow is None
 
 
 def http_headers(request_id: str, intended: float, content_type: str = "application/json") -> dict[str, str]:
@@ -244,9 +246,10 @@ class Payloads:
         from surgesim.templates import source_payload
 
         route = None
-        if source.route is not None:
+        if source.action == REQUEST:
             route = next(r for r in self.plan.exp.routes(source.service) if r.name == source.route)
-        return source_payload(source.source, source.index, self.plan.seed, self.plan.scenario_path.parent, route)
+        return source_payload(source.source, source.index, self.plan.seed, self.plan.scenario_path.parent, route,
+                              project=self.plan.exp.system.project)
 
     def request_id(self, source: LiveSource) -> str:
         self._seq += 1

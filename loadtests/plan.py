@@ -40,7 +40,12 @@ LIFECYCLE_ROUTES = ("create_shipment", "assign_driver", "mark_out_for_delivery",
 
 # Action kinds a live source maps to; the user group that sends each.
 PUBLISH, COMMAND, REQUEST, SIGHTING = "publish", "command", "request", "sighting"
-GROUP_OF = {PUBLISH: "telemetry", COMMAND: "driver_app", REQUEST: "driver_app", SIGHTING: "sightings"}
+FIRESTORE, STORAGE = "firestore", "storage"
+"""Writes a client makes straight to Firestore or Cloud Storage (through the emulators' REST APIs)."""
+GROUP_OF = {PUBLISH: "telemetry", COMMAND: "driver_app", REQUEST: "driver_app", SIGHTING: "sightings",
+            FIRESTORE: "driver_app", STORAGE: "driver_app"}
+FIRESTORE_ENDPOINT, STORAGE_ENDPOINT = "firestore_emulator", "storage_emulator"
+"""The endpoints' keys of the emulators that firestore / storage sources write to."""
 
 
 def default_scenario() -> Path:
@@ -55,7 +60,9 @@ class LiveSource:
     index: int
     name: str
     action: str
-    """publish | command (a parcel lifecycle step) | request (other HTTP route) | sighting"""
+    """publish | command (a parcel lifecycle step) | request (other HTTP route) | sighting |
+    firestore | storage (a write through the emulator; route is `firestore.<collection>` /
+    `storage.<bucket>`, service the emulator's endpoint key)"""
     source: Any
     """The schema Source."""
     service: str | None = None
@@ -74,6 +81,8 @@ class LiveSource:
         """The histogram path: latency/<service>.<route> for HTTP, publish/<topic> for Pub/Sub."""
         if self.action == PUBLISH:
             return f"publish/{self.topic}"
+        if self.action in (FIRESTORE, STORAGE):
+            return f"write/{self.route}"
         return f"latency/{self.service}.{self.route}"
 
 
@@ -134,6 +143,12 @@ class LivePlan:
             elif src.publish is not None:
                 out.append(LiveSource(i, src.name, PUBLISH, src, topic=src.publish.topic,
                                       attributes=tuple(sorted(src.publish.attributes.items()))))
+            elif src.firestore is not None:
+                out.append(LiveSource(i, src.name, FIRESTORE, src, service=FIRESTORE_ENDPOINT,
+                                      route=f"firestore.{src.firestore.collection}"))
+            elif src.storage is not None:
+                out.append(LiveSource(i, src.name, STORAGE, src, service=STORAGE_ENDPOINT,
+                                      route=f"storage.{src.storage.bucket}"))
             elif src.workflow is not None:
                 wf = next((w for w in system.workflows if w.name == src.workflow), None)
                 if wf is None or wf.trigger is None:
@@ -166,7 +181,12 @@ class LivePlan:
         return out
 
     def services(self) -> list[str]:
-        return sorted({s.service for s in self.sources if s.service})
+        """The system's services the sources send requests to."""
+        return sorted({s.service for s in self.sources if s.service and s.action not in (FIRESTORE, STORAGE)})
+
+    def emulators(self) -> list[str]:
+        """Endpoint keys of the emulators firestore / storage sources write to."""
+        return sorted({s.service for s in self.sources if s.action in (FIRESTORE, STORAGE)})
 
     def topics(self) -> list[str]:
         return sorted({s.topic for s in self.sources if s.topic})
@@ -282,11 +302,18 @@ class Timetable:
 
 PUBSUB = "pubsub"
 PROJECT = "project"
+EMULATOR_VARS = {FIRESTORE_ENDPOINT: "FIRESTORE_EMULATOR_HOST", STORAGE_ENDPOINT: "STORAGE_EMULATOR_HOST"}
 
 
 def url_env_var(service: str) -> str:
     """COMMAND_URL for service `command`, APP_URL for `app`, EVENT_PUBLISHER_URL, ..."""
     return service.upper().replace("-", "_") + "_URL"
+
+
+def emulator_endpoints(env: dict[str, str]) -> dict[str, str]:
+    """{firestore_emulator / storage_emulator: base URL} from FIRESTORE_ / STORAGE_EMULATOR_HOST."""
+    return {key: "http://" + env[var].removeprefix("http://").rstrip("/")
+            for key, var in EMULATOR_VARS.items() if env.get(var)}
 
 
 def endpoints_from_env(plan: LivePlan, environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -298,6 +325,7 @@ def endpoints_from_env(plan: LivePlan, environ: dict[str, str] | None = None) ->
     out = {s: env[url_env_var(s)] for s in plan.services() if env.get(url_env_var(s))}
     if env.get("PUBSUB_EMULATOR_HOST"):
         out[PUBSUB] = env["PUBSUB_EMULATOR_HOST"]
+    out.update(emulator_endpoints(env))
     out[PROJECT] = env.get("GOOGLE_CLOUD_PROJECT") or env.get("PUBSUB_PROJECT_ID") or plan.exp.system.project
     return out
 
@@ -306,4 +334,5 @@ def missing_endpoints(plan: LivePlan, endpoints: dict[str, str]) -> list[str]:
     need = [url_env_var(s) for s in plan.services() if s not in endpoints]
     if plan.topics() and PUBSUB not in endpoints:
         need.append("PUBSUB_EMULATOR_HOST")
+    need += [EMULATOR_VARS[k] for k in plan.emulators() if k not in endpoints]
     return need

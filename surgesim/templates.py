@@ -295,7 +295,8 @@ class SourcePayload:
 
     def __init__(self, name: str, spec: Any, *, vars: dict[str, Any] | None = None, locale: str | list[str] = "en_US",
                  seed: tuple[int, int] = (1, 0), base_dir: Path | None = None, route_path: str = "",
-                 method: str = "POST", captures: tuple[str, ...] = (), locate: bool = False):
+                 method: str = "POST", captures: tuple[str, ...] = (), locate: bool = False,
+                 kind: str = "request", project: str = ""):
         self.name = name
         self.vars = dict(vars or {})
         self.rng = random.Random(f"surgesim-payload:{seed[0]}:{seed[1]}")
@@ -303,18 +304,24 @@ class SourcePayload:
         self.randoms = Randoms(self.rng)
         self.seq = 0
         self.method = method
-        self.is_request = hasattr(spec, "route")
+        self.kind = kind
+        self.is_request = kind != "publish"
+        self.project = project
         shadowed = sorted(set(self.vars) & set(BUILTINS))
         problems: list[tuple[tuple, str]] = [(("vars", k), f"{k!r} is a built-in name of templates") for k in shadowed]
         c = Compiler(set(BUILTINS) | set(self.vars) | set(captures), self.faker, locate)
         self._hook: Callable | None = None
-        if spec.hook is not None:
+        if getattr(spec, "hook", None) is not None:
             try:
                 self._hook = load_hook(spec.hook, base_dir)
             except TemplateError as exc:
                 problems.append((exc.path, exc.message))
-        self._json = c.value(spec.json_, ("json",))[0] if spec.json_ is not None else None
-        if self.is_request:
+        self._json = c.value(spec.json_, ("json",))[0] if getattr(spec, "json_", None) is not None else None
+        if kind == "firestore":
+            self._compile_firestore(c, spec)
+        elif kind == "storage":
+            self._compile_storage(c, spec, base_dir, problems)
+        elif kind == "request":
             self._compile_request(c, spec, route_path, base_dir, problems)
         else:
             self._data = c.text(spec.data, ("data",))[0] if spec.data is not None else None
@@ -357,6 +364,26 @@ class SourcePayload:
             self._files.append((k, content, name, part.content_type))
         self.multipart = spec.form is not None or spec.files is not None
 
+    def _compile_firestore(self, c: Compiler, spec: Any) -> None:
+        self.op = spec.op
+        self.collection = spec.collection
+        self._doc = c.text(spec.document, ("document",))[0] if spec.document is not None else None
+        self._data = c.value(spec.data, ("data",))[0] if spec.data is not None else None
+        self._base = f"/v1/projects/{self.project}/databases/(default)/documents/{quote(spec.collection, safe='')}"
+
+    def _compile_storage(self, c: Compiler, spec: Any, base_dir: Path | None, problems: list) -> None:
+        self.bucket = spec.bucket
+        self._object = c.text(spec.object, ("object",))[0]
+        self.content_type = spec.content_type
+        self._nbytes = spec.bytes
+        self._file = b""
+        if spec.file is not None:
+            path = Path(spec.file) if base_dir is None else base_dir / spec.file
+            try:
+                self._file = path.read_bytes()
+            except OSError as exc:
+                problems.append((("file",), f"cannot read {spec.file}: {exc.strerror or exc}"))
+
     # ---- per send --------------------------------------------------------------------------
 
     def context(self, intended: float, captured: dict[str, Any] | None = None) -> PayloadContext:
@@ -377,7 +404,38 @@ class SourcePayload:
     def render(self, intended: float, captured: dict[str, Any] | None = None) -> Rendered:
         pc = self.context(intended, captured)
         ctx = self.names(pc)
-        return self._request(pc, ctx) if self.is_request else self._message(pc, ctx)
+        if self.kind == "request":
+            return self._request(pc, ctx)
+        if self.kind == "firestore":
+            return self._firestore(ctx)
+        if self.kind == "storage":
+            return self._storage(ctx)
+        return self._message(pc, ctx)
+
+    def _firestore(self, ctx) -> Rendered:
+        """The emulator's REST call (Firestore API v1) for one document write."""
+        doc = _text(self._doc(ctx)) if self._doc is not None else _doc_id(self.rng)
+        headers = {"Authorization": "Bearer owner"}  # the emulator's admin token: security rules do not apply
+        if self.op == "delete":
+            return Rendered("DELETE", f"{self._base}/{quote(doc, safe='')}", headers)
+        data = self._data(ctx)
+        if not isinstance(data, dict):
+            raise TemplateError(("data",), f"must render to a mapping, got {type(data).__name__}")
+        headers["Content-Type"] = "application/json"
+        body = json.dumps({"fields": {k: firestore_value(v) for k, v in data.items()}}, separators=(",", ":")).encode()
+        if self.op == "create":
+            return Rendered("POST", f"{self._base}?documentId={quote(doc, safe='')}", headers, body)
+        path = f"{self._base}/{quote(doc, safe='')}"
+        if self.op == "update":  # only these fields, and only if the document exists
+            path += "?" + urlencode([("updateMask.fieldPaths", k) for k in data] + [("currentDocument.exists", "true")])
+        return Rendered("PATCH", path, headers, body)
+
+    def _storage(self, ctx) -> Rendered:
+        """The emulator's JSON API media upload of one object."""
+        name = _text(self._object(ctx))
+        content = self.rng.randbytes(self._nbytes) if self._nbytes is not None else self._file
+        path = f"/upload/storage/v1/b/{quote(self.bucket, safe='')}/o?" + urlencode({"uploadType": "media", "name": name})
+        return Rendered("POST", path, {"Content-Type": self.content_type}, content)
 
     def _request(self, pc: PayloadContext, ctx: dict) -> Rendered:
         path = self.route_path
@@ -422,24 +480,35 @@ class SourcePayload:
         return Rendered(data=data, attributes=attrs, ordering_key=key or None)
 
 
+PAYLOAD_KINDS = ("request", "publish", "firestore", "storage")
+
+
+def payload_kind(src: Any) -> str | None:
+    """Which of a Source's targets carries a payload (None: a job or workflow)."""
+    return next((k for k in PAYLOAD_KINDS if getattr(src, k, None) is not None), None)
+
+
 def source_payload(src: Any, index: int, seed: int, base_dir: Path | None, route: Any = None,
-                   captures: tuple[str, ...] = (), locate: bool = False) -> SourcePayload:
+                   captures: tuple[str, ...] = (), locate: bool = False, project: str = "") -> SourcePayload:
     """The compiled payload of a schema Source (request: with its schema Route)."""
-    spec = src.request if src.request is not None else src.publish
-    return SourcePayload(src.name, spec, vars=src.vars, locale=src.locale, seed=(seed, index), base_dir=base_dir,
-                         route_path=route.path if route is not None else "",
-                         method=route.method if route is not None else "POST", captures=captures, locate=locate)
+    kind = payload_kind(src)
+    return SourcePayload(src.name, getattr(src, kind), vars=src.vars, locale=src.locale, seed=(seed, index),
+                         base_dir=base_dir, route_path=route.path if route is not None else "",
+                         method=route.method if route is not None else "POST", captures=captures, locate=locate,
+                         kind=kind, project=project)
 
 
-def check_source(src: Any, index: int, seed: int, base_dir: Path | None, route: Any = None) -> list[tuple[tuple, str]]:
+def check_source(src: Any, index: int, seed: int, base_dir: Path | None, route: Any = None,
+                 project: str = "") -> list[tuple[tuple, str]]:
     """Every problem of a templated source's payload, as (path inside the source, message):
     syntax, undefined names, unknown Faker providers, unreadable files, a hook that does not
     import; then one trial render for what only running shows (a provider's wrong
     arguments, a hook that raises)."""
-    spec = src.request if src.request is not None else src.publish
-    prefix = ("request",) if src.request is not None else ("publish",)
+    kind = payload_kind(src)
+    spec = getattr(src, kind)
+    prefix = (kind,)
     try:
-        payload = source_payload(src, index, seed, base_dir, route, locate=True)
+        payload = source_payload(src, index, seed, base_dir, route, locate=True, project=project)
     except AttributeError as exc:  # an unknown locale
         return [(("locale",), f"unknown Faker locale: {exc}")]
     problems = [(p if p[:1] == ("vars",) else prefix + p, m) for p, m in payload.problems]
@@ -453,6 +522,35 @@ def check_source(src: Any, index: int, seed: int, base_dir: Path | None, route: 
             problems.append((prefix + (("hook",) if what == "hook" else ()),
                              f"{what} failed on a trial render: {type(exc).__name__}: {exc}"))
     return problems
+
+
+def _doc_id(rng: random.Random) -> str:
+    """A 20-character id like the client libraries' auto ids, from the seeded stream."""
+    return "".join(rng.choices(_ID_CHARS, k=20))
+
+
+_ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def firestore_value(v: Any) -> dict:
+    """A Python value as the Firestore REST API's typed Value."""
+    if v is None:
+        return {"nullValue": None}
+    if isinstance(v, bool):
+        return {"booleanValue": v}
+    if isinstance(v, int):
+        return {"integerValue": str(v)}
+    if isinstance(v, float):
+        return {"doubleValue": v}
+    if isinstance(v, bytes):
+        return {"bytesValue": base64.b64encode(v).decode()}
+    if isinstance(v, dt.datetime):
+        return {"timestampValue": v.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")}
+    if isinstance(v, dict):
+        return {"mapValue": {"fields": {str(k): firestore_value(x) for k, x in v.items()}}}
+    if isinstance(v, (list, tuple)):
+        return {"arrayValue": {"values": [firestore_value(x) for x in v]}}
+    return {"stringValue": str(v)}
 
 
 def rough_size(payload: SourcePayload, n: int = 20) -> float:

@@ -175,6 +175,10 @@ class SystemRunner:
             out.setdefault(name, p.url)
         out["pubsub"] = self.stack.endpoint("pubsub")
         out["project"] = self.system.project
+        # firestore: / storage: sources write straight to these emulators
+        from surgesim.loadtests.plan import emulator_endpoints
+
+        out.update(emulator_endpoints(self.emulator_env))
         return out
 
     def listing(self) -> list[dict]:

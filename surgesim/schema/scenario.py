@@ -124,6 +124,61 @@ class Request(Strict):
             self.path_params or self.query or self.headers)
 
 
+class FirestoreWrite(Strict):
+    """A document write per arrival through the Firestore emulator, as a client app (a mobile
+    app, a web page) writes directly; a trigger on the collection sees it as the cloud's
+    would. Latency is measured from the intended time to the emulator's answer."""
+
+    collection: str = Field(pattern=r"^[^/{}]+$")
+    document: str | None = None
+    """The document id (a template); default: a 20-character id from the seeded stream."""
+    op: Literal["create", "set", "update", "delete"] = "set"
+    """create fails if the document exists; set replaces it; update changes the given fields
+    of an existing one; delete removes it."""
+    data: Template = None
+    """The document's fields: a mapping, templated (not for delete)."""
+
+    @model_validator(mode="after")
+    def _data(self) -> "FirestoreWrite":
+        if self.op == "delete" and self.data is not None:
+            raise ValueError("op: delete takes no data")
+        if self.op != "delete" and not isinstance(self.data, dict):
+            raise ValueError(f"op: {self.op} needs data: a mapping of the document's fields")
+        if self.op in ("update", "delete") and self.document is None:
+            raise ValueError(f"op: {self.op} needs document: the id of an existing document")
+        return self
+
+    @property
+    def templated(self) -> bool:
+        return True
+
+
+class StorageWrite(Strict):
+    """An object upload per arrival through the Storage emulator."""
+
+    bucket: str
+    object: str
+    """The object name (a template), e.g. `uploads/{{ uuid }}.jpg`."""
+    content_type: str = "application/octet-stream"
+    bytes: Annotated[int, in_range(0, 100_000_000)] | None = None
+    """Upload this many bytes from the seeded stream."""
+    file: str | None = None
+    """Upload this file (relative to the scenario, read once)."""
+
+    @model_validator(mode="after")
+    def _content(self) -> "StorageWrite":
+        if (self.bytes is None) == (self.file is None):
+            raise ValueError("a storage source needs exactly one of bytes or file")
+        return self
+
+    @property
+    def templated(self) -> bool:
+        return True
+
+
+SOURCE_TARGETS = ("publish", "request", "job", "workflow", "firestore", "storage")
+
+
 class Source(Strict):
     """An open-model arrival stream: arrivals do not slow down when the system does.
 
@@ -145,6 +200,8 @@ class Source(Strict):
     request: Request | None = None
     job: ServiceId | None = None
     workflow: ServiceId | None = None
+    firestore: FirestoreWrite | None = None
+    storage: StorageWrite | None = None
     vars: dict[str, Any] = Field(default_factory=dict)
     """Static values the source's templates use by name (`{{ region }}`)."""
     locale: str | list[str] = "en_US"
@@ -155,9 +212,9 @@ class Source(Strict):
 
     @model_validator(mode="after")
     def _complete(self) -> "Source":
-        targets = [n for n in ("publish", "request", "job", "workflow") if getattr(self, n) is not None]
+        targets = [n for n in SOURCE_TARGETS if getattr(self, n) is not None]
         if len(targets) != 1:
-            raise ValueError(f"a source sends to exactly one of publish, request, job, workflow; got {', '.join(targets) or 'none'}")
+            raise ValueError(f"a source sends to exactly one of {', '.join(SOURCE_TARGETS)}; got {', '.join(targets) or 'none'}")
         if self.kind == "fleet":
             if self.vehicles is None or self.ping_interval is None:
                 raise ValueError("kind: fleet needs vehicles and ping_interval")

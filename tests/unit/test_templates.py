@@ -290,3 +290,73 @@ def test_a_source_rate_scale_thins_that_source_only(tmp_path):
     for _, s in plan.timetable().all_times():
         counts[s.name] += 1
     assert 1050 <= counts["commands"] <= 1350 and 80 <= counts["telemetry"] <= 160
+
+
+def test_firestore_and_storage_sources_render_the_emulators_rest_calls(tmp_path):
+    (tmp_path / "system.yaml").write_text(SYSTEM + "stores:\n  firestore:\n    - {name: profiles}\n"
+                                          "  storage:\n    - {name: uploads}\n")
+    (tmp_path / "spike.yaml").write_text(textwrap.dedent("""\
+        name: w
+        system: system.yaml
+        duration: 10s
+        traffic:
+          sources:
+            - {name: c, rate: 1/s, firestore: {collection: profiles, op: create, data: {n: "{{ seq }}", ok: true, x: 1.5, l: [a, null]}}}
+            - {name: s, rate: 1/s, firestore: {collection: profiles, op: set, document: "u{{ seq }}", data: {m: {k: v}}}}
+            - {name: u, rate: 1/s, firestore: {collection: profiles, op: update, document: u1, data: {a: 1, b: 2}}}
+            - {name: d, rate: 1/s, firestore: {collection: profiles, op: delete, document: "u{{ seq }}"}}
+            - {name: up, rate: 1/s, storage: {bucket: uploads, object: "p/{{ seq }}.bin", bytes: 100, content_type: image/jpeg}}
+        """))
+    plan = LivePlan(tmp_path / "spike.yaml")
+    p = Payloads(plan, tag="t")
+    base = "/v1/projects/greeter-local/databases/(default)/documents/profiles"
+    c = p.build(plan.source("c"), 1.0)
+    assert c.method == "POST" and c.path.startswith(base + "?documentId=") and len(c.path.split("=")[1]) == 20
+    assert json.loads(c.body) == {"fields": {"n": {"integerValue": "1"}, "ok": {"booleanValue": True},
+                                             "x": {"doubleValue": 1.5}, "l": {"arrayValue": {"values": [
+                                                 {"stringValue": "a"}, {"nullValue": None}]}}}}
+    s = p.build(plan.source("s"), 1.0)
+    assert (s.method, s.path) == ("PATCH", base + "/u1")
+    assert json.loads(s.body)["fields"]["m"] == {"mapValue": {"fields": {"k": {"stringValue": "v"}}}}
+    u = p.build(plan.source("u"), 1.0)
+    assert u.path == base + "/u1?updateMask.fieldPaths=a&updateMask.fieldPaths=b&currentDocument.exists=true"
+    d = p.build(plan.source("d"), 1.0)
+    assert (d.method, d.path, d.body) == ("DELETE", base + "/u1", b"")
+    up = p.build(plan.source("up"), 1.0)
+    assert up.path == "/upload/storage/v1/b/uploads/o?uploadType=media&name=p%2F1.bin"
+    assert len(up.body) == 100 and up.headers["Content-Type"] == "image/jpeg"
+    assert plan.source("up").label == "write/storage.uploads" and plan.source("c").label == "write/firestore.profiles"
+    # an undeclared collection is named with its line
+    (tmp_path / "spike.yaml").write_text((tmp_path / "spike.yaml").read_text().replace("bucket: uploads", "bucket: nope"))
+    with pytest.raises(SchemaError, match=r"spike.yaml:10: traffic.sources\[4\].storage.bucket: bucket 'nope' is not declared"):
+        load_experiment(tmp_path / "spike.yaml")
+
+
+def test_the_simulator_starts_the_trigger_path_of_a_firestore_source(tmp_path):
+    from surgesim.sim.engine import run
+    from surgesim.sim.output import write_run
+
+    (tmp_path / "system.yaml").write_text(textwrap.dedent("""\
+        name: fs
+        project: fs-local
+        services:
+          - {name: on-profile, steps: [{cpu: 1ms}]}
+        stores:
+          firestore:
+            - {name: profiles}
+        triggers:
+          - {name: t, collection: profiles, target: on-profile}
+        """))
+    (tmp_path / "s.yaml").write_text(textwrap.dedent("""\
+        name: s
+        system: system.yaml
+        duration: 100s
+        traffic:
+          sources:
+            - {name: p, rate: 10/s, firestore: {collection: profiles, data: {a: 1}}}
+          waves:
+            - {name: w, at: 50s, duration: 20s, multiply: {p: 3}}
+        """))
+    summary = write_run(run(load_experiment(tmp_path / "s.yaml")), tmp_path / "run")
+    n = summary["totals"]["services"]["on-profile"]["requests"]
+    assert 1250 <= n <= 1550, n  # 10/s x 100 s + 20/s extra for 20 s
