@@ -10,9 +10,8 @@ by the integration tests against the real services):
   driverId, vehicleId}; out for delivery and delivered POST {requestId} (+ signedBy).
   Parcel ids `P<run tag><6 digits>` (unique per run, so re-runs against the same Firestore
   do not collide), driver ids `D0042`, vehicle ids `V00042` (sim/fleet.py's).
-- Dog Finder: POST /sightings, multipart/form-data: a `photo` file (a small JPEG) and the
-  fields of sim.traffic.sighting_payloads (sighting_id, sighting_date, seen_at, breed, lat,
-  lng) plus requestId; header X-Request-Id.
+- a templated source (surgesim/templates.py): exactly what its template renders (Dog
+  Finder's multipart sightings are one, in scenarios/dogfinder_viral.yaml).
 - Pub/Sub: the emulator's REST publish, base64 data, attributes.
 
 Every send carries its intended send time (epoch seconds): header `X-Intended-Time`,
@@ -35,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from surgesim.loadtests.plan import COMMAND, LIFECYCLE_ROUTES, PUBLISH, REQUEST, SIGHTING, LivePlan, LiveSource
+from surgesim.loadtests.plan import COMMAND, LIFECYCLE_ROUTES, PUBLISH, REQUEST, LivePlan, LiveSource
 from surgesim.sim import traffic
 from surgesim.sim.fleet import Fleet, vehicle_id
 
@@ -112,15 +111,6 @@ def photo_jpeg(i: int = 0) -> bytes:
             img.save(buf, "JPEG", quality=70)
             _PHOTOS.append(buf.getvalue())
     return _PHOTOS[i % len(_PHOTOS)]
-
-
-def multipart(fields: dict[str, str], photo: bytes, filename: str = "sighting.jpg") -> tuple[bytes, str]:
-    """multipart/form-data body and its Content-Type (urllib3's encoder, as requests uses)."""
-    from urllib3.filepost import encode_multipart_formdata
-
-    parts: list[Any] = [(k, str(v)) for k, v in fields.items()]
-    parts.append(("photo", (filename, photo, "image/jpeg")))
-    return encode_multipart_formdata(parts)
 
 
 # ---- parcels -----------------------------------------------------------------------------
@@ -280,8 +270,6 @@ class Payloads:
             return self._publish(source, intended, wall_t)
         if source.action == COMMAND:
             return self._command(source, intended)
-        if source.action == SIGHTING:
-            return self._sighting(source, intended)
         return self._request(source, intended)
 
     def build_due(self, due: list[tuple[float, LiveSource]], t0: float) -> list[Send | None]:
@@ -371,14 +359,6 @@ class Payloads:
             body = {"requestId": rid}
         return Send(source, intended, source.method, source.path.replace("{parcel_id}", parcel_id),
                     http_headers(rid, intended), json.dumps(body, separators=(",", ":")).encode(), parcel_id=parcel_id)
-
-    def _sighting(self, source: LiveSource, intended: float) -> Send:
-        rid = self.request_id(source)
-        when = dt.datetime.fromtimestamp(intended, tz=dt.timezone.utc)
-        fields = traffic.sighting_payloads(1, self.rng, when)[0]
-        fields["requestId"] = rid
-        body, ctype = multipart({k: str(v) for k, v in fields.items()}, photo_jpeg(self._seq))
-        return Send(source, intended, source.method, source.path, http_headers(rid, intended, ctype), body)
 
     def _request(self, source: LiveSource, intended: float) -> Send:
         rid = self.request_id(source)

@@ -39,11 +39,11 @@ LIFECYCLE_ROUTES = ("create_shipment", "assign_driver", "mark_out_for_delivery",
 """Meridian's command routes in the order a parcel goes through them."""
 
 # Action kinds a live source maps to; the user group that sends each.
-PUBLISH, COMMAND, REQUEST, SIGHTING = "publish", "command", "request", "sighting"
+PUBLISH, COMMAND, REQUEST = "publish", "command", "request"
 FIRESTORE, STORAGE = "firestore", "storage"
 """Writes a client makes straight to Firestore or Cloud Storage (through the emulators' REST APIs)."""
-GROUP_OF = {PUBLISH: "telemetry", COMMAND: "driver_app", REQUEST: "driver_app", SIGHTING: "sightings",
-            FIRESTORE: "driver_app", STORAGE: "driver_app"}
+GROUP_OF = {PUBLISH: "telemetry", COMMAND: "driver_app", REQUEST: "driver_app", FIRESTORE: "driver_app",
+            STORAGE: "driver_app"}
 FIRESTORE_ENDPOINT, STORAGE_ENDPOINT = "firestore_emulator", "storage_emulator"
 """The endpoints' keys of the emulators that firestore / storage sources write to."""
 
@@ -60,7 +60,7 @@ class LiveSource:
     index: int
     name: str
     action: str
-    """publish | command (a parcel lifecycle step) | request (other HTTP route) | sighting |
+    """publish | command (a parcel lifecycle step) | request (other HTTP route) |
     firestore | storage (a write through the emulator; route is `firestore.<collection>` /
     `storage.<bucket>`, service the emulator's endpoint key)"""
     source: Any
@@ -164,9 +164,8 @@ class LivePlan:
                     continue
                 if src.request.templated:
                     action = REQUEST  # the source's own templates say what to send
-                else:  # the built-in requests of the reference systems (until they are YAML)
-                    action = (COMMAND if route_name in LIFECYCLE_ROUTES
-                              else SIGHTING if "sighting" in route_name else REQUEST)
+                else:  # the built-in commands of the reference system (until they are a flow)
+                    action = COMMAND if route_name in LIFECYCLE_ROUTES else REQUEST
                 out.append(LiveSource(i, src.name, action, src, service=svc, route=route_name,
                                       method=route.method, path=route.path))
         return out, skipped
