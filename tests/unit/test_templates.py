@@ -360,3 +360,13 @@ def test_the_simulator_starts_the_trigger_path_of_a_firestore_source(tmp_path):
     summary = write_run(run(load_experiment(tmp_path / "s.yaml")), tmp_path / "run")
     n = summary["totals"]["services"]["on-profile"]["requests"]
     assert 1250 <= n <= 1550, n  # 10/s x 100 s + 20/s extra for 20 s
+
+
+def test_emulator_endpoints_round_trip_through_the_generators_environment():
+    from surgesim.loadtests.plan import emulator_endpoints
+    from surgesim.loadtests.runner import host_env
+
+    env = {"FIRESTORE_EMULATOR_HOST": "127.0.0.1:8086", "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9023"}
+    eps = emulator_endpoints(env)
+    assert eps == {"firestore_emulator": "http://127.0.0.1:8086", "storage_emulator": "http://127.0.0.1:9023"}
+    assert host_env(eps) == env  # each variable back in its own convention
