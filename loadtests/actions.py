@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 
 from surgesim.loadtests.plan import COMMAND, LIFECYCLE_ROUTES, PUBLISH, REQUEST, LivePlan, LiveSource
-from surgesim.sim import traffic
 from surgesim.sim.fleet import Fleet, vehicle_id
 
 INTENDED_HEADER = "X-Intended-Time"

@@ -5,7 +5,6 @@ writes (actions.Payloads); both are run here."""
 
 from __future__ import annotations
 
-import textwrap
 
 import pytest
 

@@ -9,7 +9,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from werkzeug.datastructures import Headers
 from werkzeug.formparser import parse_form_data
 
 from surgesim.loadtests.actions import INTENDED_ATTRIBUTE, INTENDED_HEADER, Payloads, publish_body
