@@ -125,7 +125,7 @@ class Randoms:
 
     def __init__(self, rng: random.Random):
         r = self.rng = rng
-        self.names: dict[str, Callable] = {
+        self.names: dict[str, Any] = {
             "random": r,
             "choice": lambda seq: r.choice(list(seq)),
             "weighted": lambda weights: r.choices(list(weights), weights=list(weights.values()))[0],
