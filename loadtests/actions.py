@@ -10,9 +10,8 @@ by the integration tests against the real services):
   driverId, vehicleId}; out for delivery and delivered POST {requestId} (+ signedBy).
   Parcel ids `P<run tag><6 digits>` (unique per run, so re-runs against the same Firestore
   do not collide), driver ids `D0042`, vehicle ids `V00042` (sim/fleet.py's).
-- Dog Finder: POST /sightings, multipart/form-data: a `photo` file (a small JPEG) and the
-  fields of sim.traffic.sighting_payloads (sighting_id, sighting_date, seen_at, breed, lat,
-  lng) plus requestId; header X-Request-Id.
+- a templated source (surgesim/templates.py): exactly what its template renders (Dog
+  Finder's multipart sightings are one, in scenarios/dogfinder_viral.yaml).
 - Pub/Sub: the emulator's REST publish, base64 data, attributes.
 
 Every send carries its intended send time (epoch seconds): header `X-Intended-Time`,
@@ -35,8 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from surgesim.loadtests.plan import COMMAND, LIFECYCLE_ROUTES, PUBLISH, SIGHTING, LivePlan, LiveSource
-from surgesim.sim import traffic
+from surgesim.loadtests.plan import COMMAND, LIFECYCLE_ROUTES, PUBLISH, REQUEST, LivePlan, LiveSource
 from surgesim.sim.fleet import Fleet, vehicle_id
 
 INTENDED_HEADER = "X-Intended-Time"
@@ -73,12 +71,19 @@ def publish_url(emulator_host: str, project: str, topic: str) -> str:
     return emulator_base(emulator_host) + publish_path(project, topic)
 
 
-def publish_body(messages: list[tuple[bytes, dict[str, str]]]) -> bytes:
-    """The REST publish request for up to 1,000 (data, attributes) messages."""
+def publish_body(messages: list[tuple]) -> bytes:
+    """The REST publish request for up to 1,000 (data, attributes[, ordering key]) messages."""
     if len(messages) > MAX_PUBLISH_BATCH:
         raise ValueError(f"a publish request holds at most {MAX_PUBLISH_BATCH} messages, got {len(messages)}")
-    return json.dumps({"messages": [{"data": base64.b64encode(d).decode("ascii"), "attributes": a}
-                                    for d, a in messages]}, separators=(",", ":")).encode()
+    return json.dumps({"messages": [_rest_message(m) for m in messages]}, separators=(",", ":")).encode()
+
+
+def _rest_message(m: tuple) -> dict:
+    """(data, attributes[, ordering key]) as the REST API's PubsubMessage."""
+    out = {"data": base64.b64encode(m[0]).decode("ascii"), "attributes": m[1]}
+    if len(m) > 2 and m[2]:
+        out["orderingKey"] = m[2]
+    return out
 
 
 # ---- photos ------------------------------------------------------------------------------
@@ -105,15 +110,6 @@ def photo_jpeg(i: int = 0) -> bytes:
             img.save(buf, "JPEG", quality=70)
             _PHOTOS.append(buf.getvalue())
     return _PHOTOS[i % len(_PHOTOS)]
-
-
-def multipart(fields: dict[str, str], photo: bytes, filename: str = "sighting.jpg") -> tuple[bytes, str]:
-    """multipart/form-data body and its Content-Type (urllib3's encoder, as requests uses)."""
-    from urllib3.filepost import encode_multipart_formdata
-
-    parts: list[Any] = [(k, str(v)) for k, v in fields.items()]
-    parts.append(("photo", (filename, photo, "image/jpeg")))
-    return encode_multipart_formdata(parts)
 
 
 # ---- parcels -----------------------------------------------------------------------------
@@ -192,7 +188,8 @@ class Send:
     path: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
-    message: tuple[bytes, dict[str, str]] | None = None
+    message: tuple | None = None
+    """(data, attributes[, ordering key]) for a publish."""
     parcel_id: str | None = None
     stock: bool = False
     """Sent before the clock starts to pre-position a parcel; not measured."""
@@ -200,6 +197,13 @@ class Send:
     @property
     def label(self) -> str:
         return self.source.label
+
+
+def _templated(source: LiveSource) -> bool:
+    from surgesim.templates import payload_kind
+
+    kind = payload_kind(source.source)
+    return kind is not None and getattr(source.source, kind).templated and source.source.workflow is None
 
 
 def http_headers(request_id: str, intended: float, content_type: str = "application/json") -> dict[str, str]:
@@ -219,11 +223,22 @@ class Payloads:
         self.fleets: dict[str, Fleet] = {}
         for s in plan.sources:
             if s.action == PUBLISH and s.source.kind == "fleet":
-                n = max(1, int(round(s.source.vehicles * plan.rate_scale)))
+                n = max(1, int(round(s.source.vehicles * plan.scale_of(s))))
                 self.fleets[s.name] = Fleet(n, seed=plan.seed)
         self._fleet_wall = {name: 0.0 for name in self.fleets}
         self._fleet_pings: dict[str, list[dict]] = {}
         self.drivers = max([f.n for f in self.fleets.values()] + [50])
+        self.templates = {s.name: self._compile(s) for s in plan.all_sources if _templated(s)}
+        """Per templated source, its payload compiled once (surgesim/templates.py)."""
+
+    def _compile(self, source: LiveSource):
+        from surgesim.templates import source_payload
+
+        route = None
+        if source.action == REQUEST:
+            route = next(r for r in self.plan.exp.routes(source.service) if r.name == source.route)
+        return source_payload(source.source, source.index, self.plan.seed, self.plan.scenario_path.parent, route,
+                              project=self.plan.exp.system.project)
 
     def request_id(self, source: LiveSource) -> str:
         self._seq += 1
@@ -247,12 +262,13 @@ class Payloads:
     def build(self, source: LiveSource, intended: float, wall_t: float | None = None) -> Send | None:
         """The Send for one arrival at epoch `intended` (wall_t: seconds since the start);
         None when a lifecycle step finds no parcel ready (starved)."""
+        payload = self.templates.get(source.name)
+        if payload is not None:
+            return self.rendered(source, intended, payload.render(intended))
         if source.action == PUBLISH:
             return self._publish(source, intended, wall_t)
         if source.action == COMMAND:
             return self._command(source, intended)
-        if source.action == SIGHTING:
-            return self._sighting(source, intended)
         return self._request(source, intended)
 
     def build_due(self, due: list[tuple[float, LiveSource]], t0: float) -> list[Send | None]:
@@ -261,7 +277,7 @@ class Payloads:
         out: list[Send | None] = []
         fleet_items: dict[str, list[int]] = {}
         for i, (wall_t, source) in enumerate(due):
-            if source.action == PUBLISH and source.name in self.fleets:
+            if source.action == PUBLISH and source.name in self.fleets and source.name not in self.templates:
                 fleet_items.setdefault(source.name, []).append(i)
                 out.append(None)
             else:
@@ -281,6 +297,17 @@ class Payloads:
                 attrs["vehicleId"] = ping["vehicleId"]
                 out[i] = Send(source, intended, message=(json.dumps(ping, separators=(",", ":")).encode(), attrs))
         return out
+
+    @staticmethod
+    def rendered(source: LiveSource, intended: float, r) -> Send:
+        """The Send of a rendered template: X-Intended-Time / intendedTime added."""
+        if source.action == PUBLISH:
+            attrs = dict(r.attributes)
+            attrs[INTENDED_ATTRIBUTE] = stamp(intended)
+            return Send(source, intended, message=(r.data, attrs, r.ordering_key))
+        headers = dict(r.headers)
+        headers[INTENDED_HEADER] = stamp(intended)
+        return Send(source, intended, r.method, r.path, headers, r.body)
 
     def _publish(self, source: LiveSource, intended: float, wall_t: float | None) -> Send:
         attrs = dict(source.attributes)
@@ -331,14 +358,6 @@ class Payloads:
             body = {"requestId": rid}
         return Send(source, intended, source.method, source.path.replace("{parcel_id}", parcel_id),
                     http_headers(rid, intended), json.dumps(body, separators=(",", ":")).encode(), parcel_id=parcel_id)
-
-    def _sighting(self, source: LiveSource, intended: float) -> Send:
-        rid = self.request_id(source)
-        when = dt.datetime.fromtimestamp(intended, tz=dt.timezone.utc)
-        fields = traffic.sighting_payloads(1, self.rng, when)[0]
-        fields["requestId"] = rid
-        body, ctype = multipart({k: str(v) for k, v in fields.items()}, photo_jpeg(self._seq))
-        return Send(source, intended, source.method, source.path, http_headers(rid, intended, ctype), body)
 
     def _request(self, source: LiveSource, intended: float) -> Send:
         rid = self.request_id(source)

@@ -13,6 +13,5 @@ os.environ.setdefault("SURGESIM_SCENARIO", str(resources.files("surgesim.scenari
 from surgesim.loadtests.locust_users import (  # noqa: E402,F401  (Locust collects these)
     DriverAppUser,
     ScenarioShape,
-    SightingUser,
     TelemetryUser,
 )

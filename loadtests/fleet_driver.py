@@ -3,9 +3,9 @@
 The same traffic model as the simulator (plan.py: the scenario's NHPP, compressed by
 time_scale, thinned by rate_scale), the same vehicles (sim/fleet.py: pings are real
 positions on delivery loops), parcels that follow created -> assigned -> out for delivery ->
-delivered in order, and Dog Finder sightings with a JPEG photo. Each arrival is sent for
+delivered in order, and each templated source's rendered payload. Each arrival is sent for
 real: telemetry over the Pub/Sub emulator's REST publish (batched when several are due),
-commands and sightings over HTTP (httpx), each stamped with its intended send time.
+requests over HTTP (httpx), each stamped with its intended send time.
 
 An asyncio loop is the scheduler: it sleeps until the next intended time, hands every due
 send to a task and goes back to the schedule, so a slow server never delays later sends

@@ -2,7 +2,7 @@
 loadtests/meridian.py and loadtests/dogfinder.py; usable from your own locustfile).
 
 Open model: users do not think and do not set the rate. Each user group (driver app,
-telemetry publishers, sighting users) shares one seeded Poisson timetable of intended send
+telemetry publishers) shares one seeded Poisson timetable of intended send
 times drawn from the scenario (plan.py: the simulator's own NHPP, compressed by
 time_scale, thinned by rate_scale); a user takes the next due send, or sleeps until one is
 due. When users fall behind (a slow server holds them), the send goes out late but keeps
@@ -50,7 +50,7 @@ from surgesim.loadtests.recorder import LoadResult, Recorder
 from surgesim.loadtests.shape import RateShape
 
 GENERATOR = "locust"
-GROUPS = ("driver_app", "telemetry", "sightings")
+GROUPS = ("driver_app", "telemetry")
 
 
 class _State:
@@ -243,12 +243,6 @@ class DriverAppUser(ScheduledUser):
     group = "driver_app"
 
 
-class SightingUser(ScheduledUser):
-    """Dog Finder users posting a sighting with a photo."""
-
-    group = "sightings"
-
-
 class TelemetryUser(ScheduledUser):
     """Publishes due telemetry pings (and other publish sources) in REST batches."""
 
@@ -275,7 +269,7 @@ class TelemetryUser(ScheduledUser):
                 STATE.recorder.record(s.label, s.source.name, wall_t, s.intended, sent_at, done, ok, status, GENERATOR)
 
 
-USER_CLASSES = {"driver_app": DriverAppUser, "telemetry": TelemetryUser, "sightings": SightingUser}
+USER_CLASSES = {"driver_app": DriverAppUser, "telemetry": TelemetryUser}
 
 
 class ScenarioShape(LoadTestShape):

@@ -16,6 +16,5 @@ os.environ.setdefault("SURGESIM_SCENARIO", str(default_scenario()))
 from surgesim.loadtests.locust_users import (  # noqa: E402,F401  (Locust collects these)
     DriverAppUser,
     ScenarioShape,
-    SightingUser,
     TelemetryUser,
 )

@@ -39,8 +39,13 @@ LIFECYCLE_ROUTES = ("create_shipment", "assign_driver", "mark_out_for_delivery",
 """Meridian's command routes in the order a parcel goes through them."""
 
 # Action kinds a live source maps to; the user group that sends each.
-PUBLISH, COMMAND, REQUEST, SIGHTING = "publish", "command", "request", "sighting"
-GROUP_OF = {PUBLISH: "telemetry", COMMAND: "driver_app", REQUEST: "driver_app", SIGHTING: "sightings"}
+PUBLISH, COMMAND, REQUEST = "publish", "command", "request"
+FIRESTORE, STORAGE = "firestore", "storage"
+"""Writes a client makes straight to Firestore or Cloud Storage (through the emulators' REST APIs)."""
+GROUP_OF = {PUBLISH: "telemetry", COMMAND: "driver_app", REQUEST: "driver_app", FIRESTORE: "driver_app",
+            STORAGE: "driver_app"}
+FIRESTORE_ENDPOINT, STORAGE_ENDPOINT = "firestore_emulator", "storage_emulator"
+"""The endpoints' keys of the emulators that firestore / storage sources write to."""
 
 
 def default_scenario() -> Path:
@@ -55,7 +60,9 @@ class LiveSource:
     index: int
     name: str
     action: str
-    """publish | command (a parcel lifecycle step) | request (other HTTP route) | sighting"""
+    """publish | command (a parcel lifecycle step) | request (other HTTP route) |
+    firestore | storage (a write through the emulator; route is `firestore.<collection>` /
+    `storage.<bucket>`, service the emulator's endpoint key)"""
     source: Any
     """The schema Source."""
     service: str | None = None
@@ -74,6 +81,8 @@ class LiveSource:
         """The histogram path: latency/<service>.<route> for HTTP, publish/<topic> for Pub/Sub."""
         if self.action == PUBLISH:
             return f"publish/{self.topic}"
+        if self.action in (FIRESTORE, STORAGE):
+            return f"write/{self.route}"
         return f"latency/{self.service}.{self.route}"
 
 
@@ -86,7 +95,8 @@ class LivePlan:
                  only: Iterable[str] | None = None):
         """only: send just these sources (by name), e.g. to split a scenario between
         Locust and the fleet driver; each keeps the schedule it has in the full plan."""
-        self.scenario_path = Path(scenario_path) if scenario_path else default_scenario()
+        # absolute: Locust runs in its output directory and reads the scenario from there
+        self.scenario_path = Path(scenario_path).resolve() if scenario_path else default_scenario()
         self.exp = load_experiment(self.scenario_path, plan_path)
         live = self.exp.scenario.live
         self.time_scale = float(time_scale if time_scale is not None else live.time_scale)
@@ -104,10 +114,21 @@ class LivePlan:
             if unknown:
                 raise ValueError(f"no such source in {self.scenario_path.name}: {', '.join(sorted(unknown))}")
             self.sources = [s for s in self.sources if s.name in wanted]
-        # The simulator's model, thinned: multiplier x rate_scale / time_scale (see module doc).
-        thin = self.rate_scale / self.time_scale
-        traffic_ = self.exp.scenario.traffic.model_copy(update={"multiplier": self.exp.scenario.traffic.multiplier * thin})
-        self._thinned = dataclasses.replace(self.exp, scenario=self.exp.scenario.model_copy(update={"traffic": traffic_}))
+        self._thinned_by: dict[float, Any] = {}
+
+    def thinned(self, rate_scale: float):
+        """The simulator's model, thinned: multiplier x rate_scale / time_scale (see module doc)."""
+        if rate_scale not in self._thinned_by:
+            traffic_ = self.exp.scenario.traffic.model_copy(update={
+                "multiplier": self.exp.scenario.traffic.multiplier * rate_scale / self.time_scale})
+            self._thinned_by[rate_scale] = dataclasses.replace(
+                self.exp, scenario=self.exp.scenario.model_copy(update={"traffic": traffic_}))
+        return self._thinned_by[rate_scale]
+
+    def scale_of(self, source: LiveSource) -> float:
+        """The source's own `rate_scale` if it has one, else the run's."""
+        own = source.source.rate_scale
+        return float(own) if own is not None else self.rate_scale
 
     # ---- sources -----------------------------------------------------------------------
 
@@ -122,6 +143,12 @@ class LivePlan:
             elif src.publish is not None:
                 out.append(LiveSource(i, src.name, PUBLISH, src, topic=src.publish.topic,
                                       attributes=tuple(sorted(src.publish.attributes.items()))))
+            elif src.firestore is not None:
+                out.append(LiveSource(i, src.name, FIRESTORE, src, service=FIRESTORE_ENDPOINT,
+                                      route=f"firestore.{src.firestore.collection}"))
+            elif src.storage is not None:
+                out.append(LiveSource(i, src.name, STORAGE, src, service=STORAGE_ENDPOINT,
+                                      route=f"storage.{src.storage.bucket}"))
             elif src.workflow is not None:
                 wf = next((w for w in system.workflows if w.name == src.workflow), None)
                 if wf is None or wf.trigger is None:
@@ -135,8 +162,10 @@ class LivePlan:
                 if route is None:
                     skipped[src.name] = f"service {svc} has no route {route_name}"
                     continue
-                action = (COMMAND if route_name in LIFECYCLE_ROUTES
-                          else SIGHTING if "sighting" in route_name else REQUEST)
+                if src.request.templated:
+                    action = REQUEST  # the source's own templates say what to send
+                else:  # the built-in commands of the reference system (until they are a flow)
+                    action = COMMAND if route_name in LIFECYCLE_ROUTES else REQUEST
                 out.append(LiveSource(i, src.name, action, src, service=svc, route=route_name,
                                       method=route.method, path=route.path))
         return out, skipped
@@ -151,7 +180,12 @@ class LivePlan:
         return out
 
     def services(self) -> list[str]:
-        return sorted({s.service for s in self.sources if s.service})
+        """The system's services the sources send requests to."""
+        return sorted({s.service for s in self.sources if s.service and s.action not in (FIRESTORE, STORAGE)})
+
+    def emulators(self) -> list[str]:
+        """Endpoint keys of the emulators firestore / storage sources write to."""
+        return sorted({s.service for s in self.sources if s.action in (FIRESTORE, STORAGE)})
 
     def topics(self) -> list[str]:
         return sorted({s.topic for s in self.sources if s.topic})
@@ -160,11 +194,11 @@ class LivePlan:
 
     def wall_rate(self, source: LiveSource, wall_t: float) -> float:
         """Sends per wall second of `source` at wall time wall_t (seconds since the start)."""
-        return traffic.source_rate(self.exp, source.source, wall_t * self.time_scale) * self.rate_scale
+        return traffic.source_rate(self.exp, source.source, wall_t * self.time_scale) * self.scale_of(source)
 
     def wall_rate_series(self, source: LiveSource, dt_wall: float, n: int) -> np.ndarray:
         """Wall rates at the midpoints of n wall steps of dt_wall (`rate_series`, compressed)."""
-        return traffic.rate_series(self.exp, source.source, 0.0, dt_wall * self.time_scale, n) * self.rate_scale
+        return traffic.rate_series(self.exp, source.source, 0.0, dt_wall * self.time_scale, n) * self.scale_of(source)
 
     def total_rate(self, wall_t: float, sources: Iterable[LiveSource] | None = None) -> float:
         return sum(self.wall_rate(s, wall_t) for s in (self.sources if sources is None else sources))
@@ -178,7 +212,7 @@ class LivePlan:
         w1 = self.duration_s if w1 is None else w1
         n = max(1, int(math.ceil((w1 - w0) * self.time_scale / 60.0)))
         dt = (w1 - w0) * self.time_scale / n
-        return float(traffic.expected_counts(self._thinned, source.source, w0 * self.time_scale, dt, n).sum())
+        return float(traffic.expected_counts(self.thinned(self.scale_of(source)), source.source, w0 * self.time_scale, dt, n).sum())
 
     def waves_wall(self) -> list[dict]:
         """Each wave's wall-clock window: name, start_s, end_s."""
@@ -190,7 +224,7 @@ class LivePlan:
     def arrivals(self, source: LiveSource, w0: float, w1: float, rng: np.random.Generator) -> np.ndarray:
         """Intended send times (wall seconds from the start) of `source` in [w0, w1): the
         simulator's NHPP on the thinned scenario, compressed by time_scale."""
-        t = traffic.arrival_times(self._thinned, source.source, w0 * self.time_scale, w1 * self.time_scale, rng,
+        t = traffic.arrival_times(self.thinned(self.scale_of(source)), source.source, w0 * self.time_scale, w1 * self.time_scale, rng,
                                   cell=max(1.0, self.time_scale / 4.0))
         return t / self.time_scale
 
@@ -267,11 +301,18 @@ class Timetable:
 
 PUBSUB = "pubsub"
 PROJECT = "project"
+EMULATOR_VARS = {FIRESTORE_ENDPOINT: "FIRESTORE_EMULATOR_HOST", STORAGE_ENDPOINT: "STORAGE_EMULATOR_HOST"}
 
 
 def url_env_var(service: str) -> str:
     """COMMAND_URL for service `command`, APP_URL for `app`, EVENT_PUBLISHER_URL, ..."""
     return service.upper().replace("-", "_") + "_URL"
+
+
+def emulator_endpoints(env: dict[str, str]) -> dict[str, str]:
+    """{firestore_emulator / storage_emulator: base URL} from FIRESTORE_ / STORAGE_EMULATOR_HOST."""
+    return {key: "http://" + env[var].removeprefix("http://").rstrip("/")
+            for key, var in EMULATOR_VARS.items() if env.get(var)}
 
 
 def endpoints_from_env(plan: LivePlan, environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -283,6 +324,7 @@ def endpoints_from_env(plan: LivePlan, environ: dict[str, str] | None = None) ->
     out = {s: env[url_env_var(s)] for s in plan.services() if env.get(url_env_var(s))}
     if env.get("PUBSUB_EMULATOR_HOST"):
         out[PUBSUB] = env["PUBSUB_EMULATOR_HOST"]
+    out.update(emulator_endpoints(env))
     out[PROJECT] = env.get("GOOGLE_CLOUD_PROJECT") or env.get("PUBSUB_PROJECT_ID") or plan.exp.system.project
     return out
 
@@ -291,4 +333,5 @@ def missing_endpoints(plan: LivePlan, endpoints: dict[str, str]) -> list[str]:
     need = [url_env_var(s) for s in plan.services() if s not in endpoints]
     if plan.topics() and PUBSUB not in endpoints:
         need.append("PUBSUB_EMULATOR_HOST")
+    need += [EMULATOR_VARS[k] for k in plan.emulators() if k not in endpoints]
     return need

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from surgesim.loadtests.plan import PROJECT, PUBSUB, LivePlan, url_env_var
+from surgesim.loadtests.plan import EMULATOR_VARS, FIRESTORE_ENDPOINT, PROJECT, PUBSUB, LivePlan, url_env_var
 from surgesim.loadtests.recorder import LoadResult, read_result
 
 LocustResult = LoadResult
@@ -34,6 +34,8 @@ def host_env(host_map: dict[str, str]) -> dict[str, str]:
             env["PUBSUB_EMULATOR_HOST"] = value.removeprefix("http://")
         elif key == PROJECT:
             env["GOOGLE_CLOUD_PROJECT"] = value
+        elif key in EMULATOR_VARS:  # each in its own convention: FIRESTORE host:port, STORAGE a URL
+            env[EMULATOR_VARS[key]] = value.removeprefix("http://") if key == FIRESTORE_ENDPOINT else value
         else:
             env[url_env_var(key)] = value
     return env

@@ -327,6 +327,11 @@ class Engine:
             node.enqueue(node.route_ch[src.request.route], b)
         elif src.workflow is not None:
             self.workflows[src.workflow].start_many(b)
+        elif src.firestore is not None:  # a client's own write: what it starts is the trigger path
+            for trig in self.exp.system.triggers:
+                if trig.collection == src.firestore.collection and _trigger_sees(trig, src.firestore.op):
+                    self.trigger_event(trig, b.t, b.key, None)
+        # storage: an upload has no downstream in the model (no storage triggers yet)
 
     # ---- the run -----------------------------------------------------------------------
 
@@ -534,3 +539,9 @@ def run(exp, *, seed: int | None = None, exact: bool = False, progress=None) -> 
 
 
 __all__ = ["Engine", "run", "sample"]
+
+
+def _trigger_sees(trig, op: str) -> bool:
+    """Whether a trigger's event types include a client write of kind `op`."""
+    kind = {"create": "created", "set": "written", "update": "updated", "delete": "deleted"}[op]
+    return "written" in trig.events or kind in trig.events or (op == "set" and "created" in trig.events)

@@ -9,16 +9,21 @@ import click
 from surgesim.schema import SchemaError, load_plan, load_system
 
 
-def listing_table(rows: list[dict], title: str) -> None:
+def listing_table(rows: list[dict], title: str, file=None) -> None:
+    """The table of what listens where, never cut: to a pipe or file (not a terminal) at
+    its natural width, whatever COLUMNS says; on a narrow terminal cells fold onto more
+    lines instead of ending in an ellipsis (the ports must stay readable)."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
     for col in ("kind", "name", "listens on", "pid", "detail"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(r["kind"], r["name"], r["url"], str(r["pid"] or ""), r["detail"])
-    Console().print(table)
+    out = file or sys.stdout
+    tty = hasattr(out, "isatty") and out.isatty()
+    Console(file=out, width=None if tty else 100_000, soft_wrap=not tty).print(table)
 
 
 @click.command()
@@ -51,7 +56,7 @@ def up(system_file: Path, plan_file: Path | None, state_dir: str | None, log_dir
             click.echo(line, err=True)
         sys.exit(2)
     runner = SystemRunner(system, plan, state_dir, log_dir=log_dir, keep_emulators=keep_emulators,
-                          on_message=lambda m: click.echo(m, err=True))
+                          on_message=lambda m: click.echo(m, err=True), base_dir=system_file.resolve().parent)
     try:
         with runner:
             listing_table(runner.listing(), f"{system.name}" + (f" / plan {plan.name}" if plan else ""))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Mapping
@@ -33,7 +34,11 @@ class Proc:
     proc: subprocess.Popen | None = None
     log_path: str | None = None
     restarts: int = 0
-    ready_path: str = "/healthz"
+    ready_path: str | None = "/healthz"
+    """`app:` services answer /healthz; a `command:` is ready when this path answers 2xx,
+    or, when None, when its port accepts a TCP connection."""
+    cwd: Path | None = None
+    """Where a `command:` runs (the system file's folder)."""
     history: list[dict] = field(default_factory=list)
     kind: str = "service"
     """service, worker (a pull worker) or fake: how the run's `processes` report names it."""
@@ -67,21 +72,40 @@ class Proc:
     def _start_command(self, timeout: float) -> None:
         self.log_path = str(self.log_dir / f"{self.name}-{self.restarts}.log")
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(self.target, env={**os.environ, **self.env, "PORT": str(self.port)},
-                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True)
+            try:
+                self.proc = subprocess.Popen(self.target, env={**os.environ, **self.env, "PORT": str(self.port)},
+                                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                             start_new_session=True, cwd=self.cwd)
+            except OSError as exc:
+                raise RuntimeError(f"{self.name}: cannot run `{' '.join(self.target)}`"
+                                   f"{f' in {self.cwd}' if self.cwd else ''}: {exc.strerror or exc}") from None
         deadline = time.monotonic() + timeout
+        last = ""
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name}: `{' '.join(self.target)}` exited with {self.proc.returncode} "
                                    f"before listening on $PORT={self.port}:\n{self.log()[-3000:]}")
-            try:
-                httpx.get(self.url + self.ready_path, timeout=1.0, trust_env=False)
-                return  # any HTTP answer: it listens
-            except httpx.HTTPError:
-                time.sleep(0.1)
+            ok, last = self._ready()
+            if ok:
+                return
+            time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"{self.name} did not listen on port {self.port} within {timeout:g}s:\n{self.log()[-3000:]}")
+        what = f"answer 2xx on {self.ready_path} (last: {last})" if self.ready_path else "listen"
+        raise RuntimeError(f"{self.name} did not {what} on port {self.port} within {timeout:g}s:\n{self.log()[-3000:]}")
+
+    def _ready(self) -> tuple[bool, str]:
+        """(ready, what was seen): a TCP connect, or a 2xx on ready_path."""
+        if self.ready_path is None:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1.0):
+                    return True, "connected"
+            except OSError as exc:
+                return False, str(exc)
+        try:
+            r = httpx.get(self.url + self.ready_path, timeout=1.0, trust_env=False)
+        except httpx.HTTPError as exc:
+            return False, type(exc).__name__
+        return 200 <= r.status_code < 300, f"HTTP {r.status_code}"
 
     def log(self) -> str:
         if not self.log_path:

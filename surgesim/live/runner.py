@@ -94,7 +94,7 @@ class SystemRunner:
                  log_dir: str | Path | None = None, log_level: str = "INFO", purge: bool = False,
                  count_pull_acks: bool = True, keep_emulators: bool = False, seed: int = 1,
                  service_env: dict[str, dict[str, str]] | None = None, on_message=None,
-                 time_scale: float = 1.0, before_bridges=None) -> None:
+                 time_scale: float = 1.0, before_bridges=None, base_dir: str | Path | None = None) -> None:
         """rate_scale: the live run's volume fraction (scales the fakes' rate limits).
         purge: seek every subscription of the system to now before starting, so a reused
         emulator's leftovers are not delivered into this run. count_pull_acks: put the
@@ -105,7 +105,9 @@ class SystemRunner:
         (retry_policy_for), while request latencies and ack deadlines stay real.
         before_bridges: called with the stack's Clients (system project) once the stores are
         provisioned and before any bridge reads them: what it writes is the triggers'
-        baseline, not a change (surgesim/live/stock.py's parcel stock)."""
+        baseline, not a change (surgesim/live/stock.py's parcel stock).
+        base_dir: the system file's folder, where `command:` services run."""
+        self.base_dir = Path(base_dir) if base_dir is not None else None
         self.system = system
         self.plan = plan or Plan(name="default")
         self.state_dir = state_dir
@@ -177,6 +179,10 @@ class SystemRunner:
             out.setdefault(name, p.url)
         out["pubsub"] = self.stack.endpoint("pubsub")
         out["project"] = self.system.project
+        # firestore: / storage: sources write straight to these emulators
+        from surgesim.loadtests.plan import emulator_endpoints
+
+        out.update(emulator_endpoints(self.emulator_env))
         return out
 
     def listing(self) -> list[dict]:
@@ -279,8 +285,12 @@ class SystemRunner:
                               service_urls=front_urls, pull_emulator_host=pull_host, log_level=self.log_level,
                               extra=self.service_env.get(s.name), front_secret=self.front_secret,
                               certs_url=self.certs_url)
-            self.procs[s.name] = Proc(s.name, s.app if s.app else list(s.command), env, ports[s.name], self.log_dir,
-                                      kind="worker" if s.name in pull_workers else "service")
+            kind = "worker" if s.name in pull_workers else "service"
+            if s.app:
+                self.procs[s.name] = Proc(s.name, s.app, env, ports[s.name], self.log_dir, kind=kind)
+            else:  # a user's own process: ready on a TCP connect unless it names a health path
+                self.procs[s.name] = Proc(s.name, list(s.command), env, ports[s.name], self.log_dir,
+                                          ready_path=s.health_path, cwd=self.base_dir, kind=kind)
             return self.procs[s.name]
 
         first = [make_proc(s, None) for s in runnable if s.name not in pull_workers]

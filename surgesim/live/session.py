@@ -196,6 +196,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
     Raises UnsupportedLive (a declared fault cannot be injected; before any traffic),
     LiveAborted (an emulator died mid-run) or LiveInterrupted (Ctrl-C / SIGTERM); the last
     two leave a partial summary.json marked as such in the run directory."""
+    scenario_path = Path(scenario_path).resolve()  # the load generator runs in its own directory
     exp = load_experiment(scenario_path, plan_path)
     over = {k: float(v) for k, v in (("time_scale", time_scale), ("rate_scale", rate_scale)) if v is not None}
     if over:
@@ -215,7 +216,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
     stock = _stocker(scenario_path, live, out / "loadgen" / "stock.json", say)
     runner = SystemRunner(exp.system, exp.plan, state_dir, rate_scale=rs, sample_interval=live.sample_interval,
                           log_dir=out / "logs", log_level="WARNING", purge=True, seed=sc.seed, on_message=say,
-                          time_scale=ts, before_bridges=stock)
+                          time_scale=ts, before_bridges=stock, base_dir=exp.system_path.parent)
     base = {"mode": "live", "scenario": sc.name, "system": exp.system.name, "plan": exp.plan.name, "seed": sc.seed,
             "duration_s": sc.duration, "start_clock_s": sc.start_clock, "step_s": live.sample_interval * ts,
             "scales": {"time_scale": ts, "rate_scale": rs},

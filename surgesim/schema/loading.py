@@ -290,6 +290,12 @@ def scenario_problems(sc: Scenario, system: System, plan: Plan) -> Iterator[tupl
                 yield ("traffic", "sources", i, "request", "service"), f"service {src.request.service!r} is not in system {system.name!r}"
             elif src.request.route not in {r.name for r in routes_of(system, plan, src.request.service)}:
                 yield ("traffic", "sources", i, "request", "route"), f"service {src.request.service!r} has no route {src.request.route!r}"
+        if src.firestore is not None and src.firestore.collection not in {c.name for c in system.stores.firestore}:
+            yield ("traffic", "sources", i, "firestore", "collection"), (
+                f"collection {src.firestore.collection!r} is not declared under stores.firestore of system {system.name!r}")
+        if src.storage is not None and src.storage.bucket not in {b.name for b in system.stores.storage}:
+            yield ("traffic", "sources", i, "storage", "bucket"), (
+                f"bucket {src.storage.bucket!r} is not declared under stores.storage of system {system.name!r}")
         if src.job is not None and src.job not in {j.name for j in system.jobs}:
             yield ("traffic", "sources", i, "job"), f"job {src.job!r} is not in system {system.name!r}"
         if src.workflow is not None and src.workflow not in {w.name for w in system.workflows}:
@@ -361,6 +367,22 @@ def channels_of(system: System, plan: Plan, service: str) -> set[str]:
     return ({r.name for r in routes_of(system, plan, service)}
             | {s.name for s in system.subscriptions if s.consumer == service}
             | {t.name for t in system.triggers if t.target == service})
+
+
+def template_problems(sc: Scenario, system: System, plan: Plan, base_dir: Path) -> Iterator[tuple[tuple, str]]:
+    """Payload template errors of the templated sources (surgesim/templates.py): syntax,
+    undefined names, unknown Faker providers, files, hooks, a trial render."""
+    from surgesim.templates import check_source, payload_kind
+
+    for i, src in enumerate(sc.traffic.sources):
+        kind = payload_kind(src)
+        if kind is None or not getattr(src, kind).templated:
+            continue
+        route = None
+        if src.request is not None:
+            route = next((r for r in routes_of(system, plan, src.request.service) if r.name == src.request.route), None)
+        for path, msg in check_source(src, i, sc.seed, base_dir, route, project=system.project):
+            yield ("traffic", "sources", i) + path, msg
 
 
 def routes_of(system: System, plan: Plan, service: str) -> list[Route]:
@@ -435,6 +457,7 @@ def load_experiment(scenario_path: str | Path, plan_path: str | Path | None = No
             raise SchemaError([doc.problem(("plan",), f"file {scenario.plan!r} not found next to {doc.name}")])
     plan = load_plan(plan_path, system) if plan_path is not None else Plan(name="defaults")
     _raise_if(doc, scenario_problems(scenario, system, plan))
+    _raise_if(doc, template_problems(scenario, system, plan, scenario_path.resolve().parent))
     return Experiment(scenario, system, plan, scenario_path.resolve(), system_path,
                       Path(plan_path).resolve() if plan_path is not None else None)
 

@@ -108,7 +108,7 @@ def render() -> str:
             out.append("| field | type | default | meaning |\n| --- | --- | --- | --- |")
             for fname, field in model.model_fields.items():
                 desc = (field.description or "").replace("\n", " ").replace("|", "\\|")
-                out.append(f"| `{fname}` | {_field_type(field)} | {_default(field)} | {desc} |")
+                out.append(f"| `{field.alias or fname}` | {_field_type(field)} | {_default(field)} | {desc} |")
     _RENDERED.clear()
     return "\n".join(out) + "\n"
 

@@ -25,16 +25,158 @@ from surgesim.schema.common import (
 )
 
 
+HOOK_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+Template = Any
+"""Any YAML value; its strings may hold Jinja2 `{{ ... }}` expressions (docs/loadtests.md,
+"Payload templates"). A string that is one `{{ expression }}` alone keeps the expression's
+type (a number stays a number); any other string renders to text."""
+
+
+class FilePart(Strict):
+    """One file of a multipart body: `file` (a path relative to the scenario file, read once)
+    or `content` (a template rendered per send)."""
+
+    file: str | None = None
+    content: str | None = None
+    filename: str | None = None
+    """Template; default: the file's name, else the field's."""
+    content_type: str = "application/octet-stream"
+
+    @model_validator(mode="after")
+    def _one(self) -> "FilePart":
+        if (self.file is None) == (self.content is None):
+            raise ValueError("a file part needs exactly one of file or content")
+        return self
+
+
 class Publish(Strict):
+    """A message per arrival. With `json`, `data` or `hook` the message is the rendered
+    template; without, a fleet's pings (kind fleet) or a small generated JSON."""
+
     topic: PubSubName
     attributes: dict[str, str] = Field(default_factory=dict)
+    """Templates."""
     message_bytes: Annotated[int, in_range(1, 10_000_000)] | None = None
     """Overrides the topic's average size for this source."""
+    json_: Template = Field(None, alias="json")
+    """The message data as JSON: any YAML value, templated."""
+    data: str | None = None
+    """The message data as text (a template), sent UTF-8 encoded."""
+    ordering_key: str | None = None
+    """Template."""
+    hook: str | None = Field(None, pattern=HOOK_PATTERN)
+    """`module:function` called with a PayloadContext; returns the data (dict/list: JSON;
+    str/bytes: as is). The module is imported from the scenario's folder."""
+
+    @model_validator(mode="after")
+    def _one_body(self) -> "Publish":
+        given = [k for k in ("json", "data", "hook") if getattr(self, "json_" if k == "json" else k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of json, data, hook; got {', '.join(given)}")
+        return self
+
+    @property
+    def templated(self) -> bool:
+        return (self.json_ is not None or self.data is not None or self.hook is not None
+                or self.ordering_key is not None or any("{" in v for v in self.attributes.values()))
 
 
 class Request(Strict):
+    """An HTTP request per arrival to a route of a service. With any of `json`, `form`/`files`,
+    `body`, `hook`, `path_params`, `query` or `headers` the request is rendered from these
+    templates; with none, the generator's built-in request for the route."""
+
     service: ServiceId
     route: str
+    path_params: dict[str, Template] = Field(default_factory=dict)
+    """Values for the route path's `{placeholders}` (templates)."""
+    query: dict[str, Template] = Field(default_factory=dict)
+    """Query string parameters (templates)."""
+    headers: dict[str, Template] = Field(default_factory=dict)
+    """Templates; `X-Intended-Time` is always added."""
+    json_: Template = Field(None, alias="json")
+    """The body as JSON: any YAML value, templated."""
+    form: dict[str, Template] | None = None
+    """multipart/form-data fields (templates); with `files`."""
+    files: dict[str, FilePart] | None = None
+    """multipart/form-data files by field name."""
+    body: str | None = None
+    """A raw body (a template), sent with `content_type`."""
+    content_type: str | None = None
+    """Content-Type of `body` or of a hook's str/bytes (default text/plain / application/octet-stream)."""
+    hook: str | None = Field(None, pattern=HOOK_PATTERN)
+    """`module:function` called with a PayloadContext; returns the body (dict/list: JSON;
+    str/bytes: raw with content_type). The module is imported from the scenario's folder."""
+
+    @model_validator(mode="after")
+    def _one_body(self) -> "Request":
+        given = [k for k, v in (("json", self.json_), ("form/files", self.form or self.files), ("body", self.body),
+                                ("hook", self.hook)) if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one body: json, form/files, body or hook; got {', '.join(given)}")
+        if self.content_type is not None and self.body is None and self.hook is None:
+            raise ValueError("content_type goes with body or hook")
+        return self
+
+    @property
+    def templated(self) -> bool:
+        return any(v is not None for v in (self.json_, self.form, self.files, self.body, self.hook)) or bool(
+            self.path_params or self.query or self.headers)
+
+
+class FirestoreWrite(Strict):
+    """A document write per arrival through the Firestore emulator, as a client app (a mobile
+    app, a web page) writes directly; a trigger on the collection sees it as the cloud's
+    would. Latency is measured from the intended time to the emulator's answer."""
+
+    collection: str = Field(pattern=r"^[^/{}]+$")
+    document: str | None = None
+    """The document id (a template); default: a 20-character id from the seeded stream."""
+    op: Literal["create", "set", "update", "delete"] = "set"
+    """create fails if the document exists; set replaces it; update changes the given fields
+    of an existing one; delete removes it."""
+    data: Template = None
+    """The document's fields: a mapping, templated (not for delete)."""
+
+    @model_validator(mode="after")
+    def _data(self) -> "FirestoreWrite":
+        if self.op == "delete" and self.data is not None:
+            raise ValueError("op: delete takes no data")
+        if self.op != "delete" and not isinstance(self.data, dict):
+            raise ValueError(f"op: {self.op} needs data: a mapping of the document's fields")
+        if self.op in ("update", "delete") and self.document is None:
+            raise ValueError(f"op: {self.op} needs document: the id of an existing document")
+        return self
+
+    @property
+    def templated(self) -> bool:
+        return True
+
+
+class StorageWrite(Strict):
+    """An object upload per arrival through the Storage emulator."""
+
+    bucket: str
+    object: str
+    """The object name (a template), e.g. `uploads/{{ uuid }}.jpg`."""
+    content_type: str = "application/octet-stream"
+    bytes: Annotated[int, in_range(0, 100_000_000)] | None = None
+    """Upload this many bytes from the seeded stream."""
+    file: str | None = None
+    """Upload this file (relative to the scenario, read once)."""
+
+    @model_validator(mode="after")
+    def _content(self) -> "StorageWrite":
+        if (self.bytes is None) == (self.file is None):
+            raise ValueError("a storage source needs exactly one of bytes or file")
+        return self
+
+    @property
+    def templated(self) -> bool:
+        return True
+
+
+SOURCE_TARGETS = ("publish", "request", "job", "workflow", "firestore", "storage")
 
 
 class Source(Strict):
@@ -58,12 +200,21 @@ class Source(Strict):
     request: Request | None = None
     job: ServiceId | None = None
     workflow: ServiceId | None = None
+    firestore: FirestoreWrite | None = None
+    storage: StorageWrite | None = None
+    vars: dict[str, Any] = Field(default_factory=dict)
+    """Static values the source's templates use by name (`{{ region }}`)."""
+    locale: str | list[str] = "en_US"
+    """Faker locale(s) of the templates' `faker`."""
+    rate_scale: Annotated[float, in_range(1e-6, 1)] | None = None
+    """Live mode: this source's own fraction of its volume sent for real, instead of
+    scenario.live.rate_scale (thin telemetry more than commands)."""
 
     @model_validator(mode="after")
     def _complete(self) -> "Source":
-        targets = [n for n in ("publish", "request", "job", "workflow") if getattr(self, n) is not None]
+        targets = [n for n in SOURCE_TARGETS if getattr(self, n) is not None]
         if len(targets) != 1:
-            raise ValueError(f"a source sends to exactly one of publish, request, job, workflow; got {', '.join(targets) or 'none'}")
+            raise ValueError(f"a source sends to exactly one of {', '.join(SOURCE_TARGETS)}; got {', '.join(targets) or 'none'}")
         if self.kind == "fleet":
             if self.vehicles is None or self.ping_interval is None:
                 raise ValueError("kind: fleet needs vehicles and ping_interval")

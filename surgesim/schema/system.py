@@ -260,7 +260,12 @@ class Service(Strict):
     app: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     """Live mode: the ASGI app to run, `module:attribute`."""
     command: list[str] | None = None
-    """Live mode, a user's own service: the command that starts it (it must listen on $PORT)."""
+    """Live mode, a user's own service: the command that starts it (it must listen on $PORT),
+    run in the system file's folder (relative paths are relative to it)."""
+    health_path: str | None = Field(None, pattern=r"^/")
+    """Live mode, with `command`: a path that answers 2xx once the service is ready. Without
+    it, the service is ready when $PORT accepts a TCP connection (nothing is requested: a
+    Functions Framework function serves every path)."""
     invokers: list[Member] | None = None
     """Who holds run.invoker on the service: `allUsers` (public) or `serviceAccount:...`
     members. None: public when it has routes, else the service accounts of the push
@@ -270,6 +275,8 @@ class Service(Strict):
     def _one_runner(self) -> "Service":
         if self.app and self.command:
             raise ValueError("give either app (an ASGI app) or command (your own process), not both")
+        if self.health_path and not self.command:
+            raise ValueError("health_path goes with command (an app: answers /healthz)")
         names = [r.name for r in self.routes]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

@@ -27,3 +27,22 @@ def test_validate_fails_with_one_line_naming_file_line_and_field(tmp_path):
     result = CliRunner().invoke(cli, ["validate", str(bad)])
     assert result.exit_code == 1
     assert result.output.strip() == "bad.yaml:5: subscriptions[0].dead_letter.max_attempts: must be 5..100, got 2"
+
+
+def test_up_table_is_whole_when_stdout_is_not_a_terminal(monkeypatch):
+    import io
+
+    from surgesim.commands.up import listing_table
+
+    monkeypatch.setenv("COLUMNS", "40")
+    rows = [{"kind": "service", "name": "publish-fn-with-a-long-name", "url": "http://127.0.0.1:45678",
+             "pid": 4242, "detail": "front -> http://127.0.0.1:39999 (a long detail that would be cut)"},
+            {"kind": "emulator", "name": "pubsub", "url": "127.0.0.1:8085", "pid": None, "detail": "reused"}]
+    out = io.StringIO()
+    listing_table(rows, "greeter", file=out)
+    text = out.getvalue()
+    for r in rows:
+        for value in (r["name"], r["url"], r["detail"]):
+            assert value in text, text
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in text.splitlines() if line.count("│") >= 6]
+    assert {c[1]: c[2] for c in cells}["publish-fn-with-a-long-name"] == "http://127.0.0.1:45678"

@@ -10,6 +10,7 @@ import email.parser
 import io
 import json
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -187,19 +188,33 @@ def test_a_batch_of_pings_keeps_each_intended_time(tmp_path):
     assert sends[5].headers[INTENDED_HEADER] == stamp(t0 + 0.55)
 
 
-def test_sighting_is_multipart_with_a_real_jpeg(tmp_path):
+def test_dogfinder_sightings_are_a_multipart_template_with_a_real_jpeg():
+    """dogfinder_viral.yaml says its sightings as a template (no route-name magic)."""
+    from importlib import resources
+
     from PIL import Image
 
-    plan = tiny(tmp_path)
-    send = Payloads(plan, tag="t2").build(plan.source("sightings"), time.time())
+    from surgesim.sim.traffic import BREEDS
+
+    plan = LivePlan(Path(str(resources.files("surgesim.scenarios").joinpath("dogfinder_viral.yaml"))))
+    payloads = Payloads(plan, tag="t2")
+    sends = [payloads.build(plan.source("sightings"), time.time()) for _ in range(30)]
+    send = sends[0]
     ctype = send.headers["Content-Type"]
     assert ctype.startswith("multipart/form-data; boundary=")
     msg = email.parser.BytesParser().parsebytes(b"Content-Type: " + ctype.encode() + b"\r\n\r\n" + send.body)
     parts = {p.get_param("name", header="content-disposition"): p for p in msg.get_payload()}
     assert {"sighting_id", "sighting_date", "seen_at", "breed", "lat", "lng", "requestId", "photo"} <= set(parts)
     assert parts["requestId"].get_payload() == send.headers["X-Request-Id"]
+    assert parts["seen_at"].get_payload()[:10] == parts["sighting_date"].get_payload()
     img = Image.open(io.BytesIO(parts["photo"].get_payload(decode=True)))
     assert img.format == "JPEG" and img.size == (96, 72)
+    breeds = set()
+    for s in sends:
+        m = email.parser.BytesParser().parsebytes(b"Content-Type: " + s.headers["Content-Type"].encode()
+                                                  + b"\r\n\r\n" + s.body)
+        breeds |= {p.get_payload() for p in m.get_payload() if p.get_param("name", header="content-disposition") == "breed"}
+    assert breeds <= set(BREEDS) and len(breeds) > 3
 
 
 def test_rest_publish_body_round_trips():

@@ -1,0 +1,148 @@
+"""The foreign example system (examples/greetings: Flask + Functions Framework, its own
+virtualenv, no surgesim import) under `surgesim live`, run as a user would: from a copy of
+its folder, with the scenario named by a relative path.
+
+The published greetings must carry the names the template generated: the receiver (a push
+subscriber) stores every message it gets in Firestore, and the test renders the same
+seeded template to know which names were sent. A wrong template (no `topic`, so the
+function answers 400) must not pass.
+
+The example's virtualenv is created once under ~/.cache/surgesim/examples (pip from the
+package index; a few minutes the first time) and reused while requirements.txt is
+unchanged. Each live run takes ~60-80 s of wall time (45 s of traffic plus start-up and
+drain).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "greetings"
+RUN_TIMEOUT = 300
+
+
+def example_venv() -> Path:
+    """The example's own virtualenv, keyed by its requirements (created on first use)."""
+    req = EXAMPLE / "requirements.txt"
+    key = hashlib.sha256(req.read_bytes()).hexdigest()[:12]
+    cache = Path(os.environ.get("SURGESIM_CACHE", Path.home() / ".cache" / "surgesim"))
+    venv = cache / "examples" / f"greetings-{key}"
+    if not (venv / ".ready").exists():
+        shutil.rmtree(venv, ignore_errors=True)
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "-r", str(req)],
+                       check=True, timeout=1200)
+        (venv / ".ready").touch()
+    return venv
+
+
+@pytest.fixture(scope="module")
+def venv():
+    return example_venv()
+
+
+@pytest.fixture
+def example(tmp_path, venv):
+    """A copy of the example folder, its .venv the cached virtualenv."""
+    folder = tmp_path / "greetings"
+    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns(".venv", "__pycache__"))
+    (folder / ".venv").symlink_to(venv, target_is_directory=True)
+    return folder
+
+
+def live(gcp, folder: Path, scenario: str, out: Path) -> tuple[int, dict, str]:
+    log = out.with_suffix(".log")
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "surgesim.cli", "live", scenario, "--out", str(out),
+                                 "--state-dir", str(gcp.state_dir)], cwd=folder, stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=True, env={**os.environ, "COLUMNS": "200"})
+    try:
+        rc = proc.wait(RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        proc.wait(60)
+        pytest.fail(f"surgesim live did not finish in {RUN_TIMEOUT}s:\n{log.read_text()[-3000:]}")
+    text = log.read_text(errors="replace")
+    assert (out / "summary.json").exists(), text[-3000:]
+    return rc, json.loads((out / "summary.json").read_text()), text
+
+
+def sent_names(scenario: Path, n: int) -> list[str]:
+    """The first n messages the seeded template generates (what the generator sent)."""
+    from surgesim.loadtests.actions import Payloads
+    from surgesim.loadtests.plan import LivePlan
+
+    plan = LivePlan(scenario)
+    payloads = Payloads(plan, tag="check")
+    return [json.loads(payloads.build(plan.source("greet"), 0.0).body)["message"] for _ in range(n)]
+
+
+def stored_greetings(gcp) -> list[str]:
+    from surgesim.emulators import Clients
+
+    db = Clients(gcp.env_vars(), project="greetings-local").firestore()
+    return [d.to_dict()["text"] for d in db.collection("greetings").stream()]
+
+
+def clear_greetings(gcp) -> None:
+    from surgesim.emulators import Clients
+
+    db = Clients(gcp.env_vars(), project="greetings-local").firestore()
+    for d in db.collection("greetings").stream():
+        d.reference.delete()
+
+
+def test_the_greetings_example_carries_the_template_names_end_to_end(gcp, example, tmp_path):
+    clear_greetings(gcp)
+    started = time.monotonic()
+    rc, summary, text = live(gcp, example, "spike.yaml", tmp_path / "run")
+    counts = summary["loadgen"]["counts"]["greet"]
+    assert counts["sent"] >= 400, counts  # ~5/s for 45 s with a 20 s spike to 25/s: ~620 expected
+    assert counts["ok"] >= 0.99 * counts["sent"], counts
+    assert counts.get("status_200", 0) == counts["ok"]
+    # every greeting the function accepted was published, pushed and stored with the
+    # name the template generated for it (a Faker first name per send, seeded)
+    stored = collections.Counter(stored_greetings(gcp))
+    expected = collections.Counter(sent_names(example / "spike.yaml", counts["sent"]))
+    assert sum(stored.values()) == counts["ok"], (sum(stored.values()), counts)
+    assert not stored - expected, f"stored names that were never sent: {list((stored - expected).elements())[:10]}"
+    assert len(stored) > 50  # many different names, not one
+    subs = summary["conservation"]["subscriptions"]
+    assert summary["conservation"]["ok"] and subs["greetings-push"]["acked"] == counts["ok"], subs
+    assert summary["totals"]["services"]["publish-fn"]["requests"] >= counts["sent"]
+    # the harness's start-up did not request anything from the function (no /healthz)
+    assert "/healthz" not in (tmp_path / "run" / "logs" / "publish-fn-0.log").read_text()
+    assert rc == 0 and summary["verdict"] == "pass", text[-3000:]
+    assert time.monotonic() - started < 200
+
+
+def test_a_template_without_the_topic_gets_400s_and_does_not_pass(gcp, example, tmp_path):
+    bad = example / "spike_no_topic.yaml"
+    bad.write_text((example / "spike.yaml").read_text().replace("json: {topic: greetings, message:", "json: {message:"))
+    clear_greetings(gcp)
+    rc, summary, text = live(gcp, example, bad.name, tmp_path / "run")
+    counts = summary["loadgen"]["counts"]["greet"]
+    assert counts["sent"] >= 400 and counts["ok"] == 0, counts
+    assert counts["status_400"] == counts["sent"], counts
+    assert stored_greetings(gcp) == []
+    # surgesim/checks.py judges client errors per route, but `surgesim live` does not run
+    # its implicit checks yet (another branch wires them in): once the summary carries them,
+    # the 400s must fail the run; until then the counts above are the check
+    if "checks" in summary:
+        assert rc == 1 and summary["verdict"] == "fail", text[-3000:]
+        failed = [c["name"] for c in summary["checks"] if not c["holds"]]
+        assert any(name.startswith("client_errors") for name in failed), failed
