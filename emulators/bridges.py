@@ -181,7 +181,8 @@ class Bridges:
                     url=url, project=self.project, events=list(trig.events), database=trig.database,
                     encoding=trig.encoding, partitions=self.trigger_partitions, issuer=self.issuer,
                     service_account=trigger_service_account(trig, self.project), http=self.http,
-                    source=self.trigger_source, hook=self.hook, name=trig.name)
+                    source=self.trigger_source, hook=self.hook, name=trig.name,
+                    backoff=(trig.retry.min_backoff, trig.retry.max_backoff))
         # both kinds of watcher take a baseline before start() returns
         self._ready = [asyncio.Event() for _ in (*self.triggers, *self.storage_triggers)]
 
@@ -214,7 +215,8 @@ class Bridges:
             return
         self.storage_triggers[trig.name] = StorageTriggerBridge(
             self.storage_endpoint, bucket=trig.bucket, url=url, events=list(trig.events), issuer=self.issuer,
-            service_account=trigger_service_account(trig, self.project), http=self.http, name=trig.name)
+            service_account=trigger_service_account(trig, self.project), http=self.http, name=trig.name,
+            backoff=(trig.retry.min_backoff, trig.retry.max_backoff))
 
     async def _start_hook(self) -> None:
         why = "the Firestore emulator was not started with a trigger events port"

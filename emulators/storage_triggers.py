@@ -29,7 +29,7 @@ from urllib.parse import quote
 from . import service_http
 from .identity import Issuer, identity_headers
 from .pubsub_rest import stoppable_sleep
-from .triggers import TriggerCounters, deliver
+from .triggers import RETRY_FIRST_S, RETRY_MAX_S, TriggerCounters, deliver
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,9 @@ def build_event(kind: str, obj: dict) -> tuple[dict, bytes]:
 
 class StorageTriggerBridge:
     def __init__(self, endpoint: str, *, bucket: str, url: str, events: list[str] | None = None,
-                 issuer: Issuer | None = None, service_account: str | None = None, http=None, poll_interval: float = 0.2, max_attempts: int = 10,
-                 name: str | None = None) -> None:
+                 issuer: Issuer | None = None, service_account: str | None = None, http=None,
+                 poll_interval: float = 0.2, max_attempts: int = 10, name: str | None = None,
+                 backoff: tuple[float, float] = (RETRY_FIRST_S, RETRY_MAX_S)) -> None:
         """``endpoint``: the Storage emulator's base URL (``STORAGE_EMULATOR_HOST``)."""
         self.endpoint = endpoint.rstrip("/")
         self.bucket = bucket
@@ -98,6 +99,7 @@ class StorageTriggerBridge:
         self.service_account = service_account
         self.poll_interval = poll_interval
         self.max_attempts = max_attempts
+        self.backoff = backoff
         self.name = name or bucket
         self.counters = TriggerCounters()
         self._http = http
@@ -139,7 +141,7 @@ class StorageTriggerBridge:
                     headers.update(identity_headers(self.issuer, self.url, self.service_account))
                     # no ordering, as in Eventarc: each event is sent (and retried) on its own
                     task = asyncio.create_task(deliver(self._http, self.url, headers, body, self.counters,
-                                                       self.max_attempts, self.name))
+                                                       self.max_attempts, self.name, self.backoff))
                     self._sends.add(task)
                     task.add_done_callback(self._sends.discard)
                 seen = now

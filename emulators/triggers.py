@@ -247,15 +247,16 @@ async def register_trigger(http, endpoint: str, project: str, trigger_id: str, p
                                f"({r.status} {(await r.text())[:200]})")
 
 
-#: Eventarc retries a failed delivery with exponential backoff (same ce-id); locally the
-#: backoff starts at 0.1 s and doubles to 10 s, so a rehearsal does not wait minutes.
+#: Eventarc retries a failed delivery with exponential backoff (same ce-id). These are the
+#: defaults of a bridge used on its own (a quick rehearsal); Bridges passes each trigger's
+#: `retry` (Eventarc's 10 s doubling to 600 s, divided by the run's time scale).
 RETRY_FIRST_S, RETRY_MAX_S = 0.1, 10.0
 
 
 async def deliver(http, url: str, headers: dict, body: bytes, counters: "TriggerCounters", max_attempts: int,
-                  what: str) -> bool:
-    """POST one CloudEvent until a 2xx, retrying with backoff; False after max_attempts."""
-    delay = RETRY_FIRST_S
+                  what: str, backoff: tuple[float, float] = (RETRY_FIRST_S, RETRY_MAX_S)) -> bool:
+    """POST one CloudEvent until a 2xx, retrying with backoff (first, max); False after max_attempts."""
+    delay, most = backoff
     for _ in range(max_attempts):
         try:
             if 200 <= await service_http.post_status(http, url, body, headers) < 300:
@@ -265,7 +266,7 @@ async def deliver(http, url: str, headers: dict, body: bytes, counters: "Trigger
             pass
         counters.failures += 1
         await asyncio.sleep(delay)
-        delay = min(RETRY_MAX_S, delay * 2)
+        delay = min(most, delay * 2)
     counters.gave_up += 1
     log.warning("trigger %s: gave up on %s after %d attempts", what, headers.get("ce-subject"), max_attempts)
     return False
@@ -291,7 +292,8 @@ class TriggerBridge:
                  concurrency: int = 32, max_attempts: int = 10, http=None,
                  source: str = "listen", endpoint: str | None = None, poll_interval: float = 0.05,
                  poll_pause_factor: float = 1.0, hook: TriggerHook | None = None, name: str | None = None,
-                 document: str | None = None, encoding: str = "protobuf") -> None:
+                 document: str | None = None, encoding: str = "protobuf",
+                 backoff: tuple[float, float] = (RETRY_FIRST_S, RETRY_MAX_S)) -> None:
         if source not in ("listen", "poll", "emulator"):
             raise ValueError(f"source must be 'emulator', 'listen' or 'poll', not {source!r}")
         if source == "emulator" and hook is None:
@@ -324,6 +326,7 @@ class TriggerBridge:
         self.service_account = service_account
         self.concurrency = concurrency
         self.max_attempts = max_attempts
+        self.backoff = backoff
         # the emulator's gRPC address: given, or the one the Firestore client uses
         self.endpoint = endpoint or getattr(db, "_emulator_host", None) or os.environ.get("FIRESTORE_EMULATOR_HOST")
         self.counters = TriggerCounters()
@@ -535,7 +538,8 @@ class TriggerBridge:
             await self._send(headers, body)
 
     async def _send(self, headers: dict, data: bytes) -> None:
-        await deliver(self._http, self.url, headers, data, self.counters, self.max_attempts, self.collection)
+        await deliver(self._http, self.url, headers, data, self.counters, self.max_attempts, self.collection,
+                      self.backoff)
 
     def stop(self) -> None:
         """Thread-safe: stop after the queued changes are sent."""

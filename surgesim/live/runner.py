@@ -86,10 +86,10 @@ def scaled_retry(system: System, time_scale: float) -> System:
     subs = [s.model_copy(update={"retry": s.retry.model_copy(update={
                 "min_backoff": s.retry.min_backoff / time_scale, "max_backoff": s.retry.max_backoff / time_scale})})
             if s.retry is not None else s for s in system.subscriptions]
-    # a Pub/Sub trigger's own subscription has a retry policy too
+    # Eventarc's retry backoff of every trigger (a Pub/Sub trigger's: its subscription's)
     trigs = [t.model_copy(update={"retry": t.retry.model_copy(update={
                  "min_backoff": t.retry.min_backoff / time_scale, "max_backoff": t.retry.max_backoff / time_scale})})
-             if t.kind == "pubsub" else t for t in system.triggers]
+             for t in system.triggers]
     return system.model_copy(update={"subscriptions": subs, "triggers": trigs})
 
 

@@ -409,7 +409,8 @@ class Trigger(Strict):
     path: str = Field("/", pattern=r"^/")
     """Path on the target service the events go to."""
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
-    """Pub/Sub triggers: the backoff of their push subscription (Eventarc: 10s..600s)."""
+    """Backoff between delivery attempts of a failed event (Eventarc's: 10s doubling to 600s); for a
+    Pub/Sub trigger, its push subscription's retry policy."""
     dead_letter: DeadLetter | None = None
     """Pub/Sub triggers: dead-letter topic of their push subscription."""
     delivery_latency: LatencySpec | None = None

@@ -253,3 +253,14 @@ def test_dogfinder_sighting_lands_in_its_sighting_date_partition(gcp, tmp_path):
         assert rows(day.date())[0]["breed"] == "beagle"
         assert rows(day.date() + dt.timedelta(days=1)) == []
         assert runner.bridges.metrics.totals()["sightings-bigquery"]["acked"] == 1
+        # the photo path: the Storage trigger on the bucket tells the photo checker of the upload
+        db = Clients(gcp.env_vars(), project=system.project).firestore()
+
+        def photo() -> dict | None:
+            return (db.collection("sightings").document(sid).get().to_dict() or {}).get("photo")
+
+        assert wait_until(lambda: photo() is not None, timeout=20)
+        rec = photo()
+        assert rec["uri"] == r.json()["photo_uri"] and rec["contentType"] == "image/jpeg"
+        assert rec["size"] == len(photo_jpeg()) and rec["md5Hash"]
+        assert runner.bridges.storage_triggers["photo-uploaded"].counters.sent == 1
