@@ -78,10 +78,14 @@ class Bridges:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="surgesim-bridges", daemon=True)
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._provision(), self._loop).result(timeout)
-        self._main = asyncio.run_coroutine_threadsafe(self._run(), self._loop)
-        # triggers see only writes after they are ready (their baseline): wait for them
-        asyncio.run_coroutine_threadsafe(self._triggers_ready(), self._loop).result(timeout)
+        try:
+            asyncio.run_coroutine_threadsafe(self._provision(), self._loop).result(timeout)
+            self._main = asyncio.run_coroutine_threadsafe(self._run(), self._loop)
+            # triggers see only writes after they are ready (their baseline): wait for them
+            asyncio.run_coroutine_threadsafe(self._triggers_ready(), self._loop).result(timeout)
+        except BaseException:
+            self.stop()  # nothing it started (the trigger hook's port, taps) outlives a failed start
+            raise
         return self
 
     async def _triggers_ready(self) -> None:
@@ -92,7 +96,8 @@ class Bridges:
             return
         self._loop.call_soon_threadsafe(self._stop_all)
         try:
-            self._main.result(timeout)
+            if self._main is not None:  # None when provisioning failed
+                self._main.result(timeout)
         finally:
             if self.proxy is not None:
                 self.proxy.stop()
@@ -190,10 +195,10 @@ class Bridges:
         """The Firestore client of the trigger's database (the database filter)."""
         if database == getattr(self.firestore, "_database", "(default)"):
             return self.firestore
-        from google.cloud import firestore
+        from .clients import FIRESTORE_EMULATOR_HOST, Clients
 
-        return firestore.Client(project=self.project, database=database,
-                                credentials=getattr(self.firestore, "_credentials", None))
+        host = getattr(self.firestore, "_emulator_host", None)
+        return Clients({FIRESTORE_EMULATOR_HOST: host}, project=self.project).firestore(database)
 
     async def _pubsub_trigger(self, trig, url: str) -> None:
         """An Eventarc Pub/Sub trigger: its own push subscription on the topic, delivering
@@ -261,10 +266,13 @@ class Bridges:
                   *self.storage_triggers.values()):
             b.stop()
         # the sampler last, after one final drain and sample
-        self._loop.call_later(0.2, self.metrics.stop)
+        if self.metrics is not None:
+            self._loop.call_later(0.2, self.metrics.stop)
 
     async def _close(self) -> None:
         if self.hook is not None:
             await self.hook.close()
-        await self.http.close()
-        await self.rest.aclose()
+        if getattr(self, "http", None) is not None:
+            await self.http.close()
+        if getattr(self, "rest", None) is not None:
+            await self.rest.aclose()
