@@ -269,8 +269,8 @@ class SystemRunner:
         commands = {s.name: list(s.command) for s in runnable if s.command}
         for s in runnable:
             if s.function is not None:
-                env_path = functions.ensure_env(Path(s.function.source).resolve(), functions.cache_dir())
-                commands[s.name] = functions.command(s.function, env_path)
+                framework = functions.ensure_env(Path(s.function.source).resolve(), say=self.say)
+                commands[s.name] = functions.command(s.function, framework)
         for wf in system.workflows:
             if wf.name not in {s.name for s in system.services}:
                 self.skipped[wf.name] = "a workflow without a service (app:/command:) to run it live"

@@ -26,10 +26,16 @@ def _fn(source: str, target: str) -> dict:
 
 
 def _lines(run: SystemRunner, service: str) -> list[dict]:
-    out = []
-    for line in run.procs[service].log().splitlines():
-        if line.startswith("{"):
-            out.append(json.loads(line))
+    """The JSON objects the function printed (its threads' prints may share a log line)."""
+    text, out, decoder = run.procs[service].log(), [], json.JSONDecoder()
+    at = text.find('{"type"')
+    while at >= 0:
+        try:
+            obj, end = decoder.raw_decode(text, at)
+        except ValueError:  # a print still being written: read it next time
+            break
+        out.append(obj)
+        at = text.find('{"type"', end)
     return out
 
 

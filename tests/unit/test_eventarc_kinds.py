@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -62,15 +61,19 @@ def test_function_is_a_third_way_to_run_a_service():
         System.model_validate({"name": "x", "services": [{"name": "s", "function": fn, "command": ["x"]}]})
 
 
-def test_function_env_adds_the_framework_and_is_keyed_by_requirements(tmp_path):
+def test_function_env_adds_the_framework_and_is_keyed_by_requirements(tmp_path, monkeypatch):
+    from surgesim.emulators import tool_env
+
+    monkeypatch.setenv("SURGESIM_TOOLS", str(tmp_path / "tools"))
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
-    (a / "requirements.txt").write_text("# c\ngoogle-events==0.14.0\n")
+    (a / "requirements.txt").write_text("# c\ngoogle-events==0.14.0  # pinned\n")
     (b / "requirements.txt").write_text("Functions_Framework>=3\n")
     assert functions.requirements(a) == ["google-events==0.14.0", "functions-framework"]
     assert functions.requirements(b) == ["Functions_Framework>=3"]
-    assert functions.env_dir(a, tmp_path) != functions.env_dir(b, tmp_path)
-    assert functions.env_dir(a, tmp_path) == functions.env_dir(a, Path(tmp_path))
+    env_a = tool_env.env_path("function", tuple(functions.requirements(a)))
+    assert env_a != tool_env.env_path("function", tuple(functions.requirements(b)))
+    assert env_a.parent == tmp_path / "tools"
 
 
 def test_message_published_is_the_push_envelope_as_a_cloudevent():
