@@ -9,7 +9,7 @@ sends it, a ``google.events.cloud.firestore.v1.DocumentEventData`` protobuf body
 ``old_value``, ``update_mask``; ``content-type: application/protobuf``) built with the
 ``google-events`` types; with ``encoding="json"`` the same message in its proto3 JSON form
 (``application/json``), as Eventarc sends when asked for JSON. Only documents matching the
-trigger's path pattern (``parcels/{parcelId}``, Eventarc's ``match-path-pattern``) fire.
+trigger's path pattern (``orders/{orderId}``, Eventarc's ``match-path-pattern``) fire.
 
 Three sources (``source=``):
 
@@ -89,8 +89,8 @@ DATASCHEMA = ("https://github.com/googleapis/google-cloudevents/blob/main/proto/
 
 
 def path_matcher(pattern: str) -> Callable[[str], bool]:
-    """Eventarc's path pattern (``parcels/{parcelId}``; ``{x}`` is one segment, ``{x=**}``
-    any number of them) as a test of a document path such as ``parcels/P1``."""
+    """Eventarc's path pattern (``orders/{orderId}``; ``{x}`` is one segment, ``{x=**}``
+    any number of them) as a test of a document path such as ``orders/O1``."""
     parts = []
     for seg in pattern.split("/"):
         if re.fullmatch(r"\{\w+=\*\*\}", seg):
@@ -152,7 +152,7 @@ def build_event(*, project: str, database: str, document: str, event_type: str, 
                 update_time: str | None, encoding: str = "protobuf") -> tuple[dict, bytes]:
     """(headers, body) of one Firestore CloudEvent in binary mode, as Eventarc sends it.
 
-    ``document``: the document's path (``parcels/P1``); ``new``/``old``: google-events
+    ``document``: the document's path (``orders/O1``); ``new``/``old``: google-events
     ``Document`` protobufs (None: absent). The content type carries ``datacontenttype``
     (binary mode maps it to Content-Type, there is no ``ce-datacontenttype`` header)."""
     data = event_data(new, old)

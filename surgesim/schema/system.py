@@ -391,7 +391,7 @@ class Trigger(Strict):
     collection: str | None = None
     """Firestore: a top-level collection; shorthand for `document: <collection>/{docId}`."""
     document: str | None = Field(None, pattern=r"^[^/{}]+(/([^/{}]+|\{[A-Za-z_][A-Za-z0-9_]*(=\*\*)?\}))+$")
-    """Firestore: Eventarc's `match-path-pattern`, e.g. `parcels/{parcelId}` (`{x}` one segment, `{x=**}` any)."""
+    """Firestore: Eventarc's `match-path-pattern`, e.g. `orders/{orderId}` (`{x}` one segment, `{x=**}` any)."""
     topic: PubSubName | None = None
     """Pub/Sub: the topic; the trigger creates its own push subscription on it."""
     bucket: str | None = None
