@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from surgesim.emulators.bridges import Bridges
+from surgesim.emulators.identity import Issuer
 from surgesim.schema import System
 from tests.integration.bridges_support import Recorder, fresh, wait_until
 
@@ -26,8 +27,9 @@ def test_a_pubsub_trigger_retries_with_the_same_ce_id_and_dead_letters_after_max
                       "dead_letter": {"topic": dlq, "max_attempts": 5}}],
     })
     server = Recorder(respond=lambda body: 500 if base64.b64decode(body["message"]["data"]) == b"poison" else 204)
+    issuer = Issuer()
     bridges = Bridges(system, None, pubsub_endpoint=gcp.endpoint("pubsub"), service_urls={"fn": server.url},
-                      push_token="tok", fidelity=gcp.fidelity)
+                      issuer=issuer, fidelity=gcp.fidelity)
     bridges.start()
     pub, sub = gcp.clients.publisher(), gcp.clients.subscriber()
     try:
@@ -49,7 +51,10 @@ def test_a_pubsub_trigger_retries_with_the_same_ce_id_and_dead_letters_after_max
     by_id: dict[str, list] = {}
     for _, headers, body in server.requests:
         assert headers["ce-type"] == "google.cloud.pubsub.topic.v1.messagePublished"
-        assert headers["authorization"] == "Bearer tok" and headers["ce-id"] == body["message"]["messageId"]
+        assert headers["ce-id"] == body["message"]["messageId"]
+        # Eventarc invokes with the trigger's identity, audience the target
+        claims = issuer.verify(headers["authorization"].removeprefix("Bearer "), [server.url])
+        assert claims["email"] == f"{name}-trigger@{gcp.project}.iam.gserviceaccount.com"
         assert body["subscription"] == f"projects/{gcp.project}/subscriptions/eventarc-{name}-sub"
         by_id.setdefault(headers["ce-id"], []).append(body)
     assert len(by_id[ids[0]]) == 5 and len(by_id[ids[1]]) == 1  # exactly max_attempts, then the DLQ
