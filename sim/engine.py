@@ -454,6 +454,8 @@ class Engine:
         and pending, counted from the queues rather than by difference."""
         out = {}
         for trig in self.system.triggers:
+            if trig.kind == "pubsub":
+                continue  # its push subscription is reported with the subscriptions
             changes = self.trigger_changes.get(trig.name, 0)
             node = self.nodes.get(trig.target)
             if node is not None:

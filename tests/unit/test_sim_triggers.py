@@ -40,6 +40,9 @@ def test_dogfinder_photo_uploads_fire_the_storage_trigger_once_each_late_and_uno
     # one finalized event per uploaded photo; the last few are still on their way at the end
     assert posted - 30 < services["photos"]["requests"] <= posted
     assert services["photos"]["errors"] == 0
+    t = eng.trigger_totals()["photo-uploaded"]
+    assert t["changes"] == posted and t["given_up"] == 0
+    assert t["changes"] == t["delivered"] + t["pending"]  # the ones still on their way are pending, not lost
 
 
 def test_trigger_events_get_the_delivery_latency_and_lose_their_order():
