@@ -31,6 +31,7 @@ from .identity import Issuer, push_service_account, trigger_service_account
 from .metrics import MetricsSampler
 from .pubsub_rest import PubSubRest
 from .push import PushBridge, PushTarget
+from .storage_triggers import StorageTriggerBridge
 from .triggers import TriggerBridge, TriggerHook
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class Bridges:
                  service_urls: dict[str, str] | None = None, issuer: Issuer | None = None, firestore=None,
                  bigquery=None, fidelity=None, metrics_interval: float = 1.0, trigger_partitions: int = 4,
                  count_pull_acks: bool = True, trigger_source: str | None = None,
-                 firestore_events_port: int | None = None) -> None:
+                 firestore_events_port: int | None = None, storage_endpoint: str | None = None) -> None:
         self.system = system
         self.plan = plan or Plan(name="default")
         self.endpoint = pubsub_endpoint
@@ -50,6 +51,7 @@ class Bridges:
         self.issuer = issuer
         self.firestore = firestore
         self.bigquery = bigquery
+        self.storage_endpoint = storage_endpoint  # the Storage emulator's URL (storage triggers)
         self.enforce = not emulator_applies_filters(fidelity)
         self.metrics_interval = metrics_interval
         self.trigger_partitions = trigger_partitions
@@ -62,6 +64,7 @@ class Bridges:
         self.relays: dict[str, FilterRelay] = {}
         self.bq: dict[str, BigQuerySubscriptionBridge] = {}
         self.triggers: dict[str, TriggerBridge] = {}
+        self.storage_triggers: dict[str, StorageTriggerBridge] = {}
         self.metrics: MetricsSampler | None = None
         self.count_pull_acks = count_pull_acks
         self.proxy = None  # PubSubProxy: counts acks of pull subscriptions consumed by the services
@@ -75,10 +78,14 @@ class Bridges:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="surgesim-bridges", daemon=True)
         self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._provision(), self._loop).result(timeout)
-        self._main = asyncio.run_coroutine_threadsafe(self._run(), self._loop)
-        # triggers see only writes after they are ready (their baseline): wait for them
-        asyncio.run_coroutine_threadsafe(self._triggers_ready(), self._loop).result(timeout)
+        try:
+            asyncio.run_coroutine_threadsafe(self._provision(), self._loop).result(timeout)
+            self._main = asyncio.run_coroutine_threadsafe(self._run(), self._loop)
+            # triggers see only writes after they are ready (their baseline): wait for them
+            asyncio.run_coroutine_threadsafe(self._triggers_ready(), self._loop).result(timeout)
+        except BaseException:
+            self.stop()  # nothing it started (the trigger hook's port, taps) outlives a failed start
+            raise
         return self
 
     async def _triggers_ready(self) -> None:
@@ -89,7 +96,8 @@ class Bridges:
             return
         self._loop.call_soon_threadsafe(self._stop_all)
         try:
-            self._main.result(timeout)
+            if self._main is not None:  # None when provisioning failed
+                self._main.result(timeout)
         finally:
             if self.proxy is not None:
                 self.proxy.stop()
@@ -113,8 +121,9 @@ class Bridges:
         for t in self.system.topics:
             await self.rest.ensure_topic(t.name)
         observed = {s.name for s in self.system.subscriptions if s.consumer is None and s.delivery == "pull"}
-        self.metrics = MetricsSampler(self.rest, [(s.name, s.topic, s.filter) for s in self.system.subscriptions],
-                                      interval=self.metrics_interval, observed=observed)
+        trigger_subs = [(t.subscription, t.topic, None) for t in self.system.triggers if t.kind == "pubsub"]
+        self.metrics = MetricsSampler(self.rest, [(s.name, s.topic, s.filter) for s in self.system.subscriptions]
+                                      + trigger_subs, interval=self.metrics_interval, observed=observed)
         await self.metrics.provision()  # taps first: nothing published from now on is missed
         for s in self.system.subscriptions:
             dl = (s.dead_letter.topic, s.dead_letter.max_attempts) if s.dead_letter else None
@@ -156,19 +165,63 @@ class Bridges:
                 if s.consumer is not None and self.count_pull_acks:
                     self._start_proxy()
                     self.metrics.observe(s.name)
-        if self.system.triggers and self.trigger_source == "emulator":
+        firestore_triggers = [t for t in self.system.triggers if t.kind == "firestore"]
+        if firestore_triggers and self.trigger_source == "emulator":
             await self._start_hook()
         for trig in self.system.triggers:
             url = self.urls.get(trig.target)
-            if url is None or self.firestore is None:
-                log.warning("trigger %s: no URL for %s or no Firestore client, not delivered", trig.name, trig.target)
+            if url is None:
+                log.warning("trigger %s: no URL for %s, not delivered", trig.name, trig.target)
                 continue
-            self.triggers[trig.name] = TriggerBridge(
-                self.firestore, collection=trig.collection, url=url.rstrip("/") + "/", project=self.project,
-                events=list(trig.events), database=trig.database, partitions=self.trigger_partitions,
-                issuer=self.issuer, service_account=trigger_service_account(trig, self.project),
-                http=self.http, source=self.trigger_source, hook=self.hook, name=trig.name)
-        self._ready = [asyncio.Event() for _ in self.triggers]
+            url = url.rstrip("/") + trig.path
+            if trig.kind == "pubsub":
+                await self._pubsub_trigger(trig, url)
+            elif trig.kind == "storage":
+                self._storage_trigger(trig, url)
+            elif self.firestore is None:
+                log.warning("trigger %s: no Firestore client, not delivered", trig.name)
+            else:
+                self.triggers[trig.name] = TriggerBridge(
+                    self._firestore_for(trig.database), collection=trig.collection, document=trig.document,
+                    url=url, project=self.project, events=list(trig.events), database=trig.database,
+                    encoding=trig.encoding, partitions=self.trigger_partitions, issuer=self.issuer,
+                    service_account=trigger_service_account(trig, self.project), http=self.http,
+                    source=self.trigger_source, hook=self.hook, name=trig.name,
+                    backoff=(trig.retry.min_backoff, trig.retry.max_backoff))
+        # both kinds of watcher take a baseline before start() returns
+        self._ready = [asyncio.Event() for _ in (*self.triggers, *self.storage_triggers)]
+
+    def _firestore_for(self, database: str):
+        """The Firestore client of the trigger's database (the database filter)."""
+        if database == getattr(self.firestore, "_database", "(default)"):
+            return self.firestore
+        from .clients import FIRESTORE_EMULATOR_HOST, Clients
+
+        host = getattr(self.firestore, "_emulator_host", None)
+        return Clients({FIRESTORE_EMULATOR_HOST: host}, project=self.project).firestore(database)
+
+    async def _pubsub_trigger(self, trig, url: str) -> None:
+        """An Eventarc Pub/Sub trigger: its own push subscription on the topic, delivering
+        messagePublished CloudEvents with that subscription's retry and dead-letter policy."""
+        dl = trig.dead_letter
+        target = PushTarget(trig.subscription, trig.topic, url, min_backoff=trig.retry.min_backoff,
+                            max_backoff=trig.retry.max_backoff, dead_letter_topic=dl.topic if dl else None,
+                            max_attempts=dl.max_attempts if dl else 5, cloudevent=True,
+                            service_account=trigger_service_account(trig, self.project),
+                            max_window=self.plan.subscription(trig.subscription).max_outstanding_messages)
+        bridge = PushBridge(self.rest, target, self.http, on_settled=self.metrics.settled, issuer=self.issuer)
+        await bridge.provision()
+        self.metrics.observe(trig.subscription)
+        self.push[trig.subscription] = bridge
+
+    def _storage_trigger(self, trig, url: str) -> None:
+        if self.storage_endpoint is None:
+            log.warning("trigger %s: no Storage emulator, not delivered", trig.name)
+            return
+        self.storage_triggers[trig.name] = StorageTriggerBridge(
+            self.storage_endpoint, bucket=trig.bucket, url=url, events=list(trig.events), issuer=self.issuer,
+            service_account=trigger_service_account(trig, self.project), http=self.http, name=trig.name,
+            backoff=(trig.retry.min_backoff, trig.retry.max_backoff))
 
     async def _start_hook(self) -> None:
         why = "the Firestore emulator was not started with a trigger events port"
@@ -199,7 +252,8 @@ class Bridges:
 
     async def _run(self) -> None:
         tasks = [asyncio.create_task(b.run()) for b in (*self.push.values(), *self.relays.values(), *self.bq.values())]
-        tasks += [asyncio.create_task(t.run(r)) for t, r in zip(self.triggers.values(), self._ready)]
+        watchers = [*self.triggers.values(), *self.storage_triggers.values()]
+        tasks += [asyncio.create_task(t.run(r)) for t, r in zip(watchers, self._ready)]
         tasks.append(asyncio.create_task(self.metrics.run()))
         self._tasks = tasks
         results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -208,13 +262,17 @@ class Bridges:
                 log.error("bridge stopped with %r", r)
 
     def _stop_all(self) -> None:
-        for b in (*self.push.values(), *self.relays.values(), *self.bq.values(), *self.triggers.values()):
+        for b in (*self.push.values(), *self.relays.values(), *self.bq.values(), *self.triggers.values(),
+                  *self.storage_triggers.values()):
             b.stop()
         # the sampler last, after one final drain and sample
-        self._loop.call_later(0.2, self.metrics.stop)
+        if self.metrics is not None:
+            self._loop.call_later(0.2, self.metrics.stop)
 
     async def _close(self) -> None:
         if self.hook is not None:
             await self.hook.close()
-        await self.http.close()
-        await self.rest.aclose()
+        if getattr(self, "http", None) is not None:
+            await self.http.close()
+        if getattr(self, "rest", None) is not None:
+            await self.rest.aclose()

@@ -115,6 +115,26 @@ def build_envelope(received: dict, subscription_path: str) -> dict:
     return env
 
 
+def build_message_published(received: dict, subscription_path: str, topic_path: str) -> tuple[dict, bytes]:
+    """(headers, body) of the CloudEvent an Eventarc Pub/Sub trigger sends for one message:
+    ``google.cloud.pubsub.topic.v1.messagePublished`` in binary mode, ``ce-id`` the message
+    id, ``ce-time`` its publish time, data ``{message, subscription}`` as JSON (the push
+    envelope without ``deliveryAttempt``: google-events' MessagePublishedData)."""
+    env = build_envelope(received, subscription_path)
+    env.pop("deliveryAttempt", None)
+    msg = received["message"]
+    project, topic = topic_path.split("/")[1], topic_path.rsplit("/", 1)[-1]
+    headers = {
+        "content-type": "application/json",
+        "ce-specversion": "1.0",
+        "ce-id": msg["messageId"],
+        "ce-type": "google.cloud.pubsub.topic.v1.messagePublished",
+        "ce-source": f"//pubsub.googleapis.com/projects/{project}/topics/{topic}",
+        "ce-time": msg["publishTime"],
+    }
+    return headers, json.dumps(env).encode()
+
+
 @dataclass(frozen=True)
 class PushTarget:
     """One push subscription as the bridge delivers it."""
@@ -135,6 +155,8 @@ class PushTarget:
     audience: str | None = None
     """The token's ``aud``; None is Pub/Sub's default, the push endpoint URL."""
     max_window: int = 1000
+    cloudevent: bool = False
+    """Deliver as an Eventarc Pub/Sub trigger does (a messagePublished CloudEvent), not as a push envelope."""
 
 
 @dataclass
@@ -239,10 +261,9 @@ class PushBridge:
         t0 = loop.time()
         ok = False
         try:
-            headers = {"content-type": "application/json",
-                       **identity_headers(self.issuer, self.t.audience or self.t.url, self.t.service_account)}
+            headers, body = self._request(received)
+            headers.update(identity_headers(self.issuer, self.t.audience or self.t.url, self.t.service_account))
             self.counters.delivered += 1
-            body = json.dumps(build_envelope(received, self.path)).encode()
             ok = await service_http.post_status(self.http, self.t.url, body, headers, self._timeout) in ACK_STATUS
         except service_http.FAILURES:
             ok = False
@@ -267,6 +288,12 @@ class PushBridge:
             await self._nack(received)
         self.counters.window = self.window.limit
         self._slot.set()
+
+    def _request(self, received: dict) -> tuple[dict, bytes]:
+        """(headers, body) of one delivery, without the authorization header."""
+        if self.t.cloudevent:
+            return build_message_published(received, self.path, self.rest.topic_path(self.t.topic))
+        return {"content-type": "application/json"}, json.dumps(build_envelope(received, self.path)).encode()
 
     async def _nack(self, received: dict) -> None:
         mid = received["message"]["messageId"]

@@ -4,10 +4,12 @@ The Firestore emulator has no Eventarc. This bridge watches a collection and POS
 change, a CloudEvent in HTTP binary mode: ``ce-*`` headers (``ce-type``
 ``google.cloud.firestore.document.v1.written`` -- or ``created``/``updated``/``deleted``
 as the trigger's ``events`` ask -- ``ce-id``, ``ce-source``, ``ce-subject``, ``ce-time``,
-``ce-specversion``, ``ce-document``, ``ce-database``, ``ce-project``...) and a JSON body
-``{"value": {"name", "fields", "createTime", "updateTime"}, "oldValue": {...}}`` with
-plain-JSON field values (Eventarc's real body is protobuf ``DocumentEventData``; JSON
-keeps any framework able to read it).
+``ce-specversion``, ``ce-document``, ``ce-database``, ``ce-namespace``...) and, as Eventarc
+sends it, a ``google.events.cloud.firestore.v1.DocumentEventData`` protobuf body (``value``,
+``old_value``, ``update_mask``; ``content-type: application/protobuf``) built with the
+``google-events`` types; with ``encoding="json"`` the same message in its proto3 JSON form
+(``application/json``), as Eventarc sends when asked for JSON. Only documents matching the
+trigger's path pattern (``orders/{orderId}``, Eventarc's ``match-path-pattern``) fire.
 
 Three sources (``source=``):
 
@@ -47,7 +49,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
-import json
 import logging
 import os
 import string
@@ -57,9 +58,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import re
+
 import grpc
-import proto
 from google.cloud.firestore_v1 import types as _ft
+from google.events.cloud import firestore as _events
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 
 from . import service_http
 from .identity import Issuer, identity_headers
@@ -75,29 +80,27 @@ _GRPC_OPTIONS = [("grpc.max_receive_message_length", -1)]
 _KEY_CHARS = "".join(sorted(string.digits + string.ascii_letters))
 
 
-def to_plain(value: Any) -> Any:
-    """Firestore values as plain JSON."""
-    if isinstance(value, dict):
-        return {k: to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_plain(v) for v in value]
-    if isinstance(value, dt.datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if hasattr(value, "latitude") and hasattr(value, "longitude"):
-        return {"latitude": value.latitude, "longitude": value.longitude}
-    if hasattr(value, "path") and hasattr(value, "id"):  # DocumentReference
-        return value.path
-    return value
+#: google.events.cloud.firestore.v1 messages (raw protobuf classes: C speed). Their wire
+#: format is google.firestore.v1's, so the emulator's documents parse into them as they are.
+_EventData = _events.DocumentEventData.pb()
+_EventDocument = _events.Document.pb()
+DATASCHEMA = ("https://github.com/googleapis/google-cloudevents/blob/main/proto/google/events/cloud/"
+              "firestore/v1/data.proto")
 
 
-def _ts(value: Any) -> str | None:
-    if value is None:
-        return None
-    if hasattr(value, "isoformat"):
-        return value.isoformat().replace("+00:00", "Z")
-    return str(value)
+def path_matcher(pattern: str) -> Callable[[str], bool]:
+    """Eventarc's path pattern (``orders/{orderId}``; ``{x}`` is one segment, ``{x=**}``
+    any number of them) as a test of a document path such as ``orders/O1``."""
+    parts = []
+    for seg in pattern.split("/"):
+        if re.fullmatch(r"\{\w+=\*\*\}", seg):
+            parts.append(r"[^/]+(?:/[^/]+)*")
+        elif re.fullmatch(r"\{\w+\}", seg):
+            parts.append(r"[^/]+")
+        else:
+            parts.append(re.escape(seg))
+    rx = re.compile("/".join(parts))
+    return lambda path: rx.fullmatch(path) is not None
 
 
 def partition_bounds(partitions: int) -> list[tuple[str | None, str | None]]:
@@ -109,7 +112,7 @@ def partition_bounds(partitions: int) -> list[tuple[str | None, str | None]]:
     return list(zip(lows, highs))
 
 
-def classify(old: dict | None, new: dict | None) -> str:
+def classify(old, new) -> str:
     if old is None and new is not None:
         return "created"
     if new is None:
@@ -126,48 +129,64 @@ def wanted(events: list[str], kind: str) -> str | None:
     return None
 
 
-def build_event(*, project: str, database: str, collection: str, doc_id: str, kind: str, event_type: str,
-                new: dict | None, old: dict | None, update_time: str | None) -> tuple[dict, dict]:
-    """(headers, json body) of one CloudEvent in binary mode."""
-    doc = f"{collection}/{doc_id}"
-    name = f"projects/{project}/databases/{database}/documents/{doc}"
-    body: dict = {}
+def changed_fields(old, new) -> list[str]:
+    """The update mask of an update: the top-level fields whose value changed, was added
+    or removed (sorted)."""
+    keys = set(old.fields) | set(new.fields)
+    return sorted(k for k in keys if k not in old.fields or k not in new.fields or old.fields[k] != new.fields[k])
+
+
+def event_data(new, old):
+    """The DocumentEventData of one change (google-events' raw protobuf message)."""
+    data = _EventData()
     if new is not None:
-        body["value"] = {"name": name, "fields": to_plain(new["fields"]),
-                         "createTime": new.get("createTime"), "updateTime": new.get("updateTime")}
+        data.value.CopyFrom(new)
     if old is not None:
-        body["oldValue"] = {"name": name, "fields": to_plain(old["fields"]),
-                            "createTime": old.get("createTime"), "updateTime": old.get("updateTime")}
+        data.old_value.CopyFrom(old)
+    if new is not None and old is not None:
+        data.update_mask.field_paths.extend(changed_fields(old, new))
+    return data
+
+
+def build_event(*, project: str, database: str, document: str, event_type: str, new, old,
+                update_time: str | None, encoding: str = "protobuf") -> tuple[dict, bytes]:
+    """(headers, body) of one Firestore CloudEvent in binary mode, as Eventarc sends it.
+
+    ``document``: the document's path (``orders/O1``); ``new``/``old``: google-events
+    ``Document`` protobufs (None: absent). The content type carries ``datacontenttype``
+    (binary mode maps it to Content-Type, there is no ``ce-datacontenttype`` header)."""
+    data = event_data(new, old)
+    if encoding == "json":
+        body, ctype = json_format.MessageToJson(data, indent=None).encode(), "application/json"
+    else:
+        body, ctype = data.SerializeToString(), "application/protobuf"
     headers = {
-        "content-type": "application/json",
+        "content-type": ctype,
         "ce-specversion": "1.0",
         "ce-id": str(uuid.uuid4()),
         "ce-type": event_type,
         "ce-source": f"//firestore.googleapis.com/projects/{project}/databases/{database}",
-        "ce-subject": f"documents/{doc}",
+        "ce-subject": f"documents/{document}",
         "ce-time": update_time or dt.datetime.now(dt.timezone.utc).isoformat().replace("+00:00", "Z"),
-        "ce-dataschema": "https://github.com/googleapis/google-cloudevents/blob/main/proto/google/events/cloud/firestore/v1/data.proto",
+        "ce-dataschema": DATASCHEMA,
         "ce-project": project,
         "ce-database": database,
         "ce-namespace": "(default)",
-        "ce-document": doc,
+        "ce-document": document,
         "ce-location": "local",
     }
     return headers, body
 
 
-__protobuf__ = proto.module(package="surgesim.firestore_events", manifest={"DocumentEventData"})
+def snapshot_document(snap, name: str):
+    """A listener's DocumentSnapshot as a google-events ``Document`` protobuf."""
+    from google.cloud.firestore_v1 import _helpers
+
+    doc = _ft.Document(name=name, fields=_helpers.encode_dict(snap.to_dict() or {}),
+                       create_time=snap.create_time, update_time=snap.update_time)
+    return _EventDocument.FromString(_ft.Document.pb(doc).SerializeToString())
 
 
-class DocumentEventData(proto.Message):
-    """google.events.cloud.firestore.v1.DocumentEventData, the body of a Firestore event."""
-
-    value = proto.Field(proto.MESSAGE, number=1, message=_ft.Document)
-    old_value = proto.Field(proto.MESSAGE, number=2, message=_ft.Document)
-    update_mask = proto.Field(proto.MESSAGE, number=3, message=_ft.DocumentMask)
-
-
-_DocumentEventData = DocumentEventData.pb()
 #: Where a stopped bridge points its trigger (the emulator cannot delete one).
 DISABLED_PATTERN = "surgesim-trigger-disabled/{id}"
 
@@ -228,6 +247,31 @@ async def register_trigger(http, endpoint: str, project: str, trigger_id: str, p
                                f"({r.status} {(await r.text())[:200]})")
 
 
+#: Eventarc retries a failed delivery with exponential backoff (same ce-id). These are the
+#: defaults of a bridge used on its own (a quick rehearsal); Bridges passes each trigger's
+#: `retry` (Eventarc's 10 s doubling to 600 s, divided by the run's time scale).
+RETRY_FIRST_S, RETRY_MAX_S = 0.1, 10.0
+
+
+async def deliver(http, url: str, headers: dict, body: bytes, counters: "TriggerCounters", max_attempts: int,
+                  what: str, backoff: tuple[float, float] = (RETRY_FIRST_S, RETRY_MAX_S)) -> bool:
+    """POST one CloudEvent until a 2xx, retrying with backoff (first, max); False after max_attempts."""
+    delay, most = backoff
+    for _ in range(max_attempts):
+        try:
+            if 200 <= await service_http.post_status(http, url, body, headers) < 300:
+                counters.sent += 1
+                return True
+        except service_http.FAILURES:
+            pass
+        counters.failures += 1
+        await asyncio.sleep(delay)
+        delay = min(most, delay * 2)
+    counters.gave_up += 1
+    log.warning("trigger %s: gave up on %s after %d attempts", what, headers.get("ce-subject"), max_attempts)
+    return False
+
+
 @dataclass
 class TriggerCounters:
     changes: int = 0
@@ -247,7 +291,9 @@ class TriggerBridge:
                  service_account: str | None = None,
                  concurrency: int = 32, max_attempts: int = 10, http=None,
                  source: str = "listen", endpoint: str | None = None, poll_interval: float = 0.05,
-                 poll_pause_factor: float = 1.0, hook: TriggerHook | None = None, name: str | None = None) -> None:
+                 poll_pause_factor: float = 1.0, hook: TriggerHook | None = None, name: str | None = None,
+                 document: str | None = None, encoding: str = "protobuf",
+                 backoff: tuple[float, float] = (RETRY_FIRST_S, RETRY_MAX_S)) -> None:
         if source not in ("listen", "poll", "emulator"):
             raise ValueError(f"source must be 'emulator', 'listen' or 'poll', not {source!r}")
         if source == "emulator" and hook is None:
@@ -258,6 +304,17 @@ class TriggerBridge:
         self.trigger_id = "surgesim-" + "".join(c if c.isalnum() or c in "-_" else "-" for c in (name or collection))
         self.db = db
         self.collection = collection
+        # Eventarc's match-path-pattern; the listeners and the poll watch its collection
+        self.document = document or f"{collection}/{{docId}}"
+        if self.document.split("/", 1)[0] != collection:
+            raise ValueError(f"trigger {name or collection}: pattern {self.document!r} is not in {collection!r}")
+        if source != "emulator" and self.document.count("/") != 1:
+            raise ValueError(f"trigger {name or collection}: the {source!r} source watches one collection; "
+                             f"pattern {self.document!r} needs the emulator's own trigger events")
+        self._matches = path_matcher(self.document)
+        if encoding not in ("protobuf", "json"):
+            raise ValueError(f"encoding must be 'protobuf' or 'json', not {encoding!r}")
+        self.encoding = encoding
         self.url = url
         self.project = project
         self.events = list(events or ["written"])
@@ -269,12 +326,13 @@ class TriggerBridge:
         self.service_account = service_account
         self.concurrency = concurrency
         self.max_attempts = max_attempts
+        self.backoff = backoff
         # the emulator's gRPC address: given, or the one the Firestore client uses
         self.endpoint = endpoint or getattr(db, "_emulator_host", None) or os.environ.get("FIRESTORE_EMULATOR_HOST")
         self.counters = TriggerCounters()
         self._http = http  # a service_http.session of the loop that runs the bridge, or one of its own
         self._own_http = http is None
-        self._state: dict[str, dict] = {}  # doc id -> {"fields", "createTime", "updateTime"}
+        self._state: dict[str, Any] = {}  # doc id -> its last google-events Document
         self._queue: asyncio.Queue | None = None
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -302,6 +360,7 @@ class TriggerBridge:
 
     def _on_snapshot(self, changes, first: dict) -> None:
         out = []
+        prefix = f"{self._db_path()}/documents/{self.collection}/"
         with self._lock:
             for ch in changes:
                 doc = ch.document
@@ -310,18 +369,17 @@ class TriggerBridge:
                     old = self._state.pop(doc_id, None)
                     if old is None or first["pending"]:
                         continue
-                    out.append((doc_id, old, None, None))
+                    out.append((doc_id, old, None))
                     continue
-                update = _ts(doc.update_time)
                 old = self._state.get(doc_id)
-                if old is not None and old["updateTime"] == update:
+                new = snapshot_document(doc, prefix + doc_id)
+                if old is not None and old.update_time == new.update_time:
                     self.counters.duplicates_dropped += 1  # a reconnect replaying a known state
                     continue
-                new = {"fields": doc.to_dict() or {}, "createTime": _ts(doc.create_time), "updateTime": update}
                 self._state[doc_id] = new
                 if first["pending"]:
                     continue  # baseline: existed before the trigger
-                out.append((doc_id, old, new, update))
+                out.append((doc_id, old, new))
             if first["pending"]:
                 first["pending"] = False
                 self._initial_pending -= 1
@@ -341,16 +399,16 @@ class TriggerBridge:
 
     def _on_event(self, body: bytes) -> None:
         try:
-            data = _DocumentEventData.FromString(base64.b64decode(body))
-        except ValueError:  # binascii.Error and protobuf's DecodeError are both ValueErrors
+            data = _EventData.FromString(base64.b64decode(body))
+        except (ValueError, DecodeError):  # binascii.Error is a ValueError
             self.counters.bad_events += 1
             log.warning("trigger %s: undecodable event (%d bytes)", self.collection, len(body))
             return
-        new = _doc_state(data.value) if data.HasField("value") else None
-        old = _doc_state(data.old_value) if data.HasField("old_value") else None
-        name = (data.value if new is not None else data.old_value).name
+        new = data.value if data.HasField("value") else None
+        old = data.old_value if data.HasField("old_value") else None
+        name = (new if new is not None else old).name
         self.counters.changes += 1
-        self._queue.put_nowait((name.rsplit("/", 1)[-1], old, new, new["updateTime"] if new else None))
+        self._queue.put_nowait((name.split("/documents/", 1)[-1][len(self.collection) + 1:], old, new))
 
     # ---- or a change feed: polling RunQuery ---------------------------------------------
     def _db_path(self) -> str:
@@ -397,21 +455,20 @@ class TriggerBridge:
             await stoppable_sleep(self._stop, max(self.poll_interval, self.poll_pause_factor * took))
 
     def _changed(self, doc_id: str, doc, *, emit: bool) -> None:
-        stamp = (doc.update_time.seconds, doc.update_time.nanos)
         old = self._state.get(doc_id)
-        if old is not None and old["_stamp"] == stamp:
+        if old is not None and old.update_time == doc.update_time:
             return  # unchanged since the last read
-        new = {**_doc_state(doc), "_stamp": stamp}
+        new = _EventDocument.FromString(doc.SerializeToString())  # same wire format
         self._state[doc_id] = new
         if emit:
             self.counters.changes += 1
-            self._queue.put_nowait((doc_id, old, new, new["updateTime"]))
+            self._queue.put_nowait((doc_id, old, new))
 
     def _removed(self, doc_id: str, *, emit: bool) -> None:
         old = self._state.pop(doc_id, None)
         if old is not None and emit:
             self.counters.changes += 1
-            self._queue.put_nowait((doc_id, old, None, None))
+            self._queue.put_nowait((doc_id, old, None))
 
     # ---- delivery ---------------------------------------------------------------------------
     async def run(self, ready: asyncio.Event | None = None) -> None:
@@ -424,7 +481,7 @@ class TriggerBridge:
         registered = False
         if self.source == "emulator":
             self.hook.handlers[self.trigger_id] = self._on_event
-            await self._register(f"{self.collection}/{{id}}")
+            await self._register(self.document)
             registered = True
         elif self.source == "poll":
             channel = grpc.aio.insecure_channel(self.endpoint, options=_GRPC_OPTIONS)
@@ -466,35 +523,23 @@ class TriggerBridge:
 
     async def _worker(self) -> None:
         while True:
-            doc_id, old, new, update = await self._queue.get()
-            kind = classify(old, new)
-            event_type = wanted(self.events, kind)
-            if event_type is None:
+            doc_id, old, new = await self._queue.get()
+            document = f"{self.collection}/{doc_id}"
+            event_type = wanted(self.events, classify(old, new))
+            if event_type is None or not self._matches(document):
                 self.counters.skipped += 1
                 continue
-            headers, body = build_event(project=self.project, database=self.database, collection=self.collection,
-                                        doc_id=doc_id, kind=kind, event_type=event_type, new=new, old=old,
-                                        update_time=update)
+            # ce-time: the write's time; the emulator's own ce-time has whole seconds only
+            update = _pb_ts(new.update_time) if new is not None else None
+            headers, body = build_event(project=self.project, database=self.database, document=document,
+                                        event_type=event_type, new=new, old=old, update_time=update,
+                                        encoding=self.encoding)
             headers.update(identity_headers(self.issuer, self.url, self.service_account))
             await self._send(headers, body)
 
-    async def _send(self, headers: dict, body: dict) -> None:
-        delay = 0.1
-        data = json.dumps(body).encode()
-        for attempt in range(1, self.max_attempts + 1):
-            try:
-                if 200 <= await service_http.post_status(self._http, self.url, data, headers) < 300:
-                    self.counters.sent += 1
-                    return
-            except service_http.FAILURES:
-                pass
-            self.counters.failures += 1
-            # Eventarc retries a failed delivery with exponential backoff (same ce-id).
-            await asyncio.sleep(delay)
-            delay = min(10.0, delay * 2)
-        self.counters.gave_up += 1
-        log.warning("trigger %s: gave up on %s after %d attempts", self.collection, headers.get("ce-subject"),
-                    self.max_attempts)
+    async def _send(self, headers: dict, data: bytes) -> None:
+        await deliver(self._http, self.url, headers, data, self.counters, self.max_attempts, self.collection,
+                      self.backoff)
 
     def stop(self) -> None:
         """Thread-safe: stop after the queued changes are sent."""
@@ -509,29 +554,3 @@ def _pb_ts(ts) -> str | None:
     if not ts.seconds and not ts.nanos:
         return None
     return ts.ToDatetime(tzinfo=dt.timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def value_to_plain(v) -> Any:
-    """A raw protobuf Firestore ``Value`` as plain JSON (as ``to_plain`` gives for decoded values)."""
-    kind = v.WhichOneof("value_type")
-    if kind is None or kind == "null_value":
-        return None
-    if kind == "map_value":
-        return {k: value_to_plain(x) for k, x in v.map_value.fields.items()}
-    if kind == "array_value":
-        return [value_to_plain(x) for x in v.array_value.values]
-    if kind == "timestamp_value":
-        return _pb_ts(v.timestamp_value) or "1970-01-01T00:00:00Z"
-    if kind == "bytes_value":
-        return base64.b64encode(v.bytes_value).decode()
-    if kind == "geo_point_value":
-        return {"latitude": v.geo_point_value.latitude, "longitude": v.geo_point_value.longitude}
-    if kind == "reference_value":  # the document path, as DocumentReference.path
-        return v.reference_value.split("/documents/", 1)[-1]
-    return getattr(v, kind)
-
-
-def _doc_state(doc) -> dict:
-    """A raw protobuf Firestore ``Document`` as the state a change carries."""
-    return {"fields": {k: value_to_plain(v) for k, v in doc.fields.items()},
-            "createTime": _pb_ts(doc.create_time), "updateTime": _pb_ts(doc.update_time)}

@@ -29,6 +29,8 @@ class Stores:
         for c in eng.system.stores.firestore:
             eng.metrics.declare("firestore_writes", c.name)
         self.triggers = {c.name: [t for t in eng.system.triggers if t.collection == c.name] for c in eng.system.stores.firestore}
+        self.bucket_triggers = {b.name: [t for t in eng.system.triggers if t.bucket == b.name]
+                                for b in eng.system.stores.storage}
 
     def firestore_op(self, spec, times: np.ndarray, keys: np.ndarray) -> None:
         tot = self.firestore[spec.collection]
@@ -41,6 +43,11 @@ class Stores:
         self.eng.metrics.count("firestore_writes", spec.collection, w)
         for trig in self.triggers[spec.collection]:
             self.eng.trigger_event(trig, times, keys, spec.change)
+
+    def storage_write(self, spec, times: np.ndarray, keys: np.ndarray) -> None:
+        """Objects written to a bucket: each one an event for the bucket's Storage triggers."""
+        for trig in self.bucket_triggers.get(spec.bucket, ()):
+            self.eng.trigger_event(trig, times, keys, None)
 
     def debounce(self, owner: str, collection: str, keys: np.ndarray, tt: np.ndarray, interval: float) -> np.ndarray:
         """Which of these keyed writes happen: at most one per key per interval (the

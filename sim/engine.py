@@ -27,6 +27,7 @@ from surgesim.sim.deps import Api, Stores, service_call
 from surgesim.sim.handler import Handler
 from surgesim.sim.metrics import Metrics
 from surgesim.sim.service import Channel, ServiceNode
+from surgesim.sim.triggers import delivery_latency, with_trigger_subscriptions
 
 EXACT_BELOW = 200
 """Steps bringing a node at most this many arrivals go straight to the per-message heap
@@ -149,7 +150,9 @@ class Engine:
         self.cut = None  # set by sim.split.run_experiment: where a two-process run was cut
         self.captured: dict[str, list[Batch]] = {t: [] for t in part.exports} if part is not None else {}
         self.scenario = sc = exp.scenario
-        self.system = exp.system
+        # a Pub/Sub trigger is the push subscription Eventarc creates for it (sim/triggers.py)
+        self.system = with_trigger_subscriptions(exp.system)
+        self.triggers = {t.name: t for t in self.system.triggers}
         self.seed = sc.seed if seed is None else seed
         self.exact = exact
         self.exact_below = exact_below
@@ -187,7 +190,7 @@ class Engine:
             for r in exp.routes(svc.name):
                 node.route_ch[r.name] = node.add_channel(Channel("route", r.name, Handler(self, svc.name, r.steps, exp.debounce(svc.name))))
             for trig in sysm.triggers:
-                if trig.target == svc.name:
+                if trig.target == svc.name and trig.kind != "pubsub":
                     node.add_channel(Channel("trigger", trig.name, Handler(self, svc.name, exp.steps(svc.name), exp.debounce(svc.name))))
             for f in sc.faults:
                 if f.target == svc.name and f.kind == "consumer_down":
@@ -200,7 +203,7 @@ class Engine:
         self.trigger_changes: dict[str, int] = {}
         self.trigger_started: dict[str, int] = {}
         for trig in sysm.triggers:
-            if trig.target in self.nodes:
+            if trig.target in self.nodes and trig.kind != "pubsub":
                 node = self.nodes[trig.target]
                 self.trigger_ch[trig.name] = next(i for i, c in enumerate(node.channels) if c.kind == "trigger" and c.name == trig.name)
         for sub in sysm.subscriptions:
@@ -302,6 +305,8 @@ class Engine:
     def trigger_event(self, trig, times: np.ndarray, keys: np.ndarray, change: str | None) -> None:
         node = self.nodes.get(trig.target)
         attrs = self.attrs.intern({"eventType": change} if change else {"eventType": trig.event_type})
+        # each event on its own delivery latency: Eventarc does not keep them in order
+        times = times + sample(delivery_latency(trig), times.size, self.rng(f"trigger:{trig.name}"))
         b = Batch.new(times, attrs, keys)
         self.trigger_changes[trig.name] = self.trigger_changes.get(trig.name, 0) + len(b)
         if node is not None:
@@ -454,6 +459,8 @@ class Engine:
         and pending, counted from the queues rather than by difference."""
         out = {}
         for trig in self.system.triggers:
+            if trig.kind == "pubsub":
+                continue  # its push subscription is reported with the subscriptions
             changes = self.trigger_changes.get(trig.name, 0)
             node = self.nodes.get(trig.target)
             if node is not None:

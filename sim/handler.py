@@ -115,6 +115,7 @@ class Handler:
                 effects.append(Effect("bigquery", step, spec, idx, offs[idx] + lat))
             elif kind == "storage":
                 lat = np.full(m, STORAGE_BASE_S + spec.bytes / STORAGE_BYTES_PER_S)
+                effects.append(Effect("storage", step, spec, idx, offs[idx] + lat))
             elif kind == "poll":
                 lat = np.zeros(m)
                 effects.append(Effect("poll", step, spec, idx, offs[idx].copy(), job_done))
@@ -175,6 +176,8 @@ class Handler:
                     idx, times = np.repeat(idx, spec.count), np.repeat(times, spec.count)
                 if idx.size:
                     eng.broker.publish(spec.topic, Batch.new(times + spec.delay, self.out_attrs(ef.step, spec, b.attrs[idx]), b.key[idx]))
+            elif ef.kind == "storage":
+                eng.stores.storage_write(spec, times, b.key[idx])
             elif ef.kind == "bigquery":
                 if spec.op == "insert" and spec.table:
                     eng.stores.bigquery_rows(spec.table, times, spec.rows)

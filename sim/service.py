@@ -39,8 +39,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from surgesim.sim.broker import SubState
     from surgesim.sim.engine import Engine
 
-EVENTARC_MIN_BACKOFF_S = 10.0
-EVENTARC_MAX_BACKOFF_S = 600.0
 EVENTARC_RETENTION_S = 86400.0
 """Eventarc gives up on an event it could not deliver for 24 hours (its Pub/Sub retention)."""
 VECTOR_CHUNK = 128
@@ -523,7 +521,8 @@ class ServiceNode:
                 m.count("errors", self.name, done[fail])
                 self.totals["errors"] += nfail
                 fb = b.take(np.nonzero(fail)[0])
-                back = np.minimum(EVENTARC_MAX_BACKOFF_S, EVENTARC_MIN_BACKOFF_S * 2.0 ** (fb.attempt - 1))
+                retry = eng.triggers[ch.name].retry  # Eventarc's backoff (10 s doubling to 600 s by default)
+                back = np.minimum(retry.max_backoff, retry.min_backoff * 2.0 ** (fb.attempt - 1))
                 fb.t = done[fail] + back
                 fb.attempt = fb.attempt + 1
                 old = fb.t - fb.pub > EVENTARC_RETENTION_S

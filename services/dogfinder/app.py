@@ -125,8 +125,9 @@ def build_app(db=None, storage_client=None, publisher=None) -> FastAPI:
             blob.upload_from_string(data, content_type=content_type)
 
         await asyncio.to_thread(upload)
+        # merge: the photo checker (a Storage trigger) may already have recorded the photo
         await ref.set({**row, "seen_at_ts": seen, "photo_bytes": len(data), "published": False,
-                       "createdAt": dt.datetime.now(dt.timezone.utc)})
+                       "createdAt": dt.datetime.now(dt.timezone.utc)}, merge=True)
         ctx = trace.current.get() or trace.new_trace()
         message_id = await gcp.publish(deps["pub"], topic, json.dumps(row).encode(), eventType="SightingReported",
                                        eventId=sid, breed=row["breed"][:100], traceparent=ctx.traceparent)

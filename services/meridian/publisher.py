@@ -1,20 +1,20 @@
 """Meridian's event publisher: the parcels outbox. Receives the Firestore document-change
-CloudEvent (Eventarc's `google.cloud.firestore.document.v1.written`, as the trigger bridge
-sends it) and publishes the typed event the change records (`lastEvent`) to
-logistics.events.
+CloudEvent (Eventarc's `google.cloud.firestore.document.v1.written`) and publishes the
+typed event the change records (`lastEvent`) to logistics.events.
 
-CloudEvent, binary mode (ce-* headers) or structured (application/cloudevents+json); data
-is JSON: {"value": {"name": ".../documents/parcels/P", "fields": {plain JSON}},
-"oldValue": {...}}. A change whose `lastEvent.id` equals the old document's is not a new
-event (e.g. a field touched by something else) and publishes nothing. Pub/Sub has no
-idempotent publish: a redelivered CloudEvent publishes the event again with the same
-eventId attribute, and consumers dedupe on eventId, not messageId.
+The event is read as Eventarc delivers it: binary mode (ce-* headers) or structured
+(application/cloudevents+json), data a `google.events.cloud.firestore.v1.DocumentEventData`
+as protobuf (application/protobuf, Eventarc's default) or its JSON form (application/json),
+decoded with the `google-events` types (services/common/cloudevents.py). A change whose
+`lastEvent.id` equals the old document's is not a new event (e.g. a field touched by
+something else) and publishes nothing. Pub/Sub has no idempotent publish: a redelivered
+CloudEvent publishes the event again with the same eventId attribute, and consumers dedupe
+on eventId, not messageId.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 from typing import Any
@@ -22,7 +22,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from surgesim.services.common import gcp, trace
+from surgesim.services.common import cloudevents, gcp, trace
+from surgesim.services.common.cloudevents import BadEvent
 from surgesim.services.common.runtime import create_app
 
 from .model import EVENT_TOPIC, PARCELS
@@ -30,84 +31,35 @@ from .model import EVENT_TOPIC, PARCELS
 FIRESTORE_TYPES = tuple(f"google.cloud.firestore.document.v1.{k}" for k in ("written", "created", "updated", "deleted"))
 
 
-class BadEvent(ValueError):
-    pass
-
-
-REQUIRED_CE = ("id", "source", "type", "specversion")
-
-
-def parse_cloudevent(headers, body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(attributes, data) of an HTTP CloudEvent (spec 1.0) in binary or structured mode.
-
-    Hand-rolled (20 lines) rather than the `cloudevents` SDK, whose module layout changed
-    in 2.0: the HTTP binding is only the ce-* headers or one JSON envelope."""
-    headers = {k.lower(): v for k, v in headers.items()}
-    if headers.get("content-type", "").split(";")[0].strip() == "application/cloudevents+json":
-        try:
-            envelope = json.loads(body)
-        except ValueError:
-            raise BadEvent("structured CloudEvent is not JSON") from None
-        if not isinstance(envelope, dict):
-            raise BadEvent("structured CloudEvent must be a JSON object")
-        attrs = {k: v for k, v in envelope.items() if k not in ("data", "data_base64")}
-        data: Any = envelope.get("data")
-        if "data_base64" in envelope:
-            import base64
-
-            try:
-                data = json.loads(base64.b64decode(envelope["data_base64"], validate=True))
-            except ValueError:
-                raise BadEvent("data_base64 is not base64 JSON") from None
-    else:
-        attrs = {k[3:]: v for k, v in headers.items() if k.startswith("ce-")}
-        try:
-            data = json.loads(body) if body else None
-        except ValueError:
-            raise BadEvent("CloudEvent data is not JSON") from None
-    missing = [k for k in REQUIRED_CE if not attrs.get(k)]
-    if missing:
-        raise BadEvent(f"not a CloudEvent: missing {', '.join('ce-' + m for m in missing)}")
-    if str(attrs["specversion"]) != "1.0":
-        raise BadEvent(f"unsupported CloudEvents specversion {attrs['specversion']!r}")
-    if not isinstance(data, dict):
-        raise BadEvent("CloudEvent data must be a JSON object with value/oldValue")
-    return attrs, data
-
-
-def _fields(doc: Any) -> dict[str, Any]:
-    if not isinstance(doc, dict):
-        return {}
-    fields = doc.get("fields", doc)
-    return fields if isinstance(fields, dict) else {}
-
-
-def _iso(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, dt.datetime) else value
-
-
-def typed_event(attrs: dict[str, Any], data: dict[str, Any]) -> dict[str, Any] | None:
-    """The event to publish for this document change, or None if the change is not one."""
+def parse_cloudevent(headers, body: bytes):
+    """(attributes, DocumentEventData) of a Firestore CloudEvent; BadEvent if it is not one."""
+    attrs, data, ctype = cloudevents.parse(headers, body)
     if attrs.get("type") not in FIRESTORE_TYPES:
         raise BadEvent(f"unexpected CloudEvent type {attrs.get('type')!r}; expected one of {', '.join(FIRESTORE_TYPES)}")
-    new, old = _fields(data.get("value")), _fields(data.get("oldValue"))
-    if not new:  # deleted
+    return attrs, cloudevents.document_event(data, ctype)
+
+
+def typed_event(attrs: dict[str, Any], data) -> dict[str, Any] | None:
+    """The event to publish for this document change, or None if the change is not one."""
+    if not data.HasField("value"):  # deleted
         return None
+    new = cloudevents.fields(data.value)
+    old = cloudevents.fields(data.old_value) if data.HasField("old_value") else {}
     last = new.get("lastEvent")
     if not isinstance(last, dict) or not last.get("type") or not last.get("id"):
         return None
     if isinstance(old.get("lastEvent"), dict) and old["lastEvent"].get("id") == last["id"]:
         return None
-    name = (data.get("value") or {}).get("name") or attrs.get("subject") or ""
+    name = data.value.name or attrs.get("subject") or ""
     parcel_id = new.get("parcelId") or str(name).rsplit("/", 1)[-1]
     if f"{PARCELS}/" not in str(name) and not new.get("parcelId"):
         raise BadEvent("document is not a parcel (no parcelId and name not under parcels/)")
-    parcel = {k: _iso(v) for k, v in new.items() if k != "lastEvent"}
+    parcel = {k: v for k, v in new.items() if k != "lastEvent"}
     return {
         "eventId": str(last["id"]),
         "eventType": str(last["type"]),
         "parcelId": str(parcel_id),
-        "occurredAt": _iso(last.get("at")),
+        "occurredAt": last.get("at"),
         "version": new.get("version"),
         "requestId": last.get("requestId"),
         "traceparent": last.get("traceparent"),

@@ -42,6 +42,7 @@ from surgesim.rundir import METRICS
 from surgesim.schema import Plan, System
 from surgesim.services.common.devserver import free_port
 
+from . import functions
 from .env import FAKE_APPS, fake_env, process_env, pull_subscriptions
 from .fronts import FrontSet
 from .procs import Proc, start_all
@@ -85,7 +86,11 @@ def scaled_retry(system: System, time_scale: float) -> System:
     subs = [s.model_copy(update={"retry": s.retry.model_copy(update={
                 "min_backoff": s.retry.min_backoff / time_scale, "max_backoff": s.retry.max_backoff / time_scale})})
             if s.retry is not None else s for s in system.subscriptions]
-    return system.model_copy(update={"subscriptions": subs})
+    # Eventarc's retry backoff of every trigger (a Pub/Sub trigger's: its subscription's)
+    trigs = [t.model_copy(update={"retry": t.retry.model_copy(update={
+                 "min_backoff": t.retry.min_backoff / time_scale, "max_backoff": t.retry.max_backoff / time_scale})})
+             for t in system.triggers]
+    return system.model_copy(update={"subscriptions": subs, "triggers": trigs})
 
 
 class SystemRunner:
@@ -262,10 +267,17 @@ class SystemRunner:
         self.say(f"started {len(fake_list)} fake APIs")
 
         # which services run, on which ports, and which get fronts
-        runnable = [s for s in system.services if s.app or s.command]
+        runnable = [s for s in system.services if s.app or s.command or s.function]
         for s in system.services:
-            if not (s.app or s.command):
-                self.skipped[s.name] = "no app: or command: in the system file"
+            if not (s.app or s.command or s.function):
+                self.skipped[s.name] = "no app:, command: or function: in the system file"
+        # functions run in their own virtualenvs, built once from their requirements.txt
+        commands = {s.name: list(s.command) for s in runnable if s.command}
+        for s in runnable:
+            if s.function is not None:
+                source = (self.base_dir or Path.cwd()) / s.function.source  # an absolute source stays as it is
+                framework = functions.ensure_env(source.resolve(), say=self.say)
+                commands[s.name] = functions.command(s.function, framework, source.resolve())
         for wf in system.workflows:
             if wf.name not in {s.name for s in system.services}:
                 self.skipped[wf.name] = "a workflow without a service (app:/command:) to run it live"
@@ -288,8 +300,8 @@ class SystemRunner:
             kind = "worker" if s.name in pull_workers else "service"
             if s.app:
                 self.procs[s.name] = Proc(s.name, s.app, env, ports[s.name], self.log_dir, kind=kind)
-            else:  # a user's own process: ready on a TCP connect unless it names a health path
-                self.procs[s.name] = Proc(s.name, list(s.command), env, ports[s.name], self.log_dir,
+            else:  # a user's own process or a function: ready on a TCP connect unless it names a health path
+                self.procs[s.name] = Proc(s.name, commands[s.name], env, ports[s.name], self.log_dir,
                                           ready_path=s.health_path, cwd=self.base_dir, kind=kind)
             return self.procs[s.name]
 
@@ -327,7 +339,8 @@ class SystemRunner:
                                firestore=fs, bigquery=bq, fidelity=load_fidelity(self.stack.state_dir),
                                metrics_interval=self.sample_interval, count_pull_acks=self.count_pull_acks,
                                firestore_events_port=(self.stack.ports("firestore").get("firestore_events")
-                                                      if "firestore" in self.stack.emulators else None))
+                                                      if "firestore" in self.stack.emulators else None),
+                               storage_endpoint=self.stack.env_vars().get("STORAGE_EMULATOR_HOST"))
         self.bridges.start()
         # the push backoff after failures is Pub/Sub's timer too (see scaled_retry)
         for bridge in self.bridges.push.values():

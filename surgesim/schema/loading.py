@@ -232,8 +232,14 @@ def system_problems(system: System) -> Iterator[tuple[tuple, str]]:
             yield ("subscriptions", i, "bigquery", "table"), f"table {sub.bigquery.table!r} is not declared under stores.bigquery"
     yield from step_problems(system, _steps_with_paths(system))
     for i, trig in enumerate(system.triggers):
-        if trig.collection not in collections:
+        if trig.kind == "firestore" and trig.collection not in collections:
             yield ("triggers", i, "collection"), f"collection {trig.collection!r} is not declared under stores.firestore"
+        if trig.topic is not None and trig.topic not in topics:
+            yield ("triggers", i, "topic"), f"topic {trig.topic!r} is not declared under topics"
+        if trig.bucket is not None and trig.bucket not in {b.name for b in system.stores.storage}:
+            yield ("triggers", i, "bucket"), f"bucket {trig.bucket!r} is not declared under stores.storage"
+        if trig.dead_letter is not None and trig.dead_letter.topic not in topics:
+            yield ("triggers", i, "dead_letter", "topic"), f"topic {trig.dead_letter.topic!r} is not declared under topics"
         if trig.target not in services | workflows:
             yield ("triggers", i, "target"), f"{trig.target!r} is neither a service nor a workflow"
     callees = services | {a.name for a in system.external_apis}

@@ -247,6 +247,17 @@ class Route(Strict):
     response_status: Annotated[int, in_range(100, 599)] = 202
 
 
+class Function(Strict):
+    """A Cloud Run function: source run with the Functions Framework in its own environment."""
+
+    source: str = Field(min_length=1)
+    """Directory holding main.py and requirements.txt (relative to the system file's folder)."""
+    target: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """The function's name in main.py (--target)."""
+    signature: Literal["http", "cloudevent"] = "http"
+    """--signature-type: an HTTP function, or a CloudEvent function (triggers)."""
+
+
 class Service(Strict):
     """A Cloud Run service. `routes` serve HTTP requests; `steps` handle each message of
     the subscriptions whose consumer is this service."""
@@ -270,13 +281,17 @@ class Service(Strict):
     """Who holds run.invoker on the service: `allUsers` (public) or `serviceAccount:...`
     members. None: public when it has routes, else the service accounts of the push
     subscriptions and triggers that deliver to it."""
+    function: Function | None = None
+    """Live mode, a function: run with the Functions Framework in a virtualenv from its requirements.txt."""
 
     @model_validator(mode="after")
     def _one_runner(self) -> "Service":
-        if self.app and self.command:
-            raise ValueError("give either app (an ASGI app) or command (your own process), not both")
-        if self.health_path and not self.command:
-            raise ValueError("health_path goes with command (an app: answers /healthz)")
+        runners = [k for k in ("app", "command", "function") if getattr(self, k)]
+        if len(runners) > 1:
+            raise ValueError(f"give one of app (an ASGI app), command (your own process) or function, "
+                             f"not {' and '.join(runners)}")
+        if self.health_path and self.app:
+            raise ValueError("health_path goes with command or function (an app: answers /healthz)")
         names = [r.name for r in self.routes]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -363,21 +378,99 @@ class Stores(Strict):
     storage: list[Bucket] = Field(default_factory=list)
 
 
+# ---- Eventarc triggers: three kinds, told apart by their source field -------------------
+
+#: Event kinds per trigger kind, and the CloudEvent type prefix each is sent with.
+TRIGGER_EVENTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "firestore": ("google.cloud.firestore.document.v1.", ("created", "updated", "deleted", "written")),
+    "pubsub": ("google.cloud.pubsub.topic.v1.", ("messagePublished",)),
+    "storage": ("google.cloud.storage.object.v1.", ("finalized", "deleted", "metadataUpdated")),
+}
+
+
 class Trigger(Strict):
-    """Eventarc on a Firestore document change: a CloudEvent to the target service."""
+    """An Eventarc trigger: a CloudEvent to the target service for each Firestore document
+    change (`collection` or `document`), message published on a Pub/Sub `topic`, or object
+    change in a Cloud Storage `bucket`. Exactly one of the three sources."""
 
     name: ServiceId
-    collection: str
-    events: list[Literal["created", "updated", "deleted", "written"]] = Field(default_factory=lambda: ["written"])
     target: ServiceId
+    collection: str | None = None
+    """Firestore: a top-level collection; shorthand for `document: <collection>/{docId}`."""
+    document: str | None = Field(None, pattern=r"^[^/{}]+(/([^/{}]+|\{[A-Za-z_][A-Za-z0-9_]*(=\*\*)?\}))+$")
+    """Firestore: Eventarc's `match-path-pattern`, e.g. `orders/{orderId}` (`{x}` one segment, `{x=**}` any)."""
+    topic: PubSubName | None = None
+    """Pub/Sub: the topic; the trigger creates its own push subscription on it."""
+    bucket: str | None = None
+    """Cloud Storage: a bucket declared under stores.storage."""
+    events: list[str] | None = None
+    """Firestore: created, updated, deleted, written (default); Storage: finalized (default), deleted,
+    metadataUpdated; Pub/Sub: messagePublished."""
     database: str = "(default)"
+    """Firestore: the database filter."""
     service_account: ServiceAccount | None = None
     """The identity Eventarc invokes the target with; None:
     `<trigger>-trigger@<project>.iam.gserviceaccount.com`."""
+    encoding: Literal["protobuf", "json"] = "protobuf"
+    """Firestore: the event body, DocumentEventData as protobuf (Eventarc's default) or as JSON."""
+    path: str = Field("/", pattern=r"^/")
+    """Path on the target service the events go to."""
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    """Backoff between delivery attempts of a failed event (Eventarc's: 10s doubling to 600s); for a
+    Pub/Sub trigger, its push subscription's retry policy."""
+    dead_letter: DeadLetter | None = None
+    """Pub/Sub triggers: dead-letter topic of their push subscription."""
+    delivery_latency: LatencySpec | None = None
+    """Simulator: source change to delivery (default per kind, sim/triggers.py)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        given = [k for k in ("collection", "document", "topic", "bucket") if data.get(k) is not None]
+        if len(given) != 1 and set(given) != {"collection", "document"}:
+            raise ValueError("a trigger has exactly one source: collection/document (Firestore), topic (Pub/Sub) "
+                             f"or bucket (Cloud Storage); got {', '.join(given) or 'none'}")
+        doc, col = data.get("document"), data.get("collection")
+        if isinstance(doc, str) and col is None:
+            data["collection"] = doc.split("/", 1)[0]
+        elif isinstance(col, str) and doc is None:
+            data["document"] = f"{col}/{{docId}}"
+        kind = "pubsub" if data.get("topic") else "storage" if data.get("bucket") else "firestore"
+        if data.get("events") is None:
+            data["events"] = [{"firestore": "written", "pubsub": "messagePublished", "storage": "finalized"}[kind]]
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Trigger":
+        if self.document is not None and self.document.split("/", 1)[0] != self.collection:
+            raise ValueError(f"document {self.document!r} is not in collection {self.collection!r}")
+        _, allowed = TRIGGER_EVENTS[self.kind]
+        bad = [e for e in self.events or () if e not in allowed]
+        if bad or not self.events:
+            raise ValueError(f"events of a {self.kind} trigger are {', '.join(allowed)}; got {', '.join(bad) or 'none'}")
+        if self.kind != "pubsub" and self.dead_letter is not None:
+            raise ValueError("dead_letter is for Pub/Sub triggers (Eventarc retries the others itself)")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "pubsub" if self.topic else "storage" if self.bucket else "firestore"
 
     @property
     def event_type(self) -> str:
-        return f"google.cloud.firestore.document.v1.{self.events[0]}"
+        return TRIGGER_EVENTS[self.kind][0] + self.events[0]
+
+    @property
+    def subscription(self) -> str | None:
+        """A Pub/Sub trigger's own push subscription (Eventarc: eventarc-<region>-<trigger>-sub-<n>)."""
+        return f"eventarc-{self.name}-sub" if self.topic else None
+
+    @property
+    def event_types(self) -> list[str]:
+        return [TRIGGER_EVENTS[self.kind][0] + e for e in self.events]
 
 
 class WorkflowStep(Strict):

@@ -20,6 +20,8 @@ class Recorder:
         self.respond = respond
         self.delay = delay
         self.requests: list[tuple[str, dict, dict]] = []
+        self.raw: list[bytes] = []
+        """Each request's body as it came (a protobuf CloudEvent is not JSON)."""
         self.times: list[float] = []
         """time.monotonic() at each request's arrival."""
         self.lock = threading.Lock()
@@ -38,6 +40,7 @@ class Recorder:
                     data = {"_raw": body.decode(errors="replace")}
                 with outer.lock:
                     outer.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, data))
+                    outer.raw.append(body)
                     outer.times.append(time.monotonic())
                     outer.inflight += 1
                     outer.peak_inflight = max(outer.peak_inflight, outer.inflight)

@@ -150,5 +150,8 @@ def test_a_trigger_is_fed_by_the_emulator_or_by_listeners_when_its_port_is_taken
         server.close()
         if squatter is not None:
             squatter.close()
-    statuses = sorted(b["value"]["fields"]["status"] for _, _, b in server.requests)
+    from surgesim.services.common import cloudevents
+
+    statuses = sorted(cloudevents.fields(cloudevents.document_event(raw, "application/protobuf").value)["status"]
+                      for raw in server.raw)
     assert statuses == sorted(["ParcelCreated", "ParcelAssigned", "ParcelOutForDelivery", "ParcelDelivered"])

@@ -10,10 +10,24 @@ import pytest
 
 from surgesim.emulators.identity import Issuer
 from surgesim.emulators.triggers import TriggerBridge, TriggerHook
+from surgesim.services.common import cloudevents
 from tests.integration.bridges_support import LoopThread, Recorder, wait_until
 
 pytestmark = pytest.mark.integration
 OUTBOX = "outbox-trigger@p-local.iam.gserviceaccount.com"
+
+
+def document_event(raw: bytes) -> dict:
+    """A protobuf DocumentEventData body as {"value"/"oldValue": {name, fields, updateTime}, "updateMask"}."""
+    data = cloudevents.document_event(raw, "application/protobuf")
+    out: dict = {}
+    for key, field in (("value", "value"), ("oldValue", "old_value")):
+        if data.HasField(field):
+            doc = getattr(data, field)
+            out[key] = {"name": doc.name, "fields": cloudevents.fields(doc),
+                        "updateTime": doc.update_time.ToJsonString()}
+    out["updateMask"] = list(data.update_mask.field_paths)
+    return out
 
 
 @pytest.mark.parametrize("source", ["emulator", "listen", "poll"])
@@ -54,7 +68,8 @@ def test_each_change_delivered_exactly_once_as_a_cloudevent(gcp, source):
             lt.spawn(hook.close()).result(10)
         lt.close()
         server.close()
-    events = [(h, b) for _, h, b in server.requests]
+    events = [(h, document_event(raw)) for (_, h, _), raw in zip(server.requests, server.raw)]
+    assert all(h["content-type"] == "application/protobuf" for h, _ in events)
     assert all(h["ce-type"] == "google.cloud.firestore.document.v1.written" for h, _ in events)
     assert all(h["ce-specversion"] == "1.0" for h, _ in events)
     # Eventarc's identity: an ID token for the trigger's service account, audience the target
@@ -75,5 +90,6 @@ def test_each_change_delivered_exactly_once_as_a_cloudevent(gcp, source):
         assert updated[0]["value"]["fields"] == {"status": "ParcelDelivered", "n": 2}
         assert updated[0]["oldValue"]["fields"] == {"status": "ParcelCreated", "n": 1}
         assert created[0]["value"]["name"] == f"projects/{gcp.project}/databases/(default)/documents/{collection}/{doc_id}"
+        assert updated[0]["updateMask"] == ["n", "status"] and created[0]["updateMask"] == []
     deleted = [b for b in by_doc[f"{collection}/{ids[0]}"] if "value" not in b]
     assert deleted[0]["oldValue"]["fields"]["n"] == 2

@@ -253,3 +253,17 @@ def test_dogfinder_sighting_lands_in_its_sighting_date_partition(gcp, tmp_path):
         assert rows(day.date())[0]["breed"] == "beagle"
         assert rows(day.date() + dt.timedelta(days=1)) == []
         assert runner.bridges.metrics.totals()["sightings-bigquery"]["acked"] == 1
+        # the photo path: the Storage trigger on the bucket tells the photo checker of the upload
+        db = Clients(gcp.env_vars(), project=system.project).firestore()
+
+        def photo() -> dict | None:
+            return (db.collection("sightings").document(sid).get().to_dict() or {}).get("photo")
+
+        assert wait_until(lambda: photo() is not None, timeout=20)
+        rec = photo()
+        assert rec["uri"] == r.json()["photo_uri"] and rec["contentType"] == "image/jpeg"
+        assert rec["size"] == len(photo_jpeg()) and rec["md5Hash"]
+        # one event, answered 2xx (the service writes before it answers: wait for the answer)
+        trigger = runner.bridges.storage_triggers["photo-uploaded"]
+        assert wait_until(lambda: trigger.counters.sent == 1, timeout=10)
+        assert trigger.counters.changes == 1 and trigger.counters.failures == 0

@@ -177,6 +177,19 @@ def test_two_instances_racing_on_one_parcel_lose_no_update(gcp, env, command):
         assert doc["version"] == 5 and won["version"] == 5 and doc["lastEvent"]["id"] == won["eventId"]
 
 
+def _event_data(name: str, new: dict, old: dict) -> bytes:
+    """A DocumentEventData protobuf (google-events) of a change from old to new, as Eventarc sends it."""
+    from google.cloud.firestore_v1 import _helpers
+    from google.events.cloud import firestore as fs_events
+
+    data = fs_events.DocumentEventData.pb()()
+    for side, fields in ((data.value, new), (data.old_value, old)):
+        side.name = name
+        for k, v in fields.items():
+            side.fields[k].MergeFromString(_helpers.encode_value(v)._pb.SerializeToString())
+    return data.SerializeToString()
+
+
 def test_publisher_turns_the_document_change_into_a_typed_event(gcp, env, command):
     topic = f"logistics.events-{uuid.uuid4().hex[:8]}"
     pub, sub = gcp.clients.publisher(), gcp.clients.subscriber()
@@ -186,19 +199,18 @@ def test_publisher_turns_the_document_change_into_a_typed_event(gcp, env, comman
     sub.create_subscription(name=sub_path, topic=topic_path)
     pid, answer = deliver_parcel(command)
     doc = gcp.clients.firestore().collection("parcels").document(pid).get().to_dict()
-    fields = json.loads(json.dumps(doc, default=str))
-    old = {**fields, "lastEvent": {**fields["lastEvent"], "id": "previous"}}
+    old = {**doc, "lastEvent": {**doc["lastEvent"], "id": "previous"}}
     name = f"projects/{gcp.project}/databases/(default)/documents/parcels/{pid}"
     headers = {"ce-id": str(uuid.uuid4()), "ce-source": f"//firestore.googleapis.com/projects/{gcp.project}/databases/(default)",
                "ce-type": "google.cloud.firestore.document.v1.written", "ce-specversion": "1.0",
-               "ce-subject": f"documents/parcels/{pid}", "content-type": "application/json"}
-    body = json.dumps({"value": {"name": name, "fields": fields}, "oldValue": {"name": name, "fields": old}})
+               "ce-subject": f"documents/parcels/{pid}", "content-type": "application/protobuf"}
+    body = _event_data(name, doc, old)
+    unchanged = _event_data(name, doc, doc)
     with run_service("surgesim.services.meridian.publisher:app", {**env, "EVENT_TOPIC": topic}) as svc:
         r = httpx.post(svc.url + "/", content=body, headers=headers)
         assert r.status_code == 200 and r.json()["status"] == "published", r.text
-        unchanged = json.dumps({"value": {"name": name, "fields": fields}, "oldValue": {"name": name, "fields": fields}})
         assert httpx.post(svc.url + "/", content=unchanged, headers=headers).json()["status"] == "no event in this change"
-        assert httpx.post(svc.url + "/", content=b"{}", headers={"content-type": "application/json"}).status_code == 400
+        assert httpx.post(svc.url + "/", content=b"\xff", headers=headers).status_code == 400  # not DocumentEventData
         log = svc.log()
     got = sub.pull(subscription=sub_path, max_messages=10, timeout=10).received_messages
     assert len(got) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures as cf
 import datetime as dt
 import json
@@ -121,41 +122,71 @@ class FakePublisher:
 
 CE = {"ce-id": "1", "ce-source": "//firestore.googleapis.com/projects/p/databases/(default)",
       "ce-type": "google.cloud.firestore.document.v1.written", "ce-specversion": "1.0",
-      "content-type": "application/json"}
+      "content-type": "application/protobuf"}
 TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+NAME = "projects/p/databases/(default)/documents/parcels/p1"
 
 
-def change(event_id="e1", old_id=None, **fields):
-    new = {"parcelId": "p1", "status": "delivered", "driverId": "d1",
-           "lastEvent": {"type": "ParcelDelivered", "id": event_id, "traceparent": TP}, **fields}
-    old = {**new, "lastEvent": {**new["lastEvent"], "id": old_id}} if old_id else None
-    name = "projects/p/databases/(default)/documents/parcels/p1"
-    return {"value": {"name": name, "fields": new}, "oldValue": {"name": name, "fields": old} if old else {}}
+def _doc(fields: dict):
+    from google.cloud.firestore_v1 import _helpers
+    from google.events.cloud import firestore as fs_events
+
+    doc = fs_events.Document.pb()(name=NAME)
+    for k, v in fields.items():
+        doc.fields[k].MergeFromString(_helpers.encode_value(v)._pb.SerializeToString())
+    return doc
 
 
-def test_publisher_binary_and_structured_modes():
+def change(event_id="e1", old_id=None, *, value=True, **fields):
+    """A DocumentEventData (google-events, raw protobuf) as Eventarc sends it."""
+    from google.events.cloud import firestore as fs_events
+
+    new = {"parcelId": "p1", "status": "delivered", "driverId": "d1", "version": 3,
+           "lastEvent": {"type": "ParcelDelivered", "id": event_id, "traceparent": TP,
+                         "at": dt.datetime(2026, 12, 6, 9, 30, tzinfo=dt.timezone.utc)}, **fields}
+    data = fs_events.DocumentEventData.pb()()
+    if value:
+        data.value.CopyFrom(_doc(new))
+    if old_id or not value:
+        data.old_value.CopyFrom(_doc({**new, "lastEvent": {**new["lastEvent"], "id": old_id}}))
+    return data
+
+
+def test_publisher_binary_protobuf_json_and_structured_modes():
+    from google.protobuf import json_format
+
     pub = FakePublisher()
     with TestClient(publisher.build_app(pub)) as c:
-        assert c.post("/", content=json.dumps(change()), headers=CE).status_code == 200
-        structured = {**{k[3:]: v for k, v in CE.items() if k.startswith("ce-")}, "data": change("e2")}
+        assert c.post("/", content=change().SerializeToString(), headers=CE).status_code == 200
+        structured = {**{k[3:]: v for k, v in CE.items() if k.startswith("ce-")},
+                      "datacontenttype": "application/protobuf",
+                      "data_base64": base64.b64encode(change("e2").SerializeToString()).decode()}
         r = c.post("/", content=json.dumps(structured), headers={"content-type": "application/cloudevents+json"})
         assert r.status_code == 200 and r.json()["eventId"] == "e2"
-    (topic, data, attrs), (_, data2, _) = pub.sent
+        as_json = json_format.MessageToJson(change("e3"))
+        r = c.post("/", content=as_json, headers={**CE, "content-type": "application/json"})
+        assert r.status_code == 200 and r.json()["eventId"] == "e3"
+    (topic, data, attrs), (_, data2, _), (_, data3, _) = pub.sent
     assert topic.endswith("/topics/logistics.events")
     assert attrs["eventType"] == "ParcelDelivered" and attrs["parcelId"] == "p1" and attrs["eventId"] == "e1"
     assert attrs["driverId"] == "d1" and attrs["traceparent"].split("-")[1] == TP.split("-")[1]
     assert data["parcel"]["status"] == "delivered" and "lastEvent" not in data["parcel"] and data2["eventId"] == "e2"
+    assert data["version"] == 3 and data["occurredAt"] == "2026-12-06T09:30:00Z" and data3["eventId"] == "e3"
 
 
 def test_publisher_skips_non_events_and_refuses_garbage():
     pub = FakePublisher()
     with TestClient(publisher.build_app(pub)) as c:
-        assert c.post("/", content=json.dumps(change("e1", old_id="e1")), headers=CE).json()["status"] == "no event in this change"
-        deleted = {"value": None, "oldValue": change()["value"]}
-        assert c.post("/", content=json.dumps(deleted), headers=CE).status_code == 200
-        assert c.post("/", content=b"{", headers=CE).status_code == 400
-        assert c.post("/", content=json.dumps(change()), headers={**CE, "ce-type": "com.example.other"}).status_code == 400
-        assert c.post("/", content=json.dumps(change()), headers={k: v for k, v in CE.items() if k != "ce-id"}).status_code == 400
+        same = change("e1", old_id="e1").SerializeToString()
+        assert c.post("/", content=same, headers=CE).json()["status"] == "no event in this change"
+        deleted = change(value=False).SerializeToString()
+        assert c.post("/", content=deleted, headers=CE).json()["status"] == "no event in this change"
+        assert c.post("/", content=b"\xff\xff garbage", headers=CE).status_code == 400
+        plain_json = json.dumps({"value": {"name": NAME, "fields": {"status": "x"}}})  # not DocumentEventData
+        assert c.post("/", content=plain_json, headers={**CE, "content-type": "application/json"}).status_code == 400
+        good = change().SerializeToString()
+        assert c.post("/", content=good, headers={**CE, "ce-type": "com.example.other"}).status_code == 400
+        assert c.post("/", content=good, headers={k: v for k, v in CE.items() if k != "ce-id"}).status_code == 400
     assert pub.sent == []
 
 
