@@ -35,11 +35,13 @@ def route_totals(scenario, counts: dict[str, dict[str, int]]) -> dict[str, dict]
 
 
 def trigger_totals(bridges) -> dict[str, dict]:
-    """From each trigger bridge's counters: changes it saw that its event types want
+    """From each Firestore and Storage trigger bridge's counters (a Pub/Sub trigger is a push
+    subscription, reported with the subscriptions): changes it saw that its event types want
     (changes - skipped), delivered (2xx), given up after its attempts (a loss), and
     pending (queued or in flight when read)."""
     out = {}
-    for name, t in (getattr(bridges, "triggers", None) or {}).items():
+    watched = {**(getattr(bridges, "triggers", None) or {}), **(getattr(bridges, "storage_triggers", None) or {})}
+    for name, t in watched.items():
         c = t.counters
         changes = c.changes - c.skipped
         out[name] = {"changes": changes, "delivered": c.sent, "given_up": c.gave_up,

@@ -340,3 +340,14 @@ def test_relaxations_name_things_that_exist_with_file_and_line(tmp_path):
     line = next(p for p in problems if "order-sub" in p).split(":")[1]
     text = (tmp_path / "scenario.yaml").read_text().splitlines()
     assert "order-sub" in text[int(line) - 1]
+
+
+def test_a_declared_trigger_missing_from_the_totals_fails_unless_its_target_was_skipped_live(tmp_path):
+    exp = experiment(tmp_path)
+    s = clean_summary()
+    s["totals"]["triggers"] = {}  # a bridge that was never counted, e.g. a trigger kind the totals forgot
+    c = by_name(implicit_checks(s, exp.scenario, exp.system))["triggers"]
+    assert not c["holds"] and "docs-trigger" in c["detail"]
+    target = next(t.target for t in exp.system.triggers if t.name == "docs-trigger")
+    s.update(mode="live", live={"skipped": {target: "no app: or command: in the system file"}})
+    assert "triggers" not in by_name(implicit_checks(s, exp.scenario, exp.system))
