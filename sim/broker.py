@@ -228,6 +228,10 @@ class SubState:
             pn = np.concatenate([c[1] for c in kept if not c[5]] or [np.zeros(0)])
             kept = []
             for rr, pp, fin in ((r, p, True), (rn, pn, False)):
+                # Entries already resolved (r <= t1) are never read again; dropping them
+                # keeps a long run of retries from growing this array (and each step) forever.
+                live = rr > t1
+                rr, pp = rr[live], pp[live]
                 if rr.size:
                     kept.append((rr, pp, float(rr.min()), float(rr.max()), float(pp.min()), fin))
         self.inflight = kept

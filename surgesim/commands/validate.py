@@ -13,7 +13,8 @@ from surgesim.schema import SchemaError, validate_file
 def validate(files: tuple[Path, ...]) -> None:
     """Check system, plan or scenario FILES; a scenario is checked with its system and plan.
 
-    Prints one line per problem (file:line: field.path: what is wrong) and exits 1 if any.
+    Prints one line per problem (file:line: field.path: what is wrong) and exits 2 if any
+    (bad input, as `sim` and `live` do; 1 is kept for a failed SLO).
     """
     failed = False
     for path in files:
@@ -25,4 +26,4 @@ def validate(files: tuple[Path, ...]) -> None:
                 click.echo(line, err=True)
             continue
         click.echo(f"{path}: valid {kind} file")
-    sys.exit(1 if failed else 0)
+    sys.exit(2 if failed else 0)

@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, model_validator
 
+from surgesim.schema.limits import MAX_DURATION_S, MAX_RATE_PER_S
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -40,6 +42,8 @@ def parse_duration(value: Any) -> float:
         raise ValueError(f"expected a duration such as 5s, 9m or 1h30m, got {value!r}")
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"duration must be finite and >= 0, got {value!r}")
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"duration must be at most {MAX_DURATION_S / 86400:g}d, got {value!r}")
     return seconds
 
 
@@ -88,6 +92,8 @@ def parse_rate(value: Any) -> float:
         raise ValueError(f"expected a rate such as 1600/s, 900/m or 210000/d, got {value!r}")
     if not math.isfinite(rate) or rate < 0:
         raise ValueError(f"rate must be finite and >= 0, got {value!r}")
+    if rate > MAX_RATE_PER_S:
+        raise ValueError(f"rate must be at most {MAX_RATE_PER_S:g}/s, got {value!r}")
     return rate
 
 

@@ -4,13 +4,18 @@ system + plan) that both engines run."""
 
 from __future__ import annotations
 
+import difflib
+import os
+import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from surgesim.schema.limits import scenario_limit_problems
 from surgesim.schema.plan import Plan, ServicePlan
 from surgesim.schema.scenario import Scenario
 from surgesim.schema.system import Route, Step, System
@@ -20,8 +25,14 @@ MODELS: dict[str, type] = {"system": System, "plan": Plan, "scenario": Scenario}
 
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_MAX_NODES = 200_000
-_MAX_DEPTH = 64
+MAX_BYTES = 4 * 2**20
+"""A system, plan or scenario file is at most 4 MiB (the largest seed file is 10 KB): checked
+before reading, so a huge file is refused in microseconds."""
+MAX_NODES = 200_000
+"""At most this many YAML nodes (keys, values, items), counted while parsing (before any
+node is built) and again after alias expansion."""
+MAX_DEPTH = 64
+_NODE_EVENTS = (yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent, yaml.AliasEvent)
 
 
 class SchemaError(ValueError):
@@ -39,15 +50,12 @@ class SchemaError(ValueError):
 class _Doc:
     """Parsed YAML plus a map from field path to line number."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, shown: str | None = None):
         self.path = path
-        self.name = path.name
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise SchemaError([f"{path}: file not found"]) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SchemaError([f"{path}: cannot read: {exc}"]) from None
+        # Errors name the file as the user gave it (folder included), not just its base name.
+        self.name = shown if shown is not None else str(path)
+        text = self._read()
+        self._count_nodes(text)
         try:
             # One parse (libyaml when present) gives both the nodes, for line numbers, and
             # the data constructed from them.
@@ -58,28 +66,74 @@ class _Doc:
             finally:
                 loader.dispose()
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise SchemaError([f"{self.name}{where}: YAML syntax error: {problem}"]) from None
+            raise SchemaError([self._syntax(exc)]) from None
         except RecursionError:
             raise SchemaError([f"{self.name}: YAML nested too deeply"]) from None
         self.lines: dict[tuple, int] = {}
         self.duplicates: list[str] = []
-        self._budget = _MAX_NODES
+        self._budget = MAX_NODES
         if node is not None:
             self._index(node, (), ())
+
+    def _read(self) -> str:
+        try:
+            with open(self.path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                # Read one byte past the limit: a pipe or a growing file has no honest size.
+                raw = f.read(MAX_BYTES + 1) if size <= MAX_BYTES else b""
+        except FileNotFoundError:
+            raise SchemaError([f"{self.name}: file not found"]) from None
+        except OSError as exc:
+            raise SchemaError([f"{self.name}: cannot read: {exc.strerror or exc}"]) from None
+        if size > MAX_BYTES or len(raw) > MAX_BYTES:
+            raise SchemaError([f"{self.name}: {max(size, len(raw)):,} bytes; a system, plan or scenario file "
+                               f"may have at most {MAX_BYTES:,}"])
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SchemaError([f"{self.name}: cannot read: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+
+    def _syntax(self, exc: yaml.YAMLError) -> str:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        return f"{self.name}{where}: YAML syntax error: {problem}"
+
+    def _count_nodes(self, text: str) -> None:
+        """Stream the parser's events and stop at the node or depth limit, before any node
+        is built: a file of a million small items is refused after MAX_NODES events."""
+        loader = _Loader(text)
+        nodes = depth = 0
+        try:
+            while loader.check_event():
+                event = loader.get_event()
+                if isinstance(event, _NODE_EVENTS):
+                    nodes += 1
+                    if nodes > MAX_NODES:
+                        raise SchemaError([f"{self.name}:{event.start_mark.line + 1}: more than {MAX_NODES:,} YAML "
+                                           "nodes (keys, values and items); a system, plan or scenario file needs far fewer"])
+                if isinstance(event, yaml.CollectionStartEvent):
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        raise SchemaError([f"{self.name}:{event.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep"])
+                elif isinstance(event, yaml.CollectionEndEvent):
+                    depth -= 1
+        except yaml.YAMLError as exc:
+            raise SchemaError([self._syntax(exc)]) from None
+        finally:
+            loader.dispose()
 
     def _index(self, node: yaml.Node, path: tuple, ancestors: tuple) -> None:
         # Aliases can make a cycle (`&a [*a]`) or expand exponentially ("billion laughs");
         # either would hang or overflow the validators, so refuse them here.
         if any(node is a for a in ancestors):
             raise SchemaError([self.problem(path, "a YAML alias refers to its own ancestor (a cycle)")])
-        if len(ancestors) > _MAX_DEPTH:
-            raise SchemaError([self.problem(path, f"nested more than {_MAX_DEPTH} levels deep")])
+        if len(ancestors) > MAX_DEPTH:
+            raise SchemaError([self.problem(path, f"nested more than {MAX_DEPTH} levels deep")])
         self._budget -= 1
         if self._budget < 0:
-            raise SchemaError([f"{self.name}: more than {_MAX_NODES:,} values (do YAML aliases expand too far?)"])
+            # The parse counted fewer than MAX_NODES nodes, so aliases did the expanding.
+            raise SchemaError([self.problem(path, f"YAML aliases expand to more than {MAX_NODES:,} nodes")])
         ancestors = ancestors + (node,)
         self.lines[path] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
@@ -120,10 +174,10 @@ def _dotted(path: tuple) -> str:
     return out
 
 
-def _message(err: dict) -> str:
+def _message(err: dict, model: type | None = None) -> str:
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
-        return "unknown field"
+        return "unknown field" + _did_you_mean(err["loc"][-1], _fields_at(model, _clean_loc(err["loc"])[:-1]))
     if kind == "missing":
         return "required field is missing"
     for prefix in ("Value error, ", "Assertion failed, "):
@@ -135,19 +189,58 @@ def _message(err: dict) -> str:
     return msg
 
 
+def _did_you_mean(word: Any, choices: Any) -> str:
+    close = difflib.get_close_matches(str(word), sorted(map(str, choices)), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _fields_at(model: Any, loc: tuple) -> list[str]:
+    """The field names of the model found at `loc` (for "did you mean"), or []."""
+    tp: Any = model
+    for part in loc + (None,):
+        while True:  # unwrap Annotated, Optional, list and dict down to a model
+            origin, args = typing.get_origin(tp), typing.get_args(tp)
+            if origin is typing.Annotated:
+                tp = args[0]
+            elif origin in (typing.Union, types.UnionType):
+                tp = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), args[0])
+            elif origin is list and isinstance(part, int):
+                tp, part = args[0], "<item>"
+            elif origin is dict and part is not None:
+                tp, part = args[1], "<item>"
+            else:
+                break
+        if not (isinstance(tp, type) and issubclass(tp, BaseModel)):
+            return []
+        if part is None:
+            return list(tp.model_fields)
+        if part != "<item>":
+            if part not in tp.model_fields:
+                return []
+            tp = tp.model_fields[part].annotation
+    return []
+
+
 def _clean_loc(loc: tuple) -> tuple:
     # Pydantic puts validator names (function-after[...], tagged-union tags) into locations.
     return tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
 
 
+def _not_a_mapping(doc: _Doc, kind: str | None) -> SchemaError:
+    got = {type(None): "an empty file", list: "a list", str: "a single string", bool: "a single true/false",
+           int: "a single number", float: "a single number"}.get(type(doc.data), type(doc.data).__name__)
+    what = f"a {kind} file" if kind else "a system, plan or scenario file"
+    return SchemaError([f"{doc.name}: expected {what}: a YAML mapping of fields at the top level "
+                        f"(name: ..., ...), got {got}"])
+
+
 def _validate(doc: _Doc, kind: Kind) -> Any:
     if not isinstance(doc.data, dict):
-        raise SchemaError([f"{doc.name}: expected a {kind} file (a YAML mapping at the top level), "
-                           f"got {type(doc.data).__name__ if doc.data is not None else 'an empty file'}"])
+        raise _not_a_mapping(doc, kind)
     try:
         model = MODELS[kind].model_validate(doc.data, context={"base_dir": str(doc.path.parent)})
     except ValidationError as exc:
-        problems = [doc.problem(_clean_loc(e["loc"]), _message(e)) for e in exc.errors()]
+        problems = [doc.problem(_clean_loc(e["loc"]), _message(e, MODELS[kind])) for e in exc.errors()]
         raise SchemaError(doc.duplicates + list(dict.fromkeys(problems))) from None
     if doc.duplicates:
         raise SchemaError(doc.duplicates)
@@ -189,15 +282,15 @@ def step_problems(system: System, steps: Iterator[tuple[tuple, Step]]) -> Iterat
     for path, step in steps:
         spec = step.spec
         if step.kind == "firestore" and spec.collection not in collections:
-            yield path + ("collection",), f"collection {spec.collection!r} is not declared under stores.firestore"
+            yield path + ("collection",), f"collection {spec.collection!r} is not declared under stores.firestore" + _did_you_mean(spec.collection, collections)
         elif step.kind == "call" and spec.api not in callees:
-            yield path + ("api",), f"{spec.api!r} is neither an external_api nor a service"
+            yield path + ("api",), f"{spec.api!r} is neither an external_api nor a service" + _did_you_mean(spec.api, callees)
         elif step.kind in ("publish", "poll") and spec.topic not in topics:
-            yield path + ("topic",), f"topic {spec.topic!r} is not declared under topics"
+            yield path + ("topic",), f"topic {spec.topic!r} is not declared under topics" + _did_you_mean(spec.topic, topics)
         elif step.kind == "bigquery" and spec.table is not None and spec.table not in tables:
-            yield path + ("table",), f"table {spec.table!r} is not declared under stores.bigquery"
+            yield path + ("table",), f"table {spec.table!r} is not declared under stores.bigquery" + _did_you_mean(spec.table, tables)
         elif step.kind == "storage" and spec.bucket not in buckets:
-            yield path + ("bucket",), f"bucket {spec.bucket!r} is not declared under stores.storage"
+            yield path + ("bucket",), f"bucket {spec.bucket!r} is not declared under stores.storage" + _did_you_mean(spec.bucket, buckets)
 
 
 def system_problems(system: System) -> Iterator[tuple[tuple, str]]:
@@ -215,13 +308,13 @@ def system_problems(system: System) -> Iterator[tuple[tuple, str]]:
             seen.add(item.name)
     for i, sub in enumerate(system.subscriptions):
         if sub.topic not in topics:
-            yield ("subscriptions", i, "topic"), f"topic {sub.topic!r} is not declared under topics"
+            yield ("subscriptions", i, "topic"), f"topic {sub.topic!r} is not declared under topics" + _did_you_mean(sub.topic, topics)
         if sub.consumer is not None and sub.consumer not in services | workflows:
             yield ("subscriptions", i, "consumer"), f"{sub.consumer!r} is neither a service nor a workflow"
         if sub.dead_letter is not None:
             dlq = sub.dead_letter.topic
             if dlq not in topics:
-                yield ("subscriptions", i, "dead_letter", "topic"), f"topic {dlq!r} is not declared under topics"
+                yield ("subscriptions", i, "dead_letter", "topic"), f"topic {dlq!r} is not declared under topics" + _did_you_mean(dlq, topics)
             elif dlq == sub.topic:
                 yield ("subscriptions", i, "dead_letter", "topic"), "must differ from the subscription's own topic"
             elif dlq not in subscribed:
@@ -229,7 +322,7 @@ def system_problems(system: System) -> Iterator[tuple[tuple, str]]:
                     f"topic {dlq!r} has no subscription, so dead-lettered messages would be dropped; add one"
                 )
         if sub.bigquery is not None and sub.bigquery.table not in tables:
-            yield ("subscriptions", i, "bigquery", "table"), f"table {sub.bigquery.table!r} is not declared under stores.bigquery"
+            yield ("subscriptions", i, "bigquery", "table"), f"table {sub.bigquery.table!r} is not declared under stores.bigquery" + _did_you_mean(sub.bigquery.table, tables)
     yield from step_problems(system, _steps_with_paths(system))
     for i, trig in enumerate(system.triggers):
         if trig.kind == "firestore" and trig.collection not in collections:
@@ -245,7 +338,7 @@ def system_problems(system: System) -> Iterator[tuple[tuple, str]]:
     callees = services | {a.name for a in system.external_apis}
     for i, wf in enumerate(system.workflows):
         if wf.trigger is not None and wf.trigger not in topics:
-            yield ("workflows", i, "trigger"), f"topic {wf.trigger!r} is not declared under topics"
+            yield ("workflows", i, "trigger"), f"topic {wf.trigger!r} is not declared under topics" + _did_you_mean(wf.trigger, topics)
         comp_names = {c.name for c in wf.compensations}
         for group in ("steps", "compensations"):
             for j, step in enumerate(getattr(wf, group)):
@@ -261,7 +354,7 @@ def plan_problems(plan: Plan, system: System) -> Iterator[tuple[tuple, str]]:
     jobs = {j.name for j in system.jobs}
     for name, sp in plan.services.items():
         if name not in services:
-            yield ("services", name), f"service {name!r} is not in system {system.name!r}"
+            yield ("services", name), f"service {name!r} is not in system {system.name!r}" + _did_you_mean(name, services)
             continue
         if sp.routes is not None:
             paths = (((("services", name, "routes", j, "steps", k, s.kind), s)
@@ -271,13 +364,13 @@ def plan_problems(plan: Plan, system: System) -> Iterator[tuple[tuple, str]]:
             yield from step_problems(system, ((("services", name, "steps", k, s.kind), s) for k, s in enumerate(sp.steps)))
     for name in plan.subscriptions:
         if name not in subs:
-            yield ("subscriptions", name), f"subscription {name!r} is not in system {system.name!r}"
+            yield ("subscriptions", name), f"subscription {name!r} is not in system {system.name!r}" + _did_you_mean(name, subs)
     for name in plan.jobs:
         if name not in jobs:
             yield ("jobs", name), f"job {name!r} is not in system {system.name!r}"
     for name in plan.debounce:
         if name not in services:
-            yield ("debounce", name), f"service {name!r} is not in system {system.name!r}"
+            yield ("debounce", name), f"service {name!r} is not in system {system.name!r}" + _did_you_mean(name, services)
 
 
 def scenario_problems(sc: Scenario, system: System, plan: Plan) -> Iterator[tuple[tuple, str]]:
@@ -293,7 +386,7 @@ def scenario_problems(sc: Scenario, system: System, plan: Plan) -> Iterator[tupl
             yield ("traffic", "sources", i, "publish", "topic"), f"topic {src.publish.topic!r} is not in system {system.name!r}"
         if src.request is not None:
             if src.request.service not in services:
-                yield ("traffic", "sources", i, "request", "service"), f"service {src.request.service!r} is not in system {system.name!r}"
+                yield ("traffic", "sources", i, "request", "service"), f"service {src.request.service!r} is not in system {system.name!r}" + _did_you_mean(src.request.service, services)
             elif src.request.route not in {r.name for r in routes_of(system, plan, src.request.service)}:
                 yield ("traffic", "sources", i, "request", "route"), f"service {src.request.service!r} has no route {src.request.route!r}"
         if src.firestore is not None and src.firestore.collection not in {c.name for c in system.stores.firestore}:
@@ -310,16 +403,16 @@ def scenario_problems(sc: Scenario, system: System, plan: Plan) -> Iterator[tupl
         for field in ("rates", "multiply"):
             for name in getattr(wave, field):
                 if name not in sources:
-                    yield ("traffic", "waves", i, field, name), f"source {name!r} is not under traffic.sources"
+                    yield ("traffic", "waves", i, field, name), f"source {name!r} is not under traffic.sources" + _did_you_mean(name, sources)
         if wave.at + wave.duration > sc.duration:
             yield ("traffic", "waves", i, "duration"), "the wave ends after the scenario does"
     for i, fault in enumerate(sc.faults):
         if fault.at > sc.duration:
             yield ("faults", i, "at"), "the fault starts after the scenario ends"
         if fault.kind.startswith("dependency_") and fault.target not in apis:
-            yield ("faults", i, "target"), f"{fault.target!r} is not an external_api of system {system.name!r}"
+            yield ("faults", i, "target"), f"{fault.target!r} is not an external_api of system {system.name!r}" + _did_you_mean(fault.target, apis)
         if fault.kind in ("consumer_down", "bad_deploy") and fault.target not in services:
-            yield ("faults", i, "target"), f"{fault.target!r} is not a service of system {system.name!r}"
+            yield ("faults", i, "target"), f"{fault.target!r} is not a service of system {system.name!r}" + _did_you_mean(fault.target, services)
         if fault.topic is not None and fault.topic not in topics:
             yield ("faults", i, "topic"), f"topic {fault.topic!r} is not in system {system.name!r}"
     for i, slo in enumerate(sc.slos):
@@ -407,15 +500,15 @@ def _raise_if(doc: _Doc, problems: Iterator[tuple[tuple, str]]) -> None:
 # ---- public entry points -----------------------------------------------------------------
 
 
-def load_system(path: str | Path) -> System:
-    doc = _Doc(Path(path))
+def load_system(path: str | Path, *, shown: str | None = None) -> System:
+    doc = _Doc(Path(path), shown)
     system = _validate(doc, "system")
     _raise_if(doc, system_problems(system))
     return system
 
 
-def load_plan(path: str | Path, system: System | None = None) -> Plan:
-    doc = _Doc(Path(path))
+def load_plan(path: str | Path, system: System | None = None, *, shown: str | None = None) -> Plan:
+    doc = _Doc(Path(path), shown)
     plan = _validate(doc, "plan")
     if system is not None:
         _raise_if(doc, plan_problems(plan, system))
@@ -449,21 +542,29 @@ class Experiment:
         return self.plan.debounce.get(service, 0.0)
 
 
+def _beside(doc: _Doc, relative: str) -> str:
+    """A file named in a scenario, shown as the user would reach it from where they are."""
+    return os.path.normpath(os.path.join(os.path.dirname(doc.name), relative))
+
+
 def load_experiment(scenario_path: str | Path, plan_path: str | Path | None = None) -> Experiment:
     scenario_path = Path(scenario_path)
     doc = _Doc(scenario_path)
     scenario = _validate(doc, "scenario")
     system_path = (scenario_path.parent / scenario.system).resolve()
     if not system_path.is_file():
-        raise SchemaError([doc.problem(("system",), f"file {scenario.system!r} not found next to {doc.name}")])
-    system = load_system(system_path)
+        raise SchemaError([doc.problem(("system",), f"file {scenario.system!r} not found next to {scenario_path.name}")])
+    system = load_system(system_path, shown=_beside(doc, scenario.system))
+    plan_shown = None
     if plan_path is None and scenario.plan is not None:
+        plan_shown = _beside(doc, scenario.plan)
         plan_path = (scenario_path.parent / scenario.plan).resolve()
         if not plan_path.is_file():
-            raise SchemaError([doc.problem(("plan",), f"file {scenario.plan!r} not found next to {doc.name}")])
-    plan = load_plan(plan_path, system) if plan_path is not None else Plan(name="defaults")
+            raise SchemaError([doc.problem(("plan",), f"file {scenario.plan!r} not found next to {scenario_path.name}")])
+    plan = load_plan(plan_path, system, shown=plan_shown) if plan_path is not None else Plan(name="defaults")
     _raise_if(doc, scenario_problems(scenario, system, plan))
     _raise_if(doc, template_problems(scenario, system, plan, scenario_path.resolve().parent))
+    _raise_if(doc, scenario_limit_problems(scenario))
     return Experiment(scenario, system, plan, scenario_path.resolve(), system_path,
                       Path(plan_path).resolve() if plan_path is not None else None)
 
@@ -471,6 +572,8 @@ def load_experiment(scenario_path: str | Path, plan_path: str | Path | None = No
 def validate_file(path: str | Path) -> tuple[Kind, Any]:
     """Validate any of the three files (a scenario with its system and plan)."""
     doc = _Doc(Path(path))
+    if not isinstance(doc.data, dict):
+        raise _not_a_mapping(doc, None)
     kind = detect_kind(doc.data)
     if kind == "scenario":
         return kind, load_experiment(path)

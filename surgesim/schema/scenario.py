@@ -23,6 +23,7 @@ from surgesim.schema.common import (
     in_range,
     parse_duration,
 )
+from surgesim.schema.limits import MAX_POISON
 
 
 HOOK_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
@@ -326,7 +327,7 @@ class Fault(Strict):
     latency: LatencySpec | None = None
     error_rate: Fraction | None = None
     topic: PubSubName | None = None
-    count: PositiveInt = 1
+    count: Annotated[int, Field(strict=True), in_range(1, MAX_POISON)] = 1
     attributes: dict[str, str] = Field(default_factory=lambda: {"poison": "true"})
     matching: str | None = None
     """bad_deploy: a Pub/Sub filter; the bad version raises on messages it matches."""

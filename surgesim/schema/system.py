@@ -20,6 +20,7 @@ from surgesim.schema.common import (
     Strict,
     in_range,
 )
+from surgesim.schema.limits import MAX_FAN_OUT, MAX_JOB_BATCHES
 
 
 class Topic(Strict):
@@ -137,7 +138,8 @@ class Subscription(Strict):
 class FirestoreStep(Strict):
     op: Literal["read", "write", "transaction", "batch"] = "write"
     collection: str
-    docs: PositiveInt = 1
+    docs: Annotated[int, Field(strict=True), in_range(1, 500)] = 1
+    """Documents per operation (Firestore's limit for a batch or transaction is 500)."""
     key: str | None = None
     """Attribute naming the document (e.g. vehicleId): writes to one key contend, and debounce groups by it."""
     debounce: bool = False
@@ -148,14 +150,15 @@ class FirestoreStep(Strict):
 
 class CallStep(Strict):
     api: ServiceId
-    timeout: Duration | None = None
+    timeout: Annotated[Duration, in_range(0.001, 3600, "s")] | None = None
+    """1ms..1h; a call that takes longer fails at the timeout."""
 
 
 class PublishStep(Strict):
     topic: PubSubName
     attributes: dict[str, str] = Field(default_factory=dict)
     """Values starting with `$` copy the incoming message's attribute (e.g. `$eventType`)."""
-    count: PositiveInt = 1
+    count: Annotated[int, Field(strict=True), in_range(1, MAX_FAN_OUT)] = 1
     fraction: Fraction = 1.0
     """Publish for this fraction of handled messages only (e.g. the few pings that cross a geofence)."""
     delay: Duration = 0.0
@@ -165,7 +168,8 @@ class PublishStep(Strict):
 class BigQueryStep(Strict):
     op: Literal["insert", "query", "job"] = "insert"
     table: str | None = None
-    rows: PositiveInt = 1
+    rows: Annotated[int, Field(strict=True), in_range(1, 50_000)] = 1
+    """Rows per operation (an insertAll request takes at most 50,000)."""
     duration: LatencySpec | None = None
     """For op: job, how long the BigQuery job runs before it is done."""
 
@@ -185,7 +189,7 @@ class PollStep(Strict):
 
 class VectorStep(Strict):
     collection: str
-    vectors: PositiveInt = 1
+    vectors: Annotated[int, Field(strict=True), in_range(1, 10_000)] = 1
     latency: LatencySpec = Field(default_factory=lambda: {"p50": 0.005})
 
 
@@ -313,6 +317,14 @@ class Job(Strict):
     task_timeout: Annotated[Duration, in_range(1, 7 * 86400, "s")] = 600.0
     max_retries: Annotated[int, Field(strict=True), in_range(0, 10)] = 3
 
+    @model_validator(mode="after")
+    def _batches(self) -> "Job":
+        batches = -(-self.items // self.batch_size)
+        if batches > MAX_JOB_BATCHES:
+            raise ValueError(f"items / batch_size is {batches:,} batches per execution; at most {MAX_JOB_BATCHES:,}: "
+                             f"raise batch_size to at least {-(-self.items // MAX_JOB_BATCHES):,}")
+        return self
+
 
 class FirestoreCollection(Strict):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -359,14 +371,14 @@ class FirestoreLatency(Strict):
     write: LatencySpec = Field(default_factory=lambda: {"p50": 0.008, "p99": 0.030})
     transaction: LatencySpec = Field(default_factory=lambda: {"p50": 0.018, "p99": 0.050})
     batch: LatencySpec = Field(default_factory=lambda: {"p50": 0.030, "p99": 0.090})
-    per_document_writes: Rate = 1.0
+    per_document_writes: Annotated[Rate, in_range(0.001, 1e7)] = 1.0
     """Sustained writes per second to one document before contention (Firestore's soft limit)."""
 
 
 class BigQueryLatency(Strict):
     insert: LatencySpec = Field(default_factory=lambda: {"p50": 0.030, "p99": 0.150})
     query: LatencySpec = Field(default_factory=lambda: {"p50": 0.800, "p99": 3.0})
-    subscription_rows_per_s: Rate = 100_000.0
+    subscription_rows_per_s: Annotated[Rate, in_range(0.001, 1e7)] = 100_000.0
     """What one BigQuery subscription writes per second."""
 
 

@@ -25,8 +25,9 @@ def test_validate_fails_with_one_line_naming_file_line_and_field(tmp_path):
         "  - {name: dlq-hold, topic: orders.dlq}\n"
     )
     result = CliRunner().invoke(cli, ["validate", str(bad)])
-    assert result.exit_code == 1
-    assert result.output.strip() == "bad.yaml:5: subscriptions[0].dead_letter.max_attempts: must be 5..100, got 2"
+    assert result.exit_code == 2  # bad input, as sim and live; 1 means an SLO failed
+    # The file as given, folder included
+    assert result.output.strip() == f"{bad}:5: subscriptions[0].dead_letter.max_attempts: must be 5..100, got 2"
 
 
 def test_up_table_is_whole_when_stdout_is_not_a_terminal(monkeypatch):
