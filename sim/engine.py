@@ -24,6 +24,7 @@ from surgesim.sim import traffic
 from surgesim.sim.broker import Broker, SubState
 from surgesim.sim.core import AttrTable, Batch, rng_for, sample, sorted_uniform
 from surgesim.sim.deps import Api, Stores, service_call
+from surgesim.sim.guard import Guard, GuardedEnvironment
 from surgesim.sim.handler import Handler
 from surgesim.sim.metrics import Metrics
 from surgesim.sim.service import Channel, ServiceNode
@@ -142,7 +143,7 @@ class JobRunner:
 
 class Engine:
     def __init__(self, exp, *, seed: int | None = None, exact: bool = False, exact_below: int = EXACT_BELOW,
-                 part: Any = None):
+                 part: Any = None, guard: dict | None = None):
         self.exp = exp
         # A partition of a split run (sim/split.py): which sources, fault actions and
         # topics this engine owns, what it hands to the other process and takes from it.
@@ -161,7 +162,10 @@ class Engine:
         nwin = int(math.ceil(self.duration / self.step - 1e-9))
         hist_every = max(1, math.ceil(nwin / HIST_WINDOWS))
         self.metrics = Metrics(self.duration, self.step, hist_every * self.step)
-        self.env = simpy.Environment()
+        # Guard limits (sim/guard.py) may be given as keyword arguments: tests lower them,
+        # the CLI adds a wall clock.
+        self.guard = Guard(self.step, **(guard or {}))
+        self.env = GuardedEnvironment(self.guard)
         self.attrs = AttrTable()
         self.broker_down = [(f.at, f.end if f.end is not None else math.inf) for f in sc.faults if f.kind == "emulator_restart"]
         self.poison_attr_ids = {self.attrs.intern(f.attributes) for f in sc.faults if f.kind == "poison_message"}
@@ -352,6 +356,7 @@ class Engine:
         for k in range(nwin):
             t0 = k * self.step
             t1 = min(self.duration, t0 + self.step)
+            self.guard.begin_step(t0)
             while ai < len(self.actions) and self.actions[ai][0] < t1:
                 self.actions[ai][2]()
                 ai += 1
@@ -541,8 +546,8 @@ def wait_summary(h: Histogram) -> dict:
     return out
 
 
-def run(exp, *, seed: int | None = None, exact: bool = False, progress=None) -> Engine:
-    return Engine(exp, seed=seed, exact=exact).run(progress)
+def run(exp, *, seed: int | None = None, exact: bool = False, progress=None, guard: dict | None = None) -> Engine:
+    return Engine(exp, seed=seed, exact=exact, guard=guard).run(progress)
 
 
 __all__ = ["Engine", "run", "sample"]

@@ -173,6 +173,7 @@ class Handler:
                     sel = rng.random(idx.size) < spec.fraction
                     idx, times = idx[sel], times[sel]
                 if spec.count > 1:
+                    eng.guard.expect(idx.size * spec.count)  # before the arrays exist
                     idx, times = np.repeat(idx, spec.count), np.repeat(times, spec.count)
                 if idx.size:
                     eng.broker.publish(spec.topic, Batch.new(times + spec.delay, self.out_attrs(ef.step, spec, b.attrs[idx]), b.key[idx]))

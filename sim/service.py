@@ -141,6 +141,7 @@ class ServiceNode:
 
     def enqueue(self, ch: int, b: Batch) -> None:
         if len(b):
+            self.eng.guard.add_messages(len(b))
             self.inbox.append((ch, b))
             tmin = float(b.t.min())
             if tmin < self.next_due:

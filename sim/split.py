@@ -36,6 +36,7 @@ import numpy as np
 
 from surgesim.sim.core import Batch
 from surgesim.sim.engine import Engine
+from surgesim.sim.guard import Stalled
 
 CHUNK_STEPS = 16
 """Steps of hand-overs sent together (fewer pipe round trips; the downstream process
@@ -245,7 +246,7 @@ def _adopt(eng: Engine, snap: dict) -> None:
     eng._backlog_gauges()
 
 
-def _upstream(exp, seed, exact, part: Part, cut: Cut, conn) -> None:
+def _upstream(exp, seed, exact, part: Part, cut: Cut, conn, guard: dict | None = None) -> None:
     try:
         pending: list = []
 
@@ -258,12 +259,14 @@ def _upstream(exp, seed, exact, part: Part, cut: Cut, conn) -> None:
                 pending.clear()
 
         part.send = send
-        eng = Engine(exp, seed=seed, exact=exact, part=part)
+        eng = Engine(exp, seed=seed, exact=exact, part=part, guard=guard)
         eng_attrs = eng.attrs
         eng.run()
         if pending:
             conn.send(("steps", pending))
         conn.send(("done", _snapshot(eng, cut)))
+    except Stalled as exc:  # bad input, not a bug: the parent raises it as such
+        conn.send(("stalled", str(exc)))
     except BaseException:  # the parent re-raises it with the child's traceback
         conn.send(("error", traceback.format_exc()))
     finally:
@@ -275,13 +278,13 @@ class SplitFailed(RuntimeError):
 
 
 def run_split(exp, cut: Cut, *, seed: int | None = None, exact: bool = False,
-              progress: Callable[[int, int], None] | None = None) -> Engine:
+              progress: Callable[[int, int], None] | None = None, guard: dict | None = None) -> Engine:
     """Run exp in two processes cut at `cut`; returns the downstream Engine holding the
     merged results."""
     up, down = _parts(exp, cut)
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     recv_end, send_end = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_upstream, args=(exp, seed, exact, up, cut, send_end), daemon=True,
+    proc = ctx.Process(target=_upstream, args=(exp, seed, exact, up, cut, send_end, guard), daemon=True,
                        name="surgesim-sim-upstream")
     proc.start()
     send_end.close()
@@ -295,6 +298,8 @@ def run_split(exp, cut: Cut, *, seed: int | None = None, exact: bool = False,
             raise SplitFailed(f"the upstream simulator process died (exit code {proc.exitcode})") from None
         if kind == "error":
             raise SplitFailed(f"the upstream simulator process failed:\n{payload}")
+        if kind == "stalled":
+            raise Stalled(payload)
         if kind == "steps":
             steps.extend(payload)
         else:
@@ -315,7 +320,7 @@ def run_split(exp, cut: Cut, *, seed: int | None = None, exact: bool = False,
         return out
 
     down.receive = receive
-    eng = Engine(exp, seed=seed, exact=exact, part=down)
+    eng = Engine(exp, seed=seed, exact=exact, part=down, guard=guard)
     try:
         eng.run(progress)
         while "snap" not in result:
@@ -331,13 +336,13 @@ def run_split(exp, cut: Cut, *, seed: int | None = None, exact: bool = False,
 
 
 def run_experiment(exp, *, seed: int | None = None, exact: bool = False, split: bool = True,
-                   progress: Callable[[int, int], None] | None = None) -> Engine:
+                   progress: Callable[[int, int], None] | None = None, guard: dict | None = None) -> Engine:
     """Run exp: in two processes when `split` and the system can be cut at the fleet's
     telemetry, else in one. The returned Engine's `cut` says which."""
     cut = find_cut(exp) if split else None
     if cut is None:
-        eng = Engine(exp, seed=seed, exact=exact).run(progress)
+        eng = Engine(exp, seed=seed, exact=exact, guard=guard).run(progress)
     else:
-        eng = run_split(exp, cut, seed=seed, exact=exact, progress=progress)
+        eng = run_split(exp, cut, seed=seed, exact=exact, progress=progress, guard=guard)
     eng.cut = cut
     return eng

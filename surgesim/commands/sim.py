@@ -30,13 +30,15 @@ def simulate(scenario: Path, plan: Path | None, seed: int | None, out: Path | No
     seed = exp.scenario.seed if seed is None else seed
     out = out or default_run_dir(exp.scenario.name, exp.plan.name, seed)
     began = time.time()
+    # The progress guard (sim/guard.py) also watches the wall clock here, in the CLI.
+    guard = {"clock": time.monotonic}
     if quiet:
-        eng = run_experiment(exp, seed=seed, exact=exact, split=split)
+        eng = run_experiment(exp, seed=seed, exact=exact, split=split, guard=guard)
     else:
         with Progress(TextColumn("[bold]sim[/] {task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                       TimeElapsedColumn(), transient=True, disable=not sys.stderr.isatty()) as bar:
             task = bar.add_task(f"{exp.scenario.name} / {exp.plan.name}", total=None)
-            eng = run_experiment(exp, seed=seed, exact=exact, split=split,
+            eng = run_experiment(exp, seed=seed, exact=exact, split=split, guard=guard,
                                  progress=lambda k, n: bar.update(task, completed=k, total=n) if k % 50 == 0 or k == n else None)
     ended = time.time()
     meta = {"run_id": out.name, "wall_start": dt.datetime.fromtimestamp(began).isoformat(timespec="seconds"),
@@ -87,12 +89,18 @@ def sim(scenario: Path, plan: Path | None, seed: int | None, out: Path | None, e
         report: bool) -> None:
     """Run SCENARIO in the discrete-event simulator and write a run directory.
 
-    Exits 0 when every SLO and implicit check holds, 1 when any fails, 2 on bad input."""
+    Exits 0 when every SLO and implicit check holds, 1 when any fails, 2 on bad input
+    (or a run the progress guard stopped)."""
+    from surgesim.sim.guard import Stalled
+
     try:
         summary, run_dir = simulate(scenario, plan, seed, out, exact, split=split)
     except SchemaError as exc:
         for line in exc.problems:
             click.echo(line, err=True)
+        sys.exit(2)
+    except Stalled as exc:  # the input drives the model into a loop: bad input, not a failed SLO
+        click.echo(f"{scenario}: {exc}", err=True)
         sys.exit(2)
     verdict_table(summary)
     if report:
