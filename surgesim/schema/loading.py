@@ -25,12 +25,12 @@ MODELS: dict[str, type] = {"system": System, "plan": Plan, "scenario": Scenario}
 
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-MAX_BYTES = 4 * 2**20
-"""A system, plan or scenario file is at most 4 MiB (the largest seed file is 10 KB): checked
-before reading, so a huge file is refused in microseconds."""
-MAX_NODES = 200_000
-"""At most this many YAML nodes (keys, values, items), counted while parsing (before any
-node is built) and again after alias expansion."""
+MAX_BYTES = 2**20
+"""A system, plan or scenario file is at most 1 MiB (the largest seed file, meridian.yaml,
+is 10 KB): checked before reading, so a huge file is refused in microseconds."""
+MAX_NODES = 50_000
+"""At most this many YAML nodes (keys, values, items; meridian.yaml has 916), counted while
+parsing (before any node is built) and again after alias expansion."""
 MAX_DEPTH = 64
 _NODE_EVENTS = (yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent, yaml.AliasEvent)
 
@@ -103,10 +103,10 @@ class _Doc:
         """Stream the parser's events and stop at the node or depth limit, before any node
         is built: a file of a million small items is refused after MAX_NODES events."""
         loader = _Loader(text)
+        get_event = loader.get_event
         nodes = depth = 0
         try:
-            while loader.check_event():
-                event = loader.get_event()
+            while (event := get_event()) is not None:
                 if isinstance(event, _NODE_EVENTS):
                     nodes += 1
                     if nodes > MAX_NODES:
