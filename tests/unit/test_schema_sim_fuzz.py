@@ -78,6 +78,7 @@ BY_NAME: dict[str, st.SearchStrategy] = {
     "push_path": st.just("/push"),
     # live-mode only: not simulated
     "app": st.none(), "command": st.none(), "url": st.none(), "fake": st.none(),
+    "service_account": st.none(), "invokers": st.none(),
     "system": st.just("system.yaml"), "plan": st.just("plan.yaml"),
 }
 
@@ -208,7 +209,7 @@ def _fault() -> st.SearchStrategy:
     """A fault of each kind with the fields that kind needs."""
     fields = scenario_models.Fault.model_fields
     return st.one_of([
-        from_model(scenario_models.Fault, kind=st.just(kind), at=st.floats(0, HORIZON_S).map(seconds),
+        from_model(scenario_models.Fault, kind=st.just(kind), at=st.floats(0, 1).map(seconds),
                    **{f: strategy_for(_annotated(fields[f], True), f) if f not in BY_NAME else BY_NAME[f]
                       for f in needs if f != "target"},
                    **({"target": st.sampled_from(APIS if kind.startswith("dependency_") else SERVICES)}
