@@ -36,7 +36,9 @@ def test_metrics_are_served_while_the_run_goes(gcp, tmp_path):
     run = LiveRun(gcp, tmp_path / "run", "--time-scale", "60", "--rate-scale", "0.2")
     try:
         run.wait(until="metrics: http://", timeout=180)
-        url = re.search(r"metrics: (http://127\.0\.0\.1:\d+/metrics)", run.text()).group(1)
+        found = re.search(r"metrics: (http://127\.0\.0\.1:\d+/metrics)", run.text())
+        assert found, run.text()[-3000:]
+        url = found.group(1)
         deadline = time.monotonic() + 120
         while run.proc.poll() is None and time.monotonic() < deadline:
             first = _scrape(url)
