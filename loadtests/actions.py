@@ -165,12 +165,14 @@ def stock_counts(plan: LivePlan, duration_s: float | None = None) -> dict[str, i
             for route in LIFECYCLE_ROUTES[1:] if route in expected}
 
 
-def load_stock(book: "ParcelBook", path: str | Path) -> dict[str, Any]:
+def load_stock(book: "ParcelBook", path: str | Path, share: tuple[int, int] = (0, 1)) -> dict[str, Any]:
     """Put the parcels a live harness wrote before the clock (surgesim/live/stock.py's
-    stock.json: {"ready": {route: [parcel ids]}, ...}) at the front of the book's queues."""
+    stock.json: {"ready": {route: [parcel ids]}, ...}) at the front of the book's queues.
+    share (k, n): this process takes every n-th parcel from the k-th (one of n workers)."""
     info = json.loads(Path(path).read_text(encoding="utf-8"))
+    k, n = share
     for route, ids in info.get("ready", {}).items():
-        book.ready[route].extendleft(reversed(ids))
+        book.ready[route].extendleft(reversed(ids[k::n]))
     return {k: v for k, v in info.items() if k != "ready"}
 
 

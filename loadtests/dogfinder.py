@@ -11,6 +11,7 @@ from importlib import resources
 os.environ.setdefault("SURGESIM_SCENARIO", str(resources.files("surgesim.scenarios").joinpath("dogfinder_viral.yaml")))
 
 from surgesim.loadtests.locust_users import (  # noqa: E402,F401  (Locust collects these)
+    AnyGroupUser,
     DriverAppUser,
     ScenarioShape,
     TelemetryUser,

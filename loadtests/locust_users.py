@@ -27,6 +27,8 @@ Configuration (environment):
     SURGESIM_STOCK_FILE    stock.json of parcels a live harness wrote into Firestore (then set PRELOAD=0)
     SURGESIM_USER_WINDOW_S expected seconds per send (default 0.25), for pool sizing
     SURGESIM_MAX_USERS     cap on HTTP users (default 200)
+    SURGESIM_WORKERS       with Locust's --processes N / --master + N --worker: N (each worker
+                           sends its share of the one schedule; see docs/loadtests.md)
     <SERVICE>_URL          COMMAND_URL, APP_URL, ...; else Locust's --host for every service
     PUBSUB_EMULATOR_HOST, GOOGLE_CLOUD_PROJECT
 """
@@ -42,11 +44,13 @@ import gevent
 import gevent.pool
 from locust import LoadTestShape, User, events, task
 from locust.contrib.fasthttp import FastHttpSession
+from locust.runners import MasterRunner, WorkerRunner
 
 from surgesim.loadtests.actions import (MAX_PUBLISH_BATCH, Payloads, Send, emulator_base, publish_body, publish_path,
                                         load_stock, stock_counts)
 from surgesim.loadtests.plan import PROJECT, PUBSUB, LivePlan, endpoints_from_env, missing_endpoints
 from surgesim.loadtests.recorder import LoadResult, Recorder
+from surgesim.loadtests.runner import worker_dir
 from surgesim.loadtests.shape import RateShape
 
 GENERATOR = "locust"
@@ -67,8 +71,11 @@ class _State:
     inflight: int = 0
     stock: dict = {}
     written: bool = False
+    share: tuple[int, int] = (0, 1)
+    """(worker index, workers): this process sends every n-th send of the schedule."""
 
-    def setup(self, host: str | None) -> None:
+    def setup(self, host: str | None, share: tuple[int, int] = (0, 1)) -> None:
+        self.share = share
         scales = {}
         for key in ("time_scale", "rate_scale"):
             v = os.environ.get(f"SURGESIM_{key.upper()}")
@@ -88,9 +95,9 @@ class _State:
         self.duration_s = min(float(d), self.plan.duration_s) if d else self.plan.duration_s
         self.payloads = Payloads(self.plan)
         stock_file = os.environ.get("SURGESIM_STOCK_FILE")
-        self.stock = load_stock(self.payloads.book, stock_file) if stock_file else {}
+        self.stock = load_stock(self.payloads.book, stock_file, share=share) if stock_file else {}
         self.recorder = Recorder(self.plan.time_scale, self.plan.exp.scenario.live.sample_interval)
-        self.tables = {g: self.plan.timetable(srcs, duration_s=self.duration_s)
+        self.tables = {g: self.plan.timetable(srcs, duration_s=self.duration_s, share=share)
                        for g, srcs in self.plan.groups().items()}
         self.t0, self.inflight, self.written = None, 0, False
 
@@ -102,7 +109,7 @@ class _State:
         for table in self.tables.values():
             for name, n in table.scheduled.items():
                 self.recorder.count(name, "scheduled", n)
-        extra = {"run_tag": self.payloads.tag, "stock": self.stock, "skipped_sources": self.plan.skipped,
+        extra = {"run_tag": self.payloads.tag, "share": list(self.share), "stock": self.stock, "skipped_sources": self.plan.skipped,
                  "parcels_ready": self.payloads.book.backlog(), "waves": self.plan.waves_wall(),
                  "unfinished": self.inflight}
         return LoadResult(GENERATOR, self.plan.exp.scenario.name, self.plan.scales(), self.duration_s,
@@ -122,18 +129,30 @@ def _on_init(environment, **_kw):
     STATE.setup(environment.host)
 
 
+def workers() -> int:
+    return max(1, int(os.environ.get("SURGESIM_WORKERS") or 1))
+
+
 @events.test_start.add_listener
 def _on_test_start(environment, **_kw):
-    if STATE.t0 is not None:  # started again from the web UI: a fresh schedule
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):  # its index is known once the master acknowledged it
+        n = workers()
+        if runner.worker_index >= n:
+            raise RuntimeError(f"worker index {runner.worker_index} but SURGESIM_WORKERS={n}: "
+                               "set SURGESIM_WORKERS to the number of workers on every process")
+        STATE.setup(environment.host, share=(runner.worker_index, n))
+    elif STATE.t0 is not None:  # started again from the web UI: a fresh schedule
         STATE.setup(environment.host)
-    if os.environ.get("SURGESIM_PRELOAD", "1") != "0":
+    if os.environ.get("SURGESIM_PRELOAD", "1") != "0" and not isinstance(runner, MasterRunner):
         _preload(environment)
     STATE.t0 = time.time()
 
 
 def _preload(environment) -> None:
     """Pre-position the stock parcels (unmeasured, named 'stock <route>' in Locust's stats)."""
-    counts = stock_counts(STATE.plan, STATE.duration_s)
+    k, n = STATE.share
+    counts = {route: (c - k + n - 1) // n for route, c in stock_counts(STATE.plan, STATE.duration_s).items()}
     chains = STATE.payloads.stock_sends(counts, time.time())
     sessions = {}
     started = time.time()
@@ -170,7 +189,11 @@ def _on_request(context=None, response_time=None, **_kw):
 @events.test_stop.add_listener
 def _on_test_stop(environment, **_kw):
     out = os.environ.get("SURGESIM_OUT_DIR")
+    if isinstance(environment.runner, MasterRunner):
+        return  # the workers send and measure; the caller merges their results (recorder.merge_results)
     if out and STATE.recorder is not None and not STATE.written:
+        if isinstance(environment.runner, WorkerRunner):
+            out = worker_dir(out, STATE.share[0])
         STATE.result().write(Path(out))
         STATE.written = True
 
@@ -196,12 +219,18 @@ class ScheduledUser(User):
 
     @task
     def send_due(self):
-        table = STATE.tables.get(self.group)
+        self.serve(self.group)
+
+    def serve(self, group: str) -> None:
+        """Take the group's due sends (at most its class's batch) and send them the way its
+        class does; sleep until the next one when none is due."""
+        table = STATE.tables.get(group)
         if table is None or STATE.t0 is None:
             gevent.sleep(0.1)
             return
         now = STATE.now()
-        due = table.pop_due(now, limit=self.batch)
+        cls = USER_CLASSES[group]
+        due = table.pop_due(now, limit=cls.batch)
         if not due:
             nxt = table.next_time()
             gevent.sleep(0.5 if nxt is None else min(max(nxt - now, 0.0), 0.1))
@@ -215,7 +244,7 @@ class ScheduledUser(User):
         if sends:
             STATE.inflight += len(sends)
             try:
-                self.send(sends)
+                cls.send(self, sends)
             finally:
                 STATE.inflight -= len(sends)
 
@@ -272,6 +301,32 @@ class TelemetryUser(ScheduledUser):
 USER_CLASSES = {"driver_app": DriverAppUser, "telemetry": TelemetryUser}
 
 
+class AnyGroupUser(ScheduledUser):
+    """The only user class with workers. Locust deals users out to workers class by class
+    in a fixed order (two groups, two workers: every user of one group on one worker), and a
+    worker without a user of a group would never send its share of that group. This user
+    serves every group: the most overdue send first, as that group's class would."""
+
+    group = "any"
+
+    @task
+    def send_due(self):
+        if STATE.t0 is None:
+            gevent.sleep(0.1)
+            return
+        now = STATE.now()
+        upcoming = {g: t.next_time() for g, t in STATE.tables.items()}
+        pending = {g: t for g, t in upcoming.items() if t is not None}
+        if not pending:
+            gevent.sleep(0.5)
+            return
+        group = min(pending, key=pending.get)
+        if pending[group] > now:
+            gevent.sleep(min(pending[group] - now, 0.1))
+            return
+        self.serve(group)
+
+
 class ScenarioShape(LoadTestShape):
     """The scenario's curve and waves, compressed (shape.RateShape): target_rate(t) is the
     wall-clock send rate (rate_series x rate_scale at scenario time t x time_scale); tick()
@@ -299,11 +354,16 @@ class ScenarioShape(LoadTestShape):
         if STATE.plan is None:
             return None
         t = STATE.now()
+        distributed = isinstance(self.runner, MasterRunner)
         if STATE.t0 is not None and t > STATE.duration_s:
-            if STATE.inflight == 0 or t > STATE.duration_s + self.drain_s:
+            # a master cannot see its workers' sends in flight: it gives them the whole drain
+            if (STATE.inflight == 0 and not distributed) or t > STATE.duration_s + self.drain_s:
                 return None
         for group, n in self.shape.users_needed(min(t, STATE.duration_s)).items():
             self._users[group] = max(self._users.get(group, 0), n)
+        if distributed:  # one class serving every group, at least one user per worker
+            total = max(sum(self._users.values()), workers())
+            return total, max(10.0, float(total)), [AnyGroupUser]
         classes = [USER_CLASSES[g] for g in self._users]
         total = sum(self._users.values())
         for g, n in self._users.items():  # Locust splits the total by weight

@@ -14,6 +14,7 @@ from surgesim.loadtests.plan import default_scenario
 os.environ.setdefault("SURGESIM_SCENARIO", str(default_scenario()))
 
 from surgesim.loadtests.locust_users import (  # noqa: E402,F401  (Locust collects these)
+    AnyGroupUser,
     DriverAppUser,
     ScenarioShape,
     TelemetryUser,

@@ -229,10 +229,10 @@ class LivePlan:
         return t / self.time_scale
 
     def timetable(self, sources: Iterable[LiveSource] | None = None, *, duration_s: float | None = None,
-                  chunk_s: float = 2.0, seed_offset: int = 0) -> "Timetable":
+                  chunk_s: float = 2.0, seed_offset: int = 0, share: tuple[int, int] = (0, 1)) -> "Timetable":
         return Timetable(self, list(self.sources if sources is None else sources),
                          self.duration_s if duration_s is None else min(duration_s, self.duration_s),
-                         chunk_s=chunk_s, seed=self.seed + seed_offset)
+                         chunk_s=chunk_s, seed=self.seed + seed_offset, share=share)
 
     def scales(self) -> dict[str, float]:
         return {"time_scale": self.time_scale, "rate_scale": self.rate_scale}
@@ -244,10 +244,17 @@ class Timetable:
 
     Each source draws from its own seeded stream (seed, source index): a source's schedule
     does not depend on which other sources share the timetable.
-    Clock-agnostic: callers pass `now` (wall seconds since the start) and wait themselves."""
+    Clock-agnostic: callers pass `now` (wall seconds since the start) and wait themselves.
+
+    share (k, n): this timetable keeps every n-th send starting at the k-th, of the schedule
+    every share draws identically: n load-generator processes with shares (0, n) .. (n-1, n)
+    send exactly the sends one process would (Locust workers, loadtests/locust_users.py)."""
 
     def __init__(self, plan: LivePlan, sources: list[LiveSource], duration_s: float, *, chunk_s: float = 2.0,
-                 seed: int = 0):
+                 seed: int = 0, share: tuple[int, int] = (0, 1)):
+        if not 0 <= share[0] < share[1]:
+            raise ValueError(f"share {share}: want (k, n) with 0 <= k < n")
+        self.share = share
         self.plan = plan
         self.sources = sources
         self.duration_s = float(duration_s)
@@ -265,9 +272,11 @@ class Timetable:
             w1 = min(w0 + self.chunk_s, self.duration_s)
             for s in self.sources:
                 times = self.plan.arrivals(s, w0, w1, self._rngs[s.index])
-                self.scheduled[s.name] += len(times)
+                k, n = self.share
                 for t in times:
-                    heapq.heappush(self._heap, (float(t), self._seq, s.index))
+                    if self._seq % n == k:
+                        heapq.heappush(self._heap, (float(t), self._seq, s.index))
+                        self.scheduled[s.name] += 1
                     self._seq += 1
             self._drawn_to = w1
 

@@ -199,3 +199,41 @@ def read_result(out_dir: str | Path) -> LoadResult:
     known = {"generator", "scenario", "scales", "duration_s", "counts", "latency", "lateness", "exact"}
     return LoadResult(summary["generator"], summary["scenario"], summary["scales"], summary["duration_s"],
                       summary["counts"], hists, rows, d, {k: v for k, v in summary.items() if k not in known})
+
+
+def merge_results(results: list[LoadResult]) -> LoadResult:
+    """One LoadResult from several generator processes that shared one schedule (Locust
+    workers, each sending its share): counts summed per source, histograms merged bucket by
+    bucket per path (exact count, sum, min, max kept), rows summed per (window, path,
+    bucket). Windows line up because every process counts wall time from its own start
+    of the same schedule."""
+    if not results:
+        raise ValueError("no load results to merge")
+    first = results[0]
+    for r in results[1:]:
+        if (r.generator, r.scenario, r.scales) != (first.generator, first.scenario, first.scales):
+            raise ValueError(f"cannot merge {r.generator}/{r.scenario} {r.scales} "
+                             f"into {first.generator}/{first.scenario} {first.scales}")
+    counts: dict[str, dict[str, int]] = {}
+    for r in results:
+        for source, c in r.counts.items():
+            into = counts.setdefault(source, {})
+            for key, n in c.items():
+                into[key] = into.get(key, 0) + n
+    hists: dict[str, Histogram] = {}
+    for r in results:
+        for path, h in r.histograms.items():
+            merged = hists.setdefault(path, Histogram())
+            merged.merge(h)
+    rows = pd.concat([r.rows for r in results], ignore_index=True)
+    if len(rows):
+        rows = (rows.groupby(["time_s", "path", "bucket"], as_index=False, sort=False)["count"].sum()
+                .sort_values(["path", "time_s", "bucket"], kind="stable", ignore_index=True))
+        rows["bucket"] = rows["bucket"].astype(np.int32)
+        rows["count"] = rows["count"].astype(np.int64)
+    extra = {k: v for k, v in first.extra.items() if k not in ("unfinished", "parcels_ready", "run_tag", "stock")}
+    extra["processes"] = [{k: r.extra.get(k) for k in ("run_tag", "unfinished", "parcels_ready", "stock")}
+                          for r in results]
+    extra["unfinished"] = sum(int(r.extra.get("unfinished") or 0) for r in results)
+    return LoadResult(first.generator, first.scenario, first.scales, max(r.duration_s for r in results), counts,
+                      hists, rows, None, extra)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from surgesim.loadtests.plan import EMULATOR_VARS, FIRESTORE_ENDPOINT, PROJECT, PUBSUB, LivePlan, url_env_var
-from surgesim.loadtests.recorder import LoadResult, read_result
+from surgesim.loadtests.recorder import LoadResult, merge_results, read_result
 
 LocustResult = LoadResult
 """counts per source, histograms per path (latency/<service>.<route>, response/...,
@@ -24,6 +24,11 @@ publish/<topic>, lateness/locust), rows for histograms.parquet; extra: returncod
 stats_csv, stock, run_tag."""
 
 LOCUSTFILE = Path(__file__).with_name("meridian.py")
+
+
+def worker_dir(out_dir: str | Path, index: int) -> Path:
+    """Where Locust worker `index` writes its results under SURGESIM_OUT_DIR (locust_users.py)."""
+    return Path(out_dir) / f"worker-{index}"
 
 
 def host_env(host_map: dict[str, str]) -> dict[str, str]:
@@ -45,7 +50,7 @@ def run_locust(scenario_path: str | Path | None, host_map: dict[str, str], durat
                out_dir: str | Path, env: dict[str, str] | None = None, *, time_scale: float | None = None,
                rate_scale: float | None = None, preload: bool = True, locustfile: str | Path | None = None,
                sources: list[str] | None = None, grace_s: float = 60.0,
-               on_start: Callable[[subprocess.Popen], None] | None = None) -> LocustResult:
+               on_start: Callable[[subprocess.Popen], None] | None = None, workers: int = 1) -> LocustResult:
     """Run the scenario's traffic through Locust, headless, for duration_s wall seconds
     (default: the whole compressed scenario), and return what it sent and measured.
 
@@ -57,7 +62,13 @@ def run_locust(scenario_path: str | Path | None, host_map: dict[str, str], durat
     killed if it outlives duration + grace_s (stock preloading and drain included).
     on_start(popen) is called as soon as Locust is started, so a caller in another thread
     can kill its process group (_kill_group) on Ctrl-C or an error: the group is in its own
-    session and sees no terminal signal."""
+    session and sees no terminal signal.
+
+    workers > 1: Locust's distributed mode on this machine (`--processes N`: a master and N
+    forked workers, all in that one process group); each worker sends its share of the one
+    schedule and writes out_dir/worker-<k>/, merged here (recorder.merge_results)."""
+    if workers < 1:
+        raise ValueError(f"workers: {workers}; want 1 or more")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plan = LivePlan(scenario_path, time_scale=time_scale, rate_scale=rate_scale, only=sources)
@@ -70,6 +81,16 @@ def run_locust(scenario_path: str | Path | None, host_map: dict[str, str], durat
         child_env["SURGESIM_SOURCES"] = ",".join(sources)
     cmd = [sys.executable, "-m", "locust", "-f", str(locustfile or LOCUSTFILE), "--headless", "--only-summary",
            "--csv", str(out / "locust"), "--loglevel", "WARNING", "--exit-code-on-error", "0"]
+    if workers > 1:
+        from surgesim.ports import free_port
+
+        child_env["SURGESIM_WORKERS"] = str(workers)
+        port = str(free_port())  # the forked workers connect to --master-host/--master-port
+        cmd += ["--processes", str(workers), "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
+                "--master-host", "127.0.0.1", "--master-port", port]
+    worker_dirs = [worker_dir(out, k) for k in range(workers)] if workers > 1 else []
+    for d in worker_dirs:
+        (d / "loadgen.json").unlink(missing_ok=True)
     log_path = out / "locust.log"
     (out / "loadgen.json").unlink(missing_ok=True)
     started = time.time()
@@ -88,6 +109,12 @@ def run_locust(scenario_path: str | Path | None, host_map: dict[str, str], durat
         finally:
             _kill_group(proc)  # nothing it spawned may outlive it
     log_text = log_path.read_text(encoding="utf-8", errors="replace")
+    if worker_dirs:
+        missing = [d.name for d in worker_dirs if not (d / "loadgen.json").exists()]
+        if missing:
+            raise RuntimeError(f"Locust workers {', '.join(missing)} wrote no results (exit {rc}"
+                               f"{', killed after timeout' if killed else ''}):\n" + log_text[-3000:])
+        merge_results([read_result(d) for d in worker_dirs]).write(out)
     if not (out / "loadgen.json").exists():
         raise RuntimeError(f"Locust wrote no results (exit {rc}{', killed after timeout' if killed else ''}):\n"
                            + log_text[-3000:])

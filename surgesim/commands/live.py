@@ -18,8 +18,13 @@ from surgesim.schema import SchemaError
               help="Scenario seconds per wall second (overrides scenario.live.time_scale).")
 @click.option("--rate-scale", type=float, default=None,
               help="Fraction of the volume sent (overrides scenario.live.rate_scale).")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics while the run goes "
+                   "(default: a free port, printed at start; 0: not served).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Locust worker processes on this machine (scenarios with live.locust: true).")
 def live(scenario: Path, plan: Path | None, out: Path | None, state_dir: str | None, time_scale: float | None,
-         rate_scale: float | None) -> None:
+         rate_scale: float | None, metrics_port: int | None, workers: int) -> None:
     """Run SCENARIO against the real services on the emulators and write a run directory.
 
     Real (compressed) time: scenario.live.time_scale scenario seconds per wall second, and
@@ -28,6 +33,7 @@ def live(scenario: Path, plan: Path | None, out: Path | None, state_dir: str | N
     from surgesim.commands.sim import verdict_table
     from surgesim.emulators import EmulatorError
     from surgesim.live import interrupts
+    from surgesim.live.prometheus import serving
     from surgesim.live.session import LiveAborted, LiveInterrupted, UnsupportedLive, run_live
 
     # our own SIGINT/SIGTERM, whatever the caller left (an ignored SIGINT from `nohup ... &`):
@@ -52,7 +58,10 @@ def live(scenario: Path, plan: Path | None, out: Path | None, state_dir: str | N
         try:
             summary, run_dir = run_live(scenario, plan, out, state_dir=state_dir,
                                         say=lambda m: click.echo(m, err=True), time_scale=time_scale,
-                                        rate_scale=rate_scale)
+                                        rate_scale=rate_scale,
+                                        while_running=lambda runner: serving(runner, metrics_port,
+                                                                             say=lambda m: click.echo(m, err=True)),
+                                        workers=workers)
         except SchemaError as exc:
             for line in exc.problems:
                 click.echo(line, err=True)

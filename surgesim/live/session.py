@@ -8,6 +8,7 @@ seconds, as in a simulated run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -189,9 +190,13 @@ class UnsupportedLive(ValueError):
 
 def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out: str | Path | None = None, *,
              state_dir: str | Path | None = None, say=print, progress_every: float = 5.0,
-             time_scale: float | None = None, rate_scale: float | None = None) -> tuple[dict, Path]:
+             time_scale: float | None = None, rate_scale: float | None = None,
+             while_running=None, workers: int = 1) -> tuple[dict, Path]:
     """time_scale / rate_scale: override the scenario's live ones (the load generator gets
     them too), e.g. to run a scenario heavier or shorter than its file says.
+    while_running: called with the started SystemRunner, a context manager held until the
+    runner stops (e.g. surgesim.live.prometheus.serving: /metrics while the run goes).
+    workers: Locust worker processes (scenario.live.locust only; docs/loadtests.md).
 
     Raises UnsupportedLive (a declared fault cannot be injected; before any traffic),
     LiveAborted (an emulator died mid-run) or LiveInterrupted (Ctrl-C / SIGTERM); the last
@@ -207,6 +212,9 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
     sc, live = exp.scenario, exp.scenario.live
     ts, rs = live.time_scale, live.rate_scale
     static = unsupported_faults(list(sc.faults), exp.system)
+    if workers > 1 and not live.locust:
+        static.append(f"--workers {workers}: only Locust has workers, and {scenario_path} has live.locust: false "
+                      "(the fleet driver); set it true or leave --workers out")
     if static:  # before anything starts
         raise UnsupportedLive(static)
     out = Path(out) if out else Path("runs") / f"{sc.name}-{exp.plan.name}-live-{dt.datetime.now():%Y%m%d-%H%M%S}"
@@ -224,7 +232,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                        "plan": _input(exp.plan_path)}}
     stopped_at: dict = {}
     try:
-        with runner:
+        with runner, (while_running(runner) if while_running else contextlib.nullcontext()):
             say(f"live: {sc.name} / plan {exp.plan.name}: {sc.duration:g} scenario s in {wall_duration:.0f} wall s "
                 f"(time_scale {ts:g}, rate_scale {rs:g})")
             faults = FaultInjector(runner, list(sc.faults), ts, say=say)
@@ -232,7 +240,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
             if problems:
                 raise UnsupportedLive(problems)
             holder: dict = {}
-            driver = _make_driver(exp, scenario_path, runner, live, out, holder)
+            driver = _make_driver(exp, scenario_path, runner, live, out, holder, workers)
             runner.mark_start()
             t0_mono, t0_epoch = time.monotonic(), time.time()
             lag = LagRecorder(runner.bridges.metrics, t0_epoch, ts, live.sample_interval)
@@ -493,7 +501,7 @@ def _stocker(scenario_path, live, path: Path, say):
     return write
 
 
-def _make_driver(exp, scenario_path, runner: SystemRunner, live, out: Path, holder: dict):
+def _make_driver(exp, scenario_path, runner: SystemRunner, live, out: Path, holder: dict, workers: int = 1):
     """The traffic, in its own process either way: Locust headless when scenario.live.locust,
     else the asyncio fleet driver on uvloop (surgesim.live.loadgen_proc). Sharing the
     harness's process (fronts, bridges) cost the driver its timing: docs/benchmarks/live.md.
@@ -514,7 +522,7 @@ def _make_driver(exp, scenario_path, runner: SystemRunner, live, out: Path, hold
                     env["SURGESIM_STOCK_FILE"] = str(stock_file)
                 holder["result"] = run_locust(scenario_path, endpoints, None, out / "loadgen", env=env,
                                               preload=False, on_start=group.attach, time_scale=live.time_scale,
-                                              rate_scale=live.rate_scale)
+                                              rate_scale=live.rate_scale, workers=workers)
             except BaseException as exc:  # noqa: BLE001 -- re-raised in the main thread
                 holder["error"] = exc
 
