@@ -202,3 +202,46 @@ def summary(executions: Sequence[Execution]) -> dict[str, dict]:
         j["task_seconds"] = round(j["task_seconds"] + sum(a["duration_s"] for a in attempts), 3)
         j["state"], j["duration_s"], j["record"] = r["state"], r["duration_s"], str(ex.path)
     return out
+
+
+class Launcher:
+    """A live run's `job:` sources (kind once): each starts an execution when the scenario
+    clock reaches its `at:`. `env_for(job)` gives the task environment (the emulators, the
+    fakes' and services' URLs); plan_jobs may override `tasks` / `parallelism` per job."""
+
+    def __init__(self, sources, jobs: Sequence[Job], run_dir: str | Path, env_for, *,
+                 plan_jobs: Mapping | None = None, say=print):
+        self.jobs = {j.name: j for j in jobs}
+        self.pending = sorted((s for s in sources if getattr(s, "job", None) is not None), key=lambda s: s.at or 0.0)
+        for s in self.pending:
+            if s.job not in self.jobs:
+                raise ValueError(f"source {s.name}: job {s.job!r} is not in the system file")
+            if not self.jobs[s.job].command:
+                raise ValueError(f"source {s.name}: job {s.job} has no command: to run its tasks live")
+        self.run_dir, self.env_for, self.plan_jobs, self.say = Path(run_dir), env_for, plan_jobs or {}, say
+        self.executions: list[Execution] = []
+
+    def tick(self, scenario_s: float) -> None:
+        while self.pending and (self.pending[0].at or 0.0) <= scenario_s:
+            src = self.pending.pop(0)
+            job, jp = self.jobs[src.job], self.plan_jobs.get(src.job)
+            ex = Execution(job, self.run_dir, self.env_for(job.name),
+                           tasks=getattr(jp, "tasks", None), parallelism=getattr(jp, "parallelism", None))
+            self.executions.append(ex.start())
+            self.say(f"job {job.name}: execution {ex.name} started ({ex.tasks} tasks, parallelism {ex.parallelism})")
+
+    def idle(self) -> bool:
+        """Nothing left to start and every execution finished."""
+        return not self.pending and all(ex.done() for ex in self.executions)
+
+    def stop(self) -> None:
+        """Cancel what still runs (the drain timed out, or the run is interrupted)."""
+        for ex in self.executions:
+            if not ex.done():
+                ex.stop()
+
+    def failed(self) -> list[str]:
+        return [ex.name for ex in self.executions if ex.record["state"] != "succeeded"]
+
+    def totals(self) -> dict[str, dict]:
+        return summary(self.executions)

@@ -39,7 +39,7 @@ def _job(tmp_path: Path, behaviour: str = "ok", sleep: float = 0.0, **kw) -> tup
     script = tmp_path / "task.py"
     script.write_text(TASK)
     out = tmp_path / "out"
-    out.mkdir()
+    out.mkdir(exist_ok=True)
     cmd = [sys.executable, str(script), str(out), behaviour, str(sleep)]
     return Job(name="backfill", command=cmd, **kw), out
 
@@ -114,3 +114,41 @@ def test_a_hang_on_every_attempt_fails_the_execution(tmp_path):
 def test_a_job_without_a_command_cannot_run_live(tmp_path):
     with pytest.raises(ValueError, match="backfill: no command"):
         Execution(Job(name="backfill"), tmp_path)
+
+
+def test_the_launcher_starts_each_job_source_at_its_time_with_the_plan_overrides(tmp_path):
+    from surgesim.live.jobs import Launcher
+    from surgesim.schema.plan import JobPlan
+    from surgesim.schema.scenario import Source
+
+    job, out = _job(tmp_path, tasks=5, parallelism=1)
+    flaky, _ = _job(tmp_path, behaviour="always-fail")
+    flaky = flaky.model_copy(update={"name": "flaky", "max_retries": 0})
+    sources = [Source(name="late", kind="once", at=10.0, job="flaky"),
+               Source(name="first", kind="once", at=0.0, job="backfill")]
+    asked = []
+    launcher = Launcher(sources, [job, flaky], tmp_path / "run", lambda j: asked.append(j) or {"EMULATOR_HOST": "h:1"},
+                        plan_jobs={"backfill": JobPlan(tasks=3, parallelism=3)}, say=lambda m: None)
+    launcher.tick(5.0)
+    assert [ex.job.name for ex in launcher.executions] == ["backfill"] and not launcher.idle()
+    deadline = time.monotonic() + 20
+    while not launcher.executions[0].done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert launcher.executions[0].record["task_count"] == 3  # the plan's tasks, not the job's 5
+    assert not launcher.idle()  # the flaky source is still to come
+    launcher.tick(10.0)
+    launcher.executions[1].wait(20)
+    assert launcher.idle() and asked == ["backfill", "flaky"]
+    assert launcher.failed() == [launcher.executions[1].name]
+    totals = launcher.totals()
+    assert totals["backfill"]["state"] == "succeeded" and totals["backfill"]["tasks_succeeded"] == 3
+    assert totals["flaky"]["state"] == "failed" and totals["flaky"]["tasks_failed"] == 1
+    assert totals["backfill"]["task_seconds"] > 0
+
+
+def test_a_job_source_naming_a_job_without_a_command_is_refused_before_the_run(tmp_path):
+    from surgesim.live.jobs import Launcher
+    from surgesim.schema.scenario import Source
+
+    with pytest.raises(ValueError, match="source go: job backfill has no command"):
+        Launcher([Source(name="go", kind="once", at=0.0, job="backfill")], [Job(name="backfill")], tmp_path, dict)
