@@ -240,6 +240,16 @@ class Launcher:
             if not ex.done():
                 ex.stop()
 
+    def finish(self) -> None:
+        """After the drain: cancel what still runs and say which executions failed (the
+        verdict fails for them; this says why)."""
+        self.stop()
+        for ex in self.executions:
+            r = ex.record
+            if r["state"] != "succeeded":
+                self.say(f"job {r['job']}: execution {ex.name} {r['state']}: {r['failed']} of {r['task_count']} "
+                         f"tasks failed (record: {ex.path})")
+
     def failed(self) -> list[str]:
         return [ex.name for ex in self.executions if ex.record["state"] != "succeeded"]
 
