@@ -6,7 +6,6 @@ failed execution fails the verdict (the scenario has no SLO that could). About 3
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
