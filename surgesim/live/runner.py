@@ -177,6 +177,14 @@ class SystemRunner:
     def emulator_env(self) -> dict[str, str]:
         return self.stack.env_vars() if self.stack is not None else {}
 
+    def job_env(self, job: str) -> dict[str, str]:
+        """A Cloud Run Job task's environment: what a service gets, minus K_SERVICE (Cloud
+        Run sets CLOUD_RUN_JOB instead; surgesim/live/jobs.py adds the CLOUD_RUN_* ones)."""
+        env = process_env(self.system, self.plan, job, emulators=self.emulator_env, api_urls=self.api_urls,
+                          service_urls=self.urls, log_level=self.log_level, extra=self.service_env.get(job))
+        env.pop("K_SERVICE", None)
+        return env
+
     def endpoints(self) -> dict[str, str]:
         """For the load generators: {service: front URL, "pubsub": host:port, "project": id}."""
         out = dict(self.urls)

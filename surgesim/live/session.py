@@ -29,6 +29,7 @@ from surgesim.rundir import METRICS, Run, RunWriter, histogram_rows
 from surgesim.schema import load_experiment
 
 from .faults import FaultInjector
+from .jobs import Launcher
 from .runner import SystemRunner
 from .totals import route_totals, trigger_totals
 
@@ -236,6 +237,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
             say(f"live: {sc.name} / plan {exp.plan.name}: {sc.duration:g} scenario s in {wall_duration:.0f} wall s "
                 f"(time_scale {ts:g}, rate_scale {rs:g})")
             faults = FaultInjector(runner, list(sc.faults), ts, say=say)
+            jobs = Launcher(sc.traffic.sources, exp.system.jobs, out, runner.job_env, plan_jobs=exp.plan.jobs, say=say)
             problems = faults.unsupported()
             if problems:
                 raise UnsupportedLive(problems)
@@ -253,6 +255,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                     el = time.monotonic() - t0_mono
                     _check_alive(watchdog)
                     faults.tick(el * ts)
+                    jobs.tick(el * ts)
                     if el >= next_progress:
                         say(_progress(el, ts, holder, runner))
                         next_progress += progress_every
@@ -266,8 +269,9 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                     el = time.monotonic() - t0_mono
                     _check_alive(watchdog)
                     faults.tick(el * ts)
+                    jobs.tick(el * ts)
                     if not faults.active and not faults.pending and _backlog(runner) == 0 \
-                            and _triggers_pending(runner) == 0:
+                            and _triggers_pending(runner) == 0 and jobs.idle():
                         break
                     if el >= next_progress:
                         say(_progress(el, ts, holder, runner) + " (draining)")
@@ -278,6 +282,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                 _check_alive(watchdog)
             except BaseException as exc:
                 faults.abort()  # a frozen emulator is thawed whatever happens
+                jobs.stop()
                 if "proc" in holder:  # the generator goes first, then the runner stops the rest
                     holder["proc"].kill()
                 if isinstance(exc, (KeyboardInterrupt, LiveAborted)):
@@ -289,6 +294,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                     except BaseException as werr:  # noqa: BLE001 -- the stop matters more than the record
                         say(f"partial summary not written: {type(werr).__name__}: {werr}")
                 raise
+            jobs.finish()  # executions still running when the drain timed out are cancelled (and fail the verdict)
             runner.sample_fronts()
             processes = watchdog.processes()  # before the harness stops them
             counters = _service_counters(runner)
@@ -331,7 +337,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                                 for k, v in front.items()},
                    "routes": route_totals(sc, result.counts),
                    "triggers": triggers,
-                   "apis": apis},
+                   "apis": apis, "jobs": jobs.totals()},
         "processes": processes,
         "faults_unsupported": _not_injected(faults.events),
         "latency": latency, "lag": lag.summaries(), "slos": slos,
@@ -350,6 +356,8 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
     checks = _checks(summary, sc, exp.system, faults.events)
     summary["checks"] = checks
     summary["verdict"] = _verdict(slos, checks, cons)
+    if jobs.failed():
+        summary["verdict"] = "fail"
     writer.write_summary(summary)
     (writer.dir / "junit.xml").write_text(junit_xml(junit_results(slos, checks), f"surgesim.live.{sc.name}"), encoding="utf-8")
     writer.write_meta({"run_id": writer.dir.name, "engine": "live", "host": platform.node(),

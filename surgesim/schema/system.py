@@ -315,7 +315,12 @@ class Job(Strict):
     steps: list[Step] = Field(default_factory=list)
     """Run once per batch."""
     task_timeout: Annotated[Duration, in_range(1, 7 * 86400, "s")] = 600.0
+    """Per attempt: a task running longer is killed and counts as a failed attempt."""
     max_retries: Annotated[int, Field(strict=True), in_range(0, 10)] = 3
+    """Retries per task (a failed task runs at most max_retries + 1 times)."""
+    command: list[str] | None = Field(None, min_length=1)
+    """Live mode: the command each task runs (it reads CLOUD_RUN_TASK_INDEX/COUNT/ATTEMPT,
+    exits 0 when its shard is done)."""
 
     @model_validator(mode="after")
     def _batches(self) -> "Job":

@@ -1,0 +1,257 @@
+"""Cloud Run Jobs in a live run: an execution of a job's `command:` as `tasks` task
+processes, at most `parallelism` at once, each told its shard through the variables
+Cloud Run sets (CLOUD_RUN_TASK_INDEX/COUNT/ATTEMPT, CLOUD_RUN_EXECUTION, CLOUD_RUN_JOB).
+
+A task that exits non-zero, or runs past `task_timeout` (its whole process group is
+killed), is a failed attempt; it is re-run at once with CLOUD_RUN_TASK_ATTEMPT + 1 until
+it succeeds or has used `max_retries` retries. The execution fails when any task does;
+the other tasks still run to the end, as in Cloud Run.
+
+The records (execution and per-task attempts: state, exit code, start/end, duration) are
+written as JSON to `<run_dir>/jobs/<execution>.json`, each attempt's output to a log
+beside it. Times are wall-clock epoch seconds so they line up with the run's other logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import string
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from surgesim.schema.system import Job
+
+KILL_GRACE_S = 2.0
+"""After SIGTERM a timed-out task's group gets this long before SIGKILL."""
+
+
+def execution_name(job: str) -> str:
+    """`<job>-<5 lowercase letters/digits>`, the shape of Cloud Run's execution names."""
+    alphabet = string.ascii_lowercase + string.digits
+    return f"{job}-" + "".join(secrets.choice(alphabet) for _ in range(5))
+
+
+def task_env(job: str, execution: str, index: int, count: int, attempt: int) -> dict[str, str]:
+    """The variables Cloud Run sets in every task's container (container runtime contract)."""
+    return {"CLOUD_RUN_JOB": job, "CLOUD_RUN_EXECUTION": execution,
+            "CLOUD_RUN_TASK_INDEX": str(index), "CLOUD_RUN_TASK_COUNT": str(count),
+            "CLOUD_RUN_TASK_ATTEMPT": str(attempt)}
+
+
+def _kill_group(p: subprocess.Popen) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.pid, sig)
+        try:
+            p.wait(KILL_GRACE_S)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(p.pid, signal.SIGKILL)  # children that outlived the leader
+
+
+class Execution:
+    """One execution of a job. `start()` runs it in a background thread; `run()` blocks."""
+
+    def __init__(self, job: Job, run_dir: str | Path, env: Mapping[str, str] | None = None, *,
+                 command: Sequence[str] | None = None, tasks: int | None = None,
+                 parallelism: int | None = None, name: str | None = None):
+        self.job = job
+        self.command = list(command or job.command or [])
+        if not self.command:
+            raise ValueError(f"job {job.name}: no command: to run its tasks live")
+        self.tasks = tasks or job.tasks
+        self.parallelism = min(parallelism or job.parallelism, self.tasks)
+        self.name = name or execution_name(job.name)
+        self.env = dict(env or {})
+        self.dir = Path(run_dir) / "jobs"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / f"{self.name}.json"
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._running: dict[int, subprocess.Popen] = {}
+        self._thread: threading.Thread | None = None
+        self.record: dict = {
+            "job": job.name, "execution": self.name, "command": self.command, "state": "pending",
+            "task_count": self.tasks, "parallelism": self.parallelism,
+            "max_retries": job.max_retries, "task_timeout_s": job.task_timeout,
+            "start": None, "end": None, "duration_s": None,
+            "succeeded": 0, "failed": 0, "retries": 0,
+            "tasks": [{"index": i, "state": "pending", "attempts": []} for i in range(self.tasks)],
+        }
+
+    # -- running --------------------------------------------------------------------
+
+    def start(self) -> "Execution":
+        self._thread = threading.Thread(target=self.run, name=f"job-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait(self, timeout: float | None = None) -> dict:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.record
+
+    def done(self) -> bool:
+        return self.record["state"] in ("succeeded", "failed", "cancelled")
+
+    def stop(self) -> None:
+        """Cancel: no new attempts; running task groups are killed."""
+        self._stopping.set()
+        with self._lock:
+            running = list(self._running.values())
+        for p in running:
+            _kill_group(p)
+        self.wait(30)
+
+    def run(self) -> dict:
+        r = self.record
+        r["state"], r["start"] = "running", time.time()
+        self._save()
+        with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix=f"{self.name}-task") as pool:
+            list(pool.map(self._run_task, range(self.tasks)))
+        r["end"] = time.time()
+        r["duration_s"] = round(r["end"] - r["start"], 3)
+        states = [t["state"] for t in r["tasks"]]
+        r["succeeded"], r["failed"] = states.count("succeeded"), states.count("failed")
+        r["retries"] = sum(max(len(t["attempts"]) - 1, 0) for t in r["tasks"])
+        r["state"] = ("cancelled" if self._stopping.is_set() and r["succeeded"] < self.tasks
+                      else "succeeded" if r["succeeded"] == self.tasks else "failed")
+        self._save()
+        return r
+
+    def _run_task(self, index: int) -> None:
+        task = self.record["tasks"][index]
+        task["state"] = "running"
+        for attempt in range(self.job.max_retries + 1):
+            if self._stopping.is_set():
+                task["state"] = "cancelled"
+                return
+            a = self._attempt(index, attempt)
+            task["attempts"].append(a)
+            self._save()
+            if a["exit_code"] == 0:
+                task["state"] = "succeeded"
+                break
+        else:
+            task["state"] = "failed"
+        task["exit_code"] = task["attempts"][-1]["exit_code"]
+        task["start"] = task["attempts"][0]["start"]
+        task["end"] = task["attempts"][-1]["end"]
+        task["duration_s"] = round(task["end"] - task["start"], 3)
+        self._save()
+
+    def _attempt(self, index: int, attempt: int) -> dict:
+        log_path = self.dir / f"{self.name}-task{index}-attempt{attempt}.log"
+        env = {**os.environ, **self.env, **task_env(self.job.name, self.name, index, self.tasks, attempt)}
+        began = time.time()
+        with open(log_path, "wb") as log:
+            p = subprocess.Popen(self.command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        with self._lock:
+            self._running[index] = p
+        timed_out = False
+        try:
+            p.wait(self.job.task_timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(p)
+        finally:
+            with self._lock:
+                self._running.pop(index, None)
+        end = time.time()
+        code = p.returncode
+        if timed_out and code == 0:
+            code = -signal.SIGTERM  # a task that exits cleanly on TERM still timed out
+        return {"attempt": attempt, "pid": p.pid, "start": began, "end": end,
+                "duration_s": round(end - began, 3), "exit_code": code, "timed_out": timed_out,
+                "log": str(log_path)}
+
+    def _save(self) -> None:
+        with self._lock:
+            text = json.dumps(self.record, indent=1, default=str)
+            tmp = self.path.with_suffix(".json.tmp")
+            tmp.write_text(text)
+            tmp.replace(self.path)  # a reader never sees half a record
+
+
+def summary(executions: Sequence[Execution]) -> dict[str, dict]:
+    """Per job, what the run's `totals.jobs` carries: the last execution's outcome plus
+    counts over all of them (task_seconds is what Cloud Run Jobs bills)."""
+    out: dict[str, dict] = {}
+    for ex in executions:
+        r = ex.record
+        j = out.setdefault(r["job"], {"executions": 0, "failed_executions": 0, "tasks_succeeded": 0,
+                                      "tasks_failed": 0, "retries": 0, "timeouts": 0, "task_seconds": 0.0})
+        j["executions"] += 1
+        j["failed_executions"] += r["state"] != "succeeded"
+        j["tasks_succeeded"] += r["succeeded"]
+        j["tasks_failed"] += r["failed"]
+        j["retries"] += r["retries"]
+        attempts = [a for t in r["tasks"] for a in t["attempts"]]
+        j["timeouts"] += sum(a["timed_out"] for a in attempts)
+        j["task_seconds"] = round(j["task_seconds"] + sum(a["duration_s"] for a in attempts), 3)
+        j["state"], j["duration_s"], j["record"] = r["state"], r["duration_s"], str(ex.path)
+    return out
+
+
+class Launcher:
+    """A live run's `job:` sources (kind once): each starts an execution when the scenario
+    clock reaches its `at:`. `env_for(job)` gives the task environment (the emulators, the
+    fakes' and services' URLs); plan_jobs may override `tasks` / `parallelism` per job."""
+
+    def __init__(self, sources, jobs: Sequence[Job], run_dir: str | Path, env_for, *,
+                 plan_jobs: Mapping | None = None, say=print):
+        self.jobs = {j.name: j for j in jobs}
+        self.pending = sorted((s for s in sources if getattr(s, "job", None) is not None), key=lambda s: s.at or 0.0)
+        for s in self.pending:
+            if s.job not in self.jobs:
+                raise ValueError(f"source {s.name}: job {s.job!r} is not in the system file")
+            if not self.jobs[s.job].command:
+                raise ValueError(f"source {s.name}: job {s.job} has no command: to run its tasks live")
+        self.run_dir, self.env_for, self.plan_jobs, self.say = Path(run_dir), env_for, plan_jobs or {}, say
+        self.executions: list[Execution] = []
+
+    def tick(self, scenario_s: float) -> None:
+        while self.pending and (self.pending[0].at or 0.0) <= scenario_s:
+            src = self.pending.pop(0)
+            job, jp = self.jobs[src.job], self.plan_jobs.get(src.job)
+            ex = Execution(job, self.run_dir, self.env_for(job.name),
+                           tasks=getattr(jp, "tasks", None), parallelism=getattr(jp, "parallelism", None))
+            self.executions.append(ex.start())
+            self.say(f"job {job.name}: execution {ex.name} started ({ex.tasks} tasks, parallelism {ex.parallelism})")
+
+    def idle(self) -> bool:
+        """Nothing left to start and every execution finished."""
+        return not self.pending and all(ex.done() for ex in self.executions)
+
+    def stop(self) -> None:
+        """Cancel what still runs (the drain timed out, or the run is interrupted)."""
+        for ex in self.executions:
+            if not ex.done():
+                ex.stop()
+
+    def finish(self) -> None:
+        """After the drain: cancel what still runs and say which executions failed (the
+        verdict fails for them; this says why)."""
+        self.stop()
+        for ex in self.executions:
+            r = ex.record
+            if r["state"] != "succeeded":
+                self.say(f"job {r['job']}: execution {ex.name} {r['state']}: {r['failed']} of {r['task_count']} "
+                         f"tasks failed (record: {ex.path})")
+
+    def failed(self) -> list[str]:
+        return [ex.name for ex in self.executions if ex.record["state"] != "succeeded"]
+
+    def totals(self) -> dict[str, dict]:
+        return summary(self.executions)
