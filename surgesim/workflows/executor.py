@@ -100,18 +100,22 @@ class Executor:
     identity_token(audience) -> str | None gives the `auth: {type: OIDC}` token (None: no
     Authorization header). sleep is injectable so a test can observe backoff delays.
     record_path: a JSON-lines file, one line per finished execution.
+    env: what `sys.get_env` answers (Google's user_env_vars of the deployed workflow).
     """
 
     def __init__(self, definition: Definition, *, name: str = "workflow",
                  identity_token: Callable[[str], str | None] | None = None,
                  record_path: str | Path | None = None, sleep: Callable[[float], None] = time.sleep,
-                 http: httpx.Client | None = None, max_steps: int = 100_000) -> None:
+                 http: httpx.Client | None = None, max_steps: int = 100_000,
+                 env: dict[str, str] | None = None) -> None:
         self.d, self.name = definition, name
         self.identity_token = identity_token
         self.record_path = Path(record_path) if record_path else None
         self.sleep = sleep
         self.http = http or httpx.Client(trust_env=False)
         self.max_steps = max_steps
+        # sys.get_env: Google's user_env_vars (the deployed workflow's env), nothing from this process
+        self.env = dict(env or {})
         self._lock = threading.Lock()
 
     def close(self) -> None:
@@ -156,7 +160,7 @@ class Executor:
         unknown = set(args) - {p for p, _ in sub.params}
         if unknown:
             raise error("TypeError", f"subworkflow {name}: unexpected argument(s) {sorted(unknown)}")
-        ev = Evaluator(variables, frozenset(self.d.subworkflows))
+        ev = Evaluator(variables, frozenset(self.d.subworkflows), self.env)
         try:
             self._block(sub.steps, ev, ex)
         except _Return as r:

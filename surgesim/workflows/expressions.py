@@ -189,8 +189,24 @@ def _text_decode(data, charset="UTF-8"):
 
 
 def _get_env(name, default=None):
-    # The variables Google's service defines; the local stand-ins come from the environment.
+    # Replaced per execution by the executor's env (Google's built-ins and user_env_vars).
     return os.environ.get(name, default)
+
+
+def _b64encode(b, padding=True):
+    if not isinstance(b, bytes):
+        raise error("TypeError", f"base64.encode: expected bytes, got {_kind(b)}")
+    out = base64.b64encode(b).decode()
+    return out if padding else out.rstrip("=")
+
+
+def _b64decode(s):
+    if not isinstance(s, str):
+        raise error("TypeError", f"base64.decode: expected a string, got {_kind(s)}")
+    try:
+        return base64.b64decode(s + "=" * (-len(s) % 4))
+    except ValueError as exc:
+        raise error("ValueError", f"base64.decode: {exc}") from None
 
 
 FUNCTIONS: dict[str, Callable] = {
@@ -215,6 +231,8 @@ FUNCTIONS: dict[str, Callable] = {
     "text.find_all": _text("find_all", lambda s, sub: [{"index": m.start(), "match": sub}
                                                         for m in re.finditer(re.escape(sub), s)]),
     "list.concat": lambda lst, v: [*lst, v],
+    "base64.encode": lambda b, padding=True: _b64encode(b, padding),
+    "base64.decode": lambda s, padding=True: _b64decode(s),
     "sys.now": time.time,
     "sys.get_env": _get_env,
     "uuid.generate": lambda: str(uuid.uuid4()),
@@ -280,9 +298,11 @@ def expression_of(value: Any) -> str | None:
 
 
 class Evaluator:
-    def __init__(self, variables: dict[str, Any], subworkflows: frozenset[str] = frozenset()) -> None:
+    def __init__(self, variables: dict[str, Any], subworkflows: frozenset[str] = frozenset(),
+                 env: dict[str, str] | None = None) -> None:
         self.vars = variables
         self.subworkflows = subworkflows
+        self.env = env
 
     def resolve(self, value: Any) -> Any:
         """Evaluate every `${...}` inside a value (maps and lists walked)."""
@@ -352,6 +372,8 @@ class Evaluator:
         if isinstance(n, ast.Call):
             name = _dotted(n.func)
             args = [self.node(a) for a in n.args]
+            if name == "sys.get_env" and self.env is not None:
+                return self.env.get(args[0], args[1] if len(args) > 1 else None)
             try:
                 return FUNCTIONS[name](*args)
             except WorkflowError:

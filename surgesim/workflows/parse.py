@@ -111,7 +111,7 @@ def _body(body: Any, path: str, where: str) -> dict:
         raise WorkflowSyntaxError(f"{where}: {path}: unsupported construct(s) {sorted(unknown)}"
                                   " (see docs/workflows.md for what runs locally)")
     kinds = [k for k in ("assign", "call", "switch", "steps", "try", "raise", "return", "for") if k in body]
-    if len(kinds) > 1 and not (set(kinds) == {"assign", "call"}):
+    if len(kinds) > 1:
         raise WorkflowSyntaxError(f"{where}: {path}: one of {kinds} per step")
     if ("retry" in body or "except" in body) and "try" not in body:
         raise WorkflowSyntaxError(f"{where}: {path}: 'retry'/'except' need a 'try'")
