@@ -329,7 +329,7 @@ class SystemRunner:
         self.watchdog = Watchdog(self, say=self.say).start()
 
     def _workflow_service(self, wf):
-        """A workflow with `source:` runs as surgesim/workflows/service.py, named after the
+        """A workflow with `source:` runs as services/workflow.py, named after the
         workflow so its trigger's push subscription reaches it; its executions are recorded
         in the log directory's workflows/<name>.jsonl."""
         from surgesim.schema import Service
@@ -338,7 +338,7 @@ class SystemRunner:
         self.service_env[wf.name] = {"WORKFLOW_NAME": wf.name, "WORKFLOW_SOURCE": wf.source,
                                      "WORKFLOW_RECORDS": str(self.workflow_records[wf.name]),
                                      **self.service_env.get(wf.name, {})}
-        return Service(name=wf.name, app="surgesim.workflows.service:app")
+        return Service(name=wf.name, app="surgesim.services.workflow:app")
 
     def _start_bridges(self, front_urls: dict[str, str]) -> None:
         from surgesim.emulators import load_fidelity

@@ -29,8 +29,7 @@ from fastapi.responses import JSONResponse
 
 from surgesim.services.common.runtime import create_app
 
-from .executor import Executor
-from .parse import load
+from surgesim.workflows import Executor, load
 
 
 def workflow_env() -> dict[str, str]:
