@@ -132,7 +132,9 @@ class SystemRunner:
         self.count_pull_acks = count_pull_acks
         self.keep_emulators = keep_emulators
         self.seed = seed
-        self.service_env = service_env or {}
+        self.service_env = dict(service_env or {})
+        self.workflow_records: dict[str, Path] = {}
+        """Workflow name -> its executions' JSON-lines file (workflows with `source:`)."""
         self.time_scale = float(time_scale)
         self.say = on_message or (lambda msg: log.info("%s", msg))
         self.before_bridges = before_bridges
@@ -287,8 +289,10 @@ class SystemRunner:
                 framework = functions.ensure_env(source.resolve(), say=self.say)
                 commands[s.name] = functions.command(s.function, framework, source.resolve())
         for wf in system.workflows:
-            if wf.name not in {s.name for s in system.services}:
-                self.skipped[wf.name] = "a workflow without a service (app:/command:) to run it live"
+            if wf.source is not None:  # its Workflows YAML runs on the local executor, as a service
+                runnable.append(self._workflow_service(wf))
+            elif wf.name not in {s.name for s in system.services}:
+                self.skipped[wf.name] = "a workflow without source: (Workflows YAML) or a service to run it live"
         pull_workers = {s.name for s in runnable if pull_subscriptions(system, s.name) and not s.routes}
         ports = {s.name: free_port() for s in runnable}
         self.certs_url = self.fronts.serve_certs(self.issuer)
@@ -331,6 +335,18 @@ class SystemRunner:
         from .watchdog import Watchdog
 
         self.watchdog = Watchdog(self, say=self.say).start()
+
+    def _workflow_service(self, wf):
+        """A workflow with `source:` runs as services/workflow.py, named after the
+        workflow so its trigger's push subscription reaches it; its executions are recorded
+        in the log directory's workflows/<name>.jsonl."""
+        from surgesim.schema import Service
+
+        self.workflow_records[wf.name] = self.log_dir / "workflows" / f"{wf.name}.jsonl"
+        self.service_env[wf.name] = {"WORKFLOW_NAME": wf.name, "WORKFLOW_SOURCE": wf.source,
+                                     "WORKFLOW_RECORDS": str(self.workflow_records[wf.name]),
+                                     **self.service_env.get(wf.name, {})}
+        return Service(name=wf.name, app="surgesim.services.workflow:app")
 
     def _start_bridges(self, front_urls: dict[str, str]) -> None:
         from surgesim.emulators import load_fidelity

@@ -504,7 +504,29 @@ def load_system(path: str | Path, *, shown: str | None = None) -> System:
     doc = _Doc(Path(path), shown)
     system = _validate(doc, "system")
     _raise_if(doc, system_problems(system))
-    return system
+    return _with_workflow_sources(doc, system, Path(path))
+
+
+def _with_workflow_sources(doc: _Doc, system: System, path: Path) -> System:
+    """Resolve each workflow's `source:` next to the system file and validate it now, so an
+    unsupported construct is reported before anything starts."""
+    from surgesim.workflows import WorkflowSyntaxError, load
+
+    workflows, problems = [], []
+    for i, wf in enumerate(system.workflows):
+        if wf.source is None:
+            workflows.append(wf)
+            continue
+        src = (path.parent / wf.source).resolve()
+        try:
+            load(src)
+        except FileNotFoundError:
+            problems.append((("workflows", i, "source"), f"no such file: {src}"))
+        except WorkflowSyntaxError as exc:
+            problems.append((("workflows", i, "source"), str(exc)))
+        workflows.append(wf.model_copy(update={"source": str(src)}))
+    _raise_if(doc, iter(problems))
+    return system.model_copy(update={"workflows": workflows})
 
 
 def load_plan(path: str | Path, system: System | None = None, *, shown: str | None = None) -> Plan:

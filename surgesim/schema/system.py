@@ -512,6 +512,10 @@ class Workflow(Strict):
     """Topic whose messages start an execution (through an Eventarc trigger)."""
     steps: list[WorkflowStep] = Field(min_length=1)
     compensations: list[WorkflowStep] = Field(default_factory=list)
+    source: str | None = Field(None, pattern=r"\.ya?ml$")
+    """Live mode: the workflow's Google Workflows YAML (relative to this file), run by the
+    local executor (docs/workflows.md) for each message of `trigger`; `steps:` stay the
+    simulator's model of it."""
 
 
 class ExternalApi(Strict):

@@ -12,7 +12,10 @@ from surgesim.schema import load_experiment, load_plan, load_system, validate_fi
 from surgesim.sim import traffic as tr
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
-FILES = sorted(p.relative_to(SCENARIOS).as_posix() for p in SCENARIOS.rglob("*.yaml"))
+# *.workflow.yaml are Google Workflows definitions a system file points at (docs/workflows.md)
+FILES = sorted(p.relative_to(SCENARIOS).as_posix() for p in SCENARIOS.rglob("*.yaml")
+               if not p.name.endswith(".workflow.yaml"))
+WORKFLOWS = sorted(SCENARIOS.rglob("*.workflow.yaml"))
 
 
 def test_the_seed_files_are_all_there():
@@ -26,6 +29,13 @@ def test_every_scenario_file_validates(name):
     kind, model = validate_file(SCENARIOS / name)
     expected = "system" if name.startswith("systems/") else "plan" if name.startswith("plans/") else "scenario"
     assert kind == expected, f"{name} was read as a {kind} file"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_workflow_definition_validates(path):
+    from surgesim.workflows import load
+
+    assert "main" in load(path).subworkflows
 
 
 def test_plans_fit_the_systems_their_scenarios_name():
