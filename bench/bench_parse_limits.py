@@ -5,7 +5,11 @@
 Each case runs `validate_file` in a fresh process and reports its wall and CPU time (CPU is
 the better guide on a loaded machine) and the peak RSS of that process (ru_maxrss: the
 interpreter and its imports are included in every row)."""
-import os, subprocess, sys, tempfile, textwrap
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
 
 from surgesim.schema.loading import MAX_BYTES, MAX_NODES
 

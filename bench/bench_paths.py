@@ -233,7 +233,6 @@ def publish_all(lt, rest, topic: str, n: int) -> tuple[float, float]:
 def telemetry_path(stack, project, rounds, n, results, state) -> None:
     from surgesim.emulators.grpc_proxy import PubSubProxy, sampler_sink
     from surgesim.emulators.metrics import MetricsSampler
-    from surgesim.emulators.pubsub_rest import PubSubRest
     from surgesim.services.common.devserver import free_port, start_service
 
     endpoint = stack.endpoint("pubsub")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/bench_traffic.py      (results: docs/benchmarks/traffic.md)
 """
-import time, numpy as np
+import time
+import numpy as np
 from surgesim.schema import load_experiment
 from surgesim.sim import traffic as tr
 exp = load_experiment("scenarios/dispatch_wave.yaml")

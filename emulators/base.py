@@ -48,7 +48,7 @@ class Emulator(ABC):
     def env_vars(self, host: str, ports: Mapping[str, int]) -> dict[str, str]:
         """Environment variables that point clients at it."""
 
-    def prepare(self, env: dict[str, str], data_dir: Path) -> None:
+    def prepare(self, env: dict[str, str], data_dir: Path) -> None:  # noqa: B027 -- optional, not abstract
         """One-off set-up before a start (may edit ``env``). Default: nothing."""
 
     def version(self) -> str | None:

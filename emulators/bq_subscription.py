@@ -254,7 +254,7 @@ class BigQuerySubscriptionBridge:
         ack_ids = [a for _, a, _ in take]
         try:
             errors = await asyncio.to_thread(self._insert, rows)
-        except Exception as exc:  # the emulator answers a bad row with 500
+        except Exception as exc:  # noqa: BLE001 -- the emulator answers a bad row with 500
             errors = [str(exc)]
         if errors:
             self.counters.failed_batches += 1

@@ -19,6 +19,7 @@ comes from ``fidelity`` (emulators.probe): filters are enforced here unless it s
 from __future__ import annotations
 
 import asyncio
+import os
 import logging
 import threading
 
@@ -197,7 +198,9 @@ class Bridges:
             return self.firestore
         from .clients import FIRESTORE_EMULATOR_HOST, Clients
 
-        host = getattr(self.firestore, "_emulator_host", None)
+        host: str | None = getattr(self.firestore, "_emulator_host", None) or os.environ.get(FIRESTORE_EMULATOR_HOST)
+        if not host:
+            raise RuntimeError(f"a trigger on Firestore database {database!r}: no Firestore emulator host known")
         return Clients({FIRESTORE_EMULATOR_HOST: host}, project=self.project).firestore(database)
 
     async def _pubsub_trigger(self, trig, url: str) -> None:

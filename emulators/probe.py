@@ -343,7 +343,7 @@ def probe_pubsub(
         api = _Api(endpoint, project)
         try:
             return name, PROBES[name](api, wait)
-        except Exception as exc:  # one broken probe must not hide the others
+        except Exception as exc:  # noqa: BLE001 -- one broken probe must not hide the others
             return name, {"error": f"{type(exc).__name__}: {exc}"}
         finally:
             api.cleanup()

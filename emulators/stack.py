@@ -403,7 +403,7 @@ def up(
         try:
             stack.fidelity = probe_pubsub(stack.endpoint("pubsub"), project, state_dir=d)
             say(stack.fidelity.summary())
-        except Exception as exc:  # the probe informs; it must not fail `up`
+        except Exception as exc:  # noqa: BLE001 -- the probe informs; it must not fail `up`
             say(f"Pub/Sub fidelity probe failed: {type(exc).__name__}: {exc}")
     return stack
 

@@ -71,7 +71,7 @@ def percent(fraction: float | None) -> str:
 def parse_slo(text: str) -> Slo | None:
     try:
         return Slo.model_validate(text)
-    except Exception:  # a text the schema no longer accepts still shows, without a threshold
+    except Exception:  # noqa: BLE001 -- a text the schema no longer accepts still shows, without a threshold
         return None
 
 

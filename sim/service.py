@@ -171,7 +171,6 @@ class ServiceNode:
     # ---- the step ----------------------------------------------------------------------
 
     def process(self, t0: float, t1: float) -> None:
-        eng = self.eng
         due: list[tuple[int, Batch]] = []
         keep: list[tuple[int, Batch]] = []
         for ci, b in self.inbox:

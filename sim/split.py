@@ -29,7 +29,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import traceback
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -267,7 +267,7 @@ def _upstream(exp, seed, exact, part: Part, cut: Cut, conn, guard: dict | None =
         conn.send(("done", _snapshot(eng, cut)))
     except Stalled as exc:  # bad input, not a bug: the parent raises it as such
         conn.send(("stalled", str(exc)))
-    except BaseException:  # the parent re-raises it with the child's traceback
+    except BaseException:  # noqa: BLE001 -- the parent re-raises it with the child's traceback
         conn.send(("error", traceback.format_exc()))
     finally:
         conn.close()

@@ -229,7 +229,7 @@ def _show(value: float | None, slo: Slo | None) -> str:
 def failure_message(result: dict) -> str:
     try:
         slo = Slo.model_validate(result["text"])
-    except Exception:  # a hand-made result: show what we have
+    except Exception:  # noqa: BLE001 -- a hand-made result: show what we have
         slo = None
     observed = _show(result["observed"], slo)
     want = f"{slo.op} {_show(slo.threshold, slo)}" if slo is not None else result["text"]

@@ -116,5 +116,5 @@ def finish_report(run_dir: Path) -> None:
     try:
         write_junit(run_dir)
         click.echo(f"report: {build_report(run_dir)}")
-    except Exception as exc:  # the run directory is complete either way
+    except Exception as exc:  # noqa: BLE001 -- the run directory is complete either way
         click.echo(f"report not built: {type(exc).__name__}: {exc} (retry with `surgesim report {run_dir}`)", err=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import datetime as dt
-import os
 import time
 import uuid
 from pathlib import Path

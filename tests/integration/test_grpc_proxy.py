@@ -66,7 +66,7 @@ def _stop(future) -> None:
     future.cancel()
     try:
         future.result(timeout=10)
-    except Exception:  # cancelled
+    except Exception:  # noqa: BLE001 -- cancelled
         pass
 
 

@@ -161,7 +161,7 @@ def test_fleet_driver_drives_the_real_command_service(tmp_path, gcp):
     for topic in ("vehicle.telemetry", "dispatch.requests"):
         try:
             pub.create_topic(name=pub.topic_path(gcp.project, topic))
-        except Exception as exc:  # AlreadyExists from an earlier test
+        except Exception as exc:  # noqa: BLE001 -- AlreadyExists from an earlier test
             assert "AlreadyExists" in type(exc).__name__ or "409" in str(exc)
     with run_service("surgesim.services.meridian.command:app", env) as command:
         result = run_fleet(None, {"command": command.url, "pubsub": env["PUBSUB_EMULATOR_HOST"], "project": gcp.project},

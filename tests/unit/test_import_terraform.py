@@ -5,7 +5,6 @@ directories end to end, `--check`, and the simulator running an imported system.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest

@@ -7,7 +7,6 @@ import json
 import math
 from pathlib import Path
 
-import pytest
 
 from surgesim.live.stock import build_stock
 from surgesim.loadtests.actions import ParcelBook, load_stock, stock_counts

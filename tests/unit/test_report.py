@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -12,7 +11,6 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from surgesim.histogram import Histogram
 from surgesim.reports import build_report, write_junit
 from surgesim.reports.metrics import RunData, drain_time, percentile_series
 from surgesim.reports.synthetic import write_synthetic_run

@@ -18,7 +18,8 @@ def _write(tmp_path):
     })
     w.write_timeseries(ts)
     h0, h1 = Histogram(), Histogram()
-    h0.record(np.full(99, 0.01)); h0.record([1.0])
+    h0.record(np.full(99, 0.01))
+    h0.record([1.0])
     h1.record(np.full(100, 0.02))
     w.write_histograms(pd.concat([
         histogram_rows(0.0, "latency/command.mark_delivered", h0),

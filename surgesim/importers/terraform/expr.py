@@ -427,7 +427,7 @@ class Evaluator:
             return Unknown(f"the function {name}() is not supported by the importer")
         try:
             return fn(*args)
-        except Exception as exc:  # a user's arguments of the wrong shape: name the call
+        except Exception as exc:  # noqa: BLE001 -- a user's arguments of the wrong shape: name the call
             return Unknown(f"{name}(): {exc}")
 
     # -- for expressions

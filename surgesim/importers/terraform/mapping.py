@@ -215,15 +215,15 @@ def to_system(b: Builder, name: str, project: str | None) -> dict:
                          ("jobs", b.jobs)):
         if items:
             system[group] = list(items.values())
-    stores: dict[str, Any] = {}
+    store_groups: dict[str, Any] = {}
     if b.collections:
-        stores["firestore"] = list(b.collections.values())
+        store_groups["firestore"] = list(b.collections.values())
     if b.tables:
-        stores["bigquery"] = list(b.tables.values())
+        store_groups["bigquery"] = list(b.tables.values())
     if b.buckets:
-        stores["storage"] = list(b.buckets.values())
-    if stores:
-        system["stores"] = stores
+        store_groups["storage"] = list(b.buckets.values())
+    if store_groups:
+        system["stores"] = store_groups
     if b.triggers:
         system["triggers"] = list(b.triggers.values())
     if b.workflows:
