@@ -14,7 +14,6 @@ beside it. Times are wall-clock epoch seconds so they line up with the run's oth
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -27,10 +26,8 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from surgesim.loadtests.runner import _kill_group  # the harness's one way to end a process group
 from surgesim.schema.system import Job
-
-KILL_GRACE_S = 2.0
-"""After SIGTERM a timed-out task's group gets this long before SIGKILL."""
 
 
 def execution_name(job: str) -> str:
@@ -45,18 +42,6 @@ def task_env(job: str, execution: str, index: int, count: int, attempt: int) -> 
             "CLOUD_RUN_TASK_INDEX": str(index), "CLOUD_RUN_TASK_COUNT": str(count),
             "CLOUD_RUN_TASK_ATTEMPT": str(attempt)}
 
-
-def _kill_group(p: subprocess.Popen) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(p.pid, sig)
-        try:
-            p.wait(KILL_GRACE_S)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(p.pid, signal.SIGKILL)  # children that outlived the leader
 
 
 class Execution:
