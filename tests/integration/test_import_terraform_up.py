@@ -87,7 +87,7 @@ def test_up_runs_an_imported_system_with_a_filled_command(gcp, tmp_path):
             assert time.monotonic() < deadline, out.read_text()
             time.sleep(0.2)
         text = out.read_text()
-        assert "shipping-worker" in text and "no app: or command:" in text  # unfilled: listed as skipped
+        assert "shipping-worker" in text and "no app:, command: or function:" in text  # unfilled: listed as skipped
 
         publisher = Clients(gcp.env_vars(), project=project).publisher()
         topic = f"projects/{project}/topics/shop.orders"
