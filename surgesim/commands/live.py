@@ -84,11 +84,7 @@ def live(scenario: Path, plan: Path | None, out: Path | None, state_dir: str | N
         except (EmulatorError, RuntimeError, TimeoutError) as exc:
             click.echo(f"live run failed: {exc}", err=True)
             sys.exit(1)
-        verdict_table(summary)
-        from surgesim.checks import failed_lines
-
-        for line in failed_lines(summary.get("checks") or []):
-            click.echo(line)
+        verdict_table(summary)  # the SLOs, the implicit checks and a FAILED line per failed check
         click.echo(f"run directory: {run_dir}")
         sys.exit(0 if summary["verdict"] == "pass" else 1)
 

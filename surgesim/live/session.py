@@ -297,6 +297,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
             jobs.finish()  # executions still running when the drain timed out are cancelled (and fail the verdict)
             runner.sample_fronts()
             processes = watchdog.processes()  # before the harness stops them
+            watchdog.stop()  # what stops from here on is stopped on purpose, not an exit to report
             counters = _service_counters(runner)
             # stop what consumes, then the bridges (a final drain and sample), then count what is left
             for p in runner.procs.values():
