@@ -168,7 +168,8 @@ def test_mistakes_give_one_line_naming_file_line_and_field(tmp_path, name):
         load_experiment(path)
     problems = info.value.problems
     assert len(problems) == 1, problems
-    assert problems[0].startswith("system.yaml:8: services[0].routes[0].steps[0]."), problems[0]
+    # the file as it was reached: the scenario's path as given, then the system beside it
+    assert problems[0].startswith(f"{path.parent / 'system.yaml'}:8: services[0].routes[0].steps[0]."), problems[0]
     assert re.search(pattern, problems[0]), problems[0]
 
 

@@ -29,7 +29,7 @@ def test_unknown_wait_entity_is_named(tmp_path):
     with pytest.raises(SchemaError) as info:
         load_experiment(path)
     assert info.value.problems == [
-        "scenario.yaml:11: slos[0]: wait.server.play: no such service[.route, subscription or trigger] in system 'queue'"]
+        f"{path}:11: slos[0]: wait.server.play: no such service[.route, subscription or trigger] in system 'queue'"]
 
 
 def test_wait_slos_observe_the_run(tmp_path):
