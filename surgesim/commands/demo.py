@@ -67,7 +67,7 @@ def demo(scenario: Path | None, out: Path | None, emulators: bool) -> None:
     else:
         click.echo("[1/3] skipped: emulators (--no-emulators)", err=True)
 
-    _step(2, f"Simulating {scenario.name} (a production-scale morning: about a minute on a quiet 2-core machine)")
+    _step(2, f"Simulating {scenario.name} (a production-scale morning)")
     out = out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     sim = subprocess.run([sys.executable, "-m", "surgesim.cli", "sim", str(scenario), "--out", str(out)],
                          stdout=subprocess.DEVNULL)
