@@ -1,21 +1,18 @@
 """What each scheduled send carries on the wire, shared by the Locust users and the fleet
 driver so both send byte-for-byte the same kinds of request.
 
-Service contracts (services/meridian/command.py, services/dogfinder/app.py; both checked
-by the integration tests against the real services):
-
-- command service: JSON bodies with `requestId` and the header `X-Request-Id` (equal).
-  create_shipment POST /shipments {requestId, parcelId, shipperId, recipient{name, phone},
-  destination{lat, lng, address}, weightKg}; assign POST /parcels/{id}/assign {requestId,
-  driverId, vehicleId}; out for delivery and delivered POST {requestId} (+ signedBy).
-  Parcel ids `P<run tag><6 digits>` (unique per run, so re-runs against the same Firestore
-  do not collide), driver ids `D0042`, vehicle ids `V00042` (sim/fleet.py's).
-- a templated source (surgesim/templates.py): exactly what its template renders (Dog
-  Finder's multipart sightings are one, in scenarios/dogfinder_viral.yaml).
+- a templated source (surgesim/templates.py): exactly what its template renders, with its
+  `let:` variables and the item it took from a pool (`take:`) in the templates' context;
+- an untemplated request: the minimal generic body `{"requestId": ...}` with the header
+  `X-Request-Id` the same, path placeholders filled with a unique id;
+- an untemplated publish: a fleet's pings (kind fleet, sim/fleet.py's payload), else the
+  minimal generic message `{"requestId": ...}`;
+- a flow: a FlowRun per arrival, its steps rendered one by one with the variables so far;
 - Pub/Sub: the emulator's REST publish, base64 data, attributes.
 
-Every send carries its intended send time (epoch seconds): header `X-Intended-Time`,
-message attribute `intendedTime`.
+Pools (`put:` / `take:`) connect sources: an arrival that takes from an empty pool is
+`starved` (counted, not sent). Every send carries its intended send time (epoch seconds):
+header `X-Intended-Time`, message attribute `intendedTime`.
 """
 
 from __future__ import annotations
@@ -25,7 +22,6 @@ import collections
 import datetime as dt
 import io
 import json
-import math
 import secrets
 import string
 from dataclasses import dataclass, field
@@ -34,7 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from surgesim.loadtests.plan import COMMAND, LIFECYCLE_ROUTES, PUBLISH, REQUEST, LivePlan, LiveSource
+from surgesim.templates import jsonpath
+
+from surgesim.loadtests.plan import FLOW, PUBLISH, REQUEST, LivePlan, LiveSource
 from surgesim.sim.fleet import Fleet, vehicle_id
 
 INTENDED_HEADER = "X-Intended-Time"
@@ -112,68 +110,73 @@ def photo_jpeg(i: int = 0) -> bytes:
     return _PHOTOS[i % len(_PHOTOS)]
 
 
-# ---- parcels -----------------------------------------------------------------------------
+# ---- pools ---------------------------------------------------------------------------------
 
 
-class ParcelBook:
-    """Parcel ids that follow their lifecycle in order: a parcel is offered to a route only
-    after the previous route's command for it was accepted (2xx), so every command the load
-    generator sends is one the service should accept.
+class Pools:
+    """Named FIFO pools of items (dicts of variables) that connect sources: a source with
+    `put: P` adds its arrival's item on a 2xx, a source with `take: P` sends only with the
+    oldest item of P (or is `starved`: counted, not sent), and a failed send gives its
+    item back to the front of its pool to be tried again. Per generator process."""
 
-    When a route's arrival finds no parcel ready for it, the send is `starved` (counted, not
-    sent): the scenario asked for more of that step than parcels reached it. `stock` parcels
-    pre-positioned before the run (see stock_counts) keep that rare."""
+    def __init__(self) -> None:
+        self.items: dict[str, collections.deque[dict]] = collections.defaultdict(collections.deque)
 
-    def __init__(self, tag: str):
-        self.tag = tag
-        self._n = 0
-        self.ready: dict[str, collections.deque[str]] = {r: collections.deque() for r in LIFECYCLE_ROUTES[1:]}
+    def take(self, pool: str) -> dict | None:
+        q = self.items.get(pool)
+        return q.popleft() if q else None
 
-    def new_id(self) -> str:
-        self._n += 1
-        return f"P{self.tag}{self._n:06d}"
+    def put(self, pool: str, item: dict) -> None:
+        self.items[pool].append(item)
 
-    def take(self, route: str) -> str | None:
-        if route == LIFECYCLE_ROUTES[0]:
-            return self.new_id()
-        pool = self.ready[route]
-        return pool.popleft() if pool else None
+    def give_back(self, pool: str, item: dict) -> None:
+        self.items[pool].appendleft(item)  # the oldest again: tried on the next arrival
 
-    def finish(self, route: str, parcel_id: str, ok: bool) -> None:
-        k = LIFECYCLE_ROUTES.index(route)
-        if ok:
-            if k + 1 < len(LIFECYCLE_ROUTES):
-                self.ready[LIFECYCLE_ROUTES[k + 1]].append(parcel_id)
-        elif k > 0:
-            self.ready[route].appendleft(parcel_id)  # try this parcel again on the next arrival
+    def sizes(self) -> dict[str, int]:
+        return {name: len(q) for name, q in sorted(self.items.items())}
 
-    def backlog(self) -> dict[str, int]:
-        return {r: len(q) for r, q in self.ready.items()}
+    def load(self, pools: dict[str, list[dict]], share: tuple[int, int] = (0, 1)) -> None:
+        """Items made before the clock (prepare.json's `pools`); share (k, n): this process
+        takes every n-th item from the k-th (one of n workers)."""
+        k, n = share
+        for name, items in pools.items():
+            self.items[name].extend(items[k::n])
 
 
-def stock_counts(plan: LivePlan, duration_s: float | None = None) -> dict[str, int]:
-    """Parcels to pre-position ready for each lifecycle route before the clock starts: the
-    expected number of that route's commands in the first duration_s wall seconds plus three
-    standard deviations (Poisson), so every arrival finds a parcel whatever the steps before
-    it managed (dispatch_wave's delivered surge has no out-for-delivery surge to feed it)."""
-    end = plan.duration_s if duration_s is None else min(duration_s, plan.duration_s)
-    expected: dict[str, float] = {}
-    for s in plan.sources:
-        if s.action == COMMAND:
-            expected[s.route] = expected.get(s.route, 0.0) + plan.expected_count(s, 0.0, end)
-    return {route: int(math.ceil(expected[route] + 3.0 * math.sqrt(expected[route])))
-            for route in LIFECYCLE_ROUTES[1:] if route in expected}
-
-
-def load_stock(book: "ParcelBook", path: str | Path, share: tuple[int, int] = (0, 1)) -> dict[str, Any]:
-    """Put the parcels a live harness wrote before the clock (surgesim/live/stock.py's
-    stock.json: {"ready": {route: [parcel ids]}, ...}) at the front of the book's queues.
-    share (k, n): this process takes every n-th parcel from the k-th (one of n workers)."""
+def load_prepared(pools: Pools, path: str | Path, share: tuple[int, int] = (0, 1)) -> dict[str, Any]:
+    """Put the items of a prepare phase run before the clock (loadtests/prepare.py's
+    prepare.json: {"pools": {pool: [items]}, "entries": ...}) into `pools`; the info back."""
     info = json.loads(Path(path).read_text(encoding="utf-8"))
-    k, n = share
-    for route, ids in info.get("ready", {}).items():
-        book.ready[route].extendleft(reversed(ids[k::n]))
-    return {k: v for k, v in info.items() if k != "ready"}
+    pools.load(info.get("pools", {}), share)
+    return {k: v for k, v in info.items() if k != "pools"}
+
+
+# ---- captures --------------------------------------------------------------------------------
+
+class CaptureMissing(ValueError):
+    """A `capture:` found nothing in the answer."""
+
+
+def capture(spec: tuple[tuple[str, str], ...], body: bytes | None, headers: Any) -> dict[str, Any]:
+    """Values read from an answer: `$.json.path` (the first match in the JSON body) or
+    `header:Name` (case-insensitive). Raises CaptureMissing naming what was not there."""
+    out: dict[str, Any] = {}
+    doc: Any = None
+    for name, expr in spec:
+        if expr.startswith("header:"):
+            value = headers.get(expr[len("header:"):]) if headers is not None else None
+        else:
+            if doc is None:
+                try:
+                    doc = json.loads(body or b"null")
+                except ValueError:
+                    raise CaptureMissing(f"{name}: the answer is not JSON") from None
+            found = jsonpath(expr).find(doc)
+            value = found[0].value if found else None
+        if value is None:
+            raise CaptureMissing(f"{name}: nothing at {expr}")
+        out[name] = value
+    return out
 
 
 # ---- the sends -----------------------------------------------------------------------------
@@ -192,9 +195,12 @@ class Send:
     body: bytes = b""
     message: tuple | None = None
     """(data, attributes[, ordering key]) for a publish."""
-    parcel_id: str | None = None
-    stock: bool = False
-    """Sent before the clock starts to pre-position a parcel; not measured."""
+    taken: dict | None = None
+    """The pool item this send took (source.source.take), given back if it fails."""
+    vars: dict = field(default_factory=dict)
+    """Taken variables + let: what it puts into its pool on success (with its captures)."""
+    write: dict | None = None
+    """A Firestore write as the API's Write (prepare's batched commits)."""
 
     @property
     def label(self) -> str:
@@ -204,23 +210,71 @@ class Send:
 def _templated(source: LiveSource) -> bool:
     from surgesim.templates import payload_kind
 
-    kind = payload_kind(source.source)
-    return kind is not None and getattr(source.source, kind).templated and source.source.workflow is None
+    src = source.source
+    kind = payload_kind(src)
+    if kind is None or getattr(src, "workflow", None) is not None:
+        return False
+    return getattr(src, kind).templated or bool(src.let or src.take or src.put)
 
 
 def http_headers(request_id: str, intended: float, content_type: str = "application/json") -> dict[str, str]:
     return {REQUEST_ID_HEADER: request_id, INTENDED_HEADER: stamp(intended), "Content-Type": content_type}
 
 
+class FlowRun:
+    """One arrival of a flow source going through its steps: next() gives the next Send (or
+    a think pause in wall seconds, or None when finished); answer() takes a step's outcome.
+    A failed step (not 2xx, transport error, a capture that found nothing) aborts the flow."""
+
+    def __init__(self, payloads: "Payloads", source: LiveSource, intended: float, item: dict | None):
+        self.payloads, self.source, self.intended = payloads, source, intended
+        self.taken = item
+        self.vars = dict(item or {})
+        self.vars.update(payloads.flow_lets[source.name].render(intended, self.vars).let)
+        self.k = 0
+        self.aborted_at: LiveSource | None = None
+        self.why = ""
+
+    @property
+    def done(self) -> bool:
+        return self.k >= len(self.source.steps)
+
+    def next(self, now: float) -> "Send | float | None":
+        """now: epoch seconds (a later step's intended time is when the one before ended)."""
+        if self.done:
+            return None
+        step = self.source.steps[self.k]
+        if step.action == "think":
+            self.k += 1
+            return self.payloads.think_s(step)
+        return self.payloads.step_send(step, self.intended if self.k == 0 else now, self.vars)
+
+    def answer(self, send: Send, ok: bool, body: bytes | None = None, headers: Any = None) -> bool:
+        """The step's outcome; False when it aborted the flow."""
+        if ok and send.source.capture:
+            try:
+                self.vars.update(capture(send.source.capture, body, headers))
+            except CaptureMissing as exc:
+                ok, self.why = False, str(exc)
+        if ok:
+            self.k += 1
+            return True
+        self.aborted_at = send.source
+        self.k = len(self.source.steps)
+        return False
+
+
 class Payloads:
-    """Builds the Sends of one generator process: seeded, with its own parcel book and a
-    fleet of vehicles x rate_scale moving in scenario time."""
+    """Builds the Sends of one generator process: seeded, with its own pools and a fleet of
+    vehicles x rate_scale moving in scenario time."""
 
     def __init__(self, plan: LivePlan, tag: str | None = None, seed_offset: int = 0):
+        from surgesim.schema.scenario import pool_variables
+
         self.plan = plan
         self.tag = tag or run_tag()
         self.rng = np.random.default_rng([plan.seed, 7919, seed_offset])
-        self.book = ParcelBook(self.tag)
+        self.pools = Pools()
         self._seq = 0
         self.fleets: dict[str, Fleet] = {}
         for s in plan.sources:
@@ -229,18 +283,35 @@ class Payloads:
                 self.fleets[s.name] = Fleet(n, seed=plan.seed)
         self._fleet_wall = {name: 0.0 for name in self.fleets}
         self._fleet_pings: dict[str, list[dict]] = {}
-        self.drivers = max([f.n for f in self.fleets.values()] + [50])
-        self.templates = {s.name: self._compile(s) for s in plan.all_sources if _templated(s)}
-        """Per templated source, its payload compiled once (surgesim/templates.py)."""
+        self._pool_vars = pool_variables(list(plan.exp.scenario.traffic.sources) + list(plan.exp.scenario.prepare))
+        everything = plan.all_sources + plan.prepare
+        self.templates = {s.name: self._compile(s) for s in everything if s.action != FLOW and _templated(s)}
+        """Per templated source (and prepare entry), its payload compiled once (surgesim/templates.py)."""
+        self.flow_lets = {s.name: self._compile(s, kind="let") for s in everything if s.action == FLOW}
+        self.steps = {(s.name, st.step): self._compile(st, kind=st.action, spec=st.spec)
+                      for s in everything if s.action == FLOW for st in s.steps if st.action != "think"}
+        """Per flow step, its payload (the flow's let and earlier captures are its variables)."""
 
-    def _compile(self, source: LiveSource):
+    def _known(self, source: LiveSource) -> tuple[str, ...]:
+        src = source.source
+        names = set(self._pool_vars.get(src.take, ())) if src.take else set()
+        names |= set(src.let)
+        if src.flow is not None:
+            for step in src.flow.steps:
+                names |= set(step.capture)
+        return tuple(sorted(names))
+
+    def _compile(self, source: LiveSource, kind: str | None = None, spec: Any = None):
         from surgesim.templates import source_payload
 
         route = None
         if source.action == REQUEST:
             route = next(r for r in self.plan.exp.routes(source.service) if r.name == source.route)
-        return source_payload(source.source, source.index, self.plan.seed, self.plan.scenario_path.parent, route,
-                              project=self.plan.exp.system.project)
+        step = source.step
+        return source_payload(source.source, source.index if step is None else source.index * 1000 + step + 1,
+                              self.plan.seed, self.plan.scenario_path.parent, route,
+                              captures=self._known(source), project=self.plan.exp.system.project, run=self.tag,
+                              spec=spec, kind=kind, with_let=step is None)
 
     def request_id(self, source: LiveSource) -> str:
         self._seq += 1
@@ -261,22 +332,42 @@ class Payloads:
                 # every vehicle's ping at this step (sim/fleet.py's payload), stamped per send
                 self._fleet_pings[name] = fleet.pings(np.arange(fleet.n), 0.0)
 
-    def build(self, source: LiveSource, intended: float, wall_t: float | None = None) -> Send | None:
-        """The Send for one arrival at epoch `intended` (wall_t: seconds since the start);
-        None when a lifecycle step finds no parcel ready (starved)."""
+    def build(self, source: LiveSource, intended: float, wall_t: float | None = None) -> "Send | FlowRun | None":
+        """The Send (a FlowRun for a flow) for one arrival at epoch `intended` (wall_t: seconds
+        since the start); None when it takes from an empty pool (starved)."""
+        item = None
+        take = source.source.take
+        if take is not None:
+            item = self.pools.take(take)
+            if item is None:
+                return None
+        if source.action == FLOW:
+            return FlowRun(self, source, intended, item)
         payload = self.templates.get(source.name)
         if payload is not None:
-            return self.rendered(source, intended, payload.render(intended))
+            r = payload.render(intended, item)
+            send = self.rendered(source, intended, r)
+            send.taken, send.vars = item, {**(item or {}), **r.let}
+            return send
         if source.action == PUBLISH:
             return self._publish(source, intended, wall_t)
-        if source.action == COMMAND:
-            return self._command(source, intended)
         return self._request(source, intended)
 
-    def build_due(self, due: list[tuple[float, LiveSource]], t0: float) -> list[Send | None]:
+    def step_send(self, step: LiveSource, intended: float, variables: dict) -> Send:
+        """A flow step's Send, rendered with the flow's variables so far."""
+        r = self.steps[(step.name, step.step)].render(intended, variables)
+        return self.rendered(step, intended, r)
+
+    def think_s(self, step: LiveSource) -> float:
+        """A think step's pause in wall seconds: a draw of its distribution (scenario time) / time_scale."""
+        from surgesim.sim.core import sample
+
+        return float(sample(step.think, 1, self.rng)[0]) / self.plan.time_scale
+
+    def build_due(self, due: list[tuple[float, LiveSource]], t0: float) -> list["Send | FlowRun | None"]:
         """build() for a batch of due arrivals (wall_t, source) of a schedule started at
         epoch t0 (the fleet is moved once per batch, not once per ping)."""
-        out: list[Send | None] = []
+        out: list[Send | FlowRun | None] = []
         fleet_items: dict[str, list[int]] = {}
         for i, (wall_t, source) in enumerate(due):
             if source.action == PUBLISH and source.name in self.fleets and source.name not in self.templates:
@@ -309,9 +400,11 @@ class Payloads:
             return Send(source, intended, message=(r.data, attrs, r.ordering_key))
         headers = dict(r.headers)
         headers[INTENDED_HEADER] = stamp(intended)
-        return Send(source, intended, r.method, r.path, headers, r.body)
+        return Send(source, intended, r.method, r.path, headers, r.body, write=r.write)
 
     def _publish(self, source: LiveSource, intended: float, wall_t: float | None) -> Send:
+        """An untemplated publish: a fleet's ping, else the minimal generic message
+        {"requestId": ...} (attribute requestId too)."""
         attrs = dict(source.attributes)
         attrs[INTENDED_ATTRIBUTE] = stamp(intended)
         fleet = self.fleets.get(source.name)
@@ -324,44 +417,13 @@ class Payloads:
             data = json.dumps(ping, separators=(",", ":")).encode()
         else:
             rid = self.request_id(source)
-            v = int(self.rng.integers(0, self.drivers))
-            body = {"requestId": rid, "source": source.name, "vehicleId": vehicle_id(v),
-                    "requestedAt": _iso(intended)}
             attrs["requestId"] = rid
-            data = json.dumps(body, separators=(",", ":")).encode()
+            data = json.dumps({"requestId": rid}, separators=(",", ":")).encode()
         return Send(source, intended, message=(data, attrs))
 
-    def _command(self, source: LiveSource, intended: float) -> Send | None:
-        pid = self.book.take(source.route)
-        if pid is None:
-            return None
-        return self.command(source, pid, intended)
-
-    def command(self, source: LiveSource, parcel_id: str, intended: float) -> Send:
-        rid = self.request_id(source)
-        rng = self.rng
-        route = source.route
-        if route == "create_shipment":
-            lat, lng = 51.5072 + rng.normal(0, 0.08), -0.1276 + rng.normal(0, 0.12)
-            body: dict[str, Any] = {
-                "requestId": rid, "parcelId": parcel_id, "shipperId": f"S{int(rng.integers(0, 500)):04d}",
-                "recipient": {"name": f"Recipient {int(rng.integers(0, 10**6))}",
-                              "phone": f"+447700{int(rng.integers(0, 10**6)):06d}"},
-                "destination": {"lat": round(float(lat), 6), "lng": round(float(lng), 6),
-                                "address": f"{int(rng.integers(1, 300))} High Street"},
-                "weightKg": round(float(rng.gamma(2.0, 1.2)) + 0.1, 2),
-            }
-        elif route == "assign_driver":
-            v = int(rng.integers(0, self.drivers))
-            body = {"requestId": rid, "driverId": f"D{v:04d}", "vehicleId": vehicle_id(v)}
-        elif route == "mark_delivered":
-            body = {"requestId": rid, "signedBy": f"Resident {int(rng.integers(0, 1000))}"}
-        else:
-            body = {"requestId": rid}
-        return Send(source, intended, source.method, source.path.replace("{parcel_id}", parcel_id),
-                    http_headers(rid, intended), json.dumps(body, separators=(",", ":")).encode(), parcel_id=parcel_id)
-
     def _request(self, source: LiveSource, intended: float) -> Send:
+        """An untemplated request: the minimal generic body {"requestId": ...} (header
+        X-Request-Id the same), path placeholders filled with a unique id."""
         rid = self.request_id(source)
         path = source.path
         while "{" in path:
@@ -370,34 +432,40 @@ class Payloads:
         return Send(source, intended, source.method, path, http_headers(rid, intended),
                     json.dumps({"requestId": rid}).encode())
 
-    def finish(self, send: Send, ok: bool) -> None:
-        """After the answer: move the parcel along its lifecycle (or offer it again)."""
-        if send.parcel_id is not None and not send.stock:
-            self.book.finish(send.source.route, send.parcel_id, ok)
+    def finish(self, send: Send, ok: bool, body: bytes | None = None, headers: Any = None) -> bool:
+        """After the answer of a plain source's send: its item into `put:` (with its
+        captures) on success, the taken item back to its pool on failure. False when a
+        capture found nothing (the item is given back, as for a failure)."""
+        src = send.source.source
+        if ok and src.put is not None:
+            try:
+                item = {**send.vars, **capture(send.source.capture, body, headers)} if send.source.capture else send.vars
+            except CaptureMissing:
+                ok = False
+            else:
+                self.pools.put(src.put, item)
+        if not ok and send.taken is not None:
+            self.pools.give_back(src.take, send.taken)
+        return ok
 
-    def stocked(self, chain: list[Send], ok: bool) -> None:
-        """A stock chain finished: its parcel is ready for the route after the chain's last."""
-        if ok and chain:
-            route = LIFECYCLE_ROUTES[LIFECYCLE_ROUTES.index(chain[-1].source.route) + 1]
-            self.book.ready[route].append(chain[-1].parcel_id)
+    def flow_done(self, run: FlowRun) -> None:
+        """A flow finished or aborted: its variables into `put:`, or the taken item back."""
+        src = run.source.source
+        if run.aborted_at is None:
+            if src.put is not None:
+                self.pools.put(src.put, run.vars)
+        elif run.taken is not None:
+            self.pools.give_back(src.take, run.taken)
 
-    def stock_sends(self, counts: dict[str, int], now: float) -> list[list[Send]]:
-        """Per stocked parcel, the commands (in order) that bring it to the status its
-        route needs: sent before the clock starts, not measured."""
-        # the whole scenario's routes: a plan limited to deliveries still stocks via create etc.
-        by_route = {s.route: s for s in self.plan.all_sources if s.action == COMMAND}
-        chains = []
-        for route, n in counts.items():
-            k = LIFECYCLE_ROUTES.index(route)
-            if any(r not in by_route for r in LIFECYCLE_ROUTES[:k]):
-                continue
-            for _ in range(n):
-                pid = self.book.new_id()
-                chain = [self.command(by_route[r], pid, now) for r in LIFECYCLE_ROUTES[:k]]
-                for send in chain:
-                    send.stock = True
-                chains.append(chain)
-        return chains
+
+def count_flow(recorder, run: FlowRun) -> None:
+    """A finished flow's counts under its source: flows_completed or flows_aborted and
+    aborted_at_<step label> (surgesim/live/totals.py makes them the flow's row)."""
+    if run.aborted_at is None:
+        recorder.count(run.source.name, "flows_completed")
+    else:
+        recorder.count(run.source.name, "flows_aborted")
+        recorder.count(run.source.name, f"aborted_at_{run.aborted_at.step_label}")
 
 
 def _iso(epoch: float) -> str:

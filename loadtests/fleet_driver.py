@@ -2,8 +2,8 @@
 
 The same traffic model as the simulator (plan.py: the scenario's NHPP, compressed by
 time_scale, thinned by rate_scale), the same vehicles (sim/fleet.py: pings are real
-positions on delivery loops), parcels that follow created -> assigned -> out for delivery ->
-delivered in order, and each templated source's rendered payload. Each arrival is sent for
+positions on delivery loops), each templated source's rendered payload (items taken from and
+put into pools), and each flow's steps. Each arrival is sent for
 real: telemetry over the Pub/Sub emulator's REST publish (batched when several are due),
 requests over HTTP (httpx), each stamped with its intended send time.
 
@@ -28,8 +28,10 @@ from typing import Any
 
 import httpx
 
-from surgesim.loadtests.actions import MAX_PUBLISH_BATCH, Payloads, Send, publish_body, publish_url, stock_counts, load_stock
+from surgesim.loadtests.actions import (MAX_PUBLISH_BATCH, FlowRun, Payloads, Send, count_flow, load_prepared, publish_body,
+                                        publish_url)
 from surgesim.loadtests.plan import PROJECT, PUBSUB, LivePlan, endpoints_from_env, missing_endpoints
+from surgesim.loadtests.prepare import exchange, run_prepare
 from surgesim.loadtests.recorder import LoadResult, Recorder
 
 GENERATOR = "fleet_driver"
@@ -53,7 +55,7 @@ class FleetDriver:
         self._sem = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task] = set()
         self.t0 = 0.0
-        self.stock: dict[str, Any] = {}
+        self.prepared: dict[str, Any] = {}
         self.publishers = publishers
         self.tick_s = tick_s
         self._pubq: dict[str, list[Send]] = {}
@@ -62,23 +64,34 @@ class FleetDriver:
 
     # ---- sending -----------------------------------------------------------------------
 
-    def _url(self, send: Send) -> str:
-        return self.endpoints[send.source.service].rstrip("/") + send.path
+    def _record(self, send: Send, ok: bool, status, sent_at: float, done: float) -> None:
+        self.recorder.record(send.label, send.source.count_key, send.intended - self.t0, send.intended, sent_at, done,
+                             ok, status, GENERATOR)
 
-    async def _http(self, send: Send, measured: bool = True) -> bool:
+    async def _http(self, send: Send) -> bool:
         async with self._sem:
             sent_at = time.time()
-            try:
-                r = await self._client.request(send.method, self._url(send), content=send.body, headers=send.headers)
-                ok, status = 200 <= r.status_code < 300, r.status_code
-            except httpx.HTTPError as exc:
-                ok, status = False, type(exc).__name__
+            ok, status, body, headers = await exchange(self._client, self.endpoints, send, self.project)
             done = time.time()
-        if measured:
-            self.recorder.record(send.label, send.source.name, send.intended - self.t0, send.intended, sent_at, done,
-                                 ok, status, GENERATOR)
-            self.payloads.finish(send, ok)
-        return ok
+        self._record(send, ok, status, sent_at, done)
+        return self.payloads.finish(send, ok, body, headers)
+
+    async def _flow(self, run: FlowRun) -> None:
+        """A flow's steps in order, each under the connection limit (a think holds none)."""
+        self.recorder.count(run.source.name, "flows_started")
+        while (nxt := run.next(time.time())) is not None:
+            if isinstance(nxt, float):
+                await asyncio.sleep(nxt)
+                continue
+            async with self._sem:
+                sent_at = time.time()
+                ok, status, body, headers = await exchange(self._client, self.endpoints, nxt, self.project)
+                done = time.time()
+            self._record(nxt, ok, status, sent_at, done)
+            if not run.answer(nxt, ok, body, headers):
+                break
+        self.payloads.flow_done(run)
+        count_flow(self.recorder, run)
 
     async def _publish(self, topic: str, sends: list[Send]) -> None:
         url = publish_url(self.endpoints[PUBSUB], self.project, topic)
@@ -94,8 +107,8 @@ class FleetDriver:
             ok, status = False, type(exc).__name__
         done = time.time()
         for s in sends:
-            self.recorder.record(s.label, s.source.name, s.intended - self.t0, s.intended, sent_at, done, ok, status,
-                                 GENERATOR)
+            self._record(s, ok, status, sent_at, done)
+            self.payloads.finish(s, ok)
 
     async def _publisher(self, topic: str) -> None:
         """One of a topic's publish workers: takes everything queued (up to 1,000) per request,
@@ -125,22 +138,12 @@ class FleetDriver:
         task.add_done_callback(self._tasks.discard)
 
     async def _preload(self, duration_s: float) -> None:
-        """Pre-position stock parcels (stock_counts) before the clock starts; unmeasured."""
-        counts = stock_counts(self.plan, duration_s)
-        chains = self.payloads.stock_sends(counts, time.time())
+        """The scenario's `prepare:` entries before the clock starts; unmeasured (loadtests/prepare.py)."""
+        if not self.plan.prepare:
+            return
         started = time.time()
-
-        async def run_chain(chain: list[Send]) -> bool:
-            for send in chain:
-                if not await self._http(send, measured=False):
-                    return False
-            return True
-
-        results = await asyncio.gather(*(run_chain(c) for c in chains))
-        for chain, ok in zip(chains, results):
-            self.payloads.stocked(chain, ok)
-        self.stock = {"counts": counts, "chains": len(chains), "failed": results.count(False),
-                      "seconds": round(time.time() - started, 3)}
+        entries = await run_prepare(self.plan, self.payloads, self.endpoints, self._client, duration_s=duration_s)
+        self.prepared = {"entries": entries, "seconds": round(time.time() - started, 3)}
 
     # ---- the schedule --------------------------------------------------------------------
 
@@ -171,6 +174,8 @@ class FleetDriver:
                 for (wall_t, source), send in zip(due, self.payloads.build_due(due, self.t0)):
                     if send is None:
                         self.recorder.count(source.name, "starved")
+                    elif isinstance(send, FlowRun):
+                        self._spawn(self._flow(send))
                     elif send.message is not None:
                         batches[source.topic].append(send)
                     else:
@@ -194,9 +199,9 @@ class FleetDriver:
                 self._client = None
         for name, n in table.scheduled.items():
             self.recorder.count(name, "scheduled", n)
-        extra = {"run_tag": self.payloads.tag, "stock": self.stock, "unfinished": unfinished,
+        extra = {"run_tag": self.payloads.tag, "prepare": self.prepared, "unfinished": unfinished,
                  "schedule_wall_s": round(schedule_s, 3), "skipped_sources": self.plan.skipped,
-                 "parcels_ready": self.payloads.book.backlog(), "waves": self.plan.waves_wall()}
+                 "pools": self.payloads.pools.sizes(), "waves": self.plan.waves_wall()}
         return LoadResult(GENERATOR, self.plan.exp.scenario.name, self.plan.scales(), duration, self.recorder.counts,
                           self.recorder.histograms(), self.recorder.rows(), extra=extra)
 
@@ -219,7 +224,7 @@ def run_fleet(scenario_path: str | Path | None, endpoints: dict[str, str], durat
     whole compressed scenario). endpoints: {service: base URL, "pubsub": host:port,
     "project": id}. Options: time_scale, rate_scale (override scenario.live), sources (send
     only these, e.g. the telemetry while Locust sends the commands), concurrency,
-    preload (stock parcels first; default True), drain_s. Writes out_dir/histograms.parquet
+    preload (the scenario's `prepare:` first; default True), drain_s. Writes out_dir/histograms.parquet
     and out_dir/loadgen.json when out_dir is given."""
     return asyncio.run(drive_fleet(scenario_path, endpoints, duration_s, out_dir, **kwargs))
 
@@ -236,16 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate-scale", type=float, default=None)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--no-preload", action="store_true")
-    ap.add_argument("--stock", default=None, help="stock.json of parcels written before the run (surgesim/live/stock.py)")
+    ap.add_argument("--prepared", default=None, help="prepare.json of a prepare phase run before (loadtests/prepare.py)")
     ap.add_argument("--sources", default=None, help="comma-separated source names to send (default: all)")
     a = ap.parse_args(argv)
     plan = LivePlan(a.scenario, time_scale=a.time_scale, rate_scale=a.rate_scale,
                     only=a.sources.split(",") if a.sources else None)
     endpoints = endpoints_from_env(plan)
     driver = FleetDriver(plan, endpoints, concurrency=a.concurrency)
-    if a.stock:
-        driver.stock = load_stock(driver.payloads.book, a.stock)
-    result = asyncio.run(driver.run(a.duration, preload=not a.no_preload and not a.stock))
+    if a.prepared:
+        driver.prepared = load_prepared(driver.payloads.pools, a.prepared)
+    result = asyncio.run(driver.run(a.duration, preload=not a.no_preload and not a.prepared))
     if a.out:
         result.write(a.out)
     print(json.dumps({"counts": result.counts, "lateness": result.lateness,

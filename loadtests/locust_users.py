@@ -1,8 +1,8 @@
-"""Locust users and load shape for a surgesim scenario (imported by the locustfiles
-loadtests/meridian.py and loadtests/dogfinder.py; usable from your own locustfile).
+"""Locust users and load shape for a surgesim scenario (imported by the locustfile
+loadtests/locustfile.py; usable from your own locustfile).
 
-Open model: users do not think and do not set the rate. Each user group (driver app,
-telemetry publishers) shares one seeded Poisson timetable of intended send
+Open model: users do not think and do not set the rate. Each user group (HTTP senders,
+publishers) shares one seeded Poisson timetable of intended send
 times drawn from the scenario (plan.py: the simulator's own NHPP, compressed by
 time_scale, thinned by rate_scale); a user takes the next due send, or sleeps until one is
 due. When users fall behind (a slow server holds them), the send goes out late but keeps
@@ -13,7 +13,7 @@ The LoadTestShape sizes the user pool from the scenario's rate (rate x SURGESIM_
 concurrent sends, a little ahead of time, never shrinking so that no in-flight send is
 killed) and ends the test after the scenario's wall duration plus a short drain.
 
-Telemetry goes over the Pub/Sub emulator's REST publish (up to 1,000 messages per request)
+Publishes go over the Pub/Sub emulator's REST publish (up to 1,000 messages per request)
 with Locust's geventhttpclient session: the gRPC client does not survive gevent.
 
 Configuration (environment):
@@ -23,8 +23,8 @@ Configuration (environment):
     SURGESIM_TIME_SCALE, SURGESIM_RATE_SCALE   override scenario.live
     SURGESIM_OUT_DIR       write histograms.parquet + loadgen.json there at the end
     SURGESIM_SOURCES       comma-separated source names: send only these
-    SURGESIM_PRELOAD       1 (default): pre-position stock parcels before the clock starts
-    SURGESIM_STOCK_FILE    stock.json of parcels a live harness wrote into Firestore (then set PRELOAD=0)
+    SURGESIM_PRELOAD       1 (default): run the scenario's `prepare:` before the clock starts
+    SURGESIM_PREPARED      prepare.json of a prepare phase a live harness ran (then set PRELOAD=0)
     SURGESIM_USER_WINDOW_S expected seconds per send (default 0.25), for pool sizing
     SURGESIM_MAX_USERS     cap on HTTP users (default 200)
     SURGESIM_WORKERS       with Locust's --processes N / --master + N --worker: N (each worker
@@ -46,15 +46,15 @@ from locust import LoadTestShape, User, events, task
 from locust.contrib.fasthttp import FastHttpSession
 from locust.runners import MasterRunner, WorkerRunner
 
-from surgesim.loadtests.actions import (MAX_PUBLISH_BATCH, Payloads, Send, emulator_base, publish_body, publish_path,
-                                        load_stock, stock_counts)
-from surgesim.loadtests.plan import PROJECT, PUBSUB, LivePlan, endpoints_from_env, missing_endpoints
+from surgesim.loadtests.actions import (MAX_PUBLISH_BATCH, FlowRun, Payloads, Send, count_flow, emulator_base,
+                                        load_prepared, publish_body, publish_path)
+from surgesim.loadtests.plan import HTTP_GROUP, PROJECT, PUBLISH_GROUP, PUBSUB, LivePlan, endpoints_from_env, missing_endpoints
 from surgesim.loadtests.recorder import LoadResult, Recorder
 from surgesim.loadtests.runner import worker_dir
 from surgesim.loadtests.shape import RateShape
 
 GENERATOR = "locust"
-GROUPS = ("driver_app", "telemetry")
+GROUPS = (HTTP_GROUP, PUBLISH_GROUP)
 
 
 class _State:
@@ -69,7 +69,7 @@ class _State:
     duration_s: float = 0.0
     t0: float | None = None
     inflight: int = 0
-    stock: dict = {}
+    prepared: dict = {}
     written: bool = False
     share: tuple[int, int] = (0, 1)
     """(worker index, workers): this process sends every n-th send of the schedule."""
@@ -94,8 +94,8 @@ class _State:
         d = os.environ.get("SURGESIM_DURATION")
         self.duration_s = min(float(d), self.plan.duration_s) if d else self.plan.duration_s
         self.payloads = Payloads(self.plan)
-        stock_file = os.environ.get("SURGESIM_STOCK_FILE")
-        self.stock = load_stock(self.payloads.book, stock_file, share=share) if stock_file else {}
+        prepared = os.environ.get("SURGESIM_PREPARED")
+        self.prepared = load_prepared(self.payloads.pools, prepared, share=share) if prepared else {}
         self.recorder = Recorder(self.plan.time_scale, self.plan.exp.scenario.live.sample_interval)
         self.tables = {g: self.plan.timetable(srcs, duration_s=self.duration_s, share=share)
                        for g, srcs in self.plan.groups().items()}
@@ -109,8 +109,8 @@ class _State:
         for table in self.tables.values():
             for name, n in table.scheduled.items():
                 self.recorder.count(name, "scheduled", n)
-        extra = {"run_tag": self.payloads.tag, "share": list(self.share), "stock": self.stock, "skipped_sources": self.plan.skipped,
-                 "parcels_ready": self.payloads.book.backlog(), "waves": self.plan.waves_wall(),
+        extra = {"run_tag": self.payloads.tag, "share": list(self.share), "prepare": self.prepared,
+                 "skipped_sources": self.plan.skipped, "pools": self.payloads.pools.sizes(), "waves": self.plan.waves_wall(),
                  "unfinished": self.inflight}
         return LoadResult(GENERATOR, self.plan.exp.scenario.name, self.plan.scales(), self.duration_s,
                           self.recorder.counts, self.recorder.histograms(), self.recorder.rows(), extra=extra)
@@ -150,33 +150,28 @@ def _on_test_start(environment, **_kw):
 
 
 def _preload(environment) -> None:
-    """Pre-position the stock parcels (unmeasured, named 'stock <route>' in Locust's stats)."""
+    """The scenario's `prepare:` before the clock, in a child process (loadtests/prepare.py:
+    asyncio and httpx, which gevent's patched sockets do not serve), this process's share;
+    its pools are loaded from the prepare.json it writes. Unmeasured."""
+    if not STATE.plan.prepare:
+        return
+    import subprocess
+    import sys
+    import tempfile
+
+    from surgesim.loadtests.runner import host_env
+
     k, n = STATE.share
-    counts = {route: (c - k + n - 1) // n for route, c in stock_counts(STATE.plan, STATE.duration_s).items()}
-    chains = STATE.payloads.stock_sends(counts, time.time())
-    sessions = {}
-    started = time.time()
-    failed = 0
-
-    def run(chain: list[Send]) -> None:
-        nonlocal failed
-        for send in chain:
-            svc = send.source.service
-            if svc not in sessions:
-                sessions[svc] = _session(environment, STATE.endpoints[svc])
-            r = sessions[svc].request(send.method, send.path, data=send.body, headers=send.headers,
-                                      name=f"stock {send.source.route}")
-            if not 200 <= (r.status_code or 0) < 300:
-                failed += 1
-                STATE.payloads.stocked(chain, False)
-                return
-        STATE.payloads.stocked(chain, True)
-
-    pool = gevent.pool.Pool(32)
-    for chain in chains:
-        pool.spawn(run, chain)
-    pool.join()
-    STATE.stock = {"counts": counts, "chains": len(chains), "failed": failed, "seconds": round(time.time() - started, 3)}
+    with tempfile.TemporaryDirectory(prefix="surgesim-prepare-") as tmp:
+        out = Path(tmp) / "prepare.json"
+        cmd = [sys.executable, "-m", "surgesim.loadtests.prepare", "--scenario", str(STATE.plan.scenario_path),
+               "--out", str(out), "--share", f"{k}/{n}", "--duration", repr(STATE.duration_s),
+               "--time-scale", repr(STATE.plan.time_scale), "--rate-scale", repr(STATE.plan.rate_scale)]
+        env = {**os.environ, **host_env(STATE.endpoints)}
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"prepare failed: {done.stderr.strip()[-2000:]}")
+        STATE.prepared = load_prepared(STATE.payloads.pools, out)
 
 
 @events.request.add_listener
@@ -239,6 +234,12 @@ class ScheduledUser(User):
         for (wall_t, source), send in zip(due, STATE.payloads.build_due(due, STATE.t0)):
             if send is None:
                 STATE.recorder.count(source.name, "starved")
+            elif isinstance(send, FlowRun):
+                STATE.inflight += 1
+                try:
+                    self.flow(send)
+                finally:
+                    STATE.inflight -= 1
             else:
                 sends.append((wall_t, send))
         if sends:
@@ -250,32 +251,57 @@ class ScheduledUser(User):
 
     def send(self, sends: list[tuple[float, Send]]) -> None:
         for wall_t, send in sends:
+            ok, r = self.exchange(wall_t, send)
+            STATE.payloads.finish(send, ok, r.content if send.source.capture else None, r.headers)
+
+    def exchange(self, wall_t: float, send: Send):
+        """One send on the wire (a publish: its one message), measured: (ok, response)."""
+        meta: dict = {}
+        sent_at = time.time()
+        if send.message is not None:
+            host = STATE.endpoints[PUBSUB]
+            project = STATE.endpoints.get(PROJECT) or STATE.plan.exp.system.project
+            r = self.session(PUBSUB, emulator_base(host)).request(
+                "POST", publish_path(project, send.source.topic), data=publish_body([send.message]),
+                headers={"Content-Type": "application/json"}, name=f"publish {send.source.topic}", context={"meta": meta})
+        else:
             svc = send.source.service
-            meta: dict = {}
-            sent_at = time.time()
             r = self.session(svc, STATE.endpoints[svc]).request(
                 send.method, send.path, data=send.body, headers=send.headers, name=send.label.split("/", 1)[1],
                 context={"meta": meta})
-            done = time.time()
-            ok = 200 <= (r.status_code or 0) < 300
-            STATE.recorder.record(send.label, send.source.name, wall_t, send.intended, sent_at, done, ok,
-                                  r.status_code or type(r.error).__name__, GENERATOR)
-            if "response_s" in meta:  # Locust's own figure, beside ours
-                STATE.recorder.sample("locust_" + send.label.split("/", 1)[0] + "/" + send.label.split("/", 1)[1],
-                                      wall_t, meta["response_s"])
-            STATE.payloads.finish(send, ok)
+        done = time.time()
+        ok = 200 <= (r.status_code or 0) < 300
+        STATE.recorder.record(send.label, send.source.count_key, wall_t, send.intended, sent_at, done, ok,
+                              r.status_code or type(r.error).__name__, GENERATOR)
+        if "response_s" in meta and send.message is None:  # Locust's own figure, beside ours
+            STATE.recorder.sample("locust_" + send.label.split("/", 1)[0] + "/" + send.label.split("/", 1)[1],
+                                  wall_t, meta["response_s"])
+        return ok, r
+
+    def flow(self, run: FlowRun) -> None:
+        """A flow's steps in order; a think step sleeps this user (gevent)."""
+        STATE.recorder.count(run.source.name, "flows_started")
+        while (nxt := run.next(time.time())) is not None:
+            if isinstance(nxt, float):
+                gevent.sleep(nxt)
+                continue
+            ok, r = self.exchange(nxt.intended - STATE.t0, nxt)
+            if not run.answer(nxt, ok, r.content if nxt.source.capture else None, r.headers):
+                break
+        STATE.payloads.flow_done(run)
+        count_flow(STATE.recorder, run)
 
 
-class DriverAppUser(ScheduledUser):
-    """The driver app: create shipment, assign, out for delivery, mark delivered."""
+class RequestUser(ScheduledUser):
+    """Sends the due HTTP requests, Firestore / Storage writes and flows."""
 
-    group = "driver_app"
+    group = HTTP_GROUP
 
 
-class TelemetryUser(ScheduledUser):
-    """Publishes due telemetry pings (and other publish sources) in REST batches."""
+class PublishUser(ScheduledUser):
+    """Publishes the due messages (a fleet's pings, other publish sources) in REST batches."""
 
-    group = "telemetry"
+    group = PUBLISH_GROUP
     batch = MAX_PUBLISH_BATCH
 
     def send(self, sends: list[tuple[float, Send]]) -> None:
@@ -295,10 +321,12 @@ class TelemetryUser(ScheduledUser):
             ok = 200 <= (r.status_code or 0) < 300
             status = r.status_code or type(r.error).__name__
             for wall_t, s in items:
-                STATE.recorder.record(s.label, s.source.name, wall_t, s.intended, sent_at, done, ok, status, GENERATOR)
+                STATE.recorder.record(s.label, s.source.count_key, wall_t, s.intended, sent_at, done, ok, status,
+                                      GENERATOR)
+                STATE.payloads.finish(s, ok)
 
 
-USER_CLASSES = {"driver_app": DriverAppUser, "telemetry": TelemetryUser}
+USER_CLASSES = {HTTP_GROUP: RequestUser, PUBLISH_GROUP: PublishUser}
 
 
 class AnyGroupUser(ScheduledUser):

@@ -35,15 +35,14 @@ import numpy as np
 from surgesim.schema import load_experiment
 from surgesim.sim import traffic
 
-LIFECYCLE_ROUTES = ("create_shipment", "assign_driver", "mark_out_for_delivery", "mark_delivered")
-"""Meridian's command routes in the order a parcel goes through them."""
-
 # Action kinds a live source maps to; the user group that sends each.
-PUBLISH, COMMAND, REQUEST = "publish", "command", "request"
+PUBLISH, REQUEST, FLOW = "publish", "request", "flow"
 FIRESTORE, STORAGE = "firestore", "storage"
 """Writes a client makes straight to Firestore or Cloud Storage (through the emulators' REST APIs)."""
-GROUP_OF = {PUBLISH: "telemetry", COMMAND: "driver_app", REQUEST: "driver_app", FIRESTORE: "driver_app",
-            STORAGE: "driver_app"}
+HTTP_GROUP, PUBLISH_GROUP = "http", "publish"
+GROUP_OF = {PUBLISH: PUBLISH_GROUP, REQUEST: HTTP_GROUP, FIRESTORE: HTTP_GROUP, STORAGE: HTTP_GROUP, FLOW: HTTP_GROUP}
+PREPARE_INDEX = 1_000_000
+"""Index (seed stream) of the first `prepare:` entry: its payloads never share a stream with a source's."""
 FIRESTORE_ENDPOINT, STORAGE_ENDPOINT = "firestore_emulator", "storage_emulator"
 """The endpoints' keys of the emulators that firestore / storage sources write to."""
 
@@ -60,25 +59,45 @@ class LiveSource:
     index: int
     name: str
     action: str
-    """publish | command (a parcel lifecycle step) | request (other HTTP route) |
-    firestore | storage (a write through the emulator; route is `firestore.<collection>` /
-    `storage.<bucket>`, service the emulator's endpoint key)"""
+    """publish | request (an HTTP route) | firestore | storage (a write through the emulator;
+    route is `firestore.<collection>` / `storage.<bucket>`, service the emulator's endpoint
+    key) | flow (`steps`, each a LiveSource of its own) | think (a flow's pause)"""
     source: Any
-    """The schema Source."""
+    """The schema Source (or prepare entry); a flow step's is its flow's."""
     service: str | None = None
     route: str | None = None
     method: str = "POST"
     path: str | None = None
     topic: str | None = None
     attributes: tuple[tuple[str, str], ...] = ()
+    spec: Any = None
+    """The target's schema (Request, Publish, FirestoreWrite, StorageWrite; a FlowStep's for a step)."""
+    steps: tuple["LiveSource", ...] = ()
+    """A flow's steps, in order."""
+    step: int | None = None
+    """A flow step's position (0-based)."""
+    step_label: str | None = None
+    capture: tuple[tuple[str, str], ...] = ()
+    """(variable, `$.json.path` | `header:Name`) read from the answer."""
+    think: Any = None
+    """A think step's duration / distribution (schema Latency)."""
 
     @property
     def group(self) -> str:
         return GROUP_OF[self.action]
 
     @property
+    def count_key(self) -> str:
+        """The name its counts go under: the source's, a flow step's `<flow>.<label>`."""
+        return self.name if self.step is None else f"{self.name}.{self.step_label}"
+
+    @property
     def label(self) -> str:
-        """The histogram path: latency/<service>.<route> for HTTP, publish/<topic> for Pub/Sub."""
+        """The histogram path: latency/<service>.<route> for HTTP, publish/<topic> for Pub/Sub,
+        write/<firestore|storage>.<collection|bucket>; a flow step with a `label:` has its own,
+        flow/<flow>.<label>."""
+        if self.step is not None and self.source.flow.steps[self.step].label is not None:
+            return f"flow/{self.name}.{self.step_label}"
         if self.action == PUBLISH:
             return f"publish/{self.topic}"
         if self.action in (FIRESTORE, STORAGE):
@@ -133,42 +152,68 @@ class LivePlan:
     # ---- sources -----------------------------------------------------------------------
 
     def _resolve(self) -> tuple[list[LiveSource], dict[str, str]]:
-        system = self.exp.system
         out: list[LiveSource] = []
         skipped: dict[str, str] = {}
         for src in self.exp.scenario.traffic.sources:
-            i = len(out)
             if src.kind == "once" or src.job is not None:
                 skipped[src.name] = "one-off actions (jobs) are started by the live harness, not the load generator"
-            elif src.publish is not None:
-                out.append(LiveSource(i, src.name, PUBLISH, src, topic=src.publish.topic,
-                                      attributes=tuple(sorted(src.publish.attributes.items()))))
-            elif src.firestore is not None:
-                out.append(LiveSource(i, src.name, FIRESTORE, src, service=FIRESTORE_ENDPOINT,
-                                      route=f"firestore.{src.firestore.collection}"))
-            elif src.storage is not None:
-                out.append(LiveSource(i, src.name, STORAGE, src, service=STORAGE_ENDPOINT,
-                                      route=f"storage.{src.storage.bucket}"))
-            elif src.workflow is not None:
-                wf = next((w for w in system.workflows if w.name == src.workflow), None)
-                if wf is None or wf.trigger is None:
-                    skipped[src.name] = f"workflow {src.workflow} has no trigger topic to publish to"
-                else:
-                    out.append(LiveSource(i, src.name, PUBLISH, src, topic=wf.trigger,
-                                          attributes=(("workflow", wf.name),)))
+                continue
+            live, why = self._live_source(src, len(out))
+            if live is None:
+                skipped[src.name] = why
             else:
-                svc, route_name = src.request.service, src.request.route
-                route = next((r for r in self.exp.routes(svc) if r.name == route_name), None)
-                if route is None:
-                    skipped[src.name] = f"service {svc} has no route {route_name}"
-                    continue
-                if src.request.templated:
-                    action = REQUEST  # the source's own templates say what to send
-                else:  # the built-in commands of the reference system (until they are a flow)
-                    action = COMMAND if route_name in LIFECYCLE_ROUTES else REQUEST
-                out.append(LiveSource(i, src.name, action, src, service=svc, route=route_name,
-                                      method=route.method, path=route.path))
+                out.append(live)
+        self.prepare = []
+        """The scenario's `prepare:` entries, resolved like sources (run_prepare sends them)."""
+        for k, entry in enumerate(self.exp.scenario.prepare):
+            live, why = self._live_source(entry, PREPARE_INDEX + k)
+            if live is None:
+                raise ValueError(f"prepare {entry.name}: {why}")
+            self.prepare.append(live)
         return out, skipped
+
+    def _live_source(self, src: Any, i: int) -> tuple[LiveSource | None, str]:
+        """A Source or prepare entry as it is sent (None, why: it cannot be)."""
+        if getattr(src, "workflow", None) is not None:
+            wf = next((w for w in self.exp.system.workflows if w.name == src.workflow), None)
+            if wf is None or wf.trigger is None:
+                return None, f"workflow {src.workflow} has no trigger topic to publish to"
+            return LiveSource(i, src.name, PUBLISH, src, topic=wf.trigger, attributes=(("workflow", wf.name),)), ""
+        if src.flow is not None:
+            steps = []
+            for k, step in enumerate(src.flow.steps):
+                kind = step.kind
+                if kind == "think":
+                    steps.append(LiveSource(i, src.name, "think", src, step=k, step_label=step.label or str(k + 1),
+                                            think=step.think))
+                    continue
+                live, why = self._target(src, i, kind, getattr(step, kind))
+                if live is None:
+                    return None, f"step {k + 1}: {why}"
+                steps.append(dataclasses.replace(live, step=k, step_label=step.label or str(k + 1),
+                                                 capture=tuple(step.capture.items())))
+            return LiveSource(i, src.name, FLOW, src, steps=tuple(steps)), ""
+        kind = next(k for k in ("publish", "request", "firestore", "storage") if getattr(src, k) is not None)
+        live, why = self._target(src, i, kind, getattr(src, kind))
+        if live is not None:
+            live = dataclasses.replace(live, capture=tuple(src.capture.items()))
+        return live, why
+
+    def _target(self, src: Any, i: int, kind: str, spec: Any) -> tuple[LiveSource | None, str]:
+        if kind == "publish":
+            return LiveSource(i, src.name, PUBLISH, src, topic=spec.topic, attributes=tuple(sorted(spec.attributes.items())),
+                              spec=spec), ""
+        if kind == "firestore":
+            return LiveSource(i, src.name, FIRESTORE, src, service=FIRESTORE_ENDPOINT, route=f"firestore.{spec.collection}",
+                              spec=spec), ""
+        if kind == "storage":
+            return LiveSource(i, src.name, STORAGE, src, service=STORAGE_ENDPOINT, route=f"storage.{spec.bucket}",
+                              spec=spec), ""
+        route = next((r for r in self.exp.routes(spec.service) if r.name == spec.route), None)
+        if route is None:
+            return None, f"service {spec.service} has no route {spec.route}"
+        return LiveSource(i, src.name, REQUEST, src, service=spec.service, route=spec.route, method=route.method,
+                          path=route.path, spec=spec), ""
 
     def source(self, name: str) -> LiveSource:
         return next(s for s in self.sources if s.name == name)
@@ -179,16 +224,37 @@ class LivePlan:
             out.setdefault(s.group, []).append(s)
         return out
 
+    def sends(self, with_prepare: bool = True) -> list[LiveSource]:
+        """Every sending LiveSource: the sources (a flow's steps in its place) and the prepare entries'."""
+        out = []
+        for s in self.sources + (self.prepare if with_prepare else []):
+            out += list(s.steps) if s.action == FLOW else [s]
+        return out
+
     def services(self) -> list[str]:
-        """The system's services the sources send requests to."""
-        return sorted({s.service for s in self.sources if s.service and s.action not in (FIRESTORE, STORAGE)})
+        """The system's services the sources (and prepare entries) send requests to."""
+        return sorted({s.service for s in self.sends() if s.action == REQUEST})
 
     def emulators(self) -> list[str]:
         """Endpoint keys of the emulators firestore / storage sources write to."""
-        return sorted({s.service for s in self.sources if s.action in (FIRESTORE, STORAGE)})
+        return sorted({s.service for s in self.sends() if s.action in (FIRESTORE, STORAGE)})
 
     def topics(self) -> list[str]:
-        return sorted({s.topic for s in self.sources if s.topic})
+        return sorted({s.topic for s in self.sends() if s.topic})
+
+    def cover_count(self, name: str, duration_s: float | None = None) -> int:
+        """`count: {cover: name}`: the source's expected sends over the run (the first
+        duration_s wall seconds) plus three standard deviations (Poisson)."""
+        src = next((s for s in self.all_sources if s.name == name), None)
+        if src is None:
+            raise ValueError(f"count: cover: {name!r} is not a live source of {self.scenario_path.name}")
+        end = self.duration_s if duration_s is None else min(duration_s, self.duration_s)
+        mean = self.expected_count(src, 0.0, end)
+        return int(math.ceil(mean + 3.0 * math.sqrt(mean))) if mean > 0 else 0
+
+    def prepare_count(self, entry: LiveSource, duration_s: float | None = None) -> int:
+        count = entry.source.count
+        return int(count) if isinstance(count, int) else self.cover_count(count.cover, duration_s)
 
     # ---- rates -------------------------------------------------------------------------
 

@@ -231,8 +231,8 @@ def merge_results(results: list[LoadResult]) -> LoadResult:
                 .sort_values(["path", "time_s", "bucket"], kind="stable", ignore_index=True))
         rows["bucket"] = rows["bucket"].astype(np.int32)
         rows["count"] = rows["count"].astype(np.int64)
-    extra = {k: v for k, v in first.extra.items() if k not in ("unfinished", "parcels_ready", "run_tag", "stock")}
-    extra["processes"] = [{k: r.extra.get(k) for k in ("run_tag", "unfinished", "parcels_ready", "stock")}
+    extra = {k: v for k, v in first.extra.items() if k not in ("unfinished", "pools", "run_tag", "prepare")}
+    extra["processes"] = [{k: r.extra.get(k) for k in ("run_tag", "unfinished", "pools", "prepare")}
                           for r in results]
     extra["unfinished"] = sum(int(r.extra.get("unfinished") or 0) for r in results)
     return LoadResult(first.generator, first.scenario, first.scales, max(r.duration_s for r in results), counts,

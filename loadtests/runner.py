@@ -21,9 +21,9 @@ from surgesim.loadtests.recorder import LoadResult, merge_results, read_result
 LocustResult = LoadResult
 """counts per source, histograms per path (latency/<service>.<route>, response/...,
 publish/<topic>, lateness/locust), rows for histograms.parquet; extra: returncode, log,
-stats_csv, stock, run_tag."""
+stats_csv, prepare, run_tag."""
 
-LOCUSTFILE = Path(__file__).with_name("meridian.py")
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 
 
 def worker_dir(out_dir: str | Path, index: int) -> Path:
@@ -59,7 +59,7 @@ def run_locust(scenario_path: str | Path | None, host_map: dict[str, str], durat
     sources: send only these scenario sources (the rest can come from run_fleet).
     Writes out_dir/histograms.parquet, out_dir/loadgen.json, Locust's CSV stats
     (out_dir/locust_stats.csv) and its log (out_dir/locust.log). The process group is
-    killed if it outlives duration + grace_s (stock preloading and drain included).
+    killed if it outlives duration + grace_s (the prepare phase and the drain included).
     on_start(popen) is called as soon as Locust is started, so a caller in another thread
     can kill its process group (_kill_group) on Ctrl-C or an error: the group is in its own
     session and sees no terminal signal.

@@ -5,14 +5,14 @@ delegates here).
 target_rate(t) is the wall-clock send rate at wall time t: the simulator's rate_series at
 scenario time t x time_scale, times rate_scale. users_needed(t) is the pool that carries it
 without being the bottleneck: rate x window concurrent sends per HTTP group (Little's law
-with `window` the expected seconds per send), a few batching publishers for telemetry.
+with `window` the expected seconds per send), a few batching publishers for the publish group.
 """
 
 from __future__ import annotations
 
 import math
 
-from surgesim.loadtests.plan import LivePlan
+from surgesim.loadtests.plan import PUBLISH_GROUP, LivePlan
 
 
 class RateShape:
@@ -31,7 +31,7 @@ class RateShape:
         out = {}
         for group in self._groups:
             rate = max(self.target_rate(wall_t, group), self.target_rate(wall_t + self.lookahead_s, group))
-            if group == "telemetry":
+            if group == PUBLISH_GROUP:
                 out[group] = min(8, 1 + int(rate // 2000))  # each publishes up to 1,000 messages per request
             else:
                 out[group] = min(self.max_users, 2 + int(math.ceil(rate * self.window_s)))

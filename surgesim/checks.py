@@ -72,12 +72,14 @@ def _success_codes(system: Any, route_key: str) -> set[str]:
 
 
 def _is_success(code: str, extra: set[str]) -> bool:
-    return code in extra or (len(code) == 3 and code.startswith("2") and code.isdigit())
+    # "completed": a flow's row (flow.<name>, surgesim/live/totals.py); its "aborted" is an error
+    return code in extra or code == "completed" or (len(code) == 3 and code.startswith("2") and code.isdigit())
 
 
 def _sends_requests(scenario: Any) -> bool:
     traffic = getattr(scenario, "traffic", None)
-    return any(getattr(s, "request", None) is not None for s in getattr(traffic, "sources", []) or [])
+    return any(getattr(s, "request", None) is not None or getattr(s, "flow", None) is not None
+               for s in getattr(traffic, "sources", []) or [])
 
 
 def client_error_checks(summary: dict, scenario: Any, system: Any) -> list[dict]:

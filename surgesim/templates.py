@@ -11,10 +11,13 @@ a tree of renderers; a send only evaluates the expressions:
 
 Names an expression can use (PayloadContext): `faker` (a Faker seeded per source, the
 source's `locale`), `seq` (1, 2, ... per source), `uuid` (a seeded UUID4 string, the same
-within one send), `intended` (the intended send time, epoch seconds) and `intended_iso`,
+within one send), `intended` (the intended send time, epoch seconds), `intended_iso` and
+`intended_datetime` (a datetime: a Firestore timestamp), `run` (the generator process's run
+tag: ids unique per run, so re-runs against the same emulator do not collide),
 `random` (a seeded random.Random), `choice(seq)`, `weighted({value: weight})`,
 `randint(a, b)`, `uniform(a, b)`, `normal(mu, sigma)`, `exponential(mean)`, the source's
-static `vars:` by name, and values captured earlier in a flow by name.
+static `vars:` by name, its `let:` variables, and the variables of the item it took from
+a pool and values captured earlier in a flow, by name.
 
 Seeded: the same scenario seed and source give the same payloads in the same order, in
 Locust and in the fleet driver alike. Pure: no network, no clock (the intended time is an
@@ -37,7 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import quote, urlencode
 
-BUILTINS = ("faker", "seq", "uuid", "intended", "intended_iso", "random", "choice", "weighted", "randint",
+BUILTINS = ("faker", "seq", "uuid", "intended", "intended_iso", "intended_datetime", "run", "random", "choice", "weighted", "randint",
             "uniform", "normal", "exponential", "vars", "captured", "source")
 _SINGLE = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.S)
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -257,6 +260,10 @@ class Rendered:
     data: bytes = b""
     attributes: dict[str, str] = field(default_factory=dict)
     ordering_key: str | None = None
+    let: dict[str, Any] = field(default_factory=dict)
+    """The send's `let:` variables as rendered (they travel with the item it puts)."""
+    write: dict | None = None
+    """A Firestore write as the API's Write (for a batched commit: the prepare phase)."""
 
 
 def load_hook(spec: str, base_dir: Path | None) -> Callable:
@@ -296,8 +303,10 @@ class SourcePayload:
     def __init__(self, name: str, spec: Any, *, vars: dict[str, Any] | None = None, locale: str | list[str] = "en_US",
                  seed: tuple[int, int] = (1, 0), base_dir: Path | None = None, route_path: str = "",
                  method: str = "POST", captures: tuple[str, ...] = (), locate: bool = False,
-                 kind: str = "request", project: str = ""):
+                 kind: str = "request", project: str = "", let: dict[str, Any] | None = None, run: str = ""):
+        """kind "let": no payload, only the `let:` variables (a flow's own, rendered once per arrival)."""
         self.name = name
+        self.run = run
         self.vars = dict(vars or {})
         self.rng = random.Random(f"surgesim-payload:{seed[0]}:{seed[1]}")
         self.faker = make_faker(locale, self.rng.getrandbits(62))
@@ -310,6 +319,10 @@ class SourcePayload:
         shadowed = sorted(set(self.vars) & set(BUILTINS))
         problems: list[tuple[tuple, str]] = [(("vars", k), f"{k!r} is a built-in name of templates") for k in shadowed]
         c = Compiler(set(BUILTINS) | set(self.vars) | set(captures), self.faker, locate)
+        self._let = []
+        for k, v in (let or {}).items():  # in order: each sees the ones before it
+            self._let.append((k, c.value(v, ("let", k))[0]))
+            c.known.add(k)
         self._hook: Callable | None = None
         if getattr(spec, "hook", None) is not None:
             try:
@@ -323,13 +336,16 @@ class SourcePayload:
             self._compile_storage(c, spec, base_dir, problems)
         elif kind == "request":
             self._compile_request(c, spec, route_path, base_dir, problems)
+        elif kind == "let":
+            pass
         else:
             self._data = c.text(spec.data, ("data",))[0] if spec.data is not None else None
             self._attrs = [(k, c.text(v, ("attributes", k))[0]) for k, v in spec.attributes.items()]
             self._key = c.text(spec.ordering_key, ("ordering_key",))[0] if spec.ordering_key is not None else None
         self.problems = problems + c.problems
         # a hook may read anything; templates only what they name
-        self._lazy = {"uuid", "intended_iso"} if self._hook is not None else c.used & {"uuid", "intended_iso"}
+        lazy = {"uuid", "intended_iso", "intended_datetime"}
+        self._lazy = lazy if self._hook is not None else c.used & lazy
 
     def _compile_request(self, c: Compiler, spec: Any, route_path: str, base_dir: Path | None,
                          problems: list) -> None:
@@ -398,37 +414,53 @@ class SourcePayload:
         ctx.update(pc.captured)
         ctx.update(faker=pc.faker, seq=pc.seq, uuid=pc.uuid, intended=pc.intended,
                    intended_iso=pc.intended_iso if "intended_iso" in self._lazy else "",
-                   vars=pc.vars, captured=pc.captured, source=pc.source)
+                   intended_datetime=(dt.datetime.fromtimestamp(pc.intended, tz=dt.timezone.utc)
+                                      if "intended_datetime" in self._lazy else None),
+                   run=self.run, vars=pc.vars, captured=pc.captured, source=pc.source)
         return _new_context(ctx)
 
     def render(self, intended: float, captured: dict[str, Any] | None = None) -> Rendered:
         pc = self.context(intended, captured)
         ctx = self.names(pc)
+        let = {}
+        for k, r in self._let:
+            let[k] = ctx.vars[k] = r(ctx)
+        pc.captured.update(let)  # a hook sees them too
         if self.kind == "request":
-            return self._request(pc, ctx)
-        if self.kind == "firestore":
-            return self._firestore(ctx)
-        if self.kind == "storage":
-            return self._storage(ctx)
-        return self._message(pc, ctx)
+            out = self._request(pc, ctx)
+        elif self.kind == "firestore":
+            out = self._firestore(ctx)
+        elif self.kind == "storage":
+            out = self._storage(ctx)
+        elif self.kind == "let":
+            out = Rendered()
+        else:
+            out = self._message(pc, ctx)
+        out.let = let
+        return out
 
     def _firestore(self, ctx) -> Rendered:
         """The emulator's REST call (Firestore API v1) for one document write."""
         doc = _text(self._doc(ctx)) if self._doc is not None else _doc_id(self.rng)
         headers = {"Authorization": "Bearer owner"}  # the emulator's admin token: security rules do not apply
+        name = f"projects/{self.project}/databases/(default)/documents/{self.collection}/{doc}"
         if self.op == "delete":
-            return Rendered("DELETE", f"{self._base}/{quote(doc, safe='')}", headers)
+            return Rendered("DELETE", f"{self._base}/{quote(doc, safe='')}", headers, write={"delete": name})
         data = self._data(ctx)
         if not isinstance(data, dict):
             raise TemplateError(("data",), f"must render to a mapping, got {type(data).__name__}")
         headers["Content-Type"] = "application/json"
-        body = json.dumps({"fields": {k: firestore_value(v) for k, v in data.items()}}, separators=(",", ":")).encode()
+        fields = {k: firestore_value(v) for k, v in data.items()}
+        body = json.dumps({"fields": fields}, separators=(",", ":")).encode()
+        write: dict = {"update": {"name": name, "fields": fields}}
         if self.op == "create":
-            return Rendered("POST", f"{self._base}?documentId={quote(doc, safe='')}", headers, body)
+            write["currentDocument"] = {"exists": False}
+            return Rendered("POST", f"{self._base}?documentId={quote(doc, safe='')}", headers, body, write=write)
         path = f"{self._base}/{quote(doc, safe='')}"
         if self.op == "update":  # only these fields, and only if the document exists
             path += "?" + urlencode([("updateMask.fieldPaths", k) for k in data] + [("currentDocument.exists", "true")])
-        return Rendered("PATCH", path, headers, body)
+            write.update(updateMask={"fieldPaths": list(data)}, currentDocument={"exists": True})
+        return Rendered("PATCH", path, headers, body, write=write)
 
     def _storage(self, ctx) -> Rendered:
         """The emulator's JSON API media upload of one object."""
@@ -480,6 +512,23 @@ class SourcePayload:
         return Rendered(data=data, attributes=attrs, ordering_key=key or None)
 
 
+_JSONPATHS: dict[str, Any] = {}
+
+
+def jsonpath(expr: str):
+    """A compiled JSONPath (jsonpath-ng), cached: a `capture:` into a JSON answer. Raises
+    ValueError on a syntax error (validation reports it at the capture's line)."""
+    p = _JSONPATHS.get(expr)
+    if p is None:
+        from jsonpath_ng import parse
+
+        try:
+            p = _JSONPATHS[expr] = parse(expr)
+        except Exception as exc:  # noqa: BLE001 -- jsonpath-ng raises several kinds
+            raise ValueError(f"bad JSONPath {expr!r}: {exc}") from None
+    return p
+
+
 PAYLOAD_KINDS = ("request", "publish", "firestore", "storage")
 
 
@@ -489,34 +538,46 @@ def payload_kind(src: Any) -> str | None:
 
 
 def source_payload(src: Any, index: int, seed: int, base_dir: Path | None, route: Any = None,
-                   captures: tuple[str, ...] = (), locate: bool = False, project: str = "") -> SourcePayload:
-    """The compiled payload of a schema Source (request: with its schema Route)."""
-    kind = payload_kind(src)
-    return SourcePayload(src.name, getattr(src, kind), vars=src.vars, locale=src.locale, seed=(seed, index),
+                   captures: tuple[str, ...] = (), locate: bool = False, project: str = "", run: str = "",
+                   spec: Any = None, kind: str | None = None, with_let: bool = True) -> SourcePayload:
+    """The compiled payload of a schema Source or prepare entry (request: with its schema
+    Route). spec/kind: a flow step's target instead of the source's own (with_let False:
+    the flow renders its let once per arrival, not per step)."""
+    kind = kind or payload_kind(src)
+    if spec is None and kind != "let":
+        spec = getattr(src, kind)
+    return SourcePayload(src.name, spec, vars=src.vars, locale=src.locale, seed=(seed, index),
                          base_dir=base_dir, route_path=route.path if route is not None else "",
                          method=route.method if route is not None else "POST", captures=captures, locate=locate,
-                         kind=kind, project=project)
+                         kind=kind, project=project, let=getattr(src, "let", None) if with_let else None, run=run)
 
 
 def check_source(src: Any, index: int, seed: int, base_dir: Path | None, route: Any = None,
-                 project: str = "") -> list[tuple[tuple, str]]:
-    """Every problem of a templated source's payload, as (path inside the source, message):
-    syntax, undefined names, unknown Faker providers, unreadable files, a hook that does not
-    import; then one trial render for what only running shows (a provider's wrong
-    arguments, a hook that raises)."""
-    kind = payload_kind(src)
-    spec = getattr(src, kind)
-    prefix = (kind,)
+                 project: str = "", known: set[str] | tuple = (), kind: str | None = None,
+                 spec: Any = None) -> list[tuple[tuple, str]]:
+    """Every problem of a templated source's payload (or of one flow step's: kind, spec; or
+    of a flow's own `let:`: kind "let"), as (path inside the source, message): syntax,
+    undefined names, unknown Faker providers, unreadable files, a hook that does not import;
+    then one trial render for what only running shows (a provider's wrong arguments, a hook
+    that raises). known: names pools and captures give (placeholder values in the trial)."""
+    kind = kind or payload_kind(src)
+    step = spec is not None
+    if spec is None and kind != "let":
+        spec = getattr(src, kind)
+    prefix = () if kind == "let" or step else (kind,)
+    if step:
+        prefix = (kind,)
     try:
-        payload = source_payload(src, index, seed, base_dir, route, locate=True, project=project)
+        payload = source_payload(src, index, seed, base_dir, route, captures=tuple(known), locate=True,
+                                 project=project, spec=spec, kind=kind, with_let=not step)
     except AttributeError as exc:  # an unknown locale
         return [(("locale",), f"unknown Faker locale: {exc}")]
-    problems = [(p if p[:1] == ("vars",) else prefix + p, m) for p, m in payload.problems]
+    problems = [(p if p[:1] in (("vars",), ("let",)) else prefix + p, m) for p, m in payload.problems]
     if not problems:
         try:
-            payload.render(0.0)
+            payload.render(0.0, {name: "placeholder" for name in known})
         except TemplateError as exc:
-            problems.append((prefix + exc.path, exc.message))
+            problems.append(((exc.path if exc.path[:1] == ("let",) else prefix + exc.path), exc.message))
         except Exception as exc:  # noqa: BLE001 -- any failure of the trial render is the user's to see
             what = "hook" if getattr(spec, "hook", None) else "template"
             problems.append((prefix + (("hook",) if what == "hook" else ()),

@@ -110,7 +110,7 @@ class SystemRunner:
         (retry_policy_for), while request latencies and ack deadlines stay real.
         before_bridges: called with the stack's Clients (system project) once the stores are
         provisioned and before any bridge reads them: what it writes is the triggers'
-        baseline, not a change (surgesim/live/stock.py's parcel stock).
+        baseline, not a change (the `prepare:` phase's Firestore entries, loadtests/prepare.py).
         base_dir: the system file's folder, where `command:` services run."""
         self.base_dir = Path(base_dir) if base_dir is not None else None
         self.system = system

@@ -222,10 +222,11 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
     writer = RunWriter(out)
     wall_duration = sc.duration / ts
     began = time.time()
-    stock = _stocker(scenario_path, live, out / "loadgen" / "stock.json", say)
+    prep = _preparer(scenario_path, live, out / "loadgen" / "prepare.json", say)
     runner = SystemRunner(exp.system, exp.plan, state_dir, rate_scale=rs, sample_interval=live.sample_interval,
                           log_dir=out / "logs", log_level="WARNING", purge=True, seed=sc.seed, on_message=say,
-                          time_scale=ts, before_bridges=stock, base_dir=exp.system_path.parent)
+                          time_scale=ts, before_bridges=prep.before_bridges if prep else None,
+                          base_dir=exp.system_path.parent)
     base = {"mode": "live", "scenario": sc.name, "system": exp.system.name, "plan": exp.plan.name, "seed": sc.seed,
             "duration_s": sc.duration, "start_clock_s": sc.start_clock, "step_s": live.sample_interval * ts,
             "scales": {"time_scale": ts, "rate_scale": rs},
@@ -242,6 +243,8 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
             if problems:
                 raise UnsupportedLive(problems)
             holder: dict = {}
+            if prep is not None:  # what needs the services: once they are up, before either clock
+                prep.run(runner.endpoints(), prep.late)
             driver = _make_driver(exp, scenario_path, runner, live, out, holder, workers)
             runner.mark_start()
             t0_mono, t0_epoch = time.monotonic(), time.time()
@@ -487,37 +490,30 @@ def _write_partial(writer: RunWriter, runner: SystemRunner, faults, base: dict, 
     writer.write_summary(summary)
 
 
-def _stocker(scenario_path, live, path: Path, say):
-    """The warm-up (live.stock): parcels ready for each lifecycle command, written into
-    Firestore before the bridges start and before either clock (surgesim/live/stock.py);
-    None when the scenario turns it off or sends no lifecycle command."""
+def _preparer(scenario_path, live, path: Path, say):
+    """The scenario's `prepare:` phase (surgesim/loadtests/prepare.py), run by the harness
+    before either clock: its leading Firestore-only entries before the trigger bridges start
+    (what they write is the triggers' baseline, not a change), the rest once the services
+    are up; the generator loads the pools from prepare.json. None without `prepare:`."""
     path.unlink(missing_ok=True)
-    if not live.stock:
-        return None
-    from surgesim.loadtests.actions import run_tag, stock_counts
     from surgesim.loadtests.plan import LivePlan
 
     plan = LivePlan(scenario_path, time_scale=live.time_scale, rate_scale=live.rate_scale)
-    if not stock_counts(plan):
+    if not plan.prepare:
         return None
+    from surgesim.loadtests.prepare import Preparer
 
-    def write(clients) -> None:
-        from .stock import write_stock
-
-        info = write_stock(clients.firestore(), plan, path, run_tag())
-        say(f"stock: {info['counts']} parcels ready ({info['documents']} documents) in {info['seconds']:.1f} s")
-
-    return write
+    return Preparer(plan, path, say)
 
 
 def _make_driver(exp, scenario_path, runner: SystemRunner, live, out: Path, holder: dict, workers: int = 1):
     """The traffic, in its own process either way: Locust headless when scenario.live.locust,
     else the asyncio fleet driver on uvloop (surgesim.live.loadgen_proc). Sharing the
     harness's process (fronts, bridges) cost the driver its timing: docs/benchmarks/live.md.
-    The parcel stock (if any) was written before the clocks: the generator only reads
-    stock.json, so the fault clock and the traffic clock still start together."""
+    The prepare phase (if any) ran before the clocks: the generator only reads
+    prepare.json, so the fault clock and the traffic clock still start together."""
     endpoints = runner.endpoints()
-    stock_file = out / "loadgen" / "stock.json"
+    prepared = out / "loadgen" / "prepare.json"
     if live.locust:
         from surgesim.loadtests import run_locust
 
@@ -527,8 +523,8 @@ def _make_driver(exp, scenario_path, runner: SystemRunner, live, out: Path, hold
         def drive() -> None:
             try:
                 env = dict(runner.emulator_env)
-                if stock_file.exists():
-                    env["SURGESIM_STOCK_FILE"] = str(stock_file)
+                if prepared.exists():
+                    env["SURGESIM_PREPARED"] = str(prepared)
                 holder["result"] = run_locust(scenario_path, endpoints, None, out / "loadgen", env=env,
                                               preload=False, on_start=group.attach, time_scale=live.time_scale,
                                               rate_scale=live.rate_scale, workers=workers)
@@ -541,7 +537,7 @@ def _make_driver(exp, scenario_path, runner: SystemRunner, live, out: Path, hold
     plan = LivePlan(scenario_path, time_scale=live.time_scale, rate_scale=live.rate_scale)
     proc = DriverProcess(scenario_path, endpoints, out / "loadgen", plan.duration_s, env=runner.emulator_env,
                          scales=(live.time_scale, live.rate_scale),
-                         stock=stock_file if stock_file.exists() else None).start()
+                         prepared=prepared if prepared.exists() else None).start()
     holder["proc"] = proc
 
     def drive() -> None:
@@ -596,11 +592,11 @@ class DriverProcess:
 
     def __init__(self, scenario_path, endpoints: dict[str, str], out_dir: Path, duration_s: float, *,
                  env: dict[str, str] | None = None, grace_s: float = 60.0,
-                 scales: tuple[float, float] | None = None, stock: Path | None = None) -> None:
+                 scales: tuple[float, float] | None = None, prepared: Path | None = None) -> None:
         self.cmd = [sys.executable, "-m", "surgesim.live.loadgen_proc", "--scenario", str(scenario_path),
                     "--out", str(out_dir), "--no-preload"]
-        if stock is not None:
-            self.cmd += ["--stock", str(stock)]
+        if prepared is not None:
+            self.cmd += ["--prepared", str(prepared)]
         if scales is not None:
             self.cmd += ["--time-scale", repr(scales[0]), "--rate-scale", repr(scales[1])]
         from surgesim.loadtests.runner import host_env

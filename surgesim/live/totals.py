@@ -2,6 +2,8 @@
 `summary["totals"]` keeps them (read by surgesim/checks.py's implicit checks).
 
     routes:   {"<service>.<route>": {"requests", "status": {"<code>": n}, "rejected", "errors"}}
+              and per flow source "flow.<name>": {"requests": flows started, "status":
+              {"completed": n, "aborted": n}, "aborted_at": {"<step label>": n}, ...}
     triggers: {"<trigger>": {"changes", "delivered", "given_up", "pending", "failed_attempts"}}
 
 A route's counts come from the load generator's per-source counts (`status_<code>`, where
@@ -13,15 +15,33 @@ from __future__ import annotations
 
 
 def route_totals(scenario, counts: dict[str, dict[str, int]]) -> dict[str, dict]:
-    """Per `<service>.<route>` (sources sending to the same route are added together)."""
+    """Per `<service>.<route>` (sources and flow steps sending to the same route are added
+    together), and per flow `flow.<name>`: an aborted flow is a client error of its own
+    (surgesim/checks.py judges these rows like the routes')."""
     out: dict[str, dict] = {}
     for src in scenario.traffic.sources:
-        req = getattr(src, "request", None)
-        if req is None or src.name not in counts:
+        flow = getattr(src, "flow", None)
+        if flow is not None:
+            for k, step in enumerate(flow.steps):
+                if step.request is not None:
+                    _add(out, step.request, counts.get(f"{src.name}.{step.label or k + 1}"))
+            c = counts.get(src.name)
+            if c:
+                done, aborted = int(c.get("flows_completed", 0)), int(c.get("flows_aborted", 0))
+                out[f"flow.{src.name}"] = {
+                    "requests": done + aborted, "status": {"completed": done, "aborted": aborted}, "rejected": 0,
+                    "errors": aborted, "aborted_at": {k[len("aborted_at_"):]: int(n) for k, n in c.items()
+                                                      if k.startswith("aborted_at_")}}
             continue
+        _add(out, getattr(src, "request", None), counts.get(src.name))
+    return out
+
+
+def _add(out: dict[str, dict], req, counts: dict[str, int] | None) -> None:
+    if req is not None and counts:
         key = f"{req.service}.{req.route}" if getattr(req, "route", None) else str(req.service)
         row = out.setdefault(key, {"requests": 0, "status": {}, "rejected": 0, "errors": 0})
-        for k, n in counts[src.name].items():
+        for k, n in counts.items():
             if not k.startswith("status_"):
                 continue
             code = k[len("status_"):]
@@ -31,7 +51,6 @@ def route_totals(scenario, counts: dict[str, dict[str, int]]) -> dict[str, dict]
                 row["rejected"] += int(n)
             elif not (code.isdigit() and 200 <= int(code) < 300):
                 row["errors"] += int(n)
-    return out
 
 
 def trigger_totals(bridges) -> dict[str, dict]:

@@ -140,11 +140,15 @@ class _Doc:
             seen: set = set()
             for key_node, value_node in node.value:
                 key = key_node.value
-                if key in seen:
+                # Only keys written in this mapping: keys a `<<: *anchor` merge brought in
+                # (written elsewhere) may be overridden here, as YAML's merge key allows.
+                own = node.start_mark.index <= key_node.start_mark.index < node.end_mark.index
+                if own and key in seen:
                     self.duplicates.append(
                         f"{self.name}:{key_node.start_mark.line + 1}: {_dotted(path + (key,))}: key appears twice"
                     )
-                seen.add(key)
+                if own:
+                    seen.add(key)
                 self.lines[path + (key,)] = key_node.start_mark.line + 1
                 self._index(value_node, path + (key,), ancestors)
         elif isinstance(node, yaml.SequenceNode):
@@ -382,23 +386,17 @@ def scenario_problems(sc: Scenario, system: System, plan: Plan) -> Iterator[tupl
     for i, src in enumerate(sc.traffic.sources):
         if src.curve is not None and src.curve not in sc.traffic.curves:
             yield ("traffic", "sources", i, "curve"), f"curve {src.curve!r} is not declared under traffic.curves"
-        if src.publish is not None and src.publish.topic not in topics:
-            yield ("traffic", "sources", i, "publish", "topic"), f"topic {src.publish.topic!r} is not in system {system.name!r}"
-        if src.request is not None:
-            if src.request.service not in services:
-                yield ("traffic", "sources", i, "request", "service"), f"service {src.request.service!r} is not in system {system.name!r}" + _did_you_mean(src.request.service, services)
-            elif src.request.route not in {r.name for r in routes_of(system, plan, src.request.service)}:
-                yield ("traffic", "sources", i, "request", "route"), f"service {src.request.service!r} has no route {src.request.route!r}"
-        if src.firestore is not None and src.firestore.collection not in {c.name for c in system.stores.firestore}:
-            yield ("traffic", "sources", i, "firestore", "collection"), (
-                f"collection {src.firestore.collection!r} is not declared under stores.firestore of system {system.name!r}")
-        if src.storage is not None and src.storage.bucket not in {b.name for b in system.stores.storage}:
-            yield ("traffic", "sources", i, "storage", "bucket"), (
-                f"bucket {src.storage.bucket!r} is not declared under stores.storage of system {system.name!r}")
+        yield from sending_problems(src, ("traffic", "sources", i), system, plan)
         if src.job is not None and src.job not in {j.name for j in system.jobs}:
             yield ("traffic", "sources", i, "job"), f"job {src.job!r} is not in system {system.name!r}"
         if src.workflow is not None and src.workflow not in {w.name for w in system.workflows}:
             yield ("traffic", "sources", i, "workflow"), f"workflow {src.workflow!r} is not in system {system.name!r}"
+    for i, entry in enumerate(sc.prepare):
+        yield from sending_problems(entry, ("prepare", i), system, plan)
+        if not isinstance(entry.count, int) and entry.count.cover not in sources:
+            yield ("prepare", i, "count", "cover"), (f"source {entry.count.cover!r} is not under traffic.sources"
+                                                      + _did_you_mean(entry.count.cover, sources))
+    yield from pool_problems(sc)
     for i, wave in enumerate(sc.traffic.waves):
         for field in ("rates", "multiply"):
             for name in getattr(wave, field):
@@ -437,6 +435,58 @@ def scenario_problems(sc: Scenario, system: System, plan: Plan) -> Iterator[tupl
     yield from check_problems(sc, system, plan)
 
 
+def target_problems(path: tuple, kind: str, spec, system: System, plan: Plan) -> Iterator[tuple[tuple, str]]:
+    """A request / publish / firestore / storage target names what the system declares."""
+    path = path + (kind,)
+    if kind == "publish" and spec.topic not in {t.name for t in system.topics}:
+        yield path + ("topic",), f"topic {spec.topic!r} is not in system {system.name!r}"
+    elif kind == "request":
+        services = {s.name for s in system.services}
+        if spec.service not in services:
+            yield path + ("service",), f"service {spec.service!r} is not in system {system.name!r}" + _did_you_mean(spec.service, services)
+        elif spec.route not in (routes := {r.name for r in routes_of(system, plan, spec.service)}):
+            yield path + ("route",), f"service {spec.service!r} has no route {spec.route!r}" + _did_you_mean(spec.route, routes)
+    elif kind == "firestore" and spec.collection not in {c.name for c in system.stores.firestore}:
+        yield path + ("collection",), (
+            f"collection {spec.collection!r} is not declared under stores.firestore of system {system.name!r}")
+    elif kind == "storage" and spec.bucket not in {b.name for b in system.stores.storage}:
+        yield path + ("bucket",), f"bucket {spec.bucket!r} is not declared under stores.storage of system {system.name!r}"
+
+
+def _capture_problems(path: tuple, captures: dict[str, str]) -> Iterator[tuple[tuple, str]]:
+    from surgesim.templates import jsonpath
+
+    for name, expr in captures.items():
+        if expr.startswith("$"):
+            try:
+                jsonpath(expr)
+            except ValueError as exc:
+                yield path + ("capture", name), str(exc)
+
+
+def sending_problems(src, path: tuple, system: System, plan: Plan) -> Iterator[tuple[tuple, str]]:
+    """A source's or prepare entry's targets (its own, or each flow step's) and captures."""
+    for kind in ("publish", "request", "firestore", "storage"):
+        spec = getattr(src, kind, None)
+        if spec is not None:
+            yield from target_problems(path, kind, spec, system, plan)
+    yield from _capture_problems(path, src.capture)
+    if src.flow is not None:
+        for k, step in enumerate(src.flow.steps):
+            if step.kind != "think":
+                yield from target_problems(path + ("flow", "steps", k), step.kind, getattr(step, step.kind), system, plan)
+            yield from _capture_problems(path + ("flow", "steps", k), step.capture)
+
+
+def pool_problems(sc: Scenario) -> Iterator[tuple[tuple, str]]:
+    """A pool taken from is one something puts into."""
+    put = {s.put for s in list(sc.traffic.sources) + list(sc.prepare) if s.put}
+    for i, src in enumerate(sc.traffic.sources):
+        if src.take is not None and src.take not in put:
+            yield (("traffic", "sources", i, "take"),
+                   f"no source or prepare entry puts into pool {src.take!r}" + _did_you_mean(src.take, put))
+
+
 def check_problems(sc: Scenario, system: System, plan: Plan) -> Iterator[tuple[tuple, str]]:
     """The `checks:` relaxations name routes, subscriptions and triggers that exist."""
     services = {s.name for s in system.services}
@@ -469,19 +519,41 @@ def channels_of(system: System, plan: Plan, service: str) -> set[str]:
 
 
 def template_problems(sc: Scenario, system: System, plan: Plan, base_dir: Path) -> Iterator[tuple[tuple, str]]:
-    """Payload template errors of the templated sources (surgesim/templates.py): syntax,
-    undefined names, unknown Faker providers, files, hooks, a trial render."""
+    """Payload template errors of the templated sources, flow steps and prepare entries
+    (surgesim/templates.py): syntax, undefined names, unknown Faker providers, files,
+    hooks, a trial render (with placeholder values for what pools and captures give)."""
+    from surgesim.schema.scenario import pool_variables
     from surgesim.templates import check_source, payload_kind
 
-    for i, src in enumerate(sc.traffic.sources):
-        kind = payload_kind(src)
-        if kind is None or not getattr(src, kind).templated:
+    pools = pool_variables(list(sc.traffic.sources) + list(sc.prepare))
+    everything = [(("traffic", "sources", i), i, src) for i, src in enumerate(sc.traffic.sources)]
+    everything += [(("prepare", k), 1_000_000 + k, e) for k, e in enumerate(sc.prepare)]
+    for path, i, src in everything:
+        known = set(pools.get(src.take, ())) if src.take else set()
+        if src.flow is not None:
+            known |= set(src.let)
+            yield from (((path + p), m) for p, m in check_source(src, i, sc.seed, base_dir, kind="let",
+                                                                  project=system.project, known=known))
+            for k, step in enumerate(src.flow.steps):
+                if step.kind != "think":
+                    yield from (((path + ("flow", "steps", k) + p), m)
+                                for p, m in check_source(src, i, sc.seed, base_dir, _route(system, plan, step.request),
+                                                         project=system.project, known=known, kind=step.kind,
+                                                         spec=getattr(step, step.kind)))
+                known |= set(step.capture)
             continue
-        route = None
-        if src.request is not None:
-            route = next((r for r in routes_of(system, plan, src.request.service) if r.name == src.request.route), None)
-        for path, msg in check_source(src, i, sc.seed, base_dir, route, project=system.project):
-            yield ("traffic", "sources", i) + path, msg
+        kind = payload_kind(src)
+        if kind is None or not (getattr(src, kind).templated or src.let or src.take or src.put):
+            continue
+        for p, msg in check_source(src, i, sc.seed, base_dir, _route(system, plan, src.request), project=system.project,
+                                   known=known):
+            yield path + p, msg
+
+
+def _route(system: System, plan: Plan, request) -> Route | None:
+    if request is None:
+        return None
+    return next((r for r in routes_of(system, plan, request.service) if r.name == request.route), None)
 
 
 def routes_of(system: System, plan: Plan, service: str) -> list[Route]:

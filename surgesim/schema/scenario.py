@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from surgesim.schema.common import (
     Clock,
@@ -177,17 +177,148 @@ class StorageWrite(Strict):
         return True
 
 
-SOURCE_TARGETS = ("publish", "request", "job", "workflow", "firestore", "storage")
+SOURCE_TARGETS = ("publish", "request", "job", "workflow", "firestore", "storage", "flow")
+STEP_KINDS = ("request", "publish", "firestore", "storage", "think")
+PoolName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+CAPTURE_PATTERN = r"^(header:[A-Za-z0-9!#$%&'*+.^_`|~-]+|\$.*)$"
+Captures = dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Annotated[str, Field(pattern=CAPTURE_PATTERN)]]
+"""Variable name: `$.json.path` into the JSON answer (jsonpath-ng syntax, first match) or
+`header:Name` (a response header)."""
 
 
-class Source(Strict):
+class FlowStep(Strict):
+    """One step of a flow: a request, publish, Firestore write or Storage upload (the source
+    kinds' own schema, templated with the flow's variables), or a `think:` pause."""
+
+    label: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*$")
+    """The step's latency histogram: `flow/<source>.<label>` (default: the step's number)."""
+    capture: Captures = Field(default_factory=dict)
+    """Values from the step's answer, by name, for the later steps (and `put:`)."""
+    request: Request | None = None
+    publish: Publish | None = None
+    firestore: FirestoreWrite | None = None
+    storage: StorageWrite | None = None
+    think: LatencySpec | None = None
+    """A pause before the next step: a duration (`2s`) or a distribution (`{dist: exponential, mean: 3s}`)."""
+
+    @model_validator(mode="after")
+    def _one(self) -> "FlowStep":
+        kinds = [k for k in STEP_KINDS if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"a flow step is exactly one of {', '.join(STEP_KINDS)}; got {', '.join(kinds) or 'none'}")
+        if self.think is not None and self.capture:
+            raise ValueError("a think step has no answer to capture from")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in STEP_KINDS if getattr(self, k) is not None)
+
+
+class Flow(Strict):
+    """A user journey: each arrival runs the steps in order; a failed step aborts the flow
+    (counted per flow and step)."""
+
+    steps: list[FlowStep] = Field(min_length=1)
+
+    @property
+    def think_means(self) -> list[float]:
+        """Per step, the mean pause before it (the sum of the think steps before it)."""
+        out, t = [], 0.0
+        for step in self.steps:
+            out.append(t)
+            if step.think is not None:
+                t += float(step.think.mean if step.think.mean is not None else step.think.p50)
+        return out
+
+
+class Sending(Strict):
+    """What a source and a `prepare:` entry share: the target, its templates' variables, and
+    the pools that connect sources (docs/your-system.md, "Flows, pools and prepare")."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    publish: Publish | None = None
+    request: Request | None = None
+    firestore: FirestoreWrite | None = None
+    storage: StorageWrite | None = None
+    flow: Flow | None = None
+    vars: dict[str, Any] = Field(default_factory=dict)
+    """Static values the source's templates use by name (`{{ region }}`)."""
+    locale: str | list[str] = "en_US"
+    """Faker locale(s) of the templates' `faker`."""
+    let: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Template] = Field(default_factory=dict)
+    """Per-arrival variables, rendered in order before the payload (each sees the ones before
+    it), e.g. `parcel_id: "P{{ run }}{{ '%06d' % seq }}"`; they travel with the item put."""
+    take: PoolName | None = None
+    """Each arrival takes the oldest item of this pool (its variables are in the templates'
+    context); an arrival that finds the pool empty is not sent: it is counted `starved`."""
+    put: PoolName | None = None
+    """On a 2xx answer the arrival's item (taken variables + let + captures) goes into this pool."""
+    capture: Captures = Field(default_factory=dict)
+    """Values from the answer, by name, into the item put."""
+
+    @property
+    def pool_names(self) -> set[str]:
+        """The variables an item this source puts carries (its let, captures, flow captures)."""
+        names = set(self.let) | set(self.capture)
+        if self.flow is not None:
+            for step in self.flow.steps:
+                names |= set(step.capture)
+        return names
+
+
+def pool_variables(sendings: list["Sending"]) -> dict[str, set[str]]:
+    """Per pool, the variables its items carry: the let and captures of every source and
+    prepare entry that puts into it, plus what those took from their own pools."""
+    out: dict[str, set[str]] = {}
+    changed = True
+    while changed:  # a fixpoint: a chain of pools passes variables along
+        changed = False
+        for s in sendings:
+            if s.put is None:
+                continue
+            names = s.pool_names | (out.get(s.take, set()) if s.take else set())
+            if not names <= out.get(s.put, set()):
+                out[s.put] = out.get(s.put, set()) | names
+                changed = True
+    return out
+
+
+class Cover(Strict):
+    """`count: {cover: SOURCE}`: as many as SOURCE's expected arrivals over the live run plus
+    three standard deviations (Poisson), so its takes are not starved."""
+
+    cover: str
+
+
+class Prepare(Sending):
+    """An entry of the `prepare:` phase: `count` sends before the clock starts, unmeasured,
+    to seed state (e.g. documents a later source's commands need), optionally put into a pool."""
+
+    count: Annotated[int, Field(strict=True), in_range(0, 10_000_000)] | Cover
+
+    @model_validator(mode="after")
+    def _one(self) -> "Prepare":
+        targets = [n for n in ("publish", "request", "firestore", "storage", "flow") if getattr(self, n) is not None]
+        if len(targets) != 1:
+            raise ValueError(f"a prepare entry sends exactly one of publish, request, firestore, storage, flow; "
+                             f"got {', '.join(targets) or 'none'}")
+        if self.take is not None:
+            raise ValueError("a prepare entry makes items; it takes none (take:)")
+        return self
+
+    @property
+    def firestore_only(self) -> bool:
+        return self.firestore is not None
+
+
+class Source(Sending):
     """An open-model arrival stream: arrivals do not slow down when the system does.
 
     kind fleet: `vehicles` each publishing every `ping_interval` (rate = vehicles / interval,
     keyed by vehicleId). kind rate: `rate` per second or `per_day` spread over the day by the
     curve. kind once: a single action `at` an offset (e.g. start a job)."""
 
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     kind: Literal["fleet", "rate", "once"] = "rate"
     vehicles: PositiveInt | None = None
     ping_interval: Annotated[Duration, in_range(0.1, 3600, "s")] | None = None
@@ -197,16 +328,8 @@ class Source(Strict):
     curve: str | None = None
     """A curve named under traffic.curves; rates follow it (per_day totals are kept)."""
     arrivals: Literal["poisson", "periodic"] = "poisson"
-    publish: Publish | None = None
-    request: Request | None = None
     job: ServiceId | None = None
     workflow: ServiceId | None = None
-    firestore: FirestoreWrite | None = None
-    storage: StorageWrite | None = None
-    vars: dict[str, Any] = Field(default_factory=dict)
-    """Static values the source's templates use by name (`{{ region }}`)."""
-    locale: str | list[str] = "en_US"
-    """Faker locale(s) of the templates' `faker`."""
     rate_scale: Annotated[float, in_range(1e-6, 1)] | None = None
     """Live mode: this source's own fraction of its volume sent for real, instead of
     scenario.live.rate_scale (thin telemetry more than commands)."""
@@ -226,6 +349,10 @@ class Source(Strict):
                 raise ValueError("kind: rate needs exactly one of rate or per_day")
         elif self.at is None:
             raise ValueError("kind: once needs `at`")
+        if (self.take or self.put or self.let or self.capture) and (self.job or self.workflow):
+            raise ValueError("let, take, put and capture go with request, publish, firestore, storage or flow sources")
+        if self.capture and self.put is None:
+            raise ValueError("capture: goes with put: (a flow's steps capture for the steps after them)")
         return self
 
     @property
@@ -453,9 +580,17 @@ class Live(Strict):
     sample_interval: Annotated[Duration, in_range(0.1, 60, "s")] = 1.0
     drain_timeout: Annotated[Duration, in_range(0, 3600, "s")] = 60.0
     """Wall seconds to wait after the traffic ends for backlogs to drain before the final check."""
-    stock: bool = True
-    """Pre-load parcels ready for each lifecycle command (expected count + 3 sd) into Firestore
-    before the clock starts, so commands are sent rather than `starved` (docs/live.md)."""
+    stock: Any = Field(None, exclude=True)
+    """Removed: the warm-up is the scenario's top-level `prepare:` (naming it is an error)."""
+
+    @field_validator("stock", mode="before")
+    @classmethod
+    def _removed(cls, value: Any) -> Any:
+        if value is None:  # not given
+            return None
+        raise ValueError("removed; did you mean the top-level `prepare:`? (sends or Firestore documents before "
+                         "the clock, their items put into pools: docs/your-system.md)")
+
     slos: list[Slo] | None = None
     """SLOs `surgesim live` judges instead of the scenario's `slos` (which `surgesim sim` keeps
     judging): thresholds this machine can show, e.g. a command-latency bound that only says the
@@ -485,3 +620,6 @@ class Scenario(Strict):
     checks: Checks = Field(default_factory=Checks)
     """Relaxations of the implicit checks (client errors, dead letters, losses), each with a reason."""
     live: Live = Field(default_factory=Live)
+    prepare: list[Prepare] = Field(default_factory=list)
+    """Sends before the clock starts, unmeasured, to seed state (live mode only; the simulator
+    ignores them): Firestore documents, requests, publishes or flows, `count` of each."""

@@ -225,7 +225,7 @@ traffic:
     - {{name: items, rate: 1/s, request: {{service: api, route: items}}}}
 faults:
   - {{kind: emulator_restart, target: firestore, at: 2s, duration: 2s}}
-live: {{time_scale: 1, rate_scale: 1, locust: false, stock: false}}
+live: {{time_scale: 1, rate_scale: 1, locust: false}}
 """)
     t0 = time.monotonic()
     res = CliRunner().invoke(live, [str(scenario), "--out", str(tmp_path / "run"), "--state-dir", str(tmp_path / "s")])
