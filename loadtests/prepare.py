@@ -88,8 +88,8 @@ async def run_prepare(plan: LivePlan, payloads: Payloads, endpoints: dict[str, s
     for entry in plan.prepare if entries is None else entries:
         n = share_of(plan.prepare_count(entry, duration_s), share)
         started = time.perf_counter()
-        if entry.action == FIRESTORE:
-            ok = await _firestore(payloads, entry, n, endpoints[FIRESTORE_ENDPOINT], project, client)
+        if entry.action == FIRESTORE:  # the documents' project is the system's, as a firestore: source's
+            ok = await _firestore(payloads, entry, n, endpoints[FIRESTORE_ENDPOINT], plan.exp.system.project, client)
         else:
             ok = await _one_by_one(payloads, entry, n, endpoints, project, client)
         seconds = time.perf_counter() - started

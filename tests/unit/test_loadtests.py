@@ -20,15 +20,13 @@ from surgesim.loadtests import actions
 from surgesim.loadtests.actions import (
     INTENDED_ATTRIBUTE,
     INTENDED_HEADER,
-    ParcelBook,
     Payloads,
     publish_body,
     publish_url,
     stamp,
-    stock_counts,
 )
 from surgesim.loadtests.fleet_driver import FleetDriver
-from surgesim.loadtests.plan import LIFECYCLE_ROUTES, LivePlan, endpoints_from_env, missing_endpoints
+from surgesim.loadtests.plan import LivePlan, endpoints_from_env, missing_endpoints
 from surgesim.loadtests.recorder import Recorder, read_result
 from surgesim.loadtests.shape import RateShape
 from surgesim.rundir import RunWriter, load_run
@@ -100,8 +98,8 @@ def test_wave_arrives_at_its_compressed_time(wave_plan):
     assert plan.wall_rate(delivered, before) < 0.01 * plan.wall_rate(delivered, plateau)
     assert plan.wall_rate(delivered, after) < 0.01 * plan.wall_rate(delivered, plateau)
     # the pool grows ahead of the wave and HTTP users follow the rate
-    assert shape.users_needed(95.0)["driver_app"] > shape.users_needed(60.0)["driver_app"]
-    assert shape.users_needed(89.0)["driver_app"] == shape.users_needed(95.0)["driver_app"]  # 2 s lookahead
+    assert shape.users_needed(95.0)["http"] > shape.users_needed(60.0)["http"]
+    assert shape.users_needed(89.0)["http"] == shape.users_needed(95.0)["http"]  # 2 s lookahead
 
 
 def test_scales_can_be_overridden(wave_plan):
@@ -228,39 +226,6 @@ def test_rest_publish_body_round_trips():
         publish_body([(b"x", {})] * 1001)
 
 
-def test_parcels_follow_their_lifecycle_in_order():
-    book = ParcelBook("x")
-    create, assign, ofd, delivered = LIFECYCLE_ROUTES
-    assert book.take(assign) is None  # nothing created yet: starved
-    a = book.take(create)
-    assert a == "Px000001"
-    book.finish(create, a, ok=True)
-    assert book.take(ofd) is None
-    assert book.take(assign) == a
-    book.finish(assign, a, ok=False)  # refused: offered again
-    assert book.take(assign) == a
-    book.finish(assign, a, ok=True)
-    assert book.take(ofd) == a
-    book.finish(ofd, a, ok=True)
-    assert book.take(delivered) == a
-    book.finish(delivered, a, ok=True)
-    assert book.backlog() == {assign: 0, ofd: 0, delivered: 0}
-
-
-def test_stock_covers_the_delivery_wave(wave_plan):
-    stock = stock_counts(wave_plan)
-    wave_excess = wave_plan.expected_count(wave_plan.source("mark_delivered")) - \
-        wave_plan.expected_count(wave_plan.source("out_for_delivery"))
-    assert stock["mark_delivered"] > wave_excess > 100
-    p = Payloads(wave_plan, tag="s")
-    chains = p.stock_sends({"mark_delivered": 2}, 0.0)
-    assert [[s.source.route for s in c] for c in chains] == [list(LIFECYCLE_ROUTES[:3])] * 2
-    assert all(s.stock and s.parcel_id == c[0].parcel_id for c in chains for s in c)
-    p.stocked(chains[0], ok=True)
-    p.stocked(chains[1], ok=False)
-    assert p.book.backlog()["mark_delivered"] == 1
-
-
 def test_a_plan_can_send_some_sources_with_their_full_plan_schedule(tmp_path):
     full = tiny(tmp_path)
     part = LivePlan(full.scenario_path, only=["steady"])
@@ -271,21 +236,16 @@ def test_a_plan_can_send_some_sources_with_their_full_plan_schedule(tmp_path):
         LivePlan(full.scenario_path, only=["nope"])
 
 
-def test_deliveries_alone_are_stocked_through_the_whole_lifecycle(wave_plan):
-    plan = LivePlan(wave_plan.scenario_path, only=["mark_delivered"])
-    counts = stock_counts(plan)
-    assert list(counts) == ["mark_delivered"] and counts["mark_delivered"] > plan.expected_count(plan.sources[0])
-    chains = Payloads(plan, tag="d").stock_sends(counts, 0.0)
-    assert len(chains) == counts["mark_delivered"]
-    assert [s.source.route for s in chains[0]] == list(LIFECYCLE_ROUTES[:3])
-
-
 def test_endpoints_from_env(wave_plan):
-    env = {"COMMAND_URL": "http://127.0.0.1:9", "PUBSUB_EMULATOR_HOST": "127.0.0.1:8085"}
+    env = {"COMMAND_URL": "http://127.0.0.1:9", "PUBSUB_EMULATOR_HOST": "127.0.0.1:8085",
+           "FIRESTORE_EMULATOR_HOST": "127.0.0.1:8086"}
     ep = endpoints_from_env(wave_plan, env)
-    assert ep == {"command": "http://127.0.0.1:9", "pubsub": "127.0.0.1:8085", "project": "meridian-local"}
+    assert ep == {"command": "http://127.0.0.1:9", "pubsub": "127.0.0.1:8085", "project": "meridian-local",
+                  "firestore_emulator": "http://127.0.0.1:8086"}
     assert missing_endpoints(wave_plan, ep) == []
-    assert missing_endpoints(wave_plan, {"project": "p"}) == ["COMMAND_URL", "PUBSUB_EMULATOR_HOST"]
+    # the prepare: phase writes the parcel stock into Firestore: the emulator is needed too
+    assert missing_endpoints(wave_plan, {"project": "p"}) == ["COMMAND_URL", "PUBSUB_EMULATOR_HOST",
+                                                              "FIRESTORE_EMULATOR_HOST"]
 
 
 # ---- latency from the intended time ----------------------------------------------------------

@@ -1,5 +1,5 @@
 """Several load-generator processes sharing one schedule (Locust workers): each takes its
-share of the timetable and of the parcel stock, and their results merge into what one
+share of the timetable and of the prepared pools, and their results merge into what one
 process would have measured. (The integration test with real Locust workers is
 tests/integration/test_loadtests_workers.py.)"""
 
@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from surgesim.loadtests.actions import ParcelBook, load_stock
+from surgesim.loadtests.actions import Pools, load_prepared
 from surgesim.loadtests.recorder import Recorder, merge_results
 from surgesim.loadtests.recorder import LoadResult
 from tests.unit.test_loadtests import tiny
@@ -43,13 +43,13 @@ def test_a_share_outside_the_workers_is_refused(tmp_path):
         tiny(tmp_path).timetable(share=(2, 2))
 
 
-def test_stock_is_split_between_workers(tmp_path):
-    path = tmp_path / "stock.json"
-    path.write_text(json.dumps({"ready": {"assign_driver": [f"P{i}" for i in range(7)]}, "created": 7}))
-    books = [ParcelBook(f"w{k}") for k in range(3)]
-    for k, book in enumerate(books):
-        assert load_stock(book, path, share=(k, 3)) == {"created": 7}
-    got = [list(b.ready["assign_driver"]) for b in books]
+def test_prepared_pools_are_split_between_workers(tmp_path):
+    path = tmp_path / "prepare.json"
+    path.write_text(json.dumps({"pools": {"ready": [{"id": f"P{i}"} for i in range(7)]}, "seconds": 1.5}))
+    pools = [Pools() for _ in range(3)]
+    for k, p in enumerate(pools):
+        assert load_prepared(p, path, share=(k, 3)) == {"seconds": 1.5}
+    got = [[item["id"] for item in p.items["ready"]] for p in pools]
     assert got == [["P0", "P3", "P6"], ["P1", "P4"], ["P2", "P5"]]
 
 
