@@ -328,13 +328,22 @@ class Engine:
     # ---- sources -----------------------------------------------------------------------
 
     def _deliver_source(self, src, b: Batch, attrs: int) -> None:
-        if src.publish is not None:
+        if getattr(src, "flow", None) is not None:
+            # The simulator models rates, not users: each step of a flow is an arrival at the
+            # flow's rate, delayed by the mean think time before it (docs/your-system.md).
+            # Pools (take/put/let) are the live generators' bookkeeping; here a source with
+            # them is a plain rate source.
+            for step, delay in zip(src.flow.steps, src.flow.think_means):
+                if step.think is None:
+                    step_attrs = self.attrs.intern(step.publish.attributes) if step.publish is not None else 0
+                    self._deliver_source(step, Batch.new(b.t + delay, step_attrs, b.key.copy()), step_attrs)
+        elif src.publish is not None:
             b.attrs[:] = attrs
             self.broker.publish(src.publish.topic, b, src.publish.message_bytes)
         elif src.request is not None:
             node = self.nodes[src.request.service]
             node.enqueue(node.route_ch[src.request.route], b)
-        elif src.workflow is not None:
+        elif getattr(src, "workflow", None) is not None:
             self.workflows[src.workflow].start_many(b)
         elif src.firestore is not None:  # a client's own write: what it starts is the trigger path
             for trig in self.exp.system.triggers:

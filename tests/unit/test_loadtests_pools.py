@@ -328,3 +328,33 @@ def test_schema_errors_name_file_line_and_field(tmp_path, body, message):
     lines = [ln for ln in str(info.value).splitlines() if message in ln]
     assert lines, str(info.value)
     assert lines[0].startswith(f"{path}:") and lines[0].split(":")[1].isdigit()
+
+
+def test_the_simulator_runs_a_flows_steps_at_its_rate_after_the_mean_thinks(tmp_path):
+    """sim/engine.py: each step an arrival at the flow's rate, delayed by the mean think
+    before it; arrivals whose delayed time falls after the end are not sent."""
+    from surgesim.sim.engine import Engine
+
+    system = SYSTEM.replace("method: POST}", "method: POST, steps: [{cpu: 2ms}]}") + (
+        "subscriptions:\n  - {name: orders-sub, topic: orders, consumer: worker}\n")
+    system = system.replace("services:\n", "services:\n  - {name: worker, steps: [{cpu: 1ms}]}\n")
+    (tmp_path / "system.yaml").write_text(system)
+    (tmp_path / "s.yaml").write_text(HEAD.replace("duration: 100s", "duration: 600s") + """\
+traffic:
+  sources:
+    - name: shopper
+      rate: 10/s
+      flow:
+        steps:
+          - {request: {service: api, route: open_cart}}
+          - think: 60s
+          - {publish: {topic: orders}}
+          - think: {dist: exponential, mean: 30s}
+          - {request: {service: api, route: pay, path_params: {cart_id: x}}}
+""")
+    totals = Engine(load_experiment(tmp_path / "s.yaml")).run().totals()
+    opened = totals["routes"]["api.open_cart"]["requests"]
+    assert abs(opened - 6000) < 4 * math.sqrt(6000)
+    # later steps: the arrivals of the first 540 s (60 s think) and 510 s (60 s + 30 s mean)
+    assert totals["topics"]["orders"]["published"] == pytest.approx(opened * 540 / 600, rel=0.03)
+    assert totals["routes"]["api.pay"]["requests"] == pytest.approx(opened * 510 / 600, rel=0.03)
