@@ -33,7 +33,7 @@ import numpy as np
 from surgesim.templates import jsonpath
 
 from surgesim.loadtests.plan import FLOW, PUBLISH, REQUEST, LivePlan, LiveSource
-from surgesim.sim.fleet import Fleet, vehicle_id
+from surgesim.sim.fleet import Fleet
 
 INTENDED_HEADER = "X-Intended-Time"
 INTENDED_ATTRIBUTE = "intendedTime"

@@ -65,7 +65,7 @@ class FleetDriver:
     # ---- sending -----------------------------------------------------------------------
 
     def _record(self, send: Send, ok: bool, status, sent_at: float, done: float) -> None:
-        self.recorder.record(send.label, send.source.count_key, send.intended - self.t0, send.intended, sent_at, done,
+        self.recorder.record(send.source.labels, send.source.count_key, send.intended - self.t0, send.intended, sent_at, done,
                              ok, status, GENERATOR)
 
     async def _http(self, send: Send) -> bool:

@@ -271,7 +271,7 @@ class ScheduledUser(User):
                 context={"meta": meta})
         done = time.time()
         ok = 200 <= (r.status_code or 0) < 300
-        STATE.recorder.record(send.label, send.source.count_key, wall_t, send.intended, sent_at, done, ok,
+        STATE.recorder.record(send.source.labels, send.source.count_key, wall_t, send.intended, sent_at, done, ok,
                               r.status_code or type(r.error).__name__, GENERATOR)
         if "response_s" in meta and send.message is None:  # Locust's own figure, beside ours
             STATE.recorder.sample("locust_" + send.label.split("/", 1)[0] + "/" + send.label.split("/", 1)[1],
@@ -321,7 +321,7 @@ class PublishUser(ScheduledUser):
             ok = 200 <= (r.status_code or 0) < 300
             status = r.status_code or type(r.error).__name__
             for wall_t, s in items:
-                STATE.recorder.record(s.label, s.source.count_key, wall_t, s.intended, sent_at, done, ok, status,
+                STATE.recorder.record(s.source.labels, s.source.count_key, wall_t, s.intended, sent_at, done, ok, status,
                                       GENERATOR)
                 STATE.payloads.finish(s, ok)
 

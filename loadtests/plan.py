@@ -98,6 +98,16 @@ class LiveSource:
         flow/<flow>.<label>."""
         if self.step is not None and self.source.flow.steps[self.step].label is not None:
             return f"flow/{self.name}.{self.step_label}"
+        return self.target_label
+
+    @property
+    def labels(self) -> str | tuple[str, str]:
+        """What the recorder records a send under: a labelled flow step's latency goes into
+        its own histogram and its target's (so route SLOs see flow traffic too)."""
+        return (self.label, self.target_label) if self.label != self.target_label else self.label
+
+    @property
+    def target_label(self) -> str:
         if self.action == PUBLISH:
             return f"publish/{self.topic}"
         if self.action in (FIRESTORE, STORAGE):

@@ -78,10 +78,15 @@ class Recorder:
         if self._buffered >= _COMPACT_AT:
             self.compact()
 
-    def record(self, label: str, source: str, wall_t: float, intended: float, sent_at: float, done_at: float,
+    def record(self, label: str | tuple[str, ...], source: str, wall_t: float, intended: float, sent_at: float, done_at: float,
                ok: bool, status: int | str | None = None, generator: str = "loadgen") -> None:
         """One answered send. Times are epoch seconds; wall_t is the intended time in wall
-        seconds since the start (it picks the window)."""
+        seconds since the start (it picks the window). label: a path, or several (a labelled
+        flow step's own and its route's: both histograms get its latency)."""
+        labels = (label,) if isinstance(label, str) else tuple(label)
+        label = labels[0]
+        for other in labels[1:]:
+            self.sample(other, wall_t, max(0.0, done_at - intended))
         self.sample(label, wall_t, max(0.0, done_at - intended))
         self.sample(response_path(label), wall_t, max(0.0, done_at - sent_at))
         self.sample(f"lateness/{generator}", wall_t, max(0.0, sent_at - intended))

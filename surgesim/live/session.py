@@ -346,7 +346,11 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
         "faults_unsupported": _not_injected(faults.events),
         "latency": latency, "lag": lag.summaries(), "slos": slos,
         "conservation": cons,
-        "loadgen": {"generator": result.generator, "counts": result.counts, "lateness": result.lateness},
+        "loadgen": {"generator": result.generator, "counts": result.counts, "lateness": result.lateness,
+                    # labelled flow steps' own latency (their routes' latency/ has them too)
+                    "steps": {p.split("/", 1)[1]: h.summary() for p, h in result.histograms.items()
+                              if p.startswith("flow/")},
+                    "prepare": result.extra.get("prepare"), "pools": result.extra.get("pools")},
         "live": {"drained": end_s <= sc.duration + live.drain_timeout * ts, "end_s": end_s,
                  "skipped": runner.skipped,
                  "slos_from": "scenario.slos" if live.slos is None else "scenario.live.slos",

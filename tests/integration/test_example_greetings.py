@@ -146,3 +146,60 @@ def test_a_template_without_the_topic_gets_400s_and_does_not_pass(gcp, example, 
         assert rc == 1 and summary["verdict"] == "fail", text[-3000:]
         failed = [c["name"] for c in summary["checks"] if not c["holds"]]
         assert any(name.startswith("client_errors") for name in failed), failed
+
+
+def visits(gcp) -> dict[str, dict]:
+    from surgesim.emulators import Clients
+
+    db = Clients(gcp.env_vars(), project="greetings-local").firestore()
+    return {d.id: d.to_dict() for d in db.collection("visits").stream()}
+
+
+def clear_visits(gcp) -> None:
+    from surgesim.emulators import Clients
+
+    db = Clients(gcp.env_vars(), project="greetings-local").firestore()
+    for d in db.collection("visits").stream():
+        d.reference.delete()
+
+
+def test_a_flow_captures_the_message_id_into_its_next_step(gcp, example, tmp_path):
+    """flow.yaml: greet through the function, capture the message id from its answer, then
+    record the visit with it. Every visit must name a greeting the receiver
+    really stored (greetings/{messageId}) with the same visitor's name: the capture carried
+    the function's own answer into the next step."""
+    clear_greetings(gcp)
+    clear_visits(gcp)
+    rc, summary, text = live(gcp, example, "flow.yaml", tmp_path / "run")
+    c = summary["loadgen"]["counts"]["visitor"]
+    assert c["flows_started"] >= 80 and c["flows_completed"] == c["flows_started"], c  # ~4/s for 30 s
+    assert summary["loadgen"]["counts"]["visitor.greet"]["status_200"] == c["flows_started"]
+    stored = visits(gcp)
+    assert len(stored) == c["flows_completed"]
+    from surgesim.emulators import Clients
+
+    db = Clients(gcp.env_vars(), project="greetings-local").firestore()
+    for doc_id, p in stored.items():
+        greeting = db.collection("greetings").document(p["greeting"]).get()
+        assert greeting.exists and greeting.to_dict()["text"] == p["name"], (doc_id, p)
+        assert doc_id == f"{p['name'].lower()}-{p['greeting']}"
+    assert {"visitor.greet", "visitor.visit"} <= set(summary["loadgen"]["steps"]), \
+        list(summary["loadgen"]["steps"])
+    row = summary["totals"]["routes"]["flow.visitor"]
+    assert row["status"] == {"completed": c["flows_completed"], "aborted": 0}
+    assert rc == 0 and summary["verdict"] == "pass", text[-3000:]
+
+
+def test_flows_aborted_by_a_missing_capture_fail_the_verdict(gcp, example, tmp_path):
+    """The same flow capturing a field the function does not answer: every flow aborts at
+    its first step (no visit is written) and the client-error check of the flow fails."""
+    bad = example / "flow_bad_capture.yaml"
+    bad.write_text((example / "flow.yaml").read_text().replace('"$.messageId"', '"$.id"'))
+    clear_visits(gcp)
+    rc, summary, text = live(gcp, example, bad.name, tmp_path / "run")
+    c = summary["loadgen"]["counts"]["visitor"]
+    assert c["flows_started"] >= 80 and c["flows_aborted"] == c["flows_started"] == c["aborted_at_greet"], c
+    assert visits(gcp) == {}
+    failed = [ch["name"] for ch in summary["checks"] if not ch["holds"]]
+    assert "client_errors.flow.visitor" in failed, failed
+    assert rc == 1 and summary["verdict"] == "fail"
