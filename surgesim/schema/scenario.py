@@ -248,7 +248,7 @@ class Sending(Strict):
     """Faker locale(s) of the templates' `faker`."""
     let: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Template] = Field(default_factory=dict)
     """Per-arrival variables, rendered in order before the payload (each sees the ones before
-    it), e.g. `parcel_id: "P{{ run }}{{ '%06d' % seq }}"`; they travel with the item put."""
+    it), e.g. `order_id: "O{{ run }}{{ '%06d' % seq }}"`; they travel with the item put."""
     take: PoolName | None = None
     """Each arrival takes the oldest item of this pool (its variables are in the templates'
     context); an arrival that finds the pool empty is not sent: it is counted `starved`."""

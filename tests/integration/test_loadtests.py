@@ -13,7 +13,7 @@ import pytest
 
 from surgesim.loadtests.actions import INTENDED_ATTRIBUTE
 from surgesim.loadtests.fleet_driver import run_fleet
-from surgesim.loadtests.plan import LIFECYCLE_ROUTES, LivePlan
+from surgesim.loadtests.plan import LivePlan
 from surgesim.loadtests.runner import run_locust
 from surgesim.loadtests.target import build_app, serve
 from surgesim.rundir import RunWriter, load_run
@@ -153,7 +153,8 @@ def test_locust_telemetry_reaches_the_pubsub_emulator(tmp_path, gcp, telemetry_t
 
 def test_fleet_driver_drives_the_real_command_service(tmp_path, gcp):
     """dispatch_wave squeezed further (time_scale 800: the delivery wave at wall 6.75 s):
-    parcels go created -> assigned -> out for delivery -> delivered, every command accepted."""
+    parcels go created -> assigned -> out for delivery -> delivered through the scenario's
+    pools, every command accepted; its `prepare:` writes the parcel stock into Firestore first."""
     from surgesim.services.common.devserver import run_service
 
     env = gcp.env_vars()
@@ -164,7 +165,8 @@ def test_fleet_driver_drives_the_real_command_service(tmp_path, gcp):
         except Exception as exc:  # noqa: BLE001 -- AlreadyExists from an earlier test
             assert "AlreadyExists" in type(exc).__name__ or "409" in str(exc)
     with run_service("surgesim.services.meridian.command:app", env) as command:
-        result = run_fleet(None, {"command": command.url, "pubsub": env["PUBSUB_EMULATOR_HOST"], "project": gcp.project},
+        result = run_fleet(None, {"command": command.url, "pubsub": env["PUBSUB_EMULATOR_HOST"], "project": gcp.project,
+                                  "firestore_emulator": "http://" + env["FIRESTORE_EMULATOR_HOST"]},
                            8.0, tmp_path / "fleet", time_scale=800, concurrency=16)
     counts = result.counts
     commands = ["create_shipment", "assign_driver", "out_for_delivery", "mark_delivered"]
@@ -174,10 +176,12 @@ def test_fleet_driver_drives_the_real_command_service(tmp_path, gcp):
         assert c["errors"] == 0, (name, c)
         assert c["ok"] == c["sent"] == c.get("status_202", 0)
         assert c["sent"] + c["starved"] == c["scheduled"]
-    assert result.extra["stock"]["failed"] == 0 and result.extra["stock"]["chains"] > 10
+    entries = result.extra["prepare"]["entries"]
+    assert all(e["failed"] == 0 for e in entries.values()) and entries["parcels_out_for_delivery"]["ok"] > 5
     assert counts["gps"]["ok"] == counts["gps"]["scheduled"] > 40
     assert result.extra["unfinished"] == 0
-    assert set(LIFECYCLE_ROUTES) >= {p.split(".")[-1] for p in result.by_route() if p.startswith("latency/command.")}
+    routes = {"create_shipment", "assign_driver", "mark_out_for_delivery", "mark_delivered"}
+    assert routes >= {p.split(".")[-1] for p in result.by_route() if p.startswith("latency/command.")}
     assert (tmp_path / "fleet" / "histograms.parquet").exists()
 
 
@@ -195,7 +199,7 @@ def test_fleet_driver_keeps_up_at_a_small_rate(tmp_path):
 
 
 def test_locust_sightings_reach_the_real_dogfinder_app(tmp_path, gcp):
-    """dogfinder.py's users post multipart sightings with a JPEG; the app stores each and
+    """The locustfile's users post dogfinder_viral.yaml's multipart sightings with a JPEG; the app stores each and
     publishes it (all 201, one message per sighting)."""
     from google.api_core.exceptions import Conflict
 
@@ -218,7 +222,7 @@ def test_locust_sightings_reach_the_real_dogfinder_app(tmp_path, gcp):
             # dogfinder_viral at 17:00: ~2 sightings/s wall at its live scales
             scenario = resources.files("surgesim.scenarios").joinpath("dogfinder_viral.yaml")
             result = run_locust(str(scenario), {"app": app.url}, 4.0, out, env=env,
-                                locustfile=LOCUSTFILE.with_name("dogfinder.py"))
+                                locustfile=LOCUSTFILE)
         assert_no_process_mentions(str(out))
         c = result.counts["sightings"]
         assert c["sent"] == c["scheduled"] == c.get("status_201", 0) > 2, c
