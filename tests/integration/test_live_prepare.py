@@ -29,9 +29,19 @@ def shape(value):
     return "number" if isinstance(value, (int, float)) and not isinstance(value, bool) else type(value).__name__
 
 
+PROJECT = "meridian-local"  # the system file's: the harness gives it to the services and the prepare phase
+
+
+@pytest.fixture(scope="module")
+def clients(gcp):
+    from surgesim.emulators import Clients
+
+    return Clients(gcp.env_vars(), project=PROJECT)
+
+
 @pytest.fixture(scope="module")
 def command(gcp):
-    with run_service("surgesim.services.meridian.command:app", gcp.env_vars()) as svc:
+    with run_service("surgesim.services.meridian.command:app", {**gcp.env_vars(), "GOOGLE_CLOUD_PROJECT": PROJECT}) as svc:
         yield svc
 
 
@@ -39,13 +49,14 @@ def send(http: httpx.Client, s):
     return http.request(s.method, s.path, content=s.body, headers=s.headers)
 
 
-def test_prepared_parcels_look_like_the_services_and_take_the_next_command(gcp, command, tmp_path):
+def test_prepared_parcels_look_like_the_services_and_take_the_next_command(clients, command, tmp_path):
     plan = LivePlan(rate_scale=0.004)  # dispatch_wave.yaml, thinned to a few dozen parcels
     said: list[str] = []
     prep = Preparer(plan, tmp_path / "prepare.json", say=said.append)
     assert [e.name for e in prep.early] == ["parcels_created", "parcels_assigned", "parcels_out_for_delivery"]
     assert prep.late == []  # Firestore only: all of it before the trigger bridges
-    prep.before_bridges(gcp.clients)
+    assert plan.exp.system.project == PROJECT
+    prep.before_bridges(clients)
     info = json.loads((tmp_path / "prepare.json").read_text())
     counts = {name: e["ok"] for name, e in info["entries"].items()}
     assert counts == {e.name: plan.prepare_count(e) for e in plan.prepare} and all(counts.values())
@@ -54,7 +65,7 @@ def test_prepared_parcels_look_like_the_services_and_take_the_next_command(gcp, 
         "created": counts["parcels_created"], "assigned": counts["parcels_assigned"],
         "out_for_delivery": counts["parcels_out_for_delivery"]}
 
-    db = gcp.clients.firestore()
+    db = clients.firestore()
     run = Payloads(plan, tag="run")  # the generator: its pools loaded from prepare.json
     load_prepared(run.pools, tmp_path / "prepare.json")
     with httpx.Client(base_url=command.url, trust_env=False, timeout=30) as http:
