@@ -268,10 +268,13 @@ class Payloads:
     """Builds the Sends of one generator process: seeded, with its own pools and a fleet of
     vehicles x rate_scale moving in scenario time."""
 
-    def __init__(self, plan: LivePlan, tag: str | None = None, seed_offset: int = 0):
+    def __init__(self, plan: LivePlan, tag: str | None = None, seed_offset: int = 0, project: str | None = None):
+        """project: where firestore writes go (the generator's endpoints' project, which
+        GOOGLE_CLOUD_PROJECT may set); default the system file's."""
         from surgesim.schema.scenario import pool_variables
 
         self.plan = plan
+        self.project = project or plan.exp.system.project
         self.tag = tag or run_tag()
         self.rng = np.random.default_rng([plan.seed, 7919, seed_offset])
         self.pools = Pools()
@@ -310,7 +313,7 @@ class Payloads:
         step = source.step
         return source_payload(source.source, source.index if step is None else source.index * 1000 + step + 1,
                               self.plan.seed, self.plan.scenario_path.parent, route,
-                              captures=self._known(source), project=self.plan.exp.system.project, run=self.tag,
+                              captures=self._known(source), project=self.project, run=self.tag,
                               spec=spec, kind=kind, with_let=step is None)
 
     def request_id(self, source: LiveSource) -> str:

@@ -48,7 +48,7 @@ class FleetDriver:
         if missing:
             raise ValueError(f"no endpoint for: {', '.join(missing)}")
         self.project = self.endpoints.get(PROJECT) or plan.exp.system.project
-        self.payloads = Payloads(plan, tag)
+        self.payloads = Payloads(plan, tag, project=self.project)
         self.recorder = Recorder(plan.time_scale, window_s or plan.exp.scenario.live.sample_interval)
         self.concurrency = concurrency
         self._client = client

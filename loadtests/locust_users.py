@@ -93,7 +93,7 @@ class _State:
             raise RuntimeError(f"set {', '.join(missing)} (or --host for the HTTP services)")
         d = os.environ.get("SURGESIM_DURATION")
         self.duration_s = min(float(d), self.plan.duration_s) if d else self.plan.duration_s
-        self.payloads = Payloads(self.plan)
+        self.payloads = Payloads(self.plan, project=self.endpoints.get(PROJECT))
         prepared = os.environ.get("SURGESIM_PREPARED")
         self.prepared = load_prepared(self.payloads.pools, prepared, share=share) if prepared else {}
         self.recorder = Recorder(self.plan.time_scale, self.plan.exp.scenario.live.sample_interval)

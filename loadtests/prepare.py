@@ -88,8 +88,8 @@ async def run_prepare(plan: LivePlan, payloads: Payloads, endpoints: dict[str, s
     for entry in plan.prepare if entries is None else entries:
         n = share_of(plan.prepare_count(entry, duration_s), share)
         started = time.perf_counter()
-        if entry.action == FIRESTORE:  # the documents' project is the system's, as a firestore: source's
-            ok = await _firestore(payloads, entry, n, endpoints[FIRESTORE_ENDPOINT], plan.exp.system.project, client)
+        if entry.action == FIRESTORE:  # the documents' project: the one their names were rendered with
+            ok = await _firestore(payloads, entry, n, endpoints[FIRESTORE_ENDPOINT], payloads.project, client)
         else:
             ok = await _one_by_one(payloads, entry, n, endpoints, project, client)
         seconds = time.perf_counter() - started
@@ -157,7 +157,7 @@ class Preparer:
 
     def __init__(self, plan: LivePlan, path: str | Path, say: Callable[[str], None] = print):
         self.plan, self.path, self.say = plan, Path(path), say
-        self.payloads = Payloads(plan, tag=run_tag(), seed_offset=PREPARE_SEED)
+        self.payloads = Payloads(plan, tag=run_tag(), seed_offset=PREPARE_SEED)  # the system's project, as the services
         k = 0
         while k < len(plan.prepare) and plan.prepare[k].action == FIRESTORE:
             k += 1
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         raise SystemExit(f"set {', '.join(missing)}")
     k, n = (int(x) for x in a.share.split("/"))
-    payloads = Payloads(plan, seed_offset=PREPARE_SEED + k)
+    payloads = Payloads(plan, seed_offset=PREPARE_SEED + k, project=endpoints.get(PROJECT))
     started = time.perf_counter()
 
     async def go() -> dict:

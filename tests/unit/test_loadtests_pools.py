@@ -249,7 +249,7 @@ def test_prepare_writes_firestore_in_batched_commits_and_fills_the_pool(tmp_path
     assert n > 1200 and [len(w) for w in commits] == [500] * (n // 500) + ([n % 500] if n % 500 else [])
     first = commits[0][0]
     assert first["currentDocument"] == {"exists": False}
-    assert first["update"]["name"].startswith("projects/shop-local/databases/(default)/documents/carts/S")
+    assert first["update"]["name"].startswith("projects/p/databases/(default)/documents/carts/S")
     fields = first["update"]["fields"]
     assert fields["status"] == {"stringValue": "open"} and "timestampValue" in fields["at"]
     assert fields["n"] == {"integerValue": "1"}

@@ -116,7 +116,8 @@ def test_an_absurd_wave_rate_is_refused_by_validate(seeds, rate):
     path = _mutant(seeds, scenario_edit=("gps: 5100/s", f"gps: {rate}"))
     result = CliRunner().invoke(cli, ["validate", str(path)])
     assert result.exit_code == 2
-    assert result.output.strip() == (f"{path}:22: traffic.waves[0].rates.gps: rate must be at most 1e+07/s, "
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if f"gps: {rate}" in text)
+    assert result.output.strip() == (f"{path}:{line}: traffic.waves[0].rates.gps: rate must be at most 1e+07/s, "
                                      f"got '{rate}'")
 
 
