@@ -233,3 +233,37 @@ def test_locust_sightings_reach_the_real_dogfinder_app(tmp_path, gcp):
     finally:
         sub.delete_subscription(subscription=sub_path)
         pub.delete_topic(topic=topic_path)
+
+
+def test_locust_runs_prepare_and_takes_from_its_pool(tmp_path):
+    """Locust on its own (no harness): its `prepare:` runs before the clock (a child process),
+    the prepared items go into the pool, and the source that takes from it sends each one
+    once, with the prepared id in its path; what the pool cannot cover is starved."""
+    (tmp_path / "system.yaml").write_text(SYSTEM % {"topic": "pings"})
+    (tmp_path / "scenario.yaml").write_text("""\
+name: pooled
+system: system.yaml
+seed: 5
+duration: 40s
+traffic:
+  sources:
+    - {name: use, rate: 20/s, take: ready, request: {service: api, route: hit, path_params: {item_id: "{{ item }}"}}}
+prepare:
+  - name: make
+    count: 12
+    put: ready
+    let: {item: "it-{{ seq }}"}
+    request: {service: api, route: hit, path_params: {item_id: "{{ item }}"}, json: {made: "{{ item }}"}}
+live: {time_scale: 10, rate_scale: 1}
+""")
+    with serve(build_app()) as (url, seen):
+        result = run_locust(tmp_path / "scenario.yaml", {"api": url, "project": "p"}, 2.0, tmp_path / "out")
+    paths = [s["path"] for s in seen]
+    made = [f"/hit/it-{i}" for i in range(1, 13)]
+    assert sorted(paths[:12]) == sorted(made)  # the prepare phase first
+    used = paths[12:]
+    assert sorted(used) == sorted(made)  # each prepared item taken once (in the order their answers came)
+    c = result.counts["use"]
+    assert c["sent"] == c["status_202"] == 12 and c["starved"] == c["scheduled"] - 12 > 10
+    assert result.extra["prepare"]["entries"]["make"]["ok"] == 12
+    assert result.extra["pools"] == {"ready": 0}
