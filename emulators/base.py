@@ -29,6 +29,8 @@ class Emulator(ABC):
     #: port keys the emulator sends to rather than listens on (served by the harness)
     sends_to: tuple[str, ...] = ()
     startup_timeout: float = 60.0
+    #: not started by ``up`` without ``only`` (it needs an extra: ``pip install 'surgesim[...]'``)
+    optional: bool = False
     #: told of slow one-time work before a start (e.g. installing the tool's own environment)
     on_message: Callable[[str], None] | None = None
 
@@ -50,6 +52,9 @@ class Emulator(ABC):
 
     def prepare(self, env: dict[str, str], data_dir: Path) -> None:  # noqa: B027 -- optional, not abstract
         """One-off set-up before a start (may edit ``env``). Default: nothing."""
+
+    def cleanup(self, data_dir: Path) -> None:  # noqa: B027 -- optional, not abstract
+        """After ``down`` stopped it: remove what it left in ``data_dir``. Default: nothing."""
 
     def version(self) -> str | None:
         return None

@@ -23,7 +23,7 @@ _STATE_DIR = click.option(
 )
 _ONLY = click.option(
     "--only", default=None, metavar="NAMES",
-    help=f"Comma-separated subset of: {','.join(NAMES)} (default: all).",
+    help=f"Comma-separated subset of: {','.join(NAMES)} (default: all but postgres).",
 )
 
 
@@ -33,7 +33,8 @@ def _err(msg: str) -> None:
 
 @click.group("emulators")
 def emulators_group() -> None:
-    """Local Google Cloud: the Pub/Sub, Firestore, BigQuery and Storage emulators."""
+    """Local Google Cloud: the Pub/Sub, Firestore, BigQuery and Storage emulators, and
+    PostgreSQL with pgvector (--only postgres)."""
 
 
 @emulators_group.command("up")
@@ -46,15 +47,17 @@ def emulators_group() -> None:
 @click.option("--bigquery-port", type=int, default=None, help="BigQuery emulator REST port (default 9050).")
 @click.option("--bigquery-grpc-port", type=int, default=None, help="BigQuery emulator gRPC port (default 9060).")
 @click.option("--storage-port", type=int, default=None, help="Storage emulator port (default 9023).")
+@click.option("--postgres-port", type=int, default=None, help="PostgreSQL + pgvector port (default 54329).")
 @click.option("--timeout", type=float, default=None, help="Seconds to wait for each emulator to answer.")
 @click.option("--probe/--no-probe", default=True, show_default=True, help="Run the Pub/Sub fidelity probe.")
 @_STATE_DIR
 def up_cmd(only, project, pubsub_port, firestore_port, firestore_events_port, bigquery_port, bigquery_grpc_port,
-           storage_port, timeout, probe, state_dir) -> None:
+           storage_port, postgres_port, timeout, probe, state_dir) -> None:
     """Start (or reuse) the emulators; print export lines for the shell."""
     ports = {
         "pubsub": pubsub_port, "firestore": firestore_port, "firestore_events": firestore_events_port,
         "bigquery": bigquery_port, "bigquery_grpc": bigquery_grpc_port, "storage": storage_port,
+        "postgres": postgres_port,
     }
     try:
         stack = up(only, ports={k: v for k, v in ports.items() if v}, project=project, state_dir=state_dir,

@@ -36,6 +36,7 @@ from .process import (
     stop_groups,
     wait_for,
 )
+from .postgres import PostgresEmulator
 from .pubsub import PubSubEmulator
 from .state import State, load_state, locked, resolve_state_dir, save_state
 from .storage import StorageEmulator
@@ -47,17 +48,20 @@ UNHEALTHY_GRACE = 5.0
 
 
 def default_emulators() -> dict[str, Emulator]:
-    """The four emulators, in start order."""
-    return {e.name: e for e in (PubSubEmulator(), FirestoreEmulator(), BigQueryEmulator(), StorageEmulator())}
+    """The emulators, in start order (PostgreSQL is optional: ``up`` starts it when named)."""
+    return {e.name: e for e in (PubSubEmulator(), FirestoreEmulator(), BigQueryEmulator(), StorageEmulator(),
+                                PostgresEmulator())}
 
 
 NAMES: tuple[str, ...] = tuple(default_emulators())
 
 
-def parse_only(only: str | Iterable[str] | None, registry: Mapping[str, Emulator]) -> list[str]:
-    """``"pubsub,firestore"`` or an iterable -> validated names in registry order (None = all)."""
+def parse_only(only: str | Iterable[str] | None, registry: Mapping[str, Emulator],
+               *, optional: bool = True) -> list[str]:
+    """``"pubsub,firestore"`` or an iterable -> validated names in registry order (None = all,
+    or all but the optional ones with ``optional=False``: what ``up`` starts unasked)."""
     if only is None:
-        return list(registry)
+        return [n for n in registry if optional or not registry[n].optional]
     names = [n.strip() for n in only.split(",")] if isinstance(only, str) else [str(n).strip() for n in only]
     names = [n for n in names if n]
     unknown = [n for n in names if n not in registry]
@@ -251,7 +255,7 @@ def up(
     or StartupError (with the log tail); emulators that did start stay recorded.
     """
     registry = registry or default_emulators()
-    names = parse_only(only, registry)
+    names = parse_only(only, registry, optional=False)
     messages: list[str] = []
 
     def say(msg: str) -> None:
@@ -441,6 +445,8 @@ def down(
                         f"port {port} still answers after stopping {rec.name} ({_port_owner(port)}); "
                         "that process was not started by surgesim and was left alone"
                     )
+            if rec.name in registry:
+                registry[rec.name].cleanup(d / "data" / rec.name)
             del state.started[rec.name]
         for n in names:
             if n in state.external:

@@ -52,3 +52,38 @@ def gcp(tmp_path_factory):
         still_open = [p for p in ports.values() if port_open("127.0.0.1", p)]
         assert not left, f"emulator processes left behind: {left}"
         assert not still_open, f"emulator ports still answering: {still_open}"
+
+
+@pytest.fixture(scope="session")
+def pgvector(gcp):
+    """PostgreSQL + pgvector (emulators/postgres.py) on a free port in the `gcp` fixture's
+    state dir, so a live run given that state dir reuses it. Stopped at session end, asserting
+    its process group is gone and its cluster directory removed."""
+    import psutil
+
+    from surgesim.emulators import MissingToolError, down, up
+    from surgesim.emulators.postgres import cluster_dir
+    from surgesim.emulators.process import free_port, port_open
+
+    port = free_port()
+    try:
+        stack = up("postgres", ports={"postgres": port}, project=gcp.project, state_dir=gcp.state_dir)
+    except MissingToolError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL + pgvector not installed: {exc}")
+    st = stack.emulators["postgres"]
+    try:
+        yield stack
+    finally:
+        down("postgres", state_dir=gcp.state_dir, timeout=10)
+        left = []
+        for p in psutil.process_iter():
+            try:
+                if os.getpgid(p.pid) == st.pgid and p.status() != psutil.STATUS_ZOMBIE:
+                    left.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
+            except (psutil.Error, OSError):
+                pass
+        assert not left, f"postgres processes left behind: {left}"
+        assert not port_open("127.0.0.1", port), f"postgres port {port} still answers"
+        assert not cluster_dir(gcp.state_dir / "data" / "postgres").exists(), "the cluster directory was left behind"
