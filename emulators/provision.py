@@ -2,7 +2,7 @@
 
 Topics, subscriptions (filter, ack deadline, retry backoff, dead-letter topic and max
 attempts, retention, ordering), BigQuery datasets and DATE-partitioned tables, Cloud Storage
-buckets, and Firestore databases. Each resource ends as `created`, `unchanged`, `updated`
+buckets, Firestore databases, and PostgreSQL databases with their extensions. Each resource ends as `created`, `unchanged`, `updated`
 or `conflict` (exists with a setting Pub/Sub cannot change in place, e.g. a filter); a
 second run on the same system reports everything `unchanged`.
 
@@ -256,7 +256,26 @@ def provision(system: System, clients: Clients, say: Callable[[Outcome], None] |
         _provision_bigquery(system, clients, record)
     if system.stores.storage:
         _provision_storage(system, clients, record)
+    if system.stores.postgres:
+        _provision_postgres(system, clients, record)
     return outcomes
+
+
+def _provision_postgres(system: System, clients: Clients, record) -> None:
+    """Each database (CREATE DATABASE has no IF NOT EXISTS) and its extensions."""
+    from .postgres import connect
+
+    host, port = clients.env["PGHOST"], int(clients.env["PGPORT"])
+    with connect(host, port, autocommit=True) as conn:
+        have = {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+        for db in system.stores.postgres:
+            if db.name not in have:
+                conn.execute(f'CREATE DATABASE "{db.name}"')  # name checked by the schema's pattern
+            record(Outcome("postgres", db.name, "unchanged" if db.name in have else "created"))
+    for db in system.stores.postgres:
+        with connect(host, port, db.name, autocommit=True) as conn:
+            for ext in db.extensions:
+                conn.execute(f'CREATE EXTENSION IF NOT EXISTS "{ext}"')
 
 
 def needed_emulators(system: System) -> list[str]:
@@ -267,4 +286,6 @@ def needed_emulators(system: System) -> list[str]:
         names.append("bigquery")
     if system.stores.storage:
         names.append("storage")
+    if system.stores.postgres:
+        names.append("postgres")
     return names

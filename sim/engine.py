@@ -104,16 +104,32 @@ class JobRunner:
         self.mem = plan.memory_gib if plan else 0.5
         self.handler = Handler(eng, f"job-{job.name}", job.steps)
         self.totals = {"tasks_run": 0, "tasks_failed": 0, "duration_s": 0.0, "vcpu_seconds": 0.0, "gib_seconds": 0.0}
+        # for jobs.json (the job.NAME SLOs): first start, last end, executions started and
+        # finished, tasks that used every retry and still failed
+        self.first_start: float | None = None
+        self.last_end: float | None = None
+        self.started = self.finished = self.gave_up = 0
 
     def start(self, t: float):
         env = self.eng.env
         if t > env.now:
             yield env.timeout(t - env.now)
         began = env.now
+        self.started += 1
+        self.first_start = began if self.first_start is None else self.first_start
         slots = simpy.Resource(env, capacity=self.parallelism)
         procs = [env.process(self._task(i, slots)) for i in range(self.tasks)]
         yield simpy.AllOf(env, procs)
         self.totals["duration_s"] += env.now - began
+        self.finished += 1
+        self.last_end = env.now
+
+    def record(self) -> dict:
+        """This job in jobs.json: its duration on the scenario clock and whether it succeeded."""
+        done = self.started and self.finished == self.started
+        state = "running" if not done else ("failed" if self.gave_up else "succeeded")
+        return {"state": state, "executions": self.started, "tasks_gave_up": self.gave_up,
+                "duration_s": round(self.last_end - self.first_start, 3) if done else None}
 
     def _task(self, index: int, slots):
         env, job = self.eng.env, self.job
@@ -139,6 +155,7 @@ class JobRunner:
                 if ok:
                     return
                 self.totals["tasks_failed"] += 1
+            self.gave_up += 1  # max_retries + 1 attempts, every one failed
 
 
 class Engine:

@@ -47,6 +47,7 @@ def write_run(eng, out_dir: str | Path, meta: dict | None = None) -> dict:
     writer.write_timeseries(m.timeseries_frame())
     writer.write_histograms(m.histogram_frame())
     writer.write_faults(eng.fault_events())
+    writer.write_jobs({k: j.record() for k, j in eng.jobs.items() if j.started})
     totals = eng.totals()
     latency, lag = eng.latency_summaries()
     slos = evaluate_slos(writer.dir, sc)

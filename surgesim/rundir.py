@@ -117,6 +117,14 @@ class RunWriter:
         path.write_text(dumps(sorted(events, key=lambda e: (e["start_s"], e["kind"]))), encoding="utf-8")
         return path
 
+    def write_jobs(self, jobs: dict[str, dict]) -> Path:
+        """Per Cloud Run Job: `duration_s` (scenario seconds, start of its first execution to
+        the end of its last), `state` (succeeded / failed / cancelled), `executions`; what
+        the `job.NAME` SLOs read."""
+        path = self.dir / "jobs.json"
+        path.write_text(dumps(jobs), encoding="utf-8")
+        return path
+
     def write_timeseries(self, frame: pd.DataFrame) -> Path:
         frame = frame[["time_s", "metric", "entity", "value"]].astype(
             {"time_s": "float64", "metric": "string", "entity": "string", "value": "float64"}
@@ -160,6 +168,11 @@ class Run:
     def faults(self) -> list[dict]:
         p = self.dir / "faults.json"
         return json.loads(p.read_text(encoding="utf-8")) if p.exists() else []
+
+    @cached_property
+    def jobs(self) -> dict[str, dict]:
+        p = self.dir / "jobs.json"
+        return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
 
     @cached_property
     def timeseries(self) -> pd.DataFrame:

@@ -18,6 +18,8 @@ comes from:
                               holds the waits under 1 us); mean = over the whole run; max, pXX,
                               final over the histogram windows' fractions
 
+    job.JOB                   jobs.json: the job's duration in scenario seconds (first execution's
+                              start to last one's end); None unless every execution succeeded
     dlq.SUBSCRIPTION          dead_lettered counts of that subscription
     rejected / errors.SERVICE counts per window
         total, final and max = the cumulative count (so `max(dlq.x) == 0` reads naturally);
@@ -183,8 +185,18 @@ def _pwait_value(run: Run, slo: Slo) -> float | None:
     return _gauge_value((per["w"] / per["n"]).to_numpy(), slo.func)
 
 
+def _job_value(run: Run, slo: Slo) -> float | None:
+    """A job's duration (scenario s) whatever the function: one number per job and run."""
+    job = run.jobs.get(slo.entity)
+    if job is None or job.get("state") != "succeeded" or job.get("duration_s") is None:
+        return None
+    return float(job["duration_s"])
+
+
 def observe(run: Run, scenario: Any, slo: Slo) -> float | None:
     """The observed value of one SLO; None when there is no data (or it never drained)."""
+    if slo.metric == "job":
+        return _job_value(run, slo)
     if slo.metric == "wait":
         return _histogram_value(run, slo)
     if slo.metric == "pwait":

@@ -23,7 +23,8 @@ SERVICE_ALIASES: dict[str, tuple[str, ...]] = {
 
 FAKE_APPS = {"sms": "surgesim.services.fakes.gateway:sms_app",
              "billing": "surgesim.services.fakes.gateway:billing_app",
-             "generic": "surgesim.services.fakes.gateway:generic_app"}
+             "generic": "surgesim.services.fakes.gateway:generic_app",
+             "embedding": "surgesim.services.fakes.embedding:app"}
 
 
 def url_var(name: str) -> str:
@@ -43,12 +44,16 @@ def fake_env(api: ExternalApi, rate_scale: float = 1.0, seed: int = 1, admin_tok
     """A fake gateway's start-up behaviour from the system file's API entry. The rate limit
     is scaled like the traffic (rate_scale): at 2% of the volume, 2% of the limit bites at
     the same point of the scenario. Latency is not scaled: handlers run in real time."""
-    env = {"FAKE_KIND": api.fake or "generic", "FAKE_LATENCY_P50_MS": repr(api.latency.p50 * 1000.0),
+    # FAKE_KIND picks the gateway's kind; the embedding fake is a module of its own
+    kind = api.fake if api.fake in ("sms", "billing", "generic") else "generic"
+    env = {"FAKE_KIND": kind, "FAKE_LATENCY_P50_MS": repr(api.latency.p50 * 1000.0),
            "FAKE_ERROR_RATE": repr(api.error_rate), "FAKE_SEED": str(seed)}
     if api.latency.p99 is not None:
         env["FAKE_LATENCY_P99_MS"] = repr(api.latency.p99 * 1000.0)
     if api.rate_limit is not None:
         env["FAKE_RATE_LIMIT"] = repr(max(api.rate_limit * rate_scale, 0.001))
+    if api.tokens_per_minute is not None:
+        env["FAKE_TOKENS_PER_MINUTE"] = repr(max(api.tokens_per_minute * rate_scale, 1.0))
     if admin_token:
         env["FAKE_ADMIN_TOKEN"] = admin_token  # the admin API answers only the run
     return env

@@ -20,6 +20,7 @@ import secrets
 import signal
 import string
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,22 @@ from pathlib import Path
 
 from surgesim.loadtests.runner import _kill_group  # the harness's one way to end a process group
 from surgesim.schema.system import Job
+
+
+#: A task may write its own counters here (a JSON object of numbers), e.g. rows written or
+#: API calls rate-limited; the attempt's record keeps them and totals.jobs sums them.
+COUNTERS_VAR = "SURGESIM_TASK_COUNTERS"
+
+
+def read_counters(path: Path) -> dict[str, float]:
+    """The numbers in a task's counters file ({} when it wrote none or wrote garbage)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def execution_name(job: str) -> str:
@@ -54,6 +71,9 @@ class Execution:
         self.command = list(command or job.command or [])
         if not self.command:
             raise ValueError(f"job {job.name}: no command: to run its tasks live")
+        if self.command[0] in ("python", "python3"):
+            # the interpreter surgesim runs in, so `python -m package.task` finds the same packages
+            self.command[0] = sys.executable
         self.tasks = tasks or job.tasks
         self.parallelism = min(parallelism or job.parallelism, self.tasks)
         self.name = name or execution_name(job.name)
@@ -137,7 +157,9 @@ class Execution:
 
     def _attempt(self, index: int, attempt: int) -> dict:
         log_path = self.dir / f"{self.name}-task{index}-attempt{attempt}.log"
-        env = {**os.environ, **self.env, **task_env(self.job.name, self.name, index, self.tasks, attempt)}
+        counters_path = self.dir / f"{self.name}-task{index}-attempt{attempt}.counters.json"
+        env = {**os.environ, **self.env, **task_env(self.job.name, self.name, index, self.tasks, attempt),
+               COUNTERS_VAR: str(counters_path)}
         began = time.time()
         with open(log_path, "wb") as log:
             p = subprocess.Popen(self.command, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -159,7 +181,7 @@ class Execution:
             code = -signal.SIGTERM  # a task that exits cleanly on TERM still timed out
         return {"attempt": attempt, "pid": p.pid, "start": began, "end": end,
                 "duration_s": round(end - began, 3), "exit_code": code, "timed_out": timed_out,
-                "log": str(log_path)}
+                "log": str(log_path), "counters": read_counters(counters_path)}
 
     def _save(self) -> None:
         with self._lock:
@@ -185,7 +207,13 @@ def summary(executions: Sequence[Execution]) -> dict[str, dict]:
         attempts = [a for t in r["tasks"] for a in t["attempts"]]
         j["timeouts"] += sum(a["timed_out"] for a in attempts)
         j["task_seconds"] = round(j["task_seconds"] + sum(a["duration_s"] for a in attempts), 3)
+        for a in attempts:  # the tasks' own counters, summed over every attempt
+            for k, v in a.get("counters", {}).items():
+                j.setdefault("counters", {})[k] = round(j.get("counters", {}).get(k, 0) + v, 3)
         j["state"], j["duration_s"], j["record"] = r["state"], r["duration_s"], str(ex.path)
+    for j in out.values():  # e.g. rows written per wall second of the job's executions
+        if j.get("counters") and j["duration_s"]:
+            j["counters_per_s"] = {k: round(v / j["duration_s"], 3) for k, v in j["counters"].items()}
     return out
 
 
@@ -240,3 +268,18 @@ class Launcher:
 
     def totals(self) -> dict[str, dict]:
         return summary(self.executions)
+
+    def records(self, time_scale: float) -> dict[str, dict]:
+        """jobs.json (the `job.NAME` SLOs): per job, first start to last end in scenario
+        seconds (wall × time_scale) and `succeeded` only if every execution did."""
+        out: dict[str, dict] = {}
+        for name in dict.fromkeys(ex.job.name for ex in self.executions):
+            exs = [ex.record for ex in self.executions if ex.job.name == name]
+            ok = all(r["state"] == "succeeded" for r in exs)
+            ends = [r["end"] for r in exs if r["end"] is not None]
+            state = "succeeded" if ok else next(r["state"] for r in exs if r["state"] != "succeeded")
+            out[name] = {"state": state, "executions": len(exs),
+                         "tasks_gave_up": sum(r["failed"] for r in exs),
+                         "duration_s": round((max(ends) - min(r["start"] for r in exs)) * time_scale, 3)
+                         if ok and ends else None}
+        return out

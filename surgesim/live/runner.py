@@ -181,10 +181,18 @@ class SystemRunner:
 
     def job_env(self, job: str) -> dict[str, str]:
         """A Cloud Run Job task's environment: what a service gets, minus K_SERVICE (Cloud
-        Run sets CLOUD_RUN_JOB instead; surgesim/live/jobs.py adds the CLOUD_RUN_* ones)."""
+        Run sets CLOUD_RUN_JOB instead; surgesim/live/jobs.py adds the CLOUD_RUN_* ones),
+        plus SURGESIM_JOB_ITEMS / SURGESIM_JOB_BATCH_SIZE when the job declares `items`."""
         env = process_env(self.system, self.plan, job, emulators=self.emulator_env, api_urls=self.api_urls,
                           service_urls=self.urls, log_level=self.log_level, extra=self.service_env.get(job))
         env.pop("K_SERVICE", None)
+        spec = next((j for j in self.system.jobs if j.name == job), None)
+        if spec is not None and spec.items:
+            # the job's volume at the run's scale, as for traffic: rate_scale of it, over
+            # 1/time_scale of the scenario's time (the fakes' rate limits are × rate_scale,
+            # so a job bound by them takes its scenario duration / time_scale in wall time)
+            env["SURGESIM_JOB_ITEMS"] = str(max(1, round(spec.items * self.rate_scale / self.time_scale)))
+            env["SURGESIM_JOB_BATCH_SIZE"] = str(spec.batch_size)
         return env
 
     def endpoints(self) -> dict[str, str]:

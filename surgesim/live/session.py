@@ -325,6 +325,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
     waves = [{"kind": "wave", "target": ",".join(sorted(set(w.rates) | set(w.multiply))), "start_s": w.at,
               "end_s": w.at + w.duration, "details": {"name": w.name}} for w in sc.traffic.waves]
     writer.write_faults(faults.events + waves)
+    writer.write_jobs(jobs.records(ts))
     from surgesim.slo import evaluate, junit_xml
 
     # live.slos, when given, replace the production SLOs that `surgesim sim` judges

@@ -387,12 +387,23 @@ class BigQueryLatency(Strict):
     """What one BigQuery subscription writes per second."""
 
 
+class PostgresDatabase(Strict):
+    """A PostgreSQL database (Cloud SQL / AlloyDB); live: created on the local PostgreSQL
+    (emulators/postgres.py) with its extensions. Tables are the job's or service's own (its
+    migrations), as with a real database."""
+
+    name: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    extensions: list[Literal["vector"]] = Field(default_factory=lambda: ["vector"])
+    """pgvector (`vector`) is the one the local server bundles."""
+
+
 class Stores(Strict):
     firestore_latency: FirestoreLatency = Field(default_factory=FirestoreLatency)
     bigquery_latency: BigQueryLatency = Field(default_factory=BigQueryLatency)
     firestore: list[FirestoreCollection] = Field(default_factory=list)
     bigquery: list[BigQueryTable] = Field(default_factory=list)
     storage: list[Bucket] = Field(default_factory=list)
+    postgres: list[PostgresDatabase] = Field(default_factory=list)
 
 
 # ---- Eventarc triggers: three kinds, told apart by their source field -------------------
@@ -529,8 +540,12 @@ class ExternalApi(Strict):
     """Requests per second beyond which the API answers 429."""
     concurrency: Annotated[int, Field(strict=True), in_range(1, 100_000)] | None = None
     """Connections the API serves at once (None: unbounded)."""
-    fake: Literal["sms", "billing", "generic"] | None = None
-    """Live mode: which fake gateway in services/ stands in for it."""
+    tokens_per_minute: Annotated[float, in_range(1, 1e12)] | None = None
+    """Live mode, the embedding fake: its token quota (429 with Retry-After beyond it), scaled
+    by rate_scale like rate_limit. The simulator models rate_limit (requests) only."""
+    fake: Literal["sms", "billing", "generic", "embedding"] | None = None
+    """Live mode: which fake in services/fakes stands in for it (`embedding`: POST
+    /v1/embeddings with deterministic vectors and a token quota)."""
     url: str | None = None
     """Live mode, a real endpoint on 127.0.0.1 instead of a fake."""
 

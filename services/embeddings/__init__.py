@@ -1,0 +1,1 @@
+"""The embeddings pipeline: a Cloud Run Job backfilling document vectors into PostgreSQL/pgvector."""
