@@ -1,6 +1,6 @@
 """Calibration: one sim run and one live run of the same scenario, overlaid, with the
 relative error of the simulator on the numbers that matter (peak backlog, drain time,
-p50 and p99 per path).
+p50 and p99 per path, each Cloud Run Job's duration).
 
 A live run usually sends a fraction of the volume (scales.rate_scale) in compressed time
 (scales.time_scale). Both runs record time in scenario seconds, so curves align on the
@@ -66,6 +66,15 @@ def rows(sim: RunData, live: RunData, factor: float) -> list[dict]:
                 row["err_text"] = "both not drained" if s is None and l is None else "one not drained"
                 row["cls"] = "" if s is None and l is None else "bad"
             out.append(row)
+    s_jobs, l_jobs = sim.run.jobs, live.run.jobs  # jobs.json: scenario seconds in both
+    for job in sorted(set(s_jobs) & set(l_jobs)):
+        s, l = s_jobs[job].get("duration_s"), l_jobs[job].get("duration_s")
+        row = _row("job duration", job, s, l, lambda v: "did not finish" if v is None else fmt.duration(v))
+        states = s_jobs[job].get("state"), l_jobs[job].get("state")
+        if states[0] != states[1]:  # e.g. the simulator's tasks gave up where live ones retried
+            row["entity"] = f"{job} (sim {states[0]}, live {states[1]})"
+            row["cls"] = "bad"
+        out.append(row)
     for kind, label in ((LATENCY, "latency"), (LAG, "lag")):
         s_paths, l_paths = sim.path_summary(kind), live.path_summary(kind)
         for path in sorted(set(s_paths) & set(l_paths)):

@@ -129,7 +129,7 @@ class JobRunner:
         done = self.started and self.finished == self.started
         state = "running" if not done else ("failed" if self.gave_up else "succeeded")
         return {"state": state, "executions": self.started, "tasks_gave_up": self.gave_up,
-                "duration_s": round(self.last_end - self.first_start, 3) if done else None}
+                "duration_s": round(self.last_end - self.first_start, 3) if done else None}  # failed or not
 
     def _task(self, index: int, slots):
         env, job = self.eng.env, self.job

@@ -103,12 +103,13 @@ class ApiGaveUp(RuntimeError):
 class EmbeddingClient:
     """POST /v1/embeddings with the waits an API quota needs."""
 
-    def __init__(self, url: str, counters: Counters, *, attempts: int = 8, base_backoff: float = 0.2,
+    def __init__(self, url: str, counters: Counters, *, dimensions: int = 64, attempts: int = 8, base_backoff: float = 0.2,
                  max_backoff: float = 10.0, timeout: float = 60.0, seed: int = 0) -> None:
         self.url = url.rstrip("/") + "/v1/embeddings"
         self.http = httpx.Client(timeout=timeout, trust_env=False)
         self.c, self.attempts, self.base, self.cap = counters, attempts, base_backoff, max_backoff
         self.rng = random.Random(seed)
+        self.dimensions = dimensions
 
     def _wait(self, seconds: float) -> None:
         self.c.backoff_s += seconds
@@ -119,7 +120,7 @@ class EmbeddingClient:
         while True:
             self.c.api_calls += 1
             try:
-                r = self.http.post(self.url, json={"input": texts, "model": "backfill"})
+                r = self.http.post(self.url, json={"input": texts, "model": "backfill", "dimensions": self.dimensions})
             except httpx.TransportError as exc:
                 r, why = None, f"{type(exc).__name__}: {exc}"
             if r is not None and r.status_code == 200:
@@ -206,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import psycopg
 
-    client = EmbeddingClient(env["EMBEDDING_API_URL"], c, attempts=a.call_attempts, seed=index * 1000 + attempt)
+    client = EmbeddingClient(env["EMBEDDING_API_URL"], c, dimensions=a.dimensions, attempts=a.call_attempts,
+                             seed=index * 1000 + attempt)
     began = time.monotonic()
     with psycopg.connect(dbname=a.database, autocommit=True, connect_timeout=10) as conn:
         ensure_table(conn, a.dimensions)

@@ -2,7 +2,7 @@
 real HTTP server, with the quota real ones enforce: tokens per minute (and, like the other
 fakes, requests per second), answered 429 with a Retry-After header when exceeded.
 
-    POST /v1/embeddings  {"input": ["text", ...], "model": "..."}
+    POST /v1/embeddings  {"input": ["text", ...], "model": "...", "dimensions": 64}
       -> 200 {"object": "list", "model": ..., "data": [{"object": "embedding", "index": i,
               "embedding": [...]}], "usage": {"prompt_tokens": n, "total_tokens": n}}
       -> 429 {"error": ...}  Retry-After: whole seconds until the quota has room again
@@ -158,6 +158,11 @@ def build_app(behaviour: EmbeddingBehaviour | None = None, dim: int = 64, seed: 
                 st.bad_requests += 1
                 return JSONResponse({"error": {"message": f"input: 1 to {MAX_INPUTS} non-empty strings",
                                                "type": "invalid_request_error"}}, status_code=400)
+            size = body.get("dimensions", dim)  # as OpenAI's text-embedding-3 models take it
+            if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 4096:
+                st.bad_requests += 1
+                return JSONResponse({"error": {"message": "dimensions: an integer 1..4096",
+                                               "type": "invalid_request_error"}}, status_code=400)
             tokens = sum(count_tokens(t) for t in texts)
             quota: TokenQuota | None = state["quota"]
             if quota is not None and tokens > quota.capacity:
@@ -165,6 +170,10 @@ def build_app(behaviour: EmbeddingBehaviour | None = None, dim: int = 64, seed: 
                 return JSONResponse({"error": {"message": f"request has {tokens} tokens, more than the "
                                                f"{quota.capacity:.0f} tokens-per-minute quota",
                                                "type": "invalid_request_error"}}, status_code=400)
+            if in_outage():  # before the quotas: a call that cannot be served uses none
+                await asyncio.sleep(state["sample"]())
+                st.outage_rejections += 1
+                return JSONResponse({"error": {"message": "service unavailable (outage)"}}, status_code=503)
             if state["bucket"] is not None and not state["bucket"].take():
                 st.rate_limited += 1
                 return JSONResponse({"error": {"message": "requests per second exceeded", "type": "rate_limit"}},
@@ -176,18 +185,15 @@ def build_app(behaviour: EmbeddingBehaviour | None = None, dim: int = 64, seed: 
                                                f"available in {wait:.1f} s", "type": "rate_limit"}},
                                     status_code=429, headers={"Retry-After": str(max(1, math.ceil(wait)))})
             await asyncio.sleep(state["sample"]())
-            if in_outage():
-                st.outage_rejections += 1
-                return JSONResponse({"error": {"message": "service unavailable (outage)"}}, status_code=503)
             error_rate = state["behaviour"].error_rate
             if error_rate and rng.random() < error_rate:
                 st.errors_injected += 1
                 return JSONResponse({"error": {"message": "injected failure"}}, status_code=500)
-            data = [{"object": "embedding", "index": i, "embedding": embed(t, dim)} for i, t in enumerate(texts)]
+            data = [{"object": "embedding", "index": i, "embedding": embed(t, size)} for i, t in enumerate(texts)]
             st.effects += 1
             state["tokens"] += tokens
             state["vectors"] += len(texts)
-            return JSONResponse({"object": "list", "model": body.get("model") or f"fake-embedding-{dim}",
+            return JSONResponse({"object": "list", "model": body.get("model") or f"fake-embedding-{size}",
                                  "data": data, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
         finally:
             st.in_flight -= 1

@@ -271,7 +271,8 @@ class Launcher:
 
     def records(self, time_scale: float) -> dict[str, dict]:
         """jobs.json (the `job.NAME` SLOs): per job, first start to last end in scenario
-        seconds (wall × time_scale) and `succeeded` only if every execution did."""
+        seconds (wall × time_scale; None while one still runs) and `succeeded` only if
+        every execution did."""
         out: dict[str, dict] = {}
         for name in dict.fromkeys(ex.job.name for ex in self.executions):
             exs = [ex.record for ex in self.executions if ex.job.name == name]
@@ -280,6 +281,7 @@ class Launcher:
             state = "succeeded" if ok else next(r["state"] for r in exs if r["state"] != "succeeded")
             out[name] = {"state": state, "executions": len(exs),
                          "tasks_gave_up": sum(r["failed"] for r in exs),
+                         # finished (succeeded or failed): the SLO reads state, calibration both
                          "duration_s": round((max(ends) - min(r["start"] for r in exs)) * time_scale, 3)
-                         if ok and ends else None}
+                         if len(ends) == len(exs) and all(r["start"] for r in exs) else None}
         return out

@@ -76,11 +76,13 @@ def test_fake_embeds_a_batch_and_counts_tokens():
         assert [d["index"] for d in body["data"]] == [0, 1]
         assert body["data"][0]["embedding"] == embed("one two three", 16)
         assert body["usage"]["total_tokens"] == 4 == count_tokens("one two three") + count_tokens("four")
+        assert len(c.post("/v1/embeddings", json={"input": ["x"], "dimensions": 5}).json()["data"][0]["embedding"]) == 5
+        assert c.post("/v1/embeddings", json={"input": ["x"], "dimensions": 0}).status_code == 400
         assert c.post("/v1/embeddings", json={"input": []}).status_code == 400
         assert c.post("/v1/embeddings", json={"input": ["ok", 3]}).status_code == 400
         assert c.post("/v1/embeddings", content=b"not json").status_code == 400
         st = c.get("/admin/stats").json()
-        assert st["calls"] == 4 and st["tokens"] == 4 and st["vectors"] == 2 and st["bad_requests"] == 3
+        assert st["calls"] == 6 and st["tokens"] == 5 and st["vectors"] == 3 and st["bad_requests"] == 4
 
 
 def test_token_quota_answers_429_with_an_honest_retry_after():
@@ -111,12 +113,15 @@ def test_token_quota_refills_at_its_rate():
 
 
 def test_fake_outage_and_admin_token():
-    with TestClient(build_app(admin_token="secret")) as c:
+    # an outage answers 503 before the quotas, and the refused call uses none of them
+    with TestClient(build_app(EmbeddingBehaviour(tokens_per_minute=60), admin_token="secret")) as c:
         assert c.get("/admin/stats").status_code == 401
         auth = {"Authorization": "Bearer secret"}
         assert c.put("/admin/behaviour", json={"outage": True}, headers=auth).status_code == 200
-        assert c.post("/v1/embeddings", json={"input": ["x"]}).status_code == 503
-        assert c.get("/admin/stats", headers=auth).json()["outage_rejections"] == 1
+        for _ in range(3):
+            assert c.post("/v1/embeddings", json={"input": ["x " * 30]}).status_code == 503
+        st = c.get("/admin/stats", headers=auth).json()
+        assert st["outage_rejections"] == 3 and st["rate_limited"] == 0 and st["tokens"] == 0
 
 
 @pytest.fixture
@@ -139,7 +144,7 @@ def fake_server():
 def test_client_waits_out_429s_and_gives_up_on_repeated_5xx(fake_server):
     app, url = fake_server
     c = Counters()
-    client = EmbeddingClient(url, c, attempts=3, base_backoff=0.01)
+    client = EmbeddingClient(url, c, dimensions=8, attempts=3, base_backoff=0.01)
     t0 = time.monotonic()
     for i in range(6):  # 2 calls/s: the later calls are answered 429 and waited out
         assert client.embed([f"text {i}"]) == [embed(f"text {i}", 8)]
