@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from surgesim.reports import fmt, plots
+from surgesim.reports.jobs import api_rows, job_rows
 from surgesim.reports.html import render
 from surgesim.reports.metrics import LAG, LATENCY, RunData
 from surgesim.reports.narrative import narrative
@@ -191,4 +192,5 @@ def build_report(run_dir: str | Path) -> Path:
         latency=path_rows(data, LATENCY), lag=path_rows(data, LAG), subs=subs, waits=wait_rows(data.summary),
         conservation_ok=bool(cons.get("ok", all(r["ok"] for r in subs))) and all(r["ok"] for r in subs),
         services=service_rows(data.summary), costs=costs, currency=currency, as_of=as_of,
+        jobs=job_rows(run), apis=api_rows(data.summary),
     )

@@ -113,7 +113,7 @@ def test_backfill_resumes_without_duplicates_and_rows_are_searchable(gcp, pgvect
 
 def test_an_api_outage_beyond_the_retries_fails_the_verdict(gcp, pgvector, tmp_path):
     db = "embed_" + secrets.token_hex(4)
-    fault = "faults:\n  - {kind: dependency_outage, target: embedding-api, at: 0s, duration: 2m}\n"
+    fault = "faults:\n  - {kind: dependency_outage, target: embedding-api, at: 0s, duration: 20s}\n"
     # the outage is on before the job starts; each attempt gives up after 2 failed calls
     rc, text, summary = _live(tmp_path, _files(tmp_path, db, fault=fault, args=', --call-attempts, "2"', at="3s",
                                                       parallelism=TASKS),

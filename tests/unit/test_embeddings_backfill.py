@@ -181,3 +181,20 @@ def test_job_slo_reads_jobs_json_and_fails_a_failed_or_missing_job(tmp_path):
     assert evaluate(run, _scenario("max(job.backfill) < 10m"))[0]["holds"] is False
     assert evaluate(run, _scenario("max(job.broken) < 10h"))[0]["holds"] is False
     assert evaluate(run, _scenario("max(job.absent) < 10h"))[0]["observed"] is None
+
+
+def test_report_job_rows_join_totals_records_and_counters(tmp_path):
+    from surgesim.reports.jobs import api_rows, job_rows
+
+    w = RunWriter(tmp_path / "r")
+    w.write_jobs({"backfill": {"state": "failed", "duration_s": 600.0, "executions": 1, "tasks_gave_up": 2}})
+    w.write_summary({"totals": {"jobs": {"backfill": {"state": "failed", "tasks_succeeded": 48, "tasks_failed": 2,
+                                                      "retries": 7, "timeouts": 1,
+                                                      "counters": {"rows_written": 1000, "api_429": 5},
+                                                      "counters_per_s": {"rows_written": 12.5, "api_429": 0.06}}},
+                                "apis": {"embedding-api": {"calls": 90, "rate_limited": 5, "errors": 2}}}})
+    run = Run(w.dir)
+    [row] = job_rows(run)
+    assert row["state"] == "failed" and row["duration_s"] == 600.0 and row["tasks_failed"] == 2 and row["retries"] == 7
+    assert row["counters"] == [("api_429", 5, 0.06), ("rows_written", 1000, 12.5)]
+    assert api_rows(run.summary) == [{"name": "embedding-api", "calls": 90, "rate_limited": 5, "errors": 2}]
