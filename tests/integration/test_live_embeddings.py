@@ -25,7 +25,7 @@ ITEMS, TASKS, BATCH = 200, 4, 25
 
 
 def _files(tmp_path: Path, db: str, *, fault: str = "", args: str = ', --crash-after-batches, "1"', at: str = "0s",
-           parallelism: int = 2) -> Path:
+           parallelism: int = 2, slo: str = "max(job.backfill) < 2m") -> Path:
     (tmp_path / "system.yaml").write_text(f"""
 name: embedtest
 project: embed-test
@@ -63,7 +63,7 @@ live:
   locust: false
   drain_timeout: 100s
   slos:
-    - max(job.backfill) < 2m
+    - {slo}
 """)
     return tmp_path / "scenario.yaml"
 
@@ -113,15 +113,23 @@ def test_backfill_resumes_without_duplicates_and_rows_are_searchable(gcp, pgvect
 
 def test_an_api_outage_beyond_the_retries_fails_the_verdict(gcp, pgvector, tmp_path):
     db = "embed_" + secrets.token_hex(4)
-    fault = "faults:\n  - {kind: dependency_outage, target: embedding-api, at: 0s, duration: 20s}\n"
-    # the outage is on before the job starts; each attempt gives up after 2 failed calls
+    # The API is down from before the job starts until 40 s; each attempt gives up after 2
+    # failed calls, so the tasks use up their 3 attempts inside it (about 10 s on a quiet
+    # machine) and the execution fails. Should a very slow machine stretch the attempts past
+    # the outage, the job still cannot finish inside its SLO of 30 s: the verdict fails
+    # either way, which is what the SLO is for.
+    fault = "faults:\n  - {kind: dependency_outage, target: embedding-api, at: 0s, duration: 40s}\n"
     rc, text, summary = _live(tmp_path, _files(tmp_path, db, fault=fault, args=', --call-attempts, "2"', at="3s",
-                                                      parallelism=TASKS),
+                                               parallelism=TASKS, slo="max(job.backfill) < 30s"),
                               gcp.state_dir)
     assert rc == 1, text[-3000:]
     assert summary["verdict"] == "fail"
+    assert summary["slos"][0]["holds"] is False
     job = summary["totals"]["jobs"]["backfill"]
-    assert job["state"] == "failed" and job["tasks_failed"] == TASKS and job["retries"] == TASKS * 2
-    assert job["counters"]["api_errors"] >= TASKS * 3 * 2 and job["counters"]["rows_written"] == 0
-    assert summary["slos"][0]["holds"] is False and summary["slos"][0]["observed"] is None
-    assert "execution backfill-" in text and f"failed: {TASKS} of {TASKS} tasks failed" in text
+    assert job["retries"] >= TASKS  # every task's first attempt failed in the outage
+    assert job["counters"]["api_errors"] >= TASKS * 2
+    if job["state"] == "failed":  # the expected case: out of retries inside the outage
+        assert job["tasks_failed"] >= 1 and summary["slos"][0]["observed"] is None
+        assert "execution backfill-" in text and "tasks failed" in text
+    else:  # attempts outlasted the outage: the job finished, too late
+        assert summary["slos"][0]["observed"] >= 30
