@@ -30,6 +30,7 @@ from surgesim.schema import load_experiment
 
 from .faults import FaultInjector
 from .jobs import Launcher
+from .paths import PathFolder
 from .runner import SystemRunner
 from .totals import route_totals, trigger_totals
 
@@ -356,7 +357,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                  "slos_from": "scenario.slos" if live.slos is None else "scenario.live.slos",
                  # inside the front: request received -> upstream answered (the service and its
                  # emulator calls); latency/... minus this is the generator and the network
-                 "front_latency": _front_latency(runner, "command"),
+                 "front_latency": {svc: _front_latency(runner, exp, svc) for svc in sorted(runner.fronts.fronts)},
                  # each service's own /metrics counters at the end, where it has them (the
                  # reference reactors count deliveries by outcome: handled, duplicate, ...)
                  "service_counters": counters},
@@ -655,15 +656,14 @@ class DriverProcess:
         return self.log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
 
 
-def _front_latency(runner: SystemRunner, service: str) -> dict:
-    """The front's own latency per route (request received -> upstream answered), ids in
-    paths folded (/parcels/{id}/assign)."""
-    import re
-
+def _front_latency(runner: SystemRunner, exp, service: str) -> dict:
+    """A front's own latency per route (request received -> upstream answered), request
+    paths folded to the templates the service's routes declare (`/x/{id}/y`)."""
     front = runner.fronts.fronts.get(service)
+    folder = PathFolder([r.path for r in exp.routes(service)])
     per: dict[str, Histogram] = {}
     for path, h in (front.stats.latency.items() if front else ()):
-        per.setdefault(re.sub(r"/parcels/[^/]+", "/parcels/{id}", path), Histogram()).merge(h)
+        per.setdefault(folder.fold(path), Histogram()).merge(h)
     return {route: h.summary() for route, h in sorted(per.items())}
 
 
