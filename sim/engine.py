@@ -233,9 +233,12 @@ class Engine:
                         st.history = st.history or []
                         st.history_windows.append((f.at, end))
         self.sources = []
-        for src in sc.traffic.sources:
+        self.source_bytes: dict[str, int | None] = {}
+        for index, src in enumerate(sc.traffic.sources):
             if self.part is not None and src.name not in self.part.sources:
                 continue
+            if src.publish is not None:
+                self.source_bytes[src.name] = self._message_bytes(src, index)
             rng = self.rng(f"source:{src.name}")
             if src.kind == "once":
                 counts = None
@@ -263,6 +266,18 @@ class Engine:
             if src.kind == "once" and src.at < self.duration:
                 acts.append((src.at, 1000, lambda src=src: self._fire_once(src)))
         return sorted(acts, key=lambda a: (a[0], a[1]))
+
+    def _message_bytes(self, src, index: int) -> int | None:
+        """A publish source's message size: its own `message_bytes`, else for a templated
+        one the mean size of a few renders (seeded as the load generators seed them), else
+        None (the topic's `message_bytes`)."""
+        pub = src.publish
+        if pub.message_bytes is not None or (pub.json_ is None and pub.data is None and pub.hook is None):
+            return pub.message_bytes
+        from surgesim.templates import rough_size, source_payload
+
+        payload = source_payload(src, index, self.seed, self.exp.scenario_path.parent, project=self.system.project)
+        return max(1, round(rough_size(payload)))
 
     def _fire_once(self, src) -> None:
         t = float(src.at)
@@ -339,7 +354,7 @@ class Engine:
                     self._deliver_source(step, Batch.new(b.t + delay, step_attrs, b.key.copy()), step_attrs)
         elif src.publish is not None:
             b.attrs[:] = attrs
-            self.broker.publish(src.publish.topic, b, src.publish.message_bytes)
+            self.broker.publish(src.publish.topic, b, self.source_bytes[src.name])
         elif src.request is not None:
             node = self.nodes[src.request.service]
             node.enqueue(node.route_ch[src.request.route], b)
