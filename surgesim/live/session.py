@@ -408,21 +408,12 @@ def junit_results(slos: list[dict], checks: list[dict]) -> list[dict]:
 def unsupported_faults(faults: list, system) -> list[str]:
     """Declared faults that cannot be injected live whatever runs (before anything starts);
     FaultInjector.unsupported() adds what depends on the running stack."""
+    from .fault_kinds import fault_kind
     from .faults import describe
 
     out = []
-    apis = {a.name: a for a in system.external_apis}
-    services = {s.name: s for s in system.services}
     for f in faults:
-        why = None
-        if f.kind.startswith("dependency_") and not (f.target in apis and apis[f.target].fake and not apis[f.target].url):
-            why = f"{f.target!r} is not an external API with a fake (and no url:), so its behaviour cannot be changed"
-        elif f.kind in ("consumer_down", "bad_deploy") and not (f.target in services and
-                                                                 (services[f.target].app or services[f.target].command)):
-            why = f"{f.target!r} is not a service with app: or command: run live"
-        elif f.kind == "emulator_restart" and f.target not in (None, "", "pubsub"):
-            why = (f"only the Pub/Sub emulator can be taken out live, not {f.target!r} "
-                   "(the simulator models Pub/Sub deliveries only)")
+        why = fault_kind(f).refused(f, system)
         if why:
             out.append(f"{describe(f)}: {why}")
     return out
