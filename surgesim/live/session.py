@@ -528,10 +528,9 @@ def _make_driver(exp, scenario_path, runner: SystemRunner, live, out: Path, hold
                 holder["error"] = exc
 
         return drive
-    from surgesim.loadtests.plan import LivePlan
-
-    plan = LivePlan(scenario_path, time_scale=live.time_scale, rate_scale=live.rate_scale)
-    proc = DriverProcess(scenario_path, endpoints, out / "loadgen", plan.duration_s, env=runner.emulator_env,
+    # the wall duration from the scenario already loaded (the driver process loads its own copy)
+    proc = DriverProcess(scenario_path, endpoints, out / "loadgen", exp.scenario.duration / live.time_scale,
+                         env=runner.emulator_env,
                          scales=(live.time_scale, live.rate_scale),
                          prepared=prepared if prepared.exists() else None).start()
     holder["proc"] = proc
