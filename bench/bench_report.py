@@ -2,7 +2,7 @@
 
 A synthetic run directory the size the issue names (24 h in 10 s windows, 25 subscriptions,
 12 services, 10 request-latency paths plus lag histograms for 9 subscriptions) is written
-with surgesim.reports.synthetic, then the single-run report, junit.xml and a two-run plan
+with tests/fixtures/synthetic_run.py, then the single-run report, junit.xml and a two-run plan
 comparison are built and timed (wall clock, one process, warm imports).
 
     .venv/bin/python bench/bench_report.py [--dir DIR] [--keep]   (--dir with an earlier --keep reuses its days)
@@ -23,7 +23,9 @@ from pathlib import Path
 import pandas as pd
 
 from surgesim.reports import build_comparison, build_report, write_junit
-from surgesim.reports.synthetic import write_synthetic_run
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test fixture writes the synthetic day
+from tests.fixtures.synthetic_run import write_synthetic_run  # noqa: E402
 
 DAY = dict(duration_s=86400.0, start_clock_s=0.0, step_s=10.0, extra_subscriptions=15)
 TARGET_S = 30.0

@@ -25,7 +25,7 @@ Three sources (``source=``):
   the bridge re-registers its id on a collection nobody writes.
 * ``"listen"``: collection listeners (``on_snapshot``), one per ``__name__``
   key range (``partitions``). The emulator pushes the state after every commit, so each
-  write is one event (the Meridian outbox relies on it: four commands on one parcel
+  write is one event (an outbox relies on it: four commands on one document
   within milliseconds are four events). Cost: on every commit the Firestore emulator
   re-sends *every* document of *every* listen target (200 writes into one collection
   gave ~21,000 ``document_change`` messages on a raw ``Listen`` stream; 800 writes

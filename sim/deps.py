@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from surgesim.sim.core import Batch, sample
+from surgesim.sim.faults import fault_kind
 
 if TYPE_CHECKING:  # pragma: no cover
     from surgesim.sim.engine import Engine
@@ -148,12 +149,7 @@ class Api:
             inwin = (tt >= f.at) & (tt < end)
             if not inwin.any():
                 continue
-            if f.kind == "dependency_latency":
-                lat[inwin] = sample(f.latency, int(inwin.sum()), rng)
-            elif f.kind == "dependency_errors":
-                err_rate[inwin] = f.error_rate
-            elif f.kind == "dependency_outage":
-                outage |= inwin
+            fault_kind(f).on_call(f, inwin, lat, err_rate, outage, rng)
         err = rng.random(m) < err_rate
         limited = self._rate_limit(tt) if api.rate_limit is not None else np.zeros(m, dtype=bool)
         lat = np.where(outage, np.minimum(lat, OUTAGE_S), lat)

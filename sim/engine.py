@@ -19,11 +19,11 @@ import numpy as np
 import simpy
 
 from surgesim.histogram import Histogram
-from surgesim.pubsub_filter import parse_filter
 from surgesim.sim import traffic
 from surgesim.sim.broker import Broker, SubState
 from surgesim.sim.core import AttrTable, Batch, rng_for, sample, sorted_uniform
 from surgesim.sim.deps import Api, Stores, service_call
+from surgesim.sim.faults import fault_kind
 from surgesim.sim.guard import Guard, GuardedEnvironment
 from surgesim.sim.handler import Handler
 from surgesim.sim.metrics import Metrics
@@ -184,11 +184,13 @@ class Engine:
         self.guard = Guard(self.step, **(guard or {}))
         self.env = GuardedEnvironment(self.guard)
         self.attrs = AttrTable()
-        self.broker_down = [(f.at, f.end if f.end is not None else math.inf) for f in sc.faults if f.kind == "emulator_restart"]
-        self.poison_attr_ids = {self.attrs.intern(f.attributes) for f in sc.faults if f.kind == "poison_message"}
+        self.broker_down: list[tuple[float, float]] = []
+        self.poison_attr_ids: set[int] = set()
+        for f in sc.faults:  # what the stores and the broker read while they are built (sim/faults.py)
+            fault_kind(f).prepare(self, f)
         self.stores = Stores(self)
         self.broker = Broker(self)
-        self.apis = {a.name: Api(self, a, [f for f in sc.faults if f.target == a.name and f.kind.startswith("dependency_")])
+        self.apis = {a.name: Api(self, a, [f for f in sc.faults if f.target == a.name and fault_kind(f).on_api])
                      for a in self.system.external_apis}
         self.nodes: dict[str, ServiceNode] = {}
         self._build()
@@ -213,11 +215,6 @@ class Engine:
             for trig in sysm.triggers:
                 if trig.target == svc.name and trig.kind != "pubsub":
                     node.add_channel(Channel("trigger", trig.name, Handler(self, svc.name, exp.steps(svc.name), exp.debounce(svc.name))))
-            for f in sc.faults:
-                if f.target == svc.name and f.kind == "consumer_down":
-                    node.down.append((f.at, f.end if f.end is not None else math.inf))
-                if f.target == svc.name and f.kind == "bad_deploy":
-                    node.bad.append((f.at, f.end if f.end is not None else math.inf, parse_filter(f.matching)))
         self.workflows = {wf.name: WorkflowRunner(self, wf) for wf in sysm.workflows}
         self.jobs = {j.name: JobRunner(self, j, exp.plan.jobs.get(j.name)) for j in sysm.jobs}
         self.trigger_ch = {}
@@ -242,17 +239,15 @@ class Engine:
                 st.ch = node.add_channel(Channel("sub", sub.name, Handler(self, sub.consumer, exp.steps(sub.consumer), exp.debounce(sub.consumer)), st))
             elif sub.consumer in self.workflows:
                 st.workflow = self.workflows[sub.consumer]
-        for f in sc.faults:
-            if f.kind == "bad_deploy" and f.replay:
-                end = f.end if f.end is not None else self.duration
-                for st in self.broker.subs.values():
-                    if st.node is self.nodes.get(f.target):
-                        st.history = st.history or []
-                        st.history_windows.append((f.at, end))
+        for f in sc.faults:  # what the services and subscriptions hold of each fault
+            fault_kind(f).attach(self, f)
         self.sources = []
-        for src in sc.traffic.sources:
+        self.source_bytes: dict[str, int | None] = {}
+        for index, src in enumerate(sc.traffic.sources):
             if self.part is not None and src.name not in self.part.sources:
                 continue
+            if src.publish is not None:
+                self.source_bytes[src.name] = self._message_bytes(src, index)
             rng = self.rng(f"source:{src.name}")
             if src.kind == "once":
                 counts = None
@@ -269,17 +264,23 @@ class Engine:
         for i, f in enumerate(self.scenario.faults):
             if part is not None and not part.owns_fault(f):
                 continue
-            if f.kind == "poison_message":
-                acts.append((f.at, i, lambda f=f: self.broker.publish(
-                    f.topic, Batch.new(np.full(f.count, f.at), self.attrs.intern(f.attributes)))))
-            if f.kind == "bad_deploy" and f.replay:
-                end = f.end if f.end is not None else self.duration
-                if end < self.duration:
-                    acts.append((end, i, lambda f=f, end=end: self._replay(f, end)))
+            acts += [(t, i, act) for t, act in fault_kind(f).actions(self, f)]
         for src, rng, counts, attrs in self.sources:
             if src.kind == "once" and src.at < self.duration:
                 acts.append((src.at, 1000, lambda src=src: self._fire_once(src)))
         return sorted(acts, key=lambda a: (a[0], a[1]))
+
+    def _message_bytes(self, src, index: int) -> int | None:
+        """A publish source's message size: its own `message_bytes`, else for a templated
+        one the mean size of a few renders (seeded as the load generators seed them), else
+        None (the topic's `message_bytes`)."""
+        pub = src.publish
+        if pub.message_bytes is not None or (pub.json_ is None and pub.data is None and pub.hook is None):
+            return pub.message_bytes
+        from surgesim.templates import rough_size, source_payload
+
+        payload = source_payload(src, index, self.seed, self.exp.scenario_path.parent, project=self.system.project)
+        return max(1, round(rough_size(payload)))
 
     def _fire_once(self, src) -> None:
         t = float(src.at)
@@ -356,7 +357,7 @@ class Engine:
                     self._deliver_source(step, Batch.new(b.t + delay, step_attrs, b.key.copy()), step_attrs)
         elif src.publish is not None:
             b.attrs[:] = attrs
-            self.broker.publish(src.publish.topic, b, src.publish.message_bytes)
+            self.broker.publish(src.publish.topic, b, self.source_bytes[src.name])
         elif src.request is not None:
             node = self.nodes[src.request.service]
             node.enqueue(node.route_ch[src.request.route], b)
@@ -555,10 +556,10 @@ class Engine:
             details = {}
             for k in ("latency", "error_rate", "topic", "count", "attributes", "matching", "replay"):
                 v = getattr(f, k)
-                if v is not None and not (k == "attributes" and f.kind != "poison_message"):
+                if v is not None and not (k == "attributes" and not fault_kind(f).instant):
                     details[k] = v.model_dump() if hasattr(v, "model_dump") else v
             ev.append({"kind": f.kind, "target": f.target or f.topic or "", "start_s": f.at,
-                       "end_s": f.end if f.kind != "poison_message" else f.at, "details": details})
+                       "end_s": f.at if fault_kind(f).instant else f.end, "details": details})
         for w in self.scenario.traffic.waves:
             ev.append({"kind": "wave", "target": ",".join(sorted(set(w.rates) | set(w.multiply))),
                        "start_s": w.at, "end_s": w.at + w.duration,

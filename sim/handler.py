@@ -9,7 +9,7 @@ publishes, change events) land at start + the step's cumulative end offset."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -40,6 +40,185 @@ class Result:
     effects: list[Effect] = field(default_factory=list)
 
 
+@dataclass
+class _Pass:
+    """One batch going through the steps (Handler.run): what each step reads and updates."""
+    b: Batch
+    n: int
+    offs: np.ndarray  # each message's time spent so far
+    fail: np.ndarray
+    alive: np.ndarray
+    full: bool  # every message still running (tracked, not recomputed per step)
+    effects: list[Effect] = field(default_factory=list)
+    job_done: np.ndarray | None = None  # a bigquery job step's completion time, for a later poll
+
+
+class StepKind:
+    """One kind of handler step in the simulator: `run` samples its duration for the
+    messages `idx` (arriving at `tt`) and may fail them or record an Effect; `apply` lands
+    an Effect once start times are known. Registered in STEP_KINDS under the schema's name."""
+    kind: ClassVar[str] = ""
+
+    def time_dependent(self, spec, debounce_s: float) -> bool:
+        """Whether the step depends on when the message starts (the node then estimates starts)."""
+        return False
+
+    def run(self, h: "Handler", p: _Pass, step, spec, idx: np.ndarray, tt: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def apply(self, h: "Handler", ef: Effect, b: Batch, idx: np.ndarray, times: np.ndarray) -> None:
+        pass
+
+
+STEP_KINDS: dict[str, StepKind] = {}
+
+
+def register(cls: type[StepKind]) -> type[StepKind]:
+    STEP_KINDS[cls.kind] = cls()
+    return cls
+
+
+@register
+class Cpu(StepKind):
+    kind = "cpu"
+
+    def run(self, h, p, step, spec, idx, tt):
+        return sample(spec, idx.size, h.rng)
+
+
+@register
+class Sleep(Cpu):
+    kind = "sleep"
+
+
+@register
+class Firestore(StepKind):
+    kind = "firestore"
+
+    def time_dependent(self, spec, debounce_s):
+        return spec.op != "read" and bool(spec.key or (spec.debounce and debounce_s > 0))
+
+    def run(self, h, p, step, spec, idx, tt):
+        eng, rng, m = h.eng, h.rng, idx.size
+        is_write = spec.op != "read"
+        op_latency = getattr(eng.system.stores.firestore_latency, spec.op)
+        if is_write and spec.debounce and h.debounce_s > 0:
+            do = eng.stores.debounce(h.owner, spec.collection, p.b.key[idx], tt, h.debounce_s)
+            lat = np.zeros(m)
+            lat[do] = sample(op_latency, int(np.count_nonzero(do)), rng)
+            done = idx[do]
+            p.effects.append(Effect("firestore", step, spec, done, p.offs[done] + lat[do]))
+            return lat
+        lat = sample(op_latency, m, rng)
+        if is_write and spec.key and not spec.debounce:
+            lat += eng.stores.contention(spec.collection, p.b.key[idx], tt)
+        p.effects.append(Effect("firestore", step, spec, idx, p.offs[idx] + lat))
+        return lat
+
+    def apply(self, h, ef, b, idx, times):
+        h.eng.stores.firestore_op(ef.spec, times, b.key[idx])
+
+
+@register
+class Call(StepKind):
+    kind = "call"
+
+    def time_dependent(self, spec, debounce_s):
+        return True
+
+    def run(self, h, p, step, spec, idx, tt):
+        lat, ok = h.eng.call(spec.api, tt, p.b.attrs[idx], spec.timeout, h.rng)
+        bad = idx[~ok]
+        if bad.size:
+            p.fail[bad] = True
+            p.alive[bad] = False
+            p.full = False
+        return lat
+
+
+@register
+class Publish(StepKind):
+    kind = "publish"
+
+    def run(self, h, p, step, spec, idx, tt):
+        p.effects.append(Effect("publish", step, spec, idx, p.offs[idx].copy()))
+        return np.zeros(idx.size)
+
+    def apply(self, h, ef, b, idx, times):
+        eng, spec = h.eng, ef.spec
+        if spec.fraction < 1.0:
+            sel = h.rng.random(idx.size) < spec.fraction
+            idx, times = idx[sel], times[sel]
+        if spec.count > 1:
+            eng.guard.expect(idx.size * spec.count)  # before the arrays exist
+            idx, times = np.repeat(idx, spec.count), np.repeat(times, spec.count)
+        if idx.size:
+            eng.broker.publish(spec.topic, Batch.new(times + spec.delay, h.out_attrs(ef.step, spec, b.attrs[idx]), b.key[idx]))
+
+
+@register
+class Bigquery(StepKind):
+    kind = "bigquery"
+
+    def time_dependent(self, spec, debounce_s):
+        return spec.op == "job"
+
+    def run(self, h, p, step, spec, idx, tt):
+        bq, rng, m = h.eng.system.stores.bigquery_latency, h.rng, idx.size
+        lat = sample(bq.query if spec.op == "query" else bq.insert, m, rng)
+        if spec.op == "job":
+            done = np.full(p.n, np.nan)
+            done[idx] = tt + lat + sample(spec.duration, m, rng)
+            p.job_done = done
+        p.effects.append(Effect("bigquery", step, spec, idx, p.offs[idx] + lat))
+        return lat
+
+    def apply(self, h, ef, b, idx, times):
+        if ef.spec.op == "insert" and ef.spec.table:
+            h.eng.stores.bigquery_rows(ef.spec.table, times, ef.spec.rows)
+
+
+@register
+class Storage(StepKind):
+    kind = "storage"
+
+    def run(self, h, p, step, spec, idx, tt):
+        lat = np.full(idx.size, STORAGE_BASE_S + spec.bytes / STORAGE_BYTES_PER_S)
+        p.effects.append(Effect("storage", step, spec, idx, p.offs[idx] + lat))
+        return lat
+
+    def apply(self, h, ef, b, idx, times):
+        h.eng.stores.storage_write(ef.spec, times, b.key[idx])
+
+
+@register
+class Poll(StepKind):
+    kind = "poll"
+
+    def run(self, h, p, step, spec, idx, tt):
+        p.effects.append(Effect("poll", step, spec, idx, p.offs[idx].copy(), p.job_done))
+        return np.zeros(idx.size)
+
+    def apply(self, h, ef, b, idx, times):
+        job_done, spec = ef.extra, ef.spec
+        if job_done is None:
+            return
+        waits = np.nan_to_num(job_done[idx] - times, nan=0.0)
+        polls = np.maximum(1, np.ceil(waits / spec.every)).astype(np.int64)
+        rep = np.repeat(np.arange(idx.size), polls)
+        k = np.arange(rep.size) - np.repeat(np.cumsum(polls) - polls, polls) + 1
+        at = times[rep] + k * spec.every
+        h.eng.broker.publish(spec.topic, Batch.new(at, b.attrs[idx][rep], b.key[idx][rep]))
+
+
+@register
+class Vector(StepKind):
+    kind = "vector"
+
+    def run(self, h, p, step, spec, idx, tt):
+        return sample(spec.latency, idx.size, h.rng)
+
+
 class Handler:
     def __init__(self, eng: "Engine", owner: str, steps: list, debounce_s: float = 0.0):
         self.eng = eng
@@ -48,89 +227,35 @@ class Handler:
         self.debounce_s = debounce_s
         self.rng = eng.rng(f"handler:{owner}")
         self._attr_map: dict[int, np.ndarray] = {}  # per publish step: input set id -> output set id
+        self._steps = [(st, STEP_KINDS[st.kind], st.spec) for st in steps]  # kinds and schema properties, resolved once
         # Whether any step depends on when the message starts (rate-limit seconds, fault
         # windows, debounce, contention, job completion); if not, the node skips the
         # estimated-start pass.
-        self.time_dependent = any(
-            st.kind == "call" or (st.kind == "bigquery" and st.spec.op == "job")
-            or (st.kind == "firestore" and st.spec.op != "read" and (st.spec.key or (st.spec.debounce and debounce_s > 0)))
-            for st in steps)
-        self._steps = [(st, st.kind, st.spec) for st in steps]  # schema properties, resolved once
+        self.time_dependent = any(k.time_dependent(spec, debounce_s) for _, k, spec in self._steps)
         self.error_rate = eng.error_rate(owner)
 
     def run(self, b: Batch, forced_fail: np.ndarray | None = None) -> Result:
-        eng, rng = self.eng, self.rng
+        rng = self.rng
         n = len(b)
-        offs = np.zeros(n)
         fail = np.zeros(n, dtype=bool) if forced_fail is None else forced_fail.copy()
-        # `full` (every message still running) is tracked, not recomputed per step.
-        full = forced_fail is None or not fail.any()
-        if not full:
-            offs[fail] = 0.001  # the bad version raises at once
-        alive = ~fail
-        effects: list[Effect] = []
-        job_done = None
+        p = _Pass(b, n, np.zeros(n), fail, ~fail, forced_fail is None or not fail.any())
+        if not p.full:
+            p.offs[fail] = 0.001  # the bad version raises at once
         for step, kind, spec in self._steps:
-            idx = np.arange(n) if full else np.nonzero(alive)[0]
-            m = idx.size
-            if m == 0:
+            idx = np.arange(n) if p.full else np.nonzero(p.alive)[0]
+            if idx.size == 0:
                 break
-            tt = b.t + offs if full else b.t[idx] + offs[idx]
-            if kind in ("cpu", "sleep"):
-                lat = sample(spec, m, rng)
-            elif kind == "firestore":
-                is_write = spec.op != "read"
-                op_latency = getattr(eng.system.stores.firestore_latency, spec.op)
-                if is_write and spec.debounce and self.debounce_s > 0:
-                    do = eng.stores.debounce(self.owner, spec.collection, b.key[idx], tt, self.debounce_s)
-                    lat = np.zeros(m)
-                    lat[do] = sample(op_latency, int(np.count_nonzero(do)), rng)
-                    done = idx[do]
-                    effects.append(Effect("firestore", step, spec, done, offs[done] + lat[do]))
-                else:
-                    lat = sample(op_latency, m, rng)
-                    if is_write and spec.key and not spec.debounce:
-                        lat += eng.stores.contention(spec.collection, b.key[idx], tt)
-                    effects.append(Effect("firestore", step, spec, idx, offs[idx] + lat))
-            elif kind == "call":
-                lat, ok = eng.call(spec.api, tt, b.attrs[idx], spec.timeout, rng)
-                bad = idx[~ok]
-                if bad.size:
-                    fail[bad] = True
-                    alive[bad] = False
-                    full = False
-            elif kind == "publish":
-                lat = np.zeros(m)
-                effects.append(Effect("publish", step, spec, idx, offs[idx].copy()))
-            elif kind == "bigquery":
-                bq = self.eng.system.stores.bigquery_latency
-                if spec.op == "query":
-                    lat = sample(bq.query, m, rng)
-                else:
-                    lat = sample(bq.insert, m, rng)
-                if spec.op == "job":
-                    done = np.full(n, np.nan)
-                    done[idx] = tt + lat + sample(spec.duration, m, rng)
-                    job_done = done
-                effects.append(Effect("bigquery", step, spec, idx, offs[idx] + lat))
-            elif kind == "storage":
-                lat = np.full(m, STORAGE_BASE_S + spec.bytes / STORAGE_BYTES_PER_S)
-                effects.append(Effect("storage", step, spec, idx, offs[idx] + lat))
-            elif kind == "poll":
-                lat = np.zeros(m)
-                effects.append(Effect("poll", step, spec, idx, offs[idx].copy(), job_done))
-            elif kind == "vector":
-                lat = sample(spec.latency, m, rng)
-            else:  # pragma: no cover - schema forbids
-                raise ValueError(kind)
+            full = p.full  # as the step found it: a failing call narrows the next step, not this one
+            tt = b.t + p.offs if full else b.t[idx] + p.offs[idx]
+            lat = kind.run(self, p, step, spec, idx, tt)
             if full:
-                offs += lat
+                p.offs += lat
             else:
-                offs[idx] += lat
+                p.offs[idx] += lat
         if self.error_rate > 0:
-            err = (rng.random(n) < self.error_rate) & ~fail
-            fail |= err
-        return Result(offs, fail, effects)
+            err = (rng.random(n) < self.error_rate) & ~p.fail
+            p.fail |= err
+        return Result(p.offs, p.fail, p.effects)
 
     def out_attrs(self, step, spec, in_ids: np.ndarray) -> np.ndarray:
         """Attribute set ids for a publish step, copying `$attr` values from the input: a
@@ -154,7 +279,6 @@ class Handler:
 
     def apply(self, res: Result, b: Batch, start: np.ndarray, served: np.ndarray | None) -> None:
         """Effects of the served messages (None: all), at start + each step's end offset."""
-        eng, rng = self.eng, self.rng
         for ef in res.effects:
             idx = ef.idx
             keep = served[idx] if served is not None else None
@@ -164,31 +288,4 @@ class Handler:
                 end = ef.end
             if idx.size == 0:
                 continue
-            times = start[idx] + end
-            spec = ef.spec
-            if ef.kind == "firestore":
-                eng.stores.firestore_op(spec, times, b.key[idx])
-            elif ef.kind == "publish":
-                if spec.fraction < 1.0:
-                    sel = rng.random(idx.size) < spec.fraction
-                    idx, times = idx[sel], times[sel]
-                if spec.count > 1:
-                    eng.guard.expect(idx.size * spec.count)  # before the arrays exist
-                    idx, times = np.repeat(idx, spec.count), np.repeat(times, spec.count)
-                if idx.size:
-                    eng.broker.publish(spec.topic, Batch.new(times + spec.delay, self.out_attrs(ef.step, spec, b.attrs[idx]), b.key[idx]))
-            elif ef.kind == "storage":
-                eng.stores.storage_write(spec, times, b.key[idx])
-            elif ef.kind == "bigquery":
-                if spec.op == "insert" and spec.table:
-                    eng.stores.bigquery_rows(spec.table, times, spec.rows)
-            elif ef.kind == "poll":
-                job_done = ef.extra
-                if job_done is None:
-                    continue
-                waits = np.nan_to_num(job_done[idx] - times, nan=0.0)
-                polls = np.maximum(1, np.ceil(waits / spec.every)).astype(np.int64)
-                rep = np.repeat(np.arange(idx.size), polls)
-                k = np.arange(rep.size) - np.repeat(np.cumsum(polls) - polls, polls) + 1
-                at = times[rep] + k * spec.every
-                eng.broker.publish(spec.topic, Batch.new(at, b.attrs[idx][rep], b.key[idx][rep]))
+            STEP_KINDS[ef.kind].apply(self, ef, b, idx, start[idx] + end)

@@ -36,6 +36,7 @@ import numpy as np
 
 from surgesim.sim.core import Batch
 from surgesim.sim.engine import Engine
+from surgesim.sim.faults import fault_kind
 from surgesim.sim.guard import Stalled
 
 CHUNK_STEPS = 16
@@ -155,11 +156,7 @@ class Part:
     receive: Callable[[int], list] | None = None
 
     def owns_fault(self, f) -> bool:
-        if f.kind == "poison_message":
-            return f.topic in self.topics
-        if f.kind == "bad_deploy":
-            return f.target in self.nodes
-        return True
+        return fault_kind(f).owned(self, f)
 
     def take(self, k: int) -> list:
         return self.receive(k) if self.receive is not None else []

@@ -25,6 +25,7 @@ def simulate(scenario: Path, plan: Path | None, seed: int | None, out: Path | No
 
     from surgesim.sim.split import run_experiment
     from surgesim.sim.output import write_run
+    from surgesim.sim.stepless import stepless_warnings
 
     exp = load_experiment(scenario, plan)
     seed = exp.scenario.seed if seed is None else seed
@@ -45,6 +46,8 @@ def simulate(scenario: Path, plan: Path | None, seed: int | None, out: Path | No
             "wall_seconds": round(ended - began, 3), "host": platform.node(), "python": platform.python_version(),
             "engine": "sim"}
     summary = write_run(eng, out, meta)
+    for line in stepless_warnings(exp, summary["totals"]):
+        click.echo(f"warning: {line}", err=True)
     return summary, out
 
 

@@ -1,5 +1,7 @@
 """A scenario's faults applied to the running system on the wall clock (scenario time /
-time_scale), each start and end recorded in scenario seconds for faults.json.
+time_scale), each start and end recorded in scenario seconds for faults.json. What each kind
+does is its class in surgesim/live/fault_kinds.py (a registry; the simulator's halves are
+sim/faults.py):
 
 | kind | start | end |
 | --- | --- | --- |
@@ -36,10 +38,8 @@ acked then; its ack reaches the emulator after the thaw).
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -47,7 +47,7 @@ import httpx
 
 from surgesim.schema import Fault
 
-from .pause import GroupPause
+from .fault_kinds import Unsupported, fault_kind
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +70,6 @@ class Active:
     in_effect_s: float | None = None
     """Scenario time the fault actually took effect (a roll-out takes wall seconds to start
     its process, i.e. time_scale times as many scenario seconds)."""
-
-
-CLIENT_TIMEOUT_S = 30.0
-"""The shortest timeout of the live run's Pub/Sub clients (the generators' and bridges' REST
-calls); an outage longer than this makes calls fail instead of wait."""
-SETTLE_S = 0.5
-"""emulator_restart: seconds after the freeze before settlements count as inside the window."""
-
-
-class _Unsupported(Exception):
-    """A fault this harness cannot apply live (FaultInjector.unsupported() finds these
-    before the traffic starts, and the run does not start)."""
 
 
 def describe(f: Fault) -> str:
@@ -107,22 +95,9 @@ class FaultInjector:
     def unsupported(self) -> list[str]:
         """Every declared fault that cannot be injected in this run, with why; checked before
         the traffic starts: a fault that was not injected cannot have been survived."""
-        r, out = self.runner, []
+        out = []
         for f in self.pending:
-            why = None
-            if f.kind.startswith("dependency_") and f.target not in r.fake_procs:
-                why = (f"{f.target!r} is not a fake run here (a real `url:` or no `fake:`), "
-                       "so its behaviour cannot be changed")
-            elif f.kind in ("consumer_down", "bad_deploy") and f.target not in r.procs:
-                why = f"{f.target!r} is not a service process of this run ({r.skipped.get(f.target, 'no such service')})"
-            elif f.kind == "emulator_restart":
-                if f.target not in (None, "", "pubsub"):
-                    why = (f"only the Pub/Sub emulator can be taken out live, not {f.target!r} "
-                           "(the simulator models Pub/Sub deliveries only)")
-                else:
-                    st = r.stack.emulators.get("pubsub")
-                    if st is None or not st.owned or not st.pgid:
-                        why = "the Pub/Sub emulator was not started by surgesim (no process group to freeze)"
+            why = fault_kind(f).refused_here(f, self.runner)
             if why:
                 out.append(f"{describe(f)}: {why}")
         return out
@@ -169,23 +144,19 @@ class FaultInjector:
             v = getattr(f, k)
             if v is not None:
                 d[k] = v.model_dump() if hasattr(v, "model_dump") else v
-        if f.kind == "poison_message":
+        if fault_kind(f).instant:
             d["attributes"] = dict(f.attributes)
         d.update(details)
         ev = {"kind": f.kind, "target": f.target or f.topic or "", "start_s": start_s, "end_s": end_s, "details": d}
         self.events.append(ev)
         return ev
 
-    # ---- emulator_restart: the Pub/Sub emulator frozen for the window -------------------------
+    # ---- what the harness has seen so far (emulator_restart's window) ------------------------
     def abort(self) -> None:
-        """Thaw a frozen emulator at once (Ctrl-C, SIGTERM, an error): never leave it stopped.
-        The fault is not recorded as ended; the run is not going to be judged."""
+        """Undo what would stay broken (a frozen emulator thawed at once) on Ctrl-C, SIGTERM or
+        an error. The fault is not recorded as ended; the run is not going to be judged."""
         for a in self.active:
-            pause = a.restore.get("pause")
-            if pause is not None:
-                a.restore["wake"].set()
-            if pause is not None and pause.resume() is not None:
-                self.say(f"fault {a.fault.kind}: the Pub/Sub emulator (pgid {pause.pgid}) resumed after an abort")
+            fault_kind(a.fault).abort(self, a)
 
     def _settlements(self) -> dict[str, int]:
         """Settlement reports per subscription so far: acks (including those the tap has not
@@ -212,106 +183,16 @@ class FaultInjector:
                 out[name] = out.get(name, 0) + t["delivered"]
         return out
 
-    def _snapshot(self) -> dict[str, dict[str, int]]:
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """Settlements and deliveries per subscription so far (emulator_restart's window)."""
         return {"settled": self._settlements(), "delivered": self._deliveries()}
-
-    def _pause_start(self, a: Active, t: float) -> None:
-        f = a.fault
-        if f.target not in (None, "", "pubsub"):
-            raise _Unsupported(f"emulator_restart of {f.target!r}: only the Pub/Sub emulator is frozen live "
-                               "(the simulator models Pub/Sub deliveries only)")
-        st = self.runner.stack.emulators.get("pubsub")
-        if st is None or not st.owned or not st.pgid:
-            raise RuntimeError("the Pub/Sub emulator was not started by surgesim (no process group to freeze)")
-        pause = GroupPause(st.pgid)
-        wall = None if f.end is None else max(0.0, (f.end - t) / self.time_scale)
-        a.restore.update(pause=pause, members=pause.stop(), inside0=None, inside1=None, lock=threading.Lock(),
-                         wake=threading.Event())
-        # The thaw is timed by a thread of its own, not by tick(): the main loop can block on
-        # the frozen emulator itself (a poison publish, a replay's re-drive), and must not
-        # hold the window open with it.
-        a.restore["clock"] = threading.Thread(target=self._pause_clock, args=(a, wall), daemon=True,
-                                              name="surgesim-emulator-freeze")
-        a.restore["clock"].start()
-        self.say(f"  Pub/Sub emulator frozen (SIGSTOP to process group {st.pgid}; `kill -CONT -{st.pgid}` "
-                 "resumes it if this harness dies)")
-        if wall is None or wall > CLIENT_TIMEOUT_S:
-            self.say(f"  warning: the outage lasts {'until the run ends' if wall is None else f'{wall:.0f} wall s'}, "
-                     f"longer than the clients' {CLIENT_TIMEOUT_S:g} s timeouts: publishes made in it may fail")
-
-    def _pause_clock(self, a: Active, wall: float | None) -> None:
-        pause: GroupPause = a.restore["pause"]
-        wake: threading.Event = a.restore["wake"]
-        # the settlements snapshot that opens the measured window: SETTLE_S after the freeze,
-        # so answers already on their way (socket buffers) are not counted as in the window
-        if wake.wait(SETTLE_S):
-            return
-        a.restore["inside0"] = self._snapshot()
-        if wall is None or wake.wait(max(0.0, pause.stopped_at + wall - time.monotonic())):
-            return  # no duration (lasts until the run ends) or ended/aborted by the main thread
-        self._thaw(a)
-
-    def _thaw(self, a: Active) -> None:
-        with a.restore["lock"]:
-            if a.restore["pause"].frozen:
-                a.restore["inside1"] = self._snapshot()
-                a.restore["pause"].resume()
-
-    def _pause_end(self, a: Active) -> dict:
-        pause: GroupPause = a.restore["pause"]
-        a.restore["wake"].set()
-        self._thaw(a)  # if the clock thread has not already
-        a.restore["clock"].join(5)
-        before, after = a.restore["inside0"], a.restore["inside1"]
-
-        def inside(key: str) -> dict[str, int] | None:
-            if before is None or after is None:
-                return None  # a window shorter than SETTLE_S, or one without an end
-            return {k: v - before[key].get(k, 0) for k, v in after[key].items()}
-
-        return {"method": "SIGSTOP/SIGCONT of the Pub/Sub emulator's process group (state kept)",
-                "endpoint": self.runner.stack.endpoint("pubsub"), "pgid": pause.pgid,
-                "processes": a.restore["members"],
-                "frozen_wall_s": round((pause.resumed_at or time.monotonic()) - pause.stopped_at, 3),
-                "delivered_inside": inside("delivered"), "settled_inside": inside("settled"),
-                "inside_from_s": SETTLE_S}
 
     def _start(self, f: Fault, t: float, wall_epoch: float) -> None:
         a = Active(f, wall_epoch)
-        r = self.runner
+        kind = fault_kind(f)
         try:
-            if f.kind.startswith("dependency_"):
-                before = r.fake_admin(f.target, "GET", "/admin/behaviour").json()
-                if f.kind == "dependency_latency":
-                    patch = {"latency_p50_ms": f.latency.p50 * 1000.0,
-                             "latency_p99_ms": (f.latency.p99 or f.latency.p50) * 1000.0}
-                elif f.kind == "dependency_errors":
-                    patch = {"error_rate": f.error_rate}
-                else:
-                    patch = {"outage": True}
-                a.restore = {k: before.get(k) for k in patch}
-                if f.kind == "dependency_latency" and a.restore.get("latency_p99_ms") is None:
-                    a.restore["latency_p99_ms"] = a.restore.get("latency_p50_ms")
-                r.fake_admin(f.target, "PUT", "/admin/behaviour", json=patch)
-            elif f.kind == "consumer_down":
-                r.hold_push(f.target, True)
-                r.procs[f.target].stopped_by_fault = True
-                r.stop_service(f.target)
-            elif f.kind == "poison_message":
-                data = base64.b64encode(b"\xff not json").decode()
-                msgs = [{"data": data, "attributes": dict(f.attributes)} for _ in range(f.count)]
-                for i in range(0, len(msgs), 1000):
-                    self.http.post(f"{self.base}/topics/{f.topic}:publish", json={"messages": msgs[i:i + 1000]}).raise_for_status()
-                self._record(f, t, t)
-                self.say(f"fault at {t:.0f}s: poison_message x{f.count} -> {f.topic}")
-                return
-            elif f.kind == "bad_deploy":
-                r.roll_out(f.target, extra_env={"BAD_PATTERN": f.matching})
-            elif f.kind == "emulator_restart":
-                self._pause_start(a, t)
-            else:
-                raise _Unsupported(f"{f.kind} is not applied live")
-        except _Unsupported as exc:
+            done = kind.start(self, a, t)
+        except Unsupported as exc:
             # unsupported() rejects these before the run; reaching here is a harness bug
             self._record(f, t, t, unsupported=True, reason=str(exc))
             self.say(f"fault at {t:.0f}s: {f.kind} is not supported live ({exc})")
@@ -320,44 +201,27 @@ class FaultInjector:
             self._record(f, t, t, failed=f"{type(exc).__name__}: {exc}")
             self.say(f"fault at {t:.0f}s: {f.kind} on {f.target} FAILED: {exc}")
             return
+        if kind.instant:  # done at once: recorded, never active
+            self._record(f, t, t)
+            self.say(f"fault at {t:.0f}s: {done}")
+            return
         a.in_effect_s = round(t + (time.time() - wall_epoch) * self.time_scale, 3)
         self.active.append(a)
         self.say(f"fault at {t:.0f}s: {f.kind} on {f.target or f.topic} started (in effect at {a.in_effect_s:.0f}s)")
 
     def _end(self, a: Active, t: float) -> None:
         self.active.remove(a)
-        f, r = a.fault, self.runner
+        f, kind = a.fault, fault_kind(a.fault)
         details = {"in_effect_s": a.in_effect_s}
         began = time.time()
         try:
-            if f.kind.startswith("dependency_"):
-                r.fake_admin(f.target, "PUT", "/admin/behaviour",
-                             json={k: v for k, v in a.restore.items() if v is not None} or {"outage": False})
-            elif f.kind == "emulator_restart":
-                details.update(self._pause_end(a))
-            elif f.kind == "consumer_down":
-                r.start_service(f.target)
-                r.procs[f.target].stopped_by_fault = False
-                r.hold_push(f.target, False)
-            elif f.kind == "bad_deploy":
-                def read_bad(old) -> None:
-                    # the bad revision's own counters, once the fixed one has all the traffic
-                    try:
-                        m = r.service_get(old, "/metrics").json()
-                        details["bad_version"] = {k: m.get(k, 0) for k in ("received", "bad_deploy")}
-                    except Exception as exc:  # noqa: BLE001
-                        details["bad_version"] = {"unreadable": f"{type(exc).__name__}: {exc}"}
-
-                r.roll_out(f.target, drop_env=("BAD_PATTERN",), before_stop=read_bad)
-                if f.replay:
-                    details.update(self._replay(f.target, a.started_wall))
+            kind.end(self, a, details)
         except Exception as exc:  # noqa: BLE001
             details["end_failed"] = f"{type(exc).__name__}: {exc}"
             self.say(f"fault end at {t:.0f}s: {f.kind} on {f.target} FAILED: {exc}")
         details["ended_in_effect_s"] = round(t + (time.time() - began) * self.time_scale, 3)
         ev = self._record(f, f.at, t, **details)
-        if f.kind == "bad_deploy" and f.replay:
-            self.watch += [(hold, topic, ev["details"]) for hold, topic in details.get("holds", [])]
+        kind.ended(self, f, ev)
         self.say(f"fault at {t:.0f}s: {f.kind} on {f.target or f.topic} ended")
 
     def _replay(self, service: str, since_epoch: float) -> dict:

@@ -30,6 +30,7 @@ from surgesim.schema import load_experiment
 
 from .faults import FaultInjector
 from .jobs import Launcher
+from .paths import PathFolder
 from .runner import SystemRunner
 from .totals import route_totals, trigger_totals
 
@@ -357,7 +358,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                  "slos_from": "scenario.slos" if live.slos is None else "scenario.live.slos",
                  # inside the front: request received -> upstream answered (the service and its
                  # emulator calls); latency/... minus this is the generator and the network
-                 "front_latency": _front_latency(runner, "command"),
+                 "front_latency": {svc: _front_latency(runner, exp, svc) for svc in sorted(runner.fronts.fronts)},
                  # each service's own /metrics counters at the end, where it has them (the
                  # reference reactors count deliveries by outcome: handled, duplicate, ...)
                  "service_counters": counters},
@@ -408,21 +409,12 @@ def junit_results(slos: list[dict], checks: list[dict]) -> list[dict]:
 def unsupported_faults(faults: list, system) -> list[str]:
     """Declared faults that cannot be injected live whatever runs (before anything starts);
     FaultInjector.unsupported() adds what depends on the running stack."""
+    from .fault_kinds import fault_kind
     from .faults import describe
 
     out = []
-    apis = {a.name: a for a in system.external_apis}
-    services = {s.name: s for s in system.services}
     for f in faults:
-        why = None
-        if f.kind.startswith("dependency_") and not (f.target in apis and apis[f.target].fake and not apis[f.target].url):
-            why = f"{f.target!r} is not an external API with a fake (and no url:), so its behaviour cannot be changed"
-        elif f.kind in ("consumer_down", "bad_deploy") and not (f.target in services and
-                                                                 (services[f.target].app or services[f.target].command)):
-            why = f"{f.target!r} is not a service with app: or command: run live"
-        elif f.kind == "emulator_restart" and f.target not in (None, "", "pubsub"):
-            why = (f"only the Pub/Sub emulator can be taken out live, not {f.target!r} "
-                   "(the simulator models Pub/Sub deliveries only)")
+        why = fault_kind(f).refused(f, system)
         if why:
             out.append(f"{describe(f)}: {why}")
     return out
@@ -537,10 +529,9 @@ def _make_driver(exp, scenario_path, runner: SystemRunner, live, out: Path, hold
                 holder["error"] = exc
 
         return drive
-    from surgesim.loadtests.plan import LivePlan
-
-    plan = LivePlan(scenario_path, time_scale=live.time_scale, rate_scale=live.rate_scale)
-    proc = DriverProcess(scenario_path, endpoints, out / "loadgen", plan.duration_s, env=runner.emulator_env,
+    # the wall duration from the scenario already loaded (the driver process loads its own copy)
+    proc = DriverProcess(scenario_path, endpoints, out / "loadgen", exp.scenario.duration / live.time_scale,
+                         env=runner.emulator_env,
                          scales=(live.time_scale, live.rate_scale),
                          prepared=prepared if prepared.exists() else None).start()
     holder["proc"] = proc
@@ -656,15 +647,14 @@ class DriverProcess:
         return self.log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
 
 
-def _front_latency(runner: SystemRunner, service: str) -> dict:
-    """The front's own latency per route (request received -> upstream answered), ids in
-    paths folded (/parcels/{id}/assign)."""
-    import re
-
+def _front_latency(runner: SystemRunner, exp, service: str) -> dict:
+    """A front's own latency per route (request received -> upstream answered), request
+    paths folded to the templates the service's routes declare (`/x/{id}/y`)."""
     front = runner.fronts.fronts.get(service)
+    folder = PathFolder([r.path for r in exp.routes(service)])
     per: dict[str, Histogram] = {}
     for path, h in (front.stats.latency.items() if front else ()):
-        per.setdefault(re.sub(r"/parcels/[^/]+", "/parcels/{id}", path), Histogram()).merge(h)
+        per.setdefault(folder.fold(path), Histogram()).merge(h)
     return {route: h.summary() for route, h in sorted(per.items())}
 
 

@@ -26,10 +26,10 @@ MODELS: dict[str, type] = {"system": System, "plan": Plan, "scenario": Scenario}
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_BYTES = 2**20
-"""A system, plan or scenario file is at most 1 MiB (the largest seed file, meridian.yaml,
+"""A system, plan or scenario file is at most 1 MiB (the largest seed system file
 is 10 KB): checked before reading, so a huge file is refused in microseconds."""
 MAX_NODES = 50_000
-"""At most this many YAML nodes (keys, values, items; meridian.yaml has 916), counted while
+"""At most this many YAML nodes (keys, values, items; the largest seed system file has 916), counted while
 parsing (before any node is built) and again after alias expansion."""
 MAX_DEPTH = 64
 _NODE_EVENTS = (yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent, yaml.AliasEvent)

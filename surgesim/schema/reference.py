@@ -23,7 +23,7 @@ a test fails when this file is out of date. Durations are written `250ms`, `5s`,
 `1h30m` or a number of seconds; rates `1600/s`, `900/m`, `210000/d`; latencies `5ms` (a
 constant) or `{p50: 200ms, p99: 600ms}` (log-normal through both). Unknown keys are errors.
 Every error names the file, the line and the field path, e.g.
-`meridian.yaml:42: subscriptions[3].dead_letter.max_attempts: must be 5..100, got 2`.
+`system.yaml:42: subscriptions[3].dead_letter.max_attempts: must be 5..100, got 2`.
 
 A scenario names its system and plan by paths relative to itself; `--plan` overrides the
 plan. A plan overrides only what it names.

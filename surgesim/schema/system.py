@@ -103,7 +103,7 @@ class Subscription(Strict):
     delivery: Literal["pull", "push", "bigquery"] = "pull"
     """pull: the consumer pulls with flow control; push: Pub/Sub POSTs to the consumer; bigquery: rows written to a table."""
     filter: Annotated[str | None, BeforeValidator(_check_filter)] = None
-    """Pub/Sub filter syntax, e.g. `attributes.eventType = "ParcelDelivered"`; non-matching messages are acked unseen."""
+    """Pub/Sub filter syntax, e.g. `attributes.eventType = "OrderShipped"`; non-matching messages are acked unseen."""
     ack_deadline: Annotated[Duration, in_range(10, 600, "s")] = 10.0
     """10s..600s: an unacked message is redelivered after this."""
     retry: RetryPolicy | None = None
@@ -145,7 +145,7 @@ class FirestoreStep(Strict):
     debounce: bool = False
     """Coalesce writes per key to one per the plan's debounce interval for this service."""
     change: str | None = None
-    """The change this write makes visible to triggers, carried as `eventType` (e.g. ParcelDelivered)."""
+    """The change this write makes visible to triggers, carried as `eventType` (e.g. OrderShipped)."""
 
 
 class CallStep(Strict):

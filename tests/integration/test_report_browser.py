@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from surgesim.reports import build_report
-from surgesim.reports.synthetic import write_synthetic_run
+from tests.fixtures.synthetic_run import write_synthetic_run
 
 pytestmark = pytest.mark.integration
 

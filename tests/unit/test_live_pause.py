@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from surgesim.emulators.metrics import Ledger
-from surgesim.live import faults as faults_mod
+from surgesim.live import fault_kinds as faults_mod
 from surgesim.live.faults import FaultInjector
 from surgesim.live.pause import GroupPause
 from surgesim.schema import Fault

@@ -1,4 +1,4 @@
-"""The single-run report, built from synthetic run directories (surgesim.reports.synthetic)."""
+"""The single-run report, built from synthetic run directories (tests/fixtures/synthetic_run.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from surgesim.reports import build_report, write_junit
 from surgesim.reports.metrics import RunData, drain_time, percentile_series
-from surgesim.reports.synthetic import write_synthetic_run
+from tests.fixtures.synthetic_run import write_synthetic_run
 from surgesim.rundir import RunWriter, load_run
 
 # 07:20-08:20 holds the 07:30 wave, the 07:45 consumer outage and the 08:10 error window

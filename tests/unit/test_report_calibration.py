@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from surgesim.reports import build_calibration
 from surgesim.reports.calibration import relative_error
-from surgesim.reports.synthetic import write_synthetic_run
+from tests.fixtures.synthetic_run import write_synthetic_run
 from surgesim.rundir import load_run
 
 SHORT = {"duration_s": 3600.0, "start_clock_s": 7 * 3600.0 + 1200.0}

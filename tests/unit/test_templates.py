@@ -369,3 +369,26 @@ def test_emulator_endpoints_round_trip_through_the_generators_environment():
     eps = emulator_endpoints(env)
     assert eps == {"firestore_emulator": "http://127.0.0.1:8086", "storage_emulator": "http://127.0.0.1:9023"}
     assert host_env(eps) == env  # each variable back in its own convention
+
+
+def test_the_simulator_sizes_templated_messages_from_renders(tmp_path):
+    """A templated publish source without `message_bytes` costs what its rendered messages
+    weigh (the mean of a few seeded renders), not the topic's default size."""
+    from surgesim.sim.engine import run
+
+    path = write(tmp_path, """\
+    - name: small
+      rate: 10/s
+      publish: {topic: greetings, json: {m: "{{ faker.first_name() }}"}}
+    """)
+    sized = run(load_experiment(path)).totals()["topics"]["greetings"]
+    per_msg = sized["bytes"] / sized["published"]
+    assert 10 <= per_msg <= 25, per_msg  # {"m":"<a first name>"}, far from the topic's 512 B default
+    big = path.read_text().replace('{m: "{{ faker.first_name() }}"}', '{m: "{{ faker.text(max_nb_chars=2000) }}"}')
+    path.write_text(big)
+    per_big = (lambda t: t["bytes"] / t["published"])(run(load_experiment(path)).totals()["topics"]["greetings"])
+    assert per_big > 20 * per_msg, (per_msg, per_big)
+    # a stated size wins over the renders
+    path.write_text(big.replace("publish: {topic: greetings,", "publish: {topic: greetings, message_bytes: 100,"))
+    stated = run(load_experiment(path)).totals()["topics"]["greetings"]
+    assert stated["bytes"] == 100 * stated["published"]

@@ -1,0 +1,161 @@
+"""Fault kinds in the simulator: one small class per kind, registered under the kind's name.
+
+The engine knows no kind by name: it asks each scenario fault's class, at fixed points,
+what the fault does (docs/architecture.md, "Registries"):
+
+- `prepare(eng, f)`: before the stores and the broker are built (what they read while
+  they are built: the broker's outage windows, the poison messages' attribute sets);
+- `attach(eng, f)`: once the services and subscriptions exist (a service's down or bad
+  windows, the history a replay will seek through);
+- `actions(eng, f)`: what happens at a moment on the timeline, as (time, callable);
+- `on_call(f, inwin, lat, err_rate, outage, rng)`: an external API's calls inside the
+  fault's window (only kinds with `on_api = True` are handed to the APIs they target);
+- `owned(part, f)`: whether a partition of a split run (sim/split.py) applies the fault.
+
+The live half of each kind is surgesim/live/fault_kinds.py; a unit test checks that both
+registries hold every kind the schema accepts.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Callable, ClassVar
+
+import numpy as np
+
+from surgesim.pubsub_filter import parse_filter
+from surgesim.sim.core import Batch, sample
+
+if TYPE_CHECKING:  # pragma: no cover
+    from surgesim.sim.engine import Engine
+
+
+class SimFault:
+    kind: ClassVar[str] = ""
+    on_api: ClassVar[bool] = False
+    """The fault changes the calls to the external API it targets."""
+    instant: ClassVar[bool] = False
+    """The fault happens at one moment (faults.json: end = start, its attributes shown)."""
+
+    def prepare(self, eng: "Engine", f) -> None:
+        pass
+
+    def attach(self, eng: "Engine", f) -> None:
+        pass
+
+    def actions(self, eng: "Engine", f) -> list[tuple[float, Callable[[], None]]]:
+        return []
+
+    def on_call(self, f, inwin: np.ndarray, lat: np.ndarray, err_rate: np.ndarray, outage: np.ndarray,
+                rng: np.random.Generator) -> None:
+        pass
+
+    def owned(self, part, f) -> bool:
+        return True
+
+
+SIM_FAULTS: dict[str, SimFault] = {}
+
+
+def register(cls: type[SimFault]) -> type[SimFault]:
+    SIM_FAULTS[cls.kind] = cls()
+    return cls
+
+
+def fault_kind(f) -> SimFault:
+    return SIM_FAULTS[f.kind]
+
+
+def _window(f) -> tuple[float, float]:
+    return f.at, (f.end if f.end is not None else math.inf)
+
+
+@register
+class DependencyLatency(SimFault):
+    """The API answers with the fault's latency inside the window."""
+    kind = "dependency_latency"
+    on_api = True
+
+    def on_call(self, f, inwin, lat, err_rate, outage, rng) -> None:
+        lat[inwin] = sample(f.latency, int(inwin.sum()), rng)
+
+
+@register
+class DependencyErrors(SimFault):
+    """The API fails with the fault's error rate inside the window."""
+    kind = "dependency_errors"
+    on_api = True
+
+    def on_call(self, f, inwin, lat, err_rate, outage, rng) -> None:
+        err_rate[inwin] = f.error_rate
+
+
+@register
+class DependencyOutage(SimFault):
+    """Every call inside the window fails (after at most the API's outage time)."""
+    kind = "dependency_outage"
+    on_api = True
+
+    def on_call(self, f, inwin, lat, err_rate, outage, rng) -> None:
+        outage |= inwin
+
+
+@register
+class ConsumerDown(SimFault):
+    """The service takes nothing inside the window (its requests get 503)."""
+    kind = "consumer_down"
+
+    def attach(self, eng, f) -> None:
+        if f.target in eng.nodes:
+            eng.nodes[f.target].down.append(_window(f))
+
+
+@register
+class PoisonMessage(SimFault):
+    """`count` messages with `attributes` published to `topic` at one moment."""
+    kind = "poison_message"
+    instant = True
+
+    def prepare(self, eng, f) -> None:
+        eng.poison_attr_ids.add(eng.attrs.intern(f.attributes))
+
+    def actions(self, eng, f):
+        return [(f.at, lambda: eng.broker.publish(f.topic, Batch.new(np.full(f.count, f.at), eng.attrs.intern(f.attributes))))]
+
+    def owned(self, part, f) -> bool:
+        return f.topic in part.topics
+
+
+@register
+class BadDeploy(SimFault):
+    """The service raises on messages matching the filter inside the window; with replay,
+    its subscriptions are sought back to the deploy at the fix (Engine._replay)."""
+    kind = "bad_deploy"
+
+    def attach(self, eng, f) -> None:
+        if f.target in eng.nodes:
+            eng.nodes[f.target].bad.append((*_window(f), parse_filter(f.matching)))
+        if f.replay:
+            end = f.end if f.end is not None else eng.duration
+            for st in eng.broker.subs.values():
+                if st.node is eng.nodes.get(f.target):
+                    st.history = st.history or []
+                    st.history_windows.append((f.at, end))
+
+    def actions(self, eng, f):
+        end = f.end if f.end is not None else eng.duration
+        if f.replay and end < eng.duration:
+            return [(end, lambda: eng._replay(f, end))]  # noqa: SLF001 -- the engine's seek and re-drive
+        return []
+
+    def owned(self, part, f) -> bool:
+        return f.target in part.nodes
+
+
+@register
+class EmulatorRestart(SimFault):
+    """No Pub/Sub deliveries inside the window; messages are kept and delivered after."""
+    kind = "emulator_restart"
+
+    def prepare(self, eng, f) -> None:
+        eng.broker_down.append(_window(f))
