@@ -357,7 +357,8 @@ class Engine:
                     self._deliver_source(step, Batch.new(b.t + delay, step_attrs, b.key.copy()), step_attrs)
         elif src.publish is not None:
             b.attrs[:] = attrs
-            self.broker.publish(src.publish.topic, b, self.source_bytes[src.name])
+            # a flow's publish step has no name of its own: its stated size, else the topic's
+            self.broker.publish(src.publish.topic, b, self.source_bytes.get(getattr(src, "name", None), src.publish.message_bytes))
         elif src.request is not None:
             node = self.nodes[src.request.service]
             node.enqueue(node.route_ch[src.request.route], b)
