@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from surgesim.histogram import N_BUCKETS, Histogram, bucket_of
-from surgesim.rundir import RunWriter, dumps
+from surgesim.rundir import RunWriter, dumps, read_parquet
 
 _COMPACT_AT = 200_000
 
@@ -190,7 +190,7 @@ def read_result(out_dir: str | Path) -> LoadResult:
     """A LoadResult back from what `LoadResult.write` left in out_dir."""
     d = Path(out_dir)
     summary = json.loads((d / "loadgen.json").read_text(encoding="utf-8"))
-    rows = pd.read_parquet(d / "histograms.parquet") if (d / "histograms.parquet").exists() else Recorder().rows()
+    rows = read_parquet(d / "histograms.parquet") if (d / "histograms.parquet").exists() else Recorder().rows()
     hists: dict[str, Histogram] = {}
     for path, grp in rows.groupby("path"):
         h = Histogram()

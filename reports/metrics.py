@@ -188,9 +188,9 @@ class RunData:
         p = self.run.dir / "histograms.parquet"
         if not p.exists():
             return self.run.histograms
-        import pyarrow.parquet as pq
+        from surgesim.rundir import read_parquet
 
-        return pq.read_table(p, read_dictionary=["path"]).to_pandas()
+        return read_parquet(p, categories=["path"])
 
     @cached_property
     def percentiles(self) -> pd.DataFrame:

@@ -31,6 +31,7 @@ from surgesim.histogram import N_BUCKETS, Histogram
 
 FORMAT_VERSION = 1
 
+
 METRICS = {
     # per subscription (gauges, sampled at the window's end)
     "backlog": "pubsub.googleapis.com/subscription/num_undelivered_messages",
@@ -132,7 +133,7 @@ class RunWriter:
         )
         frame = frame.sort_values(["metric", "entity", "time_s"], kind="stable").reset_index(drop=True)
         path = self.dir / "timeseries.parquet"
-        frame.to_parquet(path, index=False)
+        write_parquet(path, frame)
         return path
 
     def write_histograms(self, frame: pd.DataFrame) -> Path:
@@ -140,9 +141,39 @@ class RunWriter:
             {"time_s": "float64", "path": "string", "bucket": "int32", "count": "int64"}
         )
         frame = frame[frame["count"] > 0].sort_values(["path", "time_s", "bucket"], kind="stable")
+        # `path` dictionary-encoded (a day's ~15M rows repeat ~20 strings): read_histograms
+        # gets it back as a categorical without materialising a string per row
+        frame = frame.reset_index(drop=True).astype({"path": "category"})
         path = self.dir / "histograms.parquet"
-        frame.reset_index(drop=True).to_parquet(path, index=False)
+        write_parquet(path, frame)
         return path
+
+
+# Parquet through fastparquet's own API, the one way every writer and reader here uses:
+# fastparquet with cramjam and fsspec is ~16 MB installed where pyarrow is ~170 MB, and the
+# base install is meant to be small (README, Install sizes). Its own API, not pandas'
+# engine="fastparquet", which pandas 3 deprecates. The files are plain Parquet (snappy):
+# pyarrow, DuckDB or polars read them as well, and files pyarrow wrote read back here.
+def write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    import fastparquet
+
+    fastparquet.write(str(path), frame, write_index=False, compression="SNAPPY")
+
+
+def read_parquet(path: Path, categories: list[str] | None = None) -> pd.DataFrame:
+    """A run directory's Parquet file as a DataFrame. Columns in `categories` come back
+    categorical (read from the file's dictionary, no string per row); every other text
+    column as pandas' string dtype, whoever wrote the file."""
+    import fastparquet
+
+    pf = fastparquet.ParquetFile(str(path))
+    wanted = categories or []
+    stored = [c for c in wanted if c in pf.categories]  # files pyarrow wrote store none as such
+    frame = pf.to_pandas(categories=stored)
+    to = {c: "category" for c in wanted if c not in stored}
+    to.update({c: "string" for c in frame.columns if c not in wanted
+               and (frame[c].dtype == object or isinstance(frame[c].dtype, pd.CategoricalDtype))})
+    return frame.astype(to) if to else frame
 
 
 def histogram_rows(time_s: float, path: str, hist: Histogram) -> pd.DataFrame:
@@ -177,14 +208,14 @@ class Run:
 
     @cached_property
     def timeseries(self) -> pd.DataFrame:
-        return pd.read_parquet(self.dir / "timeseries.parquet")
+        return read_parquet(self.dir / "timeseries.parquet")
 
     @cached_property
     def histograms(self) -> pd.DataFrame:
         p = self.dir / "histograms.parquet"
         if not p.exists():
             return pd.DataFrame({"time_s": [], "path": [], "bucket": [], "count": []})
-        return pd.read_parquet(p)
+        return read_parquet(p)
 
     def series(self, metric: str, entity: str) -> pd.Series:
         """One metric for one entity, indexed by time_s. `metric` is a short key of METRICS."""
