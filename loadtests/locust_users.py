@@ -46,6 +46,7 @@ from locust import LoadTestShape, User, events, task
 from locust.contrib.fasthttp import FastHttpSession
 from locust.runners import MasterRunner, WorkerRunner
 
+from surgesim.loadtests import distributed
 from surgesim.loadtests.actions import (MAX_PUBLISH_BATCH, FlowRun, Payloads, Send, count_flow, emulator_base,
                                         load_prepared, publish_body, publish_path)
 from surgesim.loadtests.plan import HTTP_GROUP, PROJECT, PUBLISH_GROUP, PUBSUB, LivePlan, endpoints_from_env, missing_endpoints
@@ -127,17 +128,22 @@ def _session(environment, base_url: str, user=None) -> FastHttpSession:
 @events.init.add_listener
 def _on_init(environment, **_kw):
     STATE.setup(environment.host)
+    distributed.register(environment)
 
 
-def workers() -> int:
-    return max(1, int(os.environ.get("SURGESIM_WORKERS") or 1))
+def workers(environment=None) -> int:
+    """SURGESIM_WORKERS, else (a worker started by `surgesim worker`) the master's --expect-workers."""
+    n = os.environ.get("SURGESIM_WORKERS")
+    if not n and environment is not None and environment.parsed_options is not None:
+        n = getattr(environment.parsed_options, "expect_workers", None)
+    return max(1, int(n or 1))
 
 
 @events.test_start.add_listener
 def _on_test_start(environment, **_kw):
     runner = environment.runner
     if isinstance(runner, WorkerRunner):  # its index is known once the master acknowledged it
-        n = workers()
+        n = workers(environment)
         if runner.worker_index >= n:
             raise RuntimeError(f"worker index {runner.worker_index} but SURGESIM_WORKERS={n}: "
                                "set SURGESIM_WORKERS to the number of workers on every process")
@@ -191,6 +197,7 @@ def _on_test_stop(environment, **_kw):
             out = worker_dir(out, STATE.share[0])
         STATE.result().write(Path(out))
         STATE.written = True
+        distributed.forward(environment, Path(out))
 
 
 class ScheduledUser(User):

@@ -50,7 +50,8 @@ def run_locust(scenario_path: str | Path | None, host_map: dict[str, str], durat
                out_dir: str | Path, env: dict[str, str] | None = None, *, time_scale: float | None = None,
                rate_scale: float | None = None, preload: bool = True, locustfile: str | Path | None = None,
                sources: list[str] | None = None, grace_s: float = 60.0,
-               on_start: Callable[[subprocess.Popen], None] | None = None, workers: int = 1) -> LocustResult:
+               on_start: Callable[[subprocess.Popen], None] | None = None, workers: int = 1,
+               master: tuple[str, int] | None = None, wait_workers_s: float = 300.0) -> LocustResult:
     """Run the scenario's traffic through Locust, headless, for duration_s wall seconds
     (default: the whole compressed scenario), and return what it sent and measured.
 
@@ -66,7 +67,11 @@ def run_locust(scenario_path: str | Path | None, host_map: dict[str, str], durat
 
     workers > 1: Locust's distributed mode on this machine (`--processes N`: a master and N
     forked workers, all in that one process group); each worker sends its share of the one
-    schedule and writes out_dir/worker-<k>/, merged here (recorder.merge_results)."""
+    schedule and writes out_dir/worker-<k>/, merged here (recorder.merge_results).
+
+    master=(bind host, port): a Locust master for `workers` workers started elsewhere
+    (`surgesim worker`, loadtests/distributed.py), waiting up to wait_workers_s for them;
+    they send their results here over Locust's connection, into the same worker-<k>/."""
     if workers < 1:
         raise ValueError(f"workers: {workers}; want 1 or more")
     out = Path(out_dir)
@@ -81,14 +86,18 @@ def run_locust(scenario_path: str | Path | None, host_map: dict[str, str], durat
         child_env["SURGESIM_SOURCES"] = ",".join(sources)
     cmd = [sys.executable, "-m", "locust", "-f", str(locustfile or LOCUSTFILE), "--headless", "--only-summary",
            "--csv", str(out / "locust"), "--loglevel", "WARNING", "--exit-code-on-error", "0"]
-    if workers > 1:
+    if master is not None:
+        child_env["SURGESIM_WORKERS"] = str(workers)
+        cmd += ["--master", "--expect-workers", str(workers), "--expect-workers-max-wait", str(int(wait_workers_s)),
+                "--master-bind-host", master[0], "--master-bind-port", str(master[1])]
+    elif workers > 1:
         from surgesim.ports import free_port
 
         child_env["SURGESIM_WORKERS"] = str(workers)
         port = str(free_port())  # the forked workers connect to --master-host/--master-port
         cmd += ["--processes", str(workers), "--master-bind-host", "127.0.0.1", "--master-bind-port", port,
                 "--master-host", "127.0.0.1", "--master-port", port]
-    worker_dirs = [worker_dir(out, k) for k in range(workers)] if workers > 1 else []
+    worker_dirs = [worker_dir(out, k) for k in range(workers)] if workers > 1 or master is not None else []
     for d in worker_dirs:
         (d / "loadgen.json").unlink(missing_ok=True)
     log_path = out / "locust.log"
@@ -100,7 +109,7 @@ def run_locust(scenario_path: str | Path | None, host_map: dict[str, str], durat
         try:
             if on_start is not None:
                 on_start(proc)
-            rc = proc.wait(timeout=duration + grace_s)
+            rc = proc.wait(timeout=duration + grace_s + (wait_workers_s if master is not None else 0.0))
             killed = False
         except subprocess.TimeoutExpired:
             killed = True

@@ -21,13 +21,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "report": ("surgesim.commands.report", "report", "Build or combine HTML reports from run directories."),
     "up": ("surgesim.commands.up", "up", "Start emulators, provision and run a system's services."),
     "live": ("surgesim.commands.live", "live", "Run a scenario against the real services on the emulators."),
+    "worker": ("surgesim.commands.worker", "worker", "Send a share of a `live --master` run's load from this machine."),
     "import": ("surgesim.commands.importers", "import_group", "Build a system file from your Terraform (or check it against one)."),
 }
 
 
 # Commands that need an extra (pyproject.toml), and modules whose absence means it is missing.
-EXTRAS: dict[str, str] = {"demo": "live", "emulators": "live", "provision": "live", "up": "live", "live": "live"}
+EXTRAS: dict[str, str] = {"demo": "live", "emulators": "live", "provision": "live", "up": "live", "live": "live",
+                          "worker": "locust"}
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "locust": ("locust", "gevent"),
     "live": ("psutil", "httpx", "aiohttp", "fastapi", "uvicorn", "google.cloud.pubsub_v1", "google.cloud.firestore",
              "google.cloud.bigquery", "google.cloud.storage", "gcp_storage_emulator"),
 }
