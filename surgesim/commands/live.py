@@ -23,8 +23,16 @@ from surgesim.schema import SchemaError
                    "(default: a free port, printed at start; 0: not served).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Locust worker processes on this machine (scenarios with live.locust: true).")
+@click.option("--master", "master", is_flag=True,
+              help="Locust's master only: the load comes from `surgesim worker` processes, on this machine or "
+                   "others (docs/live.md, Load from several machines).")
+@click.option("--expect-workers", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="With --master: how many workers share the schedule; the test starts when all are connected.")
+@click.option("--master-bind", default="0.0.0.0:5557", show_default=True, metavar="HOST[:PORT]",
+              help="With --master: where the workers connect.")
 def live(scenario: Path, plan: Path | None, out: Path | None, state_dir: str | None, time_scale: float | None,
-         rate_scale: float | None, metrics_port: int | None, workers: int) -> None:
+         rate_scale: float | None, metrics_port: int | None, workers: int, master: bool, expect_workers: int,
+         master_bind: str) -> None:
     """Run SCENARIO against the real services on the emulators and write a run directory.
 
     Real (compressed) time: scenario.live.time_scale scenario seconds per wall second, and
@@ -43,6 +51,23 @@ def live(scenario: Path, plan: Path | None, out: Path | None, state_dir: str | N
         if not scenario.is_file():
             click.echo(f"{scenario}: no such file", err=True)
             sys.exit(2)
+        bind = None
+        if not master and (expect_workers != 1 or master_bind != "0.0.0.0:5557"):
+            click.echo("--expect-workers and --master-bind go with --master", err=True)
+            sys.exit(2)
+        if master:
+            from surgesim.loadtests.distributed import parse_master
+
+            if workers != 1:
+                click.echo("--workers and --master: the workers of a --master run are `surgesim worker` "
+                           "processes; give their number with --expect-workers", err=True)
+                sys.exit(2)
+            try:
+                bind = parse_master(master_bind)
+            except ValueError as exc:
+                click.echo(f"--master-bind: {exc}", err=True)
+                sys.exit(2)
+            workers = expect_workers
         if time_scale is not None or rate_scale is not None:
             from pydantic import ValidationError
 
@@ -61,7 +86,7 @@ def live(scenario: Path, plan: Path | None, out: Path | None, state_dir: str | N
                                         rate_scale=rate_scale,
                                         while_running=lambda runner: serving(runner, metrics_port,
                                                                              say=lambda m: click.echo(m, err=True)),
-                                        workers=workers)
+                                        workers=workers, master=bind)
         except SchemaError as exc:
             for line in exc.problems:
                 click.echo(line, err=True)

@@ -193,12 +193,15 @@ class UnsupportedLive(ValueError):
 def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out: str | Path | None = None, *,
              state_dir: str | Path | None = None, say=print, progress_every: float = 5.0,
              time_scale: float | None = None, rate_scale: float | None = None,
-             while_running=None, workers: int = 1) -> tuple[dict, Path]:
+             while_running=None, workers: int = 1, master: tuple[str, int] | None = None) -> tuple[dict, Path]:
     """time_scale / rate_scale: override the scenario's live ones (the load generator gets
     them too), e.g. to run a scenario heavier or shorter than its file says.
     while_running: called with the started SystemRunner, a context manager held until the
     runner stops (e.g. surgesim.live.prometheus.serving: /metrics while the run goes).
     workers: Locust worker processes (scenario.live.locust only; docs/loadtests.md).
+    master: (bind host, port): Locust's master only, for `workers` `surgesim worker`
+    processes started elsewhere (loadtests/distributed.py); their endpoints are written to
+    <out>/loadgen/target.env.
 
     Raises UnsupportedLive (a declared fault cannot be injected; before any traffic),
     LiveAborted (an emulator died mid-run) or LiveInterrupted (Ctrl-C / SIGTERM); the last
@@ -214,9 +217,10 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
     sc, live = exp.scenario, exp.scenario.live
     ts, rs = live.time_scale, live.rate_scale
     static = unsupported_faults(list(sc.faults), exp.system)
-    if workers > 1 and not live.locust:
-        static.append(f"--workers {workers}: only Locust has workers, and {scenario_path} has live.locust: false "
-                      "(the fleet driver); set it true or leave --workers out")
+    if (workers > 1 or master is not None) and not live.locust:
+        option = "--master" if master is not None else f"--workers {workers}"
+        static.append(f"{option}: only Locust has workers, and {scenario_path} has live.locust: false "
+                      f"(the fleet driver); set it true or leave {option.split()[0]} out")
     if static:  # before anything starts
         raise UnsupportedLive(static)
     out = Path(out) if out else Path("runs") / f"{sc.name}-{exp.plan.name}-live-{dt.datetime.now():%Y%m%d-%H%M%S}"
@@ -246,7 +250,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
             holder: dict = {}
             if prep is not None:  # what needs the services: once they are up, before either clock
                 prep.run(runner.endpoints(), prep.late)
-            driver = _make_driver(exp, scenario_path, runner, live, out, holder, workers)
+            driver = _make_driver(exp, scenario_path, runner, live, out, holder, workers, master, say)
             runner.mark_start()
             t0_mono, t0_epoch = time.monotonic(), time.time()
             lag = LagRecorder(runner.bridges.metrics, t0_epoch, ts, live.sample_interval)
@@ -503,7 +507,8 @@ def _preparer(scenario_path, live, path: Path, say):
     return Preparer(plan, path, say)
 
 
-def _make_driver(exp, scenario_path, runner: SystemRunner, live, out: Path, holder: dict, workers: int = 1):
+def _make_driver(exp, scenario_path, runner: SystemRunner, live, out: Path, holder: dict, workers: int = 1,
+                 master: tuple[str, int] | None = None, say=print):
     """The traffic, in its own process either way: Locust headless when scenario.live.locust,
     else the asyncio fleet driver on uvloop (surgesim.live.loadgen_proc). Sharing the
     harness's process (fronts, bridges) cost the driver its timing: docs/benchmarks/live.md.
@@ -516,6 +521,8 @@ def _make_driver(exp, scenario_path, runner: SystemRunner, live, out: Path, hold
 
         group = LocustGroup()
         holder["proc"] = group
+        if master is not None:
+            _announce_master(scenario_path, endpoints, runner.emulator_env, prepared, out, master, workers, live, say)
 
         def drive() -> None:
             try:
@@ -524,7 +531,7 @@ def _make_driver(exp, scenario_path, runner: SystemRunner, live, out: Path, hold
                     env["SURGESIM_PREPARED"] = str(prepared)
                 holder["result"] = run_locust(scenario_path, endpoints, None, out / "loadgen", env=env,
                                               preload=False, on_start=group.attach, time_scale=live.time_scale,
-                                              rate_scale=live.rate_scale, workers=workers)
+                                              rate_scale=live.rate_scale, workers=workers, master=master)
             except BaseException as exc:  # noqa: BLE001 -- re-raised in the main thread
                 holder["error"] = exc
 
@@ -544,6 +551,25 @@ def _make_driver(exp, scenario_path, runner: SystemRunner, live, out: Path, hold
             holder["error"] = exc
 
     return drive
+
+
+def _announce_master(scenario_path, endpoints: dict, emulator_env: dict, prepared: Path, out: Path,
+                     master: tuple[str, int], workers: int, live, say) -> None:
+    """The target.env the workers need (this run's endpoints, the prepare phase's output) and the
+    command to start each with. The harness listens on 127.0.0.1: from another machine
+    the addresses are reached through a tunnel (docs/live.md)."""
+    from surgesim.loadtests.runner import host_env
+    from surgesim.loadtests.target_env import write_target_env
+
+    env = {**emulator_env, **host_env(endpoints)}
+    if prepared.exists():  # what the prepare phase made: the workers share it out, as local ones do
+        env["SURGESIM_PREPARED"] = str(prepared)
+    path = write_target_env(out / "loadgen" / "target.env", env,
+                            comment="endpoints of this `surgesim live --master` run, for `surgesim worker --target-env`")
+    host = master[0] if master[0] not in ("0.0.0.0", "::", "*") else "THIS_HOST"
+    scales = f" --time-scale {live.time_scale:g} --rate-scale {live.rate_scale:g}"
+    say(f"master: waiting for {workers} worker(s) on {master[0]}:{master[1]}; start each with\n"
+        f"  surgesim worker --master-host {host}:{master[1]} --target-env {path}{scales} {scenario_path}")
 
 
 class LocustGroup:
