@@ -59,3 +59,25 @@ def test_base_install_has_no_live_parts_and_says_which_extra(user_venv: Path, tm
     out = subprocess.run([py, "-m", "surgesim.cli", "live", "x.yaml"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "pip install 'surgesim[live]'" in out.stderr
+    out = subprocess.run([py, "-m", "surgesim.cli", "worker", "--master-host", "h", "x.yaml"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2
+    assert "pip install 'surgesim[locust]'" in out.stderr
+
+
+def _size_mb(site: Path) -> float:
+    return sum(p.stat().st_size for p in site.rglob("*") if p.is_file() and not p.is_symlink()) / 1e6
+
+
+def test_base_install_size_stays_where_it_was_measured(user_venv: Path, tmp_path: Path) -> None:
+    """README, Install sizes: 335 MB (du) without extras. Parquet through fastparquet, not
+    pyarrow (170 MB); a dependency that brings pyarrow (or anything that size) back fails
+    here. Apparent sizes, so a little under du's figure; pytest itself is ~5 MB of it."""
+    py = str(user_venv / "bin" / "python")
+    assert subprocess.run([py, "-c", "import pyarrow"], capture_output=True).returncode != 0, "pyarrow is back"
+    empty = tmp_path / "empty"
+    _run([sys.executable, "-m", "venv", str(empty)])
+    site = next(user_venv.glob("lib/python3*/site-packages"))
+    added = _size_mb(site) - _size_mb(next(empty.glob("lib/python3*/site-packages")))
+    print(f"base install (+pytest): {added:.0f} MB")
+    assert added < 360, f"the base install grew to {added:.0f} MB (README, Install sizes: 335 MB)"
