@@ -24,14 +24,30 @@ RESULT_MESSAGE = "surgesim_result"
 RESULT_FILES = ("loadgen.json", "histograms.parquet")
 FORWARD_VAR = "SURGESIM_FORWARD_RESULTS"
 """Set to 1 by `surgesim worker`: this worker's results go to the master too."""
+REMOTE_VAR = "SURGESIM_REMOTE_WORKERS"
+"""Set to 1 by run_locust(master=...): this master's workers send their results."""
 
 
 def register(environment) -> None:
-    """On the master (Locust's init event): accept the workers' results."""
+    """On a master for `surgesim worker`s (Locust's init event): accept their results, and
+    stop them before quitting. Locust's headless end of a shape test sends `quit` and
+    exits 0.5 s later, too soon for a worker elsewhere to write and send its results (a
+    live run's master lost them on a loaded machine); a `stop` first makes each worker
+    send them before it reports itself stopped, and Locust's stop() waits for that."""
     from locust.runners import MasterRunner
 
-    if isinstance(environment.runner, MasterRunner) and os.environ.get("SURGESIM_OUT_DIR"):
-        environment.runner.register_message(RESULT_MESSAGE, _receive)
+    runner = environment.runner
+    if not (isinstance(runner, MasterRunner) and os.environ.get(REMOTE_VAR) == "1"
+            and os.environ.get("SURGESIM_OUT_DIR")):
+        return
+    runner.register_message(RESULT_MESSAGE, _receive)
+    quit_now = runner.quit
+
+    def quit_after_results() -> None:
+        runner.stop()  # `stop` to every worker; returns once none runs a user (at most stop_timeout + 60 s)
+        quit_now()
+
+    runner.quit = quit_after_results
 
 
 def _receive(environment, msg, **_kw) -> None:

@@ -88,6 +88,7 @@ def run_locust(scenario_path: str | Path | None, host_map: dict[str, str], durat
            "--csv", str(out / "locust"), "--loglevel", "WARNING", "--exit-code-on-error", "0"]
     if master is not None:
         child_env["SURGESIM_WORKERS"] = str(workers)
+        child_env["SURGESIM_REMOTE_WORKERS"] = "1"  # their results come over the wire (distributed.py)
         cmd += ["--master", "--expect-workers", str(workers), "--expect-workers-max-wait", str(int(wait_workers_s)),
                 "--master-bind-host", master[0], "--master-bind-port", str(master[1])]
     elif workers > 1:
