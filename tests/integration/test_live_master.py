@@ -63,6 +63,7 @@ def test_live_master_takes_its_load_from_a_worker_command(gcp, tmp_path):
     wlog = worker.stdout.read()
     assert rc in (0, 1) and wrc == 0, (rc, wrc, text[-3000:], wlog[-2000:])
     assert_no_process_mentions(str(tmp_path))
+    assert (out / "summary.json").exists(), text[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     counts = summary["loadgen"]["counts"]
     for source in ("create_shipment", "gps"):
