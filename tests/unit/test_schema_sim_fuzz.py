@@ -80,6 +80,11 @@ BY_NAME: dict[str, st.SearchStrategy] = {
     "app": st.none(), "command": st.none(), "url": st.none(), "fake": st.none(),
     "service_account": st.none(), "invokers": st.none(),
     "system": st.just("system.yaml"), "plan": st.just("plan.yaml"),
+    "function": st.none(), "hook": st.none(), "files": st.none(),
+    # the live generators' pools and flows: plain rate sources to the simulator, their
+    # own unit tests cover them (tests/unit/test_loadtests_pools.py)
+    "let": st.just({}), "capture": st.just({}), "take": st.none(), "put": st.none(), "flow": st.none(),
+    "prepare": st.just([]), "source": st.none(), "content_type": st.none(),
 }
 
 
