@@ -27,6 +27,7 @@ import pandas as pd
 from surgesim.histogram import Histogram
 from surgesim.rundir import METRICS, Run, RunWriter, histogram_rows
 from surgesim.schema import load_experiment
+from surgesim.workflows.records import workflow_totals
 
 from .faults import FaultInjector
 from .jobs import Launcher
@@ -341,7 +342,8 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                                 for k, v in front.items()},
                    "routes": route_totals(sc, result.counts),
                    "triggers": triggers,
-                   "apis": apis, "jobs": jobs.totals()},
+                   "apis": apis, "jobs": jobs.totals(),
+                   "workflows": workflow_totals(runner.workflow_records)},
         "processes": processes,
         "faults_unsupported": _not_injected(faults.events),
         "latency": latency, "lag": lag.summaries(), "slos": slos,
@@ -363,9 +365,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
     }
     checks = _checks(summary, sc, exp.system, faults.events)
     summary["checks"] = checks
-    summary["verdict"] = _verdict(slos, checks, cons)
-    if jobs.failed():
-        summary["verdict"] = "fail"
+    summary["verdict"] = _verdict(slos, checks, cons)  # failed job and workflow executions: implicit checks
     writer.write_summary(summary)
     (writer.dir / "junit.xml").write_text(junit_xml(junit_results(slos, checks), f"surgesim.live.{sc.name}"), encoding="utf-8")
     writer.write_meta({"run_id": writer.dir.name, "engine": "live", "host": platform.node(),

@@ -569,6 +569,11 @@ class Checks(Strict):
     fault is expected to dead-letter (required: the totals cannot give it), which must then be > 0."""
     lost: AllowCheck | None = None
     """SUBSCRIPTION: messages allowed to expire by retention; TRIGGER: deliveries allowed to be given up."""
+    workflows: AllowCheck | None = None
+    """WORKFLOW: executions allowed to end FAILED (a saga whose compensation may itself fail)."""
+    jobs: AllowCheck | None = None
+    """JOB: executions allowed to fail (live), e.g. a job
+    whose tasks a declared fault crashes past max_retries."""
 
 
 class Live(Strict):
