@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from surgesim.reports import fmt, plots
+from surgesim.reports.executions import job_executions, job_rows, workflow_rows
 from surgesim.reports.html import render
 from surgesim.reports.metrics import LAG, LATENCY, RunData
 from surgesim.reports.narrative import narrative
@@ -183,6 +184,8 @@ def build_report(run_dir: str | Path) -> Path:
     costs, currency, as_of = cost_rows(data.summary)
     cons = data.summary.get("conservation") or {}
     subs = subscription_rows(data)
+    jobs = job_executions(run.dir)
+    job_figure = plots.job_tasks(jobs, run.dir / "plots") if jobs else None
     return render(
         "run.html", run.dir / "report.html",
         title=f"{data.summary.get('scenario')} · {data.summary.get('plan')} · {data.summary.get('mode')}",
@@ -190,5 +193,6 @@ def build_report(run_dir: str | Path) -> Path:
         figures=figures,
         latency=path_rows(data, LATENCY), lag=path_rows(data, LAG), subs=subs, waits=wait_rows(data.summary),
         conservation_ok=bool(cons.get("ok", all(r["ok"] for r in subs))) and all(r["ok"] for r in subs),
-        services=service_rows(data.summary), costs=costs, currency=currency, as_of=as_of,
+        services=service_rows(data.summary), workflows=workflow_rows(data.summary), jobs=job_rows(jobs),
+        job_figure=job_figure, costs=costs, currency=currency, as_of=as_of,
     )
