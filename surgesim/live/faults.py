@@ -8,6 +8,7 @@ time_scale), each start and end recorded in scenario seconds for faults.json.
 | poison_message | `count` messages with `attributes` published to `topic` | (instant) |
 | bad_deploy | a new revision with BAD_PATTERN=<matching> (runner.roll_out: no downtime) | the fixed revision; with replay, each affected message re-delivered once: a subscription with a dead-letter topic has its holding subscriptions' messages re-published (and again whatever reaches them later), one without is sought back to the deploy (never both: the seek would deliver the dead letters a second time) |
 | emulator_restart (Pub/Sub) | the Pub/Sub emulator's process group frozen (SIGSTOP) | thawed (SIGCONT), with every topic, subscription, backlog and lease it had |
+| job_task_crash / job_task_hang | armed: the first `count` task attempts of the job that start are killed / stopped (surgesim/live/job_faults.py) | disarmed |
 
 emulator_restart, live: the simulator's semantics are "no Pub/Sub deliveries in the
 window; messages are kept and delivered after" (sim/broker.py). Live, the emulator is made
@@ -47,6 +48,7 @@ import httpx
 
 from surgesim.schema import Fault
 
+from . import job_faults
 from .pause import GroupPause
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,8 @@ class FaultInjector:
         attempt failed just before the fix reaches the dead-letter topic only on the
         emulator's next pull, after the replay has drained the hold)."""
         self._next_redrive = 0.0
+        self.tasks = job_faults.TaskFaults()
+        """Job faults (job_task_crash / _hang): the Launcher's executions ask it per attempt."""
 
     def unsupported(self) -> list[str]:
         """Every declared fault that cannot be injected in this run, with why; checked before
@@ -113,6 +117,8 @@ class FaultInjector:
             if f.kind.startswith("dependency_") and f.target not in r.fake_procs:
                 why = (f"{f.target!r} is not a fake run here (a real `url:` or no `fake:`), "
                        "so its behaviour cannot be changed")
+            elif f.kind in job_faults.KINDS:
+                why = job_faults.unsupported(f, r.system.jobs)
             elif f.kind in ("consumer_down", "bad_deploy") and f.target not in r.procs:
                 why = f"{f.target!r} is not a service process of this run ({r.skipped.get(f.target, 'no such service')})"
             elif f.kind == "emulator_restart":
@@ -140,6 +146,11 @@ class FaultInjector:
             self._next_redrive = time.monotonic() + REDRIVE_EVERY_S
             self.redrive_late()
 
+    def holding(self) -> bool:
+        """A fault still in effect that the drain should wait out (armed job faults do not
+        hold it: they only act when a task starts)."""
+        return any(a.fault.kind not in job_faults.KINDS for a in self.active)
+
     def redrive_late(self) -> int:
         """Re-publish whatever reached a replayed fault's holding subscription since."""
         n = 0
@@ -165,7 +176,7 @@ class FaultInjector:
     # ---- start / end ---------------------------------------------------------------------------
     def _record(self, f: Fault, start_s: float, end_s: float | None, **details) -> dict:
         d = {}
-        for k in ("latency", "error_rate", "topic", "count", "matching", "replay"):
+        for k in ("latency", "error_rate", "topic", "count", "matching", "replay", "task", "after"):
             v = getattr(f, k)
             if v is not None:
                 d[k] = v.model_dump() if hasattr(v, "model_dump") else v
@@ -309,6 +320,9 @@ class FaultInjector:
                 r.roll_out(f.target, extra_env={"BAD_PATTERN": f.matching})
             elif f.kind == "emulator_restart":
                 self._pause_start(a, t)
+            elif f.kind in job_faults.KINDS:
+                a.restore["details"] = {}
+                self.tasks.start(f, a.restore["details"])
             else:
                 raise _Unsupported(f"{f.kind} is not applied live")
         except _Unsupported as exc:
@@ -335,6 +349,9 @@ class FaultInjector:
                              json={k: v for k, v in a.restore.items() if v is not None} or {"outage": False})
             elif f.kind == "emulator_restart":
                 details.update(self._pause_end(a))
+            elif f.kind in job_faults.KINDS:
+                self.tasks.end(f)
+                details.update(a.restore["details"])
             elif f.kind == "consumer_down":
                 r.start_service(f.target)
                 r.procs[f.target].stopped_by_fault = False

@@ -239,7 +239,8 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
             say(f"live: {sc.name} / plan {exp.plan.name}: {sc.duration:g} scenario s in {wall_duration:.0f} wall s "
                 f"(time_scale {ts:g}, rate_scale {rs:g})")
             faults = FaultInjector(runner, list(sc.faults), ts, say=say)
-            jobs = Launcher(sc.traffic.sources, exp.system.jobs, out, runner.job_env, plan_jobs=exp.plan.jobs, say=say)
+            jobs = Launcher(sc.traffic.sources, exp.system.jobs, out, runner.job_env, plan_jobs=exp.plan.jobs, say=say,
+                            on_attempt=faults.tasks.on_attempt)
             problems = faults.unsupported()
             if problems:
                 raise UnsupportedLive(problems)
@@ -274,7 +275,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                     _check_alive(watchdog)
                     faults.tick(el * ts)
                     jobs.tick(el * ts)
-                    if not faults.active and not faults.pending and _backlog(runner) == 0 \
+                    if not faults.holding() and not faults.pending and _backlog(runner) == 0 \
                             and _triggers_pending(runner) == 0 and jobs.idle():
                         break
                     if el >= next_progress:
