@@ -350,8 +350,10 @@ class FaultInjector:
             elif f.kind == "emulator_restart":
                 details.update(self._pause_end(a))
             elif f.kind in job_faults.KINDS:
-                self.tasks.end(f)
+                hit = self.tasks.end(f)
                 details.update(a.restore["details"])
+                if not hit:  # armed but never applied: the run did not rehearse what it declares
+                    details["failed"] = f"no task attempt of job {f.target} started while the fault was active"
             elif f.kind == "consumer_down":
                 r.start_service(f.target)
                 r.procs[f.target].stopped_by_fault = False
