@@ -414,3 +414,60 @@ def percentiles(data, tl: Timeline, out_dir: Path, kind: str, thresholds: dict[s
     if hidden:
         caption += f" {hidden} more paths with lower p99 are in the table below."
     return Plot(title, _save(fig, out_dir, f"{kind}.png"), caption)
+
+
+ATTEMPT_COLOURS = {"succeeded": "#2ca02c", "crashed": "#d62728", "timed out": "#ff7f0e", "cancelled": "#7f7f7f"}
+
+
+def attempt_outcome(attempt: dict) -> str:
+    """How one task attempt of a job ended, for the Gantt's colours."""
+    if attempt.get("timed_out"):
+        return "timed out"
+    code = attempt.get("exit_code")
+    if code == 0:
+        return "succeeded"
+    return "cancelled" if code is None or attempt.get("cancelled") else "crashed"
+
+
+def job_tasks(executions: list[dict], out_dir: Path) -> Plot:
+    """Gantt chart of job tasks: one row per task of each execution, one bar per attempt
+    (start to end, wall seconds from the first execution's start) coloured by outcome, its
+    attempt number written on the bar."""
+    title = "Job tasks over time (one row per task, one bar per attempt)"
+    rows = [(ex, t) for ex in executions for t in ex.get("tasks") or []]
+    attempts = [a for _, t in rows for a in t.get("attempts") or [] if a.get("start") is not None]
+    if not attempts:
+        return Plot(title, note="No task attempt was recorded.")
+    t0 = min(float(a["start"]) for a in attempts)
+    height = min(0.22 * len(rows) + 0.8, 12.0)
+    fig = Figure(figsize=(WIDTH_IN, height + 0.9), dpi=DPI)
+    ax = fig.add_axes((0.75 / WIDTH_IN + 0.08, 0.55 / (height + 0.9), 1 - 2.0 / WIDTH_IN - 0.08,
+                       height / (height + 0.9)))
+    seen: set[str] = set()
+    labels = []
+    for y, (ex, task) in enumerate(rows):
+        labels.append(f"{ex.get('execution', '?')} #{task.get('index')}")
+        for a in task.get("attempts") or []:
+            if a.get("start") is None:
+                continue
+            end = a.get("end") if a.get("end") is not None else a["start"]
+            outcome = attempt_outcome(a)
+            ax.barh(y, max(float(end) - float(a["start"]), 0.05), left=float(a["start"]) - t0, height=0.7,
+                    color=ATTEMPT_COLOURS[outcome], edgecolor="white", linewidth=0.5,
+                    label=None if outcome in seen else outcome)
+            seen.add(outcome)
+            if len(rows) <= 40:
+                ax.text(float(a["start"]) - t0 + 0.02, y, str(a.get("attempt", "")), va="center", fontsize=6,
+                        color="white")
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels(labels if len(rows) <= 40 else [""] * len(rows), fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("wall seconds since the first task started")
+    ax.set_ylabel("execution #task", fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    n_retried = sum(1 for _, t in rows if len(t.get("attempts") or []) > 1)
+    caption = (f"{len(rows)} tasks in {len(executions)} execution(s), {len(attempts)} attempts; "
+               f"{n_retried} task(s) retried. Colours: how each attempt ended (exit 0, non-zero exit, "
+               "killed at task_timeout, cancelled); the number on a bar is CLOUD_RUN_TASK_ATTEMPT.")
+    return Plot(title, _save(fig, out_dir, "job_tasks.png"), caption)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from surgesim.reports import fmt, plots
+from surgesim.reports.executions import job_executions, workflow_rows
+from surgesim.reports.executions import job_rows as execution_rows
 from surgesim.reports.jobs import api_rows, job_rows
 from surgesim.reports.html import render
 from surgesim.reports.metrics import LAG, LATENCY, RunData
@@ -184,6 +186,8 @@ def build_report(run_dir: str | Path) -> Path:
     costs, currency, as_of = cost_rows(data.summary)
     cons = data.summary.get("conservation") or {}
     subs = subscription_rows(data)
+    executions = job_executions(run.dir)
+    job_figure = plots.job_tasks(executions, run.dir / "plots") if executions else None
     return render(
         "run.html", run.dir / "report.html",
         title=f"{data.summary.get('scenario')} · {data.summary.get('plan')} · {data.summary.get('mode')}",
@@ -191,6 +195,7 @@ def build_report(run_dir: str | Path) -> Path:
         figures=figures,
         latency=path_rows(data, LATENCY), lag=path_rows(data, LAG), subs=subs, waits=wait_rows(data.summary),
         conservation_ok=bool(cons.get("ok", all(r["ok"] for r in subs))) and all(r["ok"] for r in subs),
-        services=service_rows(data.summary), costs=costs, currency=currency, as_of=as_of,
-        jobs=job_rows(run), apis=api_rows(data.summary),
+        services=service_rows(data.summary), workflows=workflow_rows(data.summary), costs=costs, currency=currency,
+        as_of=as_of, jobs=job_rows(run), apis=api_rows(data.summary), job_execs=execution_rows(executions),
+        job_figure=job_figure,
     )

@@ -103,12 +103,26 @@ class JobRunner:
         self.cpu = plan.cpu if plan else 1.0
         self.mem = plan.memory_gib if plan else 0.5
         self.handler = Handler(eng, f"job-{job.name}", job.steps)
-        self.totals = {"tasks_run": 0, "tasks_failed": 0, "duration_s": 0.0, "vcpu_seconds": 0.0, "gib_seconds": 0.0}
+        self.totals = {"tasks_run": 0, "tasks_failed": 0, "duration_s": 0.0, "vcpu_seconds": 0.0, "gib_seconds": 0.0,
+                       "crashes": 0, "timeouts": 0}
         # for jobs.json (the job.NAME SLOs): first start, last end, executions started and
         # finished, tasks that used every retry and still failed
         self.first_start: float | None = None
         self.last_end: float | None = None
         self.started = self.finished = self.gave_up = 0
+        # job_task_crash / job_task_hang on this job: [fault, attempts it may still hit]
+        self.faults = [[f, f.count] for f in eng.scenario.faults
+                       if f.kind in ("job_task_crash", "job_task_hang") and f.target == job.name]
+
+    def _fault_for(self, index: int, now: float):
+        """The job fault that hits an attempt of task `index` starting now (the first
+        `count` attempts in its window), or None."""
+        for entry in self.faults:
+            f, left = entry
+            if left > 0 and f.at <= now < (f.end if f.end is not None else math.inf) and f.task in (None, index):
+                entry[1] -= 1
+                return f
+        return None
 
     def start(self, t: float):
         env = self.eng.env
@@ -140,7 +154,21 @@ class JobRunner:
             for attempt in range(job.max_retries + 1):
                 began = env.now
                 ok = True
-                for _ in range(batches):
+                fault = self._fault_for(index, began)
+                if fault is not None:
+                    # crash: the attempt dies `after` seconds in (its work until then is not
+                    # modelled); hang: it makes no progress until task_timeout ends it
+                    if fault.kind == "job_task_crash":
+                        yield env.timeout(min(float(fault.after or 0.0), job.task_timeout))
+                        self.totals["crashes"] += 1
+                    else:
+                        yield env.timeout(job.task_timeout)
+                        self.totals["timeouts"] += 1
+                    batches_left = 0
+                    ok = False
+                else:
+                    batches_left = batches
+                for _ in range(batches_left):
                     b = Batch.new(np.array([env.now]))
                     res = self.handler.run(b)
                     self.handler.apply(res, b, np.array([env.now]), np.ones(1, bool))
@@ -555,7 +583,7 @@ class Engine:
         ev = []
         for f in self.scenario.faults:
             details = {}
-            for k in ("latency", "error_rate", "topic", "count", "attributes", "matching", "replay"):
+            for k in ("latency", "error_rate", "topic", "count", "attributes", "matching", "replay", "task", "after"):
                 v = getattr(f, k)
                 if v is not None and not (k == "attributes" and not fault_kind(f).instant):
                     details[k] = v.model_dump() if hasattr(v, "model_dump") else v

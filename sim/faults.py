@@ -159,3 +159,18 @@ class EmulatorRestart(SimFault):
 
     def prepare(self, eng, f) -> None:
         eng.broker_down.append(_window(f))
+
+
+class _JobTask(SimFault):
+    """Read by the job's JobRunner (sim/engine.py): an attempt it hits crashes `after`
+    seconds in (job_task_crash) or lasts task_timeout (job_task_hang)."""
+
+
+@register
+class JobTaskCrash(_JobTask):
+    kind = "job_task_crash"
+
+
+@register
+class JobTaskHang(_JobTask):
+    kind = "job_task_hang"

@@ -23,6 +23,11 @@ live, is also checked for:
     processes       live only: every process the run started is running at the end, unless a
                     fault stopped it.
     faults          every declared fault was injected (faults.json: none unsupported or failed).
+    workflows       per workflow: no execution ended FAILED (summary.totals.workflows: the live
+                    run's execution records, the simulator's failed sagas). A compensated
+                    execution succeeded: it is counted in `outcomes`, not here.
+    jobs            live, per job: no execution failed (a task that used up max_retries, or
+                    cancelled at the drain's end).
 
 A scenario relaxes a check only explicitly, with a reason the report shows (`checks:` in the
 scenario, surgesim.schema.scenario.Checks). Nothing here does I/O: the input is the summary
@@ -304,6 +309,52 @@ def trigger_checks(summary: dict, scenario: Any, system: Any) -> list[dict]:
     return out
 
 
+# ---- workflow and job executions -------------------------------------------------------------
+
+
+def _allowed_failures(summary: dict, scenario: Any, group: str, failed_of, what: str, unit: str) -> list[dict]:
+    """One check per entity of totals[group]: failed_of(totals) <= what the scenario allows."""
+    totals = (summary.get("totals") or {}).get(group) or {}
+    relax = _relaxation(scenario, group)
+    allow = dict(relax.allow) if relax is not None else {}
+    out = []
+    for name in sorted(totals):
+        t = totals[name] or {}
+        failed, of = failed_of(t)
+        allowed = allow.get(name)
+        limit = allowed or 0
+        reason = relax.reason if allowed is not None else None
+        detail = f"{what} {name}: {failed:,} of {of:,} {unit} failed"
+        examples = t.get("failed_examples") or []
+        if failed and examples:
+            detail += "; e.g. " + " | ".join(f"{e.get('execution_id')}: {e.get('error')}" for e in examples[:2])
+        if t.get("records"):
+            detail += f" (records: {t['records']})"
+        if reason is not None:
+            detail += f"; up to {limit:,} allowed: {reason}"
+        text = f"failed({what} {name}) == 0" if not limit else f"failed({what} {name}) <= {limit:,}"
+        out.append(_check(f"{group}.{name}", text, float(failed), failed <= limit, detail, reason))
+    return out
+
+
+def workflow_checks(summary: dict, scenario: Any) -> list[dict]:
+    """Per workflow, executions that ended FAILED (live: `failed` of the execution records;
+    sim: sagas whose compensation failed)."""
+    return _allowed_failures(summary, scenario, "workflows",
+                             lambda t: (int(t.get("failed") or 0), int(t.get("executions", t.get("started")) or 0)),
+                             "workflow", "executions")
+
+
+def job_checks(summary: dict, scenario: Any) -> list[dict]:
+    """Per job, failed executions. Live only: the simulator's totals count failed attempts
+    (`tasks_failed`, retried ones included), not executions, so there is nothing to judge."""
+    jobs = (summary.get("totals") or {}).get("jobs") or {}
+    live = {n: t for n, t in jobs.items() if isinstance(t, dict) and "failed_executions" in t}
+    return _allowed_failures({"totals": {"jobs": live}}, scenario, "jobs",
+                             lambda t: (int(t["failed_executions"] or 0), int(t.get("executions") or 0)),
+                             "job", "executions")
+
+
 # ---- processes and faults -------------------------------------------------------------------
 
 
@@ -388,6 +439,8 @@ def implicit_checks(summary: dict, scenario: Any, system: Any, faults: list[dict
             + expired_checks(summary, scenario)
             + trigger_checks(summary, scenario, system)
             + process_checks(summary)
+            + workflow_checks(summary, scenario)
+            + job_checks(summary, scenario)
             + fault_checks(summary, scenario, faults))
 
 
@@ -412,4 +465,4 @@ def failed_lines(checks: list[dict]) -> list[str]:
 
 
 __all__ = ["DEFAULT_MAX_CLIENT_ERROR_SHARE", "dead_letter_expectations", "failed_lines", "final_verdict",
-           "implicit_checks", "show_observed"]
+           "implicit_checks", "job_checks", "show_observed", "workflow_checks"]

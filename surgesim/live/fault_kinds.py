@@ -310,3 +310,42 @@ class EmulatorRestart(LiveFault):
         a.restore["wake"].set()
         if pause.resume() is not None:
             inj.say(f"fault {a.fault.kind}: the Pub/Sub emulator (pgid {pause.pgid}) resumed after an abort")
+
+
+# ---- job_task_crash / job_task_hang: armed, applied by the job's executions --------------------
+
+class _JobTask(LiveFault):
+    """Armed while active: the first `count` task attempts of job `target` that start are
+    killed / stopped (surgesim/live/job_faults.py; the Launcher's executions ask per attempt)."""
+
+    def refused(self, f, system):
+        from . import job_faults
+
+        return job_faults.unsupported(f, system.jobs)
+
+    def refused_here(self, f, runner):
+        return self.refused(f, runner.system)
+
+    def start(self, inj, a, t):
+        a.restore["details"] = {}
+        inj.tasks.start(a.fault, a.restore["details"])
+        return None
+
+    def end(self, inj, a, details):
+        hit = inj.tasks.end(a.fault)
+        details.update(a.restore["details"])
+        if not hit:  # armed but never applied: the run did not rehearse what it declares
+            details["failed"] = f"no task attempt of job {a.fault.target} started while the fault was active"
+
+    def abort(self, inj, a):
+        inj.tasks.end(a.fault)
+
+
+@register
+class JobTaskCrash(_JobTask):
+    kind = "job_task_crash"
+
+
+@register
+class JobTaskHang(_JobTask):
+    kind = "job_task_hang"

@@ -10,6 +10,7 @@ sim/faults.py):
 | poison_message | `count` messages with `attributes` published to `topic` | (instant) |
 | bad_deploy | a new revision with BAD_PATTERN=<matching> (runner.roll_out: no downtime) | the fixed revision; with replay, each affected message re-delivered once: a subscription with a dead-letter topic has its holding subscriptions' messages re-published (and again whatever reaches them later), one without is sought back to the deploy (never both: the seek would deliver the dead letters a second time) |
 | emulator_restart (Pub/Sub) | the Pub/Sub emulator's process group frozen (SIGSTOP) | thawed (SIGCONT), with every topic, subscription, backlog and lease it had |
+| job_task_crash / job_task_hang | armed: the first `count` task attempts of the job that start are killed / stopped (surgesim/live/job_faults.py) | disarmed |
 
 emulator_restart, live: the simulator's semantics are "no Pub/Sub deliveries in the
 window; messages are kept and delivered after" (sim/broker.py). Live, the emulator is made
@@ -47,6 +48,7 @@ import httpx
 
 from surgesim.schema import Fault
 
+from . import job_faults
 from .fault_kinds import Unsupported, fault_kind
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,8 @@ class FaultInjector:
         attempt failed just before the fix reaches the dead-letter topic only on the
         emulator's next pull, after the replay has drained the hold)."""
         self._next_redrive = 0.0
+        self.tasks = job_faults.TaskFaults()
+        """Job faults (job_task_crash / _hang): the Launcher's executions ask it per attempt."""
 
     def unsupported(self) -> list[str]:
         """Every declared fault that cannot be injected in this run, with why; checked before
@@ -114,6 +118,11 @@ class FaultInjector:
         if self.watch and time.monotonic() >= self._next_redrive:
             self._next_redrive = time.monotonic() + REDRIVE_EVERY_S
             self.redrive_late()
+
+    def holding(self) -> bool:
+        """A fault still in effect that the drain should wait out (armed job faults do not
+        hold it: they only act when a task starts)."""
+        return any(a.fault.kind not in job_faults.KINDS for a in self.active)
 
     def redrive_late(self) -> int:
         """Re-publish whatever reached a replayed fault's holding subscription since."""
@@ -140,7 +149,7 @@ class FaultInjector:
     # ---- start / end ---------------------------------------------------------------------------
     def _record(self, f: Fault, start_s: float, end_s: float | None, **details) -> dict:
         d = {}
-        for k in ("latency", "error_rate", "topic", "count", "matching", "replay"):
+        for k in ("latency", "error_rate", "topic", "count", "matching", "replay", "task", "after"):
             v = getattr(f, k)
             if v is not None:
                 d[k] = v.model_dump() if hasattr(v, "model_dump") else v

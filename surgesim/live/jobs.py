@@ -14,6 +14,7 @@ beside it. Times are wall-clock epoch seconds so they line up with the run's oth
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -66,8 +67,11 @@ class Execution:
 
     def __init__(self, job: Job, run_dir: str | Path, env: Mapping[str, str] | None = None, *,
                  command: Sequence[str] | None = None, tasks: int | None = None,
-                 parallelism: int | None = None, name: str | None = None):
+                 parallelism: int | None = None, name: str | None = None, on_attempt=None):
         self.job = job
+        self.on_attempt = on_attempt
+        """on_attempt(job, execution, index, attempt, proc) -> fault kind or None, at each
+        attempt's start (surgesim/live/job_faults.py)."""
         self.command = list(command or job.command or [])
         if not self.command:
             raise ValueError(f"job {job.name}: no command: to run its tasks live")
@@ -166,11 +170,14 @@ class Execution:
                                  stdin=subprocess.DEVNULL, start_new_session=True)
         with self._lock:
             self._running[index] = p
+        fault = self.on_attempt(self.job.name, self.name, index, attempt, p) if self.on_attempt else None
         timed_out = False
         try:
             p.wait(self.job.task_timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGCONT)  # a stopped (hung) group gets the TERM only once continued
             _kill_group(p)
         finally:
             with self._lock:
@@ -179,9 +186,12 @@ class Execution:
         code = p.returncode
         if timed_out and code == 0:
             code = -signal.SIGTERM  # a task that exits cleanly on TERM still timed out
-        return {"attempt": attempt, "pid": p.pid, "start": began, "end": end,
+        out = {"attempt": attempt, "pid": p.pid, "start": began, "end": end,
                 "duration_s": round(end - began, 3), "exit_code": code, "timed_out": timed_out,
                 "log": str(log_path), "counters": read_counters(counters_path)}
+        if fault:
+            out["fault"] = fault
+        return out
 
     def _save(self) -> None:
         with self._lock:
@@ -198,7 +208,8 @@ def summary(executions: Sequence[Execution]) -> dict[str, dict]:
     for ex in executions:
         r = ex.record
         j = out.setdefault(r["job"], {"executions": 0, "failed_executions": 0, "tasks_succeeded": 0,
-                                      "tasks_failed": 0, "retries": 0, "timeouts": 0, "task_seconds": 0.0})
+                                      "tasks_failed": 0, "retries": 0, "crashes": 0, "timeouts": 0,
+                                      "task_seconds": 0.0})
         j["executions"] += 1
         j["failed_executions"] += r["state"] != "succeeded"
         j["tasks_succeeded"] += r["succeeded"]
@@ -206,6 +217,7 @@ def summary(executions: Sequence[Execution]) -> dict[str, dict]:
         j["retries"] += r["retries"]
         attempts = [a for t in r["tasks"] for a in t["attempts"]]
         j["timeouts"] += sum(a["timed_out"] for a in attempts)
+        j["crashes"] += sum(1 for a in attempts if a["exit_code"] not in (0, None) and not a["timed_out"])
         j["task_seconds"] = round(j["task_seconds"] + sum(a["duration_s"] for a in attempts), 3)
         for a in attempts:  # the tasks' own counters, summed over every attempt
             for k, v in a.get("counters", {}).items():
@@ -223,7 +235,8 @@ class Launcher:
     fakes' and services' URLs); plan_jobs may override `tasks` / `parallelism` per job."""
 
     def __init__(self, sources, jobs: Sequence[Job], run_dir: str | Path, env_for, *,
-                 plan_jobs: Mapping | None = None, say=print):
+                 plan_jobs: Mapping | None = None, say=print, on_attempt=None):
+        self.on_attempt = on_attempt
         self.jobs = {j.name: j for j in jobs}
         self.pending = sorted((s for s in sources if getattr(s, "job", None) is not None), key=lambda s: s.at or 0.0)
         for s in self.pending:
@@ -239,7 +252,8 @@ class Launcher:
             src = self.pending.pop(0)
             job, jp = self.jobs[src.job], self.plan_jobs.get(src.job)
             ex = Execution(job, self.run_dir, self.env_for(job.name),
-                           tasks=getattr(jp, "tasks", None), parallelism=getattr(jp, "parallelism", None))
+                           tasks=getattr(jp, "tasks", None), parallelism=getattr(jp, "parallelism", None),
+                           on_attempt=self.on_attempt)
             self.executions.append(ex.start())
             self.say(f"job {job.name}: execution {ex.name} started ({ex.tasks} tasks, parallelism {ex.parallelism})")
 

@@ -27,6 +27,7 @@ import pandas as pd
 from surgesim.histogram import Histogram
 from surgesim.rundir import METRICS, Run, RunWriter, histogram_rows
 from surgesim.schema import load_experiment
+from surgesim.workflows.records import workflow_totals
 
 from .faults import FaultInjector
 from .jobs import Launcher
@@ -243,7 +244,8 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
             say(f"live: {sc.name} / plan {exp.plan.name}: {sc.duration:g} scenario s in {wall_duration:.0f} wall s "
                 f"(time_scale {ts:g}, rate_scale {rs:g})")
             faults = FaultInjector(runner, list(sc.faults), ts, say=say)
-            jobs = Launcher(sc.traffic.sources, exp.system.jobs, out, runner.job_env, plan_jobs=exp.plan.jobs, say=say)
+            jobs = Launcher(sc.traffic.sources, exp.system.jobs, out, runner.job_env, plan_jobs=exp.plan.jobs, say=say,
+                            on_attempt=faults.tasks.on_attempt)
             problems = faults.unsupported()
             if problems:
                 raise UnsupportedLive(problems)
@@ -278,7 +280,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                     _check_alive(watchdog)
                     faults.tick(el * ts)
                     jobs.tick(el * ts)
-                    if not faults.active and not faults.pending and _backlog(runner) == 0 \
+                    if not faults.holding() and not faults.pending and _backlog(runner) == 0 \
                             and _triggers_pending(runner) == 0 and jobs.idle():
                         break
                     if el >= next_progress:
@@ -347,7 +349,8 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                                 for k, v in front.items()},
                    "routes": route_totals(sc, result.counts),
                    "triggers": triggers,
-                   "apis": apis, "jobs": jobs.totals()},
+                   "apis": apis, "jobs": jobs.totals(),
+                   "workflows": workflow_totals(runner.workflow_records)},
         "processes": processes,
         "faults_unsupported": _not_injected(faults.events),
         "latency": latency, "lag": lag.summaries(), "slos": slos,
@@ -369,9 +372,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
     }
     checks = _checks(summary, sc, exp.system, faults.events)
     summary["checks"] = checks
-    summary["verdict"] = _verdict(slos, checks, cons)
-    if jobs.failed():
-        summary["verdict"] = "fail"
+    summary["verdict"] = _verdict(slos, checks, cons)  # failed job and workflow executions: implicit checks
     writer.write_summary(summary)
     (writer.dir / "junit.xml").write_text(junit_xml(junit_results(slos, checks), f"surgesim.live.{sc.name}"), encoding="utf-8")
     writer.write_meta({"run_id": writer.dir.name, "engine": "live", "host": platform.node(),

@@ -411,6 +411,9 @@ def scenario_problems(sc: Scenario, system: System, plan: Plan) -> Iterator[tupl
             yield ("faults", i, "target"), f"{fault.target!r} is not an external_api of system {system.name!r}" + _did_you_mean(fault.target, apis)
         if fault.kind in ("consumer_down", "bad_deploy") and fault.target not in services:
             yield ("faults", i, "target"), f"{fault.target!r} is not a service of system {system.name!r}" + _did_you_mean(fault.target, services)
+        if fault.kind.startswith("job_task_") and fault.target not in {j.name for j in system.jobs}:
+            yield ("faults", i, "target"), f"{fault.target!r} is not a job of system {system.name!r}" + _did_you_mean(
+                fault.target, [j.name for j in system.jobs])
         if fault.topic is not None and fault.topic not in topics:
             yield ("faults", i, "topic"), f"topic {fault.topic!r} is not in system {system.name!r}"
     for i, slo in enumerate(sc.slos):

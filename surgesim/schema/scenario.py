@@ -432,6 +432,7 @@ class Traffic(Strict):
 FaultKind = Literal[
     "dependency_latency", "dependency_errors", "dependency_outage",
     "consumer_down", "poison_message", "bad_deploy", "emulator_restart",
+    "job_task_crash", "job_task_hang",
 ]
 _FAULT_NEEDS: dict[str, tuple[str, ...]] = {
     "dependency_latency": ("target", "latency"),
@@ -441,6 +442,8 @@ _FAULT_NEEDS: dict[str, tuple[str, ...]] = {
     "poison_message": ("topic",),
     "bad_deploy": ("target", "matching"),
     "emulator_restart": (),
+    "job_task_crash": ("target",),
+    "job_task_hang": ("target",),
 }
 
 
@@ -460,6 +463,14 @@ class Fault(Strict):
     """bad_deploy: a Pub/Sub filter; the bad version raises on messages it matches."""
     replay: bool = False
     """bad_deploy: at the fix, seek the subscription back to the deploy and re-drive the DLQ."""
+    task: Annotated[int, Field(strict=True), in_range(0, 10_000)] | None = None
+    """job_task_crash / job_task_hang: only this task index (CLOUD_RUN_TASK_INDEX); default any.
+    The fault hits the first `count` task attempts of job `target` that start in its window."""
+    after: Annotated[Duration, in_range(0, 86400, "s")] | None = None
+    """job_task_crash: the attempt is killed (SIGKILL, exit -9) this long after it started
+    (default 0: at once); job_task_hang: it stops making progress (SIGSTOP) this long after
+    it started (default 0), so its job's task_timeout ends it. Seconds of the task's own
+    clock, like task_timeout (not scaled by live.time_scale)."""
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> "Fault":
@@ -572,6 +583,11 @@ class Checks(Strict):
     fault is expected to dead-letter (required: the totals cannot give it), which must then be > 0."""
     lost: AllowCheck | None = None
     """SUBSCRIPTION: messages allowed to expire by retention; TRIGGER: deliveries allowed to be given up."""
+    workflows: AllowCheck | None = None
+    """WORKFLOW: executions allowed to end FAILED (a saga whose compensation may itself fail)."""
+    jobs: AllowCheck | None = None
+    """JOB: executions allowed to fail (live), e.g. a job
+    whose tasks a declared fault crashes past max_retries."""
 
 
 class Live(Strict):

@@ -152,3 +152,65 @@ def test_a_job_source_naming_a_job_without_a_command_is_refused_before_the_run(t
 
     with pytest.raises(ValueError, match="source go: job backfill has no command"):
         Launcher([Source(name="go", kind="once", at=0.0, job="backfill")], [Job(name="backfill")], tmp_path, dict)
+
+
+# ---- injected faults (surgesim/live/job_faults.py): the task program itself is healthy ----
+
+
+def _fault(kind: str, **kw):
+    from surgesim.schema.scenario import Fault
+
+    return Fault.model_validate({"kind": kind, "at": 0, "target": "backfill", **kw})
+
+
+def test_an_injected_crash_is_retried_up_to_max_retries_and_then_fails_the_task(tmp_path):
+    from surgesim.live.job_faults import TaskFaults
+
+    job, out = _job(tmp_path, sleep=1.0, tasks=2, parallelism=1, max_retries=2)
+    faults, details = TaskFaults(), {}
+    crash = _fault("job_task_crash", count=3, task=0, after="0.3s")
+    faults.start(crash, details)
+    ex = Execution(job, tmp_path / "run", on_attempt=faults.on_attempt)
+    rec = ex.run()
+    assert faults.end(crash) == 3
+    t0, t1 = rec["tasks"]
+    # task 0: every one of its max_retries + 1 attempts killed 0.3 s in (SIGKILL), then it fails
+    assert [a["exit_code"] for a in t0["attempts"]] == [-9, -9, -9] and t0["state"] == "failed"
+    assert all(a["fault"] == "job_task_crash" and not a["timed_out"] and a["duration_s"] < 0.9 for a in t0["attempts"])
+    assert not list(out.glob("task0-attempt*.json"))  # no attempt got to the end of its work
+    # task 1 is not targeted: one clean attempt
+    assert [a["exit_code"] for a in t1["attempts"]] == [0] and "fault" not in t1["attempts"][0]
+    assert rec["state"] == "failed" and rec["retries"] == 2
+    assert [(a["task"], a["attempt"]) for a in details["attempts"]] == [(0, 0), (0, 1), (0, 2)]
+    totals = summary([ex])["backfill"]
+    assert totals["crashes"] == 3 and totals["timeouts"] == 0 and totals["failed_executions"] == 1
+
+
+def test_an_injected_crash_within_the_retries_is_survived(tmp_path):
+    from surgesim.live.job_faults import TaskFaults
+
+    job, out = _job(tmp_path, sleep=0.5, tasks=1, max_retries=2)
+    faults = TaskFaults()
+    faults.start(_fault("job_task_crash", count=2), {})
+    rec = Execution(job, tmp_path / "run", on_attempt=faults.on_attempt).run()
+    assert [a["exit_code"] for a in rec["tasks"][0]["attempts"]] == [-9, -9, 0]
+    assert rec["state"] == "succeeded" and (out / "task0-attempt2.json").exists()
+
+
+def test_an_injected_hang_is_killed_at_task_timeout_counted_and_retried(tmp_path):
+    from surgesim.live.job_faults import TaskFaults
+
+    job, out = _job(tmp_path, sleep=0.3, tasks=1, max_retries=1, task_timeout=1.0)
+    faults = TaskFaults()
+    faults.start(_fault("job_task_hang", count=1, after="0.1s"), {})
+    ex = Execution(job, tmp_path / "run", on_attempt=faults.on_attempt)
+    t0 = time.monotonic()
+    rec = ex.run()
+    assert time.monotonic() - t0 < 8
+    hung, ok = rec["tasks"][0]["attempts"]
+    assert hung["fault"] == "job_task_hang" and hung["timed_out"] and 1.0 <= hung["duration_s"] < 3.0
+    assert hung["exit_code"] == -15  # continued, then ended by the timeout's TERM (no 5 s wait for KILL)
+    assert not ok["timed_out"] and ok["exit_code"] == 0 and rec["state"] == "succeeded"
+    assert not (out / "task0-attempt0.json").exists()
+    totals = summary([ex])["backfill"]
+    assert totals["timeouts"] == 1 and totals["crashes"] == 0 and totals["retries"] == 1

@@ -15,14 +15,16 @@ import pytest
 pytestmark = pytest.mark.integration
 
 TASK = r'''
-import json, os, socket, sys
-out, fail = sys.argv[1], sys.argv[2] == "fail"
+import json, os, socket, sys, time
+out, fail, slow = sys.argv[1], sys.argv[2] == "fail", sys.argv[2] == "slow"
 host, port = os.environ["PUBSUB_EMULATOR_HOST"].rsplit(":", 1)
 socket.create_connection((host, int(port)), timeout=5).close()  # the run's emulator answers
 env = {k: v for k, v in os.environ.items() if k.startswith("CLOUD_RUN_") or k in ("GOOGLE_CLOUD_PROJECT", "K_SERVICE")}
 name = f"{os.environ['CLOUD_RUN_JOB']}-{os.environ['CLOUD_RUN_TASK_INDEX']}-{os.environ['CLOUD_RUN_TASK_ATTEMPT']}"
 with open(os.path.join(out, name + ".json"), "w") as f:
     json.dump(env, f)
+if slow:
+    time.sleep(1.0)  # long enough for a crash injected 0.3 s in to land mid-work
 sys.exit(1 if fail else 0)
 '''
 
@@ -40,6 +42,7 @@ topics:
 jobs:
   - {{name: shard-copy, tasks: 4, parallelism: 2, max_retries: 0, command: {cmd("ok")}}}
   - {{name: always-fails, tasks: 1, max_retries: 1, command: {cmd("fail")}}}
+  - {{name: resilient, tasks: 2, parallelism: 2, max_retries: 2, task_timeout: 3s, command: {cmd("slow")}}}
 """)
     (tmp_path / "scenario.yaml").write_text("""
 name: jobs_live
@@ -50,6 +53,11 @@ traffic:
     - {name: ticks, rate: 1/s, publish: {topic: ticks}}
     - {name: copy, kind: once, at: 0s, job: shard-copy}
     - {name: doomed, kind: once, at: 30s, job: always-fails}
+    - {name: faulty, kind: once, at: 12s, job: resilient}
+faults:
+  # task 0 crashes twice (exit -9, 0.3 s in) and succeeds on its last retry; task 1 hangs once
+  - {kind: job_task_crash, target: resilient, at: 0s, count: 2, task: 0, after: 0.3s}
+  - {kind: job_task_hang, target: resilient, at: 0s, count: 1, task: 1}
 live:
   time_scale: 12
   rate_scale: 1
@@ -81,4 +89,21 @@ def test_job_sources_run_live_and_a_failed_execution_fails_the_verdict(gcp, tmp_
         assert env["GOOGLE_CLOUD_PROJECT"] == "jobs-local" and "K_SERVICE" not in env
     assert sorted(p.name for p in seen.glob("always-fails-*")) == ["always-fails-0-0.json", "always-fails-0-1.json"]
     records = sorted((run / "jobs").glob("*.json"))
-    assert len(records) == 2 and Path(jobs["shard-copy"]["record"]) in records
+    assert len(records) == 3 and Path(jobs["shard-copy"]["record"]) in records
+    # the injected faults: retried within max_retries, counted, and in the report
+    res = jobs["resilient"]
+    assert res["state"] == "succeeded" and res["crashes"] == 2 and res["timeouts"] == 1 and res["retries"] == 3, res
+    rec = json.loads(Path(res["record"]).read_text())
+    t0, t1 = rec["tasks"]
+    assert [(a["exit_code"], a.get("fault")) for a in t0["attempts"]] == [
+        (-9, "job_task_crash"), (-9, "job_task_crash"), (0, None)]
+    assert [(a["timed_out"], a.get("fault")) for a in t1["attempts"]] == [(True, "job_task_hang"), (False, None)]
+    assert 3.0 <= t1["attempts"][0]["duration_s"] < 6.0  # killed at the 3 s task_timeout
+    faults = {f["kind"]: f for f in json.loads((run / "faults.json").read_text())}
+    assert [(a["task"], a["attempt"]) for a in faults["job_task_crash"]["details"]["attempts"]] == [(0, 0), (0, 1)]
+    assert [(a["task"], a["attempt"]) for a in faults["job_task_hang"]["details"]["attempts"]] == [(1, 0)]
+    checks = {c["name"]: c for c in summary["checks"]}
+    assert not checks["jobs.always-fails"]["holds"] and checks["jobs.resilient"]["holds"]
+    assert checks["faults"]["holds"], checks["faults"]
+    html = (run / "report.html").read_text()
+    assert "Job executions" in html and "plots/job_tasks.png" in html and (run / "plots" / "job_tasks.png").stat().st_size > 5000

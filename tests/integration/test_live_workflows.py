@@ -10,13 +10,17 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 
 from surgesim.emulators import Clients
 from surgesim.live import SystemRunner
+from surgesim.checks import workflow_checks
 from surgesim.schema import System, load_system
+from surgesim.schema.scenario import Checks
+from surgesim.workflows.records import workflow_totals
 from tests.integration.bridges_support import wait_until
 
 pytestmark = pytest.mark.integration
@@ -31,9 +35,8 @@ SAGA = ROOT / "scenarios" / "systems" / "meridian-dispatch.workflow.yaml"
 
 
 def dispatch_only() -> System:
-    """meridian.yaml cut down to the saga's path, its workflow given its Workflows YAML
-    (what `source: meridian-dispatch.workflow.yaml` in the system file does; not set there
-    yet: see docs/workflows.md, "Meridian")."""
+    """meridian.yaml cut down to the saga's path; its workflow's `source:` (set in the system
+    file) made absolute, as the live session's base_dir does."""
     workflow = MERIDIAN.workflows[0].model_copy(update={"source": str(SAGA)})
     return MERIDIAN.model_copy(update={"workflows": [workflow],
         "topics": [MERIDIAN.topic("dispatch.requests"), MERIDIAN.topic("dispatch.dlq")],
@@ -104,4 +107,22 @@ def test_dispatch_saga_runs_live_and_compensates_under_an_optimiser_outage(gcp, 
         # released: the vehicle can be reserved again
         assert http.post(allocator + "/reservations", json={"dispatchId": "probe-2", "vehicleId": vid2}).status_code == 201
         assert run.fake_admin("sms-gateway", "GET", "/admin/stats").json()["calls"] == 1  # no confirm under the outage
+
+        # a request the saga cannot read (no dispatchId): the execution ends FAILED
+        publisher.publish(topic, json.dumps({"parcelId": "no-dispatch-id"}).encode()).result(timeout=10)
+        assert wait_until(lambda: len(records(run)) == 4, timeout=60), records(run)
         publisher.stop()
+
+    # what `surgesim live` puts in summary.json (totals.workflows) and judges (implicit checks)
+    totals = workflow_totals(run.workflow_records)
+    saga = totals["dispatch"]
+    assert saga["executions"] == 4 and saga["states"] == {"FAILED": 1, "SUCCEEDED": 3}
+    assert saga["outcomes"] == {"compensated": 2, "succeeded": 1}
+    assert saga["retries"] >= 2  # the optimiser's two retries under the outage
+    assert saga["duration_s"]["max"] >= 6.0  # the compensated one waited out 2 s + 4 s of backoff
+    assert "KeyError" in saga["failed_examples"][0]["error"] and "dispatchId" in saga["failed_examples"][0]["error"]
+    [check] = workflow_checks({"totals": {"workflows": totals}}, SimpleNamespace(checks=Checks()))
+    assert not check["holds"] and "1 of 4 executions failed" in check["detail"]
+    relaxed = SimpleNamespace(checks=Checks.model_validate(
+        {"workflows": {"allow": {"dispatch": 1}, "reason": "one malformed request on purpose"}}))
+    assert workflow_checks({"totals": {"workflows": totals}}, relaxed)[0]["holds"]

@@ -179,6 +179,8 @@ def test_fleet_driver_drives_the_real_command_service(tmp_path, gcp):
     entries = result.extra["prepare"]["entries"]
     assert all(e["failed"] == 0 for e in entries.values()) and entries["parcels_out_for_delivery"]["ok"] > 5
     assert counts["gps"]["ok"] == counts["gps"]["scheduled"] > 40
+    for name in ("dispatch_parcels", "dispatch_vehicles", "dispatch"):  # the saga's requests, templated
+        assert counts[name]["errors"] == 0 and counts[name]["ok"] == counts[name]["sent"], (name, counts[name])
     assert result.extra["unfinished"] == 0
     routes = {"create_shipment", "assign_driver", "mark_out_for_delivery", "mark_delivered"}
     assert routes >= {p.split(".")[-1] for p in result.by_route() if p.startswith("latency/command.")}

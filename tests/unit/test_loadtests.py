@@ -79,7 +79,9 @@ def test_shape_rate_is_rate_series_compressed_and_scaled(wave_plan):
     ts, rs = plan.time_scale, plan.rate_scale
     assert (ts, rs) == (60.0, 0.02)
     dt_scenario, n = 30.0, 360  # the whole 3 h morning in 30 s scenario steps
-    expected = sum(traffic.rate_series(plan.exp, s.source, 0.0, dt_scenario, n) for s in plan.sources) * rs
+    # each source at its own rate_scale when it has one (the dispatch sources are sent in full)
+    expected = sum(traffic.rate_series(plan.exp, s.source, 0.0, dt_scenario, n) * plan.scale_of(s) for s in plan.sources)
+    assert {s.name for s in plan.sources if plan.scale_of(s) != rs} == {"dispatch", "dispatch_parcels", "dispatch_vehicles"}
     wall_mid = (np.arange(n) + 0.5) * dt_scenario / ts
     got = np.array([shape.target_rate(t) for t in wall_mid])
     np.testing.assert_allclose(got, expected, rtol=1e-9)

@@ -13,10 +13,10 @@ SYSTEMS = Path(__file__).resolve().parents[2] / "scenarios" / "systems"
 
 def with_source(tmp_path: Path, source: str) -> Path:
     text = (SYSTEMS / "meridian.yaml").read_text()
-    old = "  - name: dispatch\n    trigger: dispatch.requests\n"
-    assert old in text
+    old = "    source: meridian-dispatch.workflow.yaml"
+    assert old in text  # meridian.yaml names its saga's Workflows YAML; these tests swap it
     path = tmp_path / "system.yaml"
-    path.write_text(text.replace(old, old + f"    source: {source}\n"))
+    path.write_text(text.replace(old, f"    source: {source}"))
     return path
 
 
