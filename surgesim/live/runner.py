@@ -316,7 +316,7 @@ class SystemRunner:
             env = process_env(system, self.plan, s.name, emulators=self.emulator_env, api_urls=self.api_urls,
                               service_urls=front_urls, pull_emulator_host=pull_host, log_level=self.log_level,
                               extra=self.service_env.get(s.name), front_secret=self.front_secret,
-                              certs_url=self.certs_url)
+                              certs_url=self.certs_url, time_scale=self.time_scale)
             kind = "worker" if s.name in pull_workers else "service"
             if s.app:
                 self.procs[s.name] = Proc(s.name, s.app, env, ports[s.name], self.log_dir, kind=kind)
