@@ -53,7 +53,8 @@ TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _lock = threading.Lock()
 _clients: dict = {}
 _counters: dict[str, float] = {}
-_latencies: list[float] = []  # submit -> seen DONE, scenario seconds, one per finished job
+_latencies: list[float] = []  # submit -> seen DONE, scenario seconds (wall x time scale), one per finished job
+_wall: list[float] = []  # the same in wall seconds
 _checks: list[int] = []  # checks (relay.status messages handled) per finished job
 _failed: set[str] = set()  # jobs seen DONE with an errorResult (each is re-delivered until dead-lettered)
 
@@ -114,7 +115,8 @@ def _metrics():
     """Counters and the per-job distributions so far (surgesim keeps GET /metrics in summary.json)."""
     with _lock:
         out = dict(_counters)
-        for name, values in (("job_latency_s", sorted(_latencies)), ("checks_per_job", sorted(_checks))):
+        for name, values in (("job_latency_s", sorted(_latencies)), ("job_latency_wall_s", sorted(_wall)),
+                             ("checks_per_job", sorted(_checks))):
             if values:
                 out[f"{name}_p50"] = values[len(values) // 2]
                 out[f"{name}_p99"] = values[min(len(values) - 1, int(0.99 * len(values)))]
@@ -169,7 +171,8 @@ def check_job(request):
     if job.state != "DONE":
         _publish(STATUS_TOPIC, {**data, "attempt": attempt + 1, "checkAt": time.time() + POLL_S}, jobId=job_id)
         return ("", 204)
-    latency = (time.time() - float(data.get("submittedAt") or time.time())) * TIME_SCALE
+    wall = time.time() - float(data.get("submittedAt") or time.time())
+    latency = wall * TIME_SCALE
     failed = job.error_result is not None
     outcome = {"state": "FAILED" if failed else "DONE", "checks": attempt, "latencyS": latency,
                "error": (job.error_result or {}).get("message")}
@@ -185,6 +188,7 @@ def check_job(request):
     with _lock:
         _counters["jobs_done"] = _counters.get("jobs_done", 0) + 1
         _latencies.append(latency)
+        _wall.append(wall)
         _checks.append(attempt)
     _log("relay job done", jobId=job_id, **outcome)
     return ("", 204)

@@ -365,7 +365,9 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                  "front_latency": {svc: _front_latency(runner, exp, svc) for svc in sorted(runner.fronts.fronts)},
                  # each service's own /metrics counters at the end, where it has them (the
                  # reference reactors count deliveries by outcome: handled, duplicate, ...)
-                 "service_counters": counters},
+                 "service_counters": counters,
+                 # the BigQuery job clock (emulators/bq_jobs.py), when the system has job steps
+                 "bigquery_jobs": _job_clock(runner)},
     }
     checks = _checks(summary, sc, exp.system, faults.events)
     summary["checks"] = checks
@@ -446,6 +448,13 @@ def _service_counters(runner: SystemRunner) -> dict[str, dict[str, int]]:
             if nums:
                 out[name] = nums
     return out
+
+
+def _job_clock(runner: SystemRunner) -> dict | None:
+    t = runner.job_table
+    if t is None:
+        return None
+    return {"inserted": t.inserted, "timed": len(t.done_at), "running_answers": t.delayed_reads}
 
 
 def _api_totals(runner: SystemRunner) -> dict:
