@@ -43,6 +43,13 @@ def _input(path: Path | None) -> dict | None:
     return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
+DRAIN_SETTLE_S = 1.0
+"""The drain ends when nothing is outstanding for this long, not at the first empty sample: a
+consumer that re-publishes to its own topic (a status checker's loop) acks its message after
+publishing the next one, but the sampler's tap sees that publish only on its next pull (up to
+~0.1 s later), so the backlog reads 0 for a moment while the loop is still going."""
+
+
 class LagRecorder:
     """publish -> acked per subscription (`lag/<sub>`), from the sampler's own ledgers: each
     ledger's settle() is wrapped to read the message's publish time before it is popped."""
@@ -273,6 +280,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                     raise holder["error"]
                 # drain: wait for the observed backlogs to empty (faults still on the timeline keep ticking)
                 drain_deadline = time.monotonic() + live.drain_timeout
+                quiet_since = None
                 while time.monotonic() < drain_deadline:
                     el = time.monotonic() - t0_mono
                     _check_alive(watchdog)
@@ -280,7 +288,11 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                     jobs.tick(el * ts)
                     if not faults.active and not faults.pending and _backlog(runner) == 0 \
                             and _triggers_pending(runner) == 0 and jobs.idle():
-                        break
+                        quiet_since = time.monotonic() if quiet_since is None else quiet_since
+                        if time.monotonic() - quiet_since >= DRAIN_SETTLE_S:
+                            break
+                    else:
+                        quiet_since = None
                     if el >= next_progress:
                         say(_progress(el, ts, holder, runner) + " (draining)")
                         next_progress += progress_every
