@@ -46,6 +46,10 @@ class JobTable:
     """jobs.get / getQueryResults answered 'still running'."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def running_count(self) -> int:
+        now = time.monotonic()
+        return sum(1 for at in list(self.done_at.values()) if at > now)
+
     def running(self, job_id: str) -> bool:
         at = self.done_at.get(job_id)
         return at is not None and time.monotonic() < at

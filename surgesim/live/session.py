@@ -287,7 +287,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                     faults.tick(el * ts)
                     jobs.tick(el * ts)
                     if not faults.active and not faults.pending and _backlog(runner) == 0 \
-                            and _triggers_pending(runner) == 0 and jobs.idle():
+                            and _triggers_pending(runner) == 0 and jobs.idle() and _bq_jobs_running(runner) == 0:
                         quiet_since = time.monotonic() if quiet_since is None else quiet_since
                         if time.monotonic() - quiet_since >= DRAIN_SETTLE_S:
                             break
@@ -462,11 +462,17 @@ def _service_counters(runner: SystemRunner) -> dict[str, dict[str, int]]:
     return out
 
 
+def _bq_jobs_running(runner: SystemRunner) -> int:
+    """BigQuery jobs the job clock still runs: their pollers are not done, whatever the backlog."""
+    return runner.job_table.running_count() if runner.job_table is not None else 0
+
+
 def _job_clock(runner: SystemRunner) -> dict | None:
     t = runner.job_table
     if t is None:
         return None
-    return {"inserted": t.inserted, "timed": len(t.done_at), "running_answers": t.delayed_reads}
+    return {"inserted": t.inserted, "timed": len(t.done_at), "running_answers": t.delayed_reads,
+            "running_at_end": t.running_count()}
 
 
 def _api_totals(runner: SystemRunner) -> dict:

@@ -68,6 +68,7 @@ def test_the_relay_runs_every_job_to_done_live(gcp, tmp_path):
     # so the checker looped: every check but each job's last re-published itself
     clock = summary["live"]["bigquery_jobs"]
     assert clock["inserted"] == requests and clock["running_answers"] > 0, clock
+    assert clock["running_at_end"] == 0 and summary["live"]["drained"]  # the drain waited for every job
     checks = summary["totals"]["topics"]["relay.status"]["published"]
     assert status["checks"] == checks == requests + clock["running_answers"], (status, clock)
     assert status["published_relay_status"] == clock["running_answers"]

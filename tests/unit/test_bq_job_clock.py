@@ -29,6 +29,7 @@ def test_a_job_is_running_until_its_time_and_unknown_jobs_are_not():
     table.done_at["soon"] = time.monotonic() + 60
     table.done_at["past"] = time.monotonic() - 1
     assert table.running("soon") and not table.running("past") and not table.running("never-seen")
+    assert table.running_count() == 1  # what the drain waits for
 
 
 def test_run_times_follow_the_step_on_the_scenario_clock():
