@@ -86,6 +86,10 @@ class JobClock:
             return 0.0
         return cold_start_sample(self.rng, self.p50, self.p99) / self.time_scale
 
+    def _count_running(self) -> None:
+        with self.table.lock:
+            self.table.delayed_reads += 1
+
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
             while True:
@@ -111,13 +115,11 @@ class JobClock:
         job_id = None
         if method == "GET" and (m := GET.match(path) or RESULTS.match(path)):
             job_id = m.group(1)
-            if self.table.running(job_id):
-                with self.table.lock:
-                    self.table.delayed_reads += 1
-                if RESULTS.match(path):  # the job's rows are not there yet
-                    project = path.split("/")[4]
-                    return await _json(send, {"kind": "bigquery#getQueryResultsResponse", "jobComplete": False,
-                                              "jobReference": {"projectId": project, "jobId": job_id}})
+            if RESULTS.match(path) and self.table.running(job_id):  # the job's rows are not there yet
+                self._count_running()
+                project = path.split("/")[4]
+                return await _json(send, {"kind": "bigquery#getQueryResultsResponse", "jobComplete": False,
+                                          "jobReference": {"projectId": project, "jobId": job_id}})
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         fwd = {k: v for k, v in headers.items() if k not in HOP_HEADERS}
         url = self.upstream + path + (f"?{query}" if query else "")
@@ -139,8 +141,9 @@ class JobClock:
                 if run > 0:
                     return await _json(send, as_running(job))
         elif status == 200 and job_id is not None and GET.match(path) and self.table.running(job_id):
-            job = _parse(content, rh)
+            job = _parse(content, rh)  # decided after the emulator answered: counted only if so answered
             if job is not None:
+                self._count_running()
                 return await _json(send, as_running(job))
         await _respond(send, status, content, out)
 
