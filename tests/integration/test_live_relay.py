@@ -9,8 +9,8 @@ query fails in BigQuery are dead-lettered from relay-status-sub and the run exit
 
 Both runs are tests/integration/scenarios/relay_short.yaml: the baseline at its time_scale
 120 (10 wall seconds of traffic, a check due 0.5 wall s after the previous), the failing
-jobs at 240; about 50 s each on a loaded 2-core machine once the function's virtualenv is
-cached (building it the first time takes ~40 s more)."""
+jobs at 240. Measured per test with the function's virtualenv cached (building it takes
+~40 s more, once): 52 s and 73 s at load average ~7, 89 s and 106 s at ~20-24."""
 
 from __future__ import annotations
 
