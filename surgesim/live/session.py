@@ -298,6 +298,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                         next_progress += progress_every
                     time.sleep(0.25)
                 end_s = (time.monotonic() - t0_mono) * ts
+                bq_running = _bq_jobs_running(runner)  # at the drain's end, before anything stops
                 faults.finish(end_s)
                 _check_alive(watchdog)
             except BaseException as exc:
@@ -379,7 +380,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                  # reference reactors count deliveries by outcome: handled, duplicate, ...)
                  "service_counters": counters,
                  # the BigQuery job clock (emulators/bq_jobs.py), when the system has job steps
-                 "bigquery_jobs": _job_clock(runner)},
+                 "bigquery_jobs": _job_clock(runner, bq_running)},
     }
     checks = _checks(summary, sc, exp.system, faults.events)
     summary["checks"] = checks
@@ -467,12 +468,12 @@ def _bq_jobs_running(runner: SystemRunner) -> int:
     return runner.job_table.running_count() if runner.job_table is not None else 0
 
 
-def _job_clock(runner: SystemRunner) -> dict | None:
+def _job_clock(runner: SystemRunner, running_at_end: int) -> dict | None:
     t = runner.job_table
     if t is None:
         return None
     return {"inserted": t.inserted, "timed": len(t.done_at), "running_answers": t.delayed_reads,
-            "running_at_end": t.running_count()}
+            "running_at_end": running_at_end}
 
 
 def _api_totals(runner: SystemRunner) -> dict:
