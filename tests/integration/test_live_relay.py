@@ -10,7 +10,7 @@ query fails in BigQuery are dead-lettered from relay-status-sub and the run exit
 Both runs are tests/integration/scenarios/relay_short.yaml: the baseline at its time_scale
 120 (10 wall seconds of traffic, a check due 0.5 wall s after the previous), the failing
 jobs at 240. Measured per test with the function's virtualenv cached (building it takes
-~40 s more, once): 52 s and 73 s at load average ~7, 89 s and 106 s at ~20-24, up to 139 s
+~40 s more, once): 43-52 s and 54-73 s at load average ~7 or less, 89 s and 106 s at ~20-24, up to 139 s
 with the unit suite running beside it."""
 
 from __future__ import annotations
