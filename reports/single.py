@@ -81,6 +81,14 @@ def service_rows(summary: dict) -> list[dict]:
     return [{"name": n, "instance_seconds": None, **t} for n, t in sorted(services.items())]
 
 
+def counter_rows(summary: dict) -> list[dict]:
+    """What the services reported about their own work (a live run's GET /metrics of each
+    service at the end: summary.json live.service_counters), one row per number."""
+    counters = ((summary.get("live") or {}).get("service_counters")) or {}
+    return [{"service": svc, "name": k, "value": v}
+            for svc, nums in sorted(counters.items()) for k, v in sorted(nums.items())]
+
+
 def path_rows(data: RunData, kind: str) -> list[dict]:
     return [{"path": p, **v} for p, v in data.path_summary(kind).items()]
 
@@ -195,7 +203,7 @@ def build_report(run_dir: str | Path) -> Path:
         figures=figures,
         latency=path_rows(data, LATENCY), lag=path_rows(data, LAG), subs=subs, waits=wait_rows(data.summary),
         conservation_ok=bool(cons.get("ok", all(r["ok"] for r in subs))) and all(r["ok"] for r in subs),
-        services=service_rows(data.summary), workflows=workflow_rows(data.summary), costs=costs, currency=currency,
-        as_of=as_of, jobs=job_rows(run), apis=api_rows(data.summary), job_execs=execution_rows(executions),
-        job_figure=job_figure,
+        services=service_rows(data.summary), workflows=workflow_rows(data.summary), counters=counter_rows(data.summary),
+        costs=costs, currency=currency, as_of=as_of, jobs=job_rows(run), apis=api_rows(data.summary),
+        job_execs=execution_rows(executions), job_figure=job_figure,
     )

@@ -67,18 +67,21 @@ def process_env(system: System, plan: Plan, service: str, *, emulators: Mapping[
                 api_urls: Mapping[str, str], service_urls: Mapping[str, str],
                 pull_emulator_host: str | None = None, extra: Mapping[str, str] | None = None,
                 log_level: str = "INFO", front_secret: str | None = None,
-                certs_url: str | None = None) -> dict[str, str]:
+                certs_url: str | None = None, time_scale: float = 1.0) -> dict[str, str]:
     """Every variable for one service process (PORT is added by whoever picks the port).
 
     emulators: the stack's env_vars(); api_urls: api name -> URL (fake or real);
     service_urls: service name -> front URL; pull_emulator_host: where a pull worker's
     Pub/Sub client should connect (a counting proxy) instead of the emulator;
     front_secret: what only its front sends (services/common/runtime.py checks it);
-    certs_url: where the run's ID-token keys are published (Google's oauth2/v1/certs format)."""
+    certs_url: where the run's ID-token keys are published (Google's oauth2/v1/certs format);
+    time_scale: the run's scenario seconds per wall second, as SURGESIM_TIME_SCALE, for a
+    service that waits on the scenario's clock (a poll interval) rather than on a request's."""
     env = dict(emulators)
     env["GOOGLE_CLOUD_PROJECT"] = system.project
     env["K_SERVICE"] = service  # as Cloud Run sets it
     env["LOG_LEVEL"] = log_level
+    env["SURGESIM_TIME_SCALE"] = repr(float(time_scale))
     for api, url in api_urls.items():
         env.update(api_vars(api, url))
     for other, url in service_urls.items():

@@ -56,6 +56,14 @@ class FrontSet:
         self._servers[" certs"] = server  # not a service name (those are ids without spaces)
         return f"http://127.0.0.1:{port}"
 
+    def serve_app(self, key: str, app, timeout: float = 15.0) -> int:
+        """Serve another ASGI app of the run in the fronts' loop (a BigQuery job clock);
+        key: a name with a space, never a service's; returns its port."""
+        loop = self._ensure_loop()
+        port = free_port()
+        self._servers[key] = asyncio.run_coroutine_threadsafe(front_mod.serve(app, port), loop).result(timeout)
+        return port
+
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
 

@@ -42,7 +42,7 @@ from surgesim.rundir import METRICS
 from surgesim.schema import Plan, System
 from surgesim.services.common.devserver import free_port
 
-from . import functions
+from . import functions, job_clock
 from .env import FAKE_APPS, fake_env, process_env, pull_subscriptions
 from .fronts import FrontSet
 from .procs import Proc, start_all
@@ -138,6 +138,8 @@ class SystemRunner:
         self.time_scale = float(time_scale)
         self.say = on_message or (lambda msg: log.info("%s", msg))
         self.before_bridges = before_bridges
+        self.job_table = None
+        """emulators.bq_jobs.JobTable when the run has a BigQuery job clock (surgesim/live/job_clock.py)."""
 
         self.stack = None
         self.started_emulators: list[str] = []
@@ -304,6 +306,11 @@ class SystemRunner:
         pull_workers = {s.name for s in runnable if pull_subscriptions(system, s.name) and not s.routes}
         ports = {s.name: free_port() for s in runnable}
         self.certs_url = self.fronts.serve_certs(self.issuer)
+        # BigQuery jobs that take their system file's run time (the emulator's are done at once)
+        clock_hosts, self.job_table = job_clock.start(system, [s.name for s in runnable], self.fronts,
+                                                      self.emulator_env, time_scale=self.time_scale, seed=self.seed)
+        for name, host in clock_hosts.items():
+            self.service_env.setdefault(name, {})["BIGQUERY_EMULATOR_HOST"] = host
         for s in runnable:
             if s.name in pull_workers:
                 continue
@@ -316,7 +323,7 @@ class SystemRunner:
             env = process_env(system, self.plan, s.name, emulators=self.emulator_env, api_urls=self.api_urls,
                               service_urls=front_urls, pull_emulator_host=pull_host, log_level=self.log_level,
                               extra=self.service_env.get(s.name), front_secret=self.front_secret,
-                              certs_url=self.certs_url)
+                              certs_url=self.certs_url, time_scale=self.time_scale)
             kind = "worker" if s.name in pull_workers else "service"
             if s.app:
                 self.procs[s.name] = Proc(s.name, s.app, env, ports[s.name], self.log_dir, kind=kind)

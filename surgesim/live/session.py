@@ -44,6 +44,13 @@ def _input(path: Path | None) -> dict | None:
     return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
+DRAIN_SETTLE_S = 1.0
+"""The drain ends when nothing is outstanding for this long, not at the first empty sample: a
+consumer that re-publishes to its own topic (a status checker's loop) acks its message after
+publishing the next one, but the sampler's tap sees that publish only on its next pull (up to
+~0.1 s later), so the backlog reads 0 for a moment while the loop is still going."""
+
+
 class LagRecorder:
     """publish -> acked per subscription (`lag/<sub>`), from the sampler's own ledgers: each
     ledger's settle() is wrapped to read the message's publish time before it is popped."""
@@ -275,19 +282,25 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                     raise holder["error"]
                 # drain: wait for the observed backlogs to empty (faults still on the timeline keep ticking)
                 drain_deadline = time.monotonic() + live.drain_timeout
+                quiet_since = None
                 while time.monotonic() < drain_deadline:
                     el = time.monotonic() - t0_mono
                     _check_alive(watchdog)
                     faults.tick(el * ts)
                     jobs.tick(el * ts)
                     if not faults.holding() and not faults.pending and _backlog(runner) == 0 \
-                            and _triggers_pending(runner) == 0 and jobs.idle():
-                        break
+                            and _triggers_pending(runner) == 0 and jobs.idle() and _bq_jobs_running(runner) == 0:
+                        quiet_since = time.monotonic() if quiet_since is None else quiet_since
+                        if time.monotonic() - quiet_since >= DRAIN_SETTLE_S:
+                            break
+                    else:
+                        quiet_since = None
                     if el >= next_progress:
                         say(_progress(el, ts, holder, runner) + " (draining)")
                         next_progress += progress_every
                     time.sleep(0.25)
                 end_s = (time.monotonic() - t0_mono) * ts
+                bq_running = _bq_jobs_running(runner)  # at the drain's end, before anything stops
                 faults.finish(end_s)
                 _check_alive(watchdog)
             except BaseException as exc:
@@ -368,7 +381,9 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                  "front_latency": {svc: _front_latency(runner, exp, svc) for svc in sorted(runner.fronts.fronts)},
                  # each service's own /metrics counters at the end, where it has them (the
                  # reference reactors count deliveries by outcome: handled, duplicate, ...)
-                 "service_counters": counters},
+                 "service_counters": counters,
+                 # the BigQuery job clock (emulators/bq_jobs.py), when the system has job steps
+                 "bigquery_jobs": _job_clock(runner, bq_running)},
     }
     checks = _checks(summary, sc, exp.system, faults.events)
     summary["checks"] = checks
@@ -447,6 +462,19 @@ def _service_counters(runner: SystemRunner) -> dict[str, dict[str, int]]:
             if nums:
                 out[name] = nums
     return out
+
+
+def _bq_jobs_running(runner: SystemRunner) -> int:
+    """BigQuery jobs the job clock still runs: their pollers are not done, whatever the backlog."""
+    return runner.job_table.running_count() if runner.job_table is not None else 0
+
+
+def _job_clock(runner: SystemRunner, running_at_end: int) -> dict | None:
+    t = runner.job_table
+    if t is None:
+        return None
+    return {"inserted": t.inserted, "timed": len(t.done_at), "running_answers": t.delayed_reads,
+            "running_at_end": running_at_end}
 
 
 def _api_totals(runner: SystemRunner) -> dict:

@@ -72,3 +72,8 @@ def test_front_settings_for_a_service_the_plan_does_not_name():
 
 def test_url_var():
     assert url_var("fleet-allocator") == "FLEET_ALLOCATOR_URL"
+
+
+def test_the_runs_time_scale_reaches_the_service_for_waits_on_the_scenarios_clock():
+    assert env_of("eta")["SURGESIM_TIME_SCALE"] == "1.0"  # a run in real time
+    assert float(env_of("eta", time_scale=30)["SURGESIM_TIME_SCALE"]) == 30.0

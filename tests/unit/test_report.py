@@ -186,3 +186,12 @@ def test_event_labels_name_waves_and_fault_targets():
     assert event_label({"kind": "consumer_down", "target": "eta", "start_s": 0, "end_s": 1}) == "consumer down eta"
     assert event_label({"kind": "poison_message", "target": None, "start_s": 0, "end_s": 0,
                         "details": {"topic": "logistics.events"}}) == "poison message logistics.events"
+
+
+def test_the_services_own_counters_are_in_the_report_when_a_live_run_has_them(tmp_path):
+    page = build_report(minimal_run(tmp_path / "counted", live={"service_counters": {
+        "relay-status": {"jobs_done": 12, "job_latency_s_p99": 61.25}}})).read_text()
+    assert "The services&#39; own counters" in page or "The services' own counters" in page
+    row = re.search(r"relay-status</td><td class=\"l\">job_latency_s_p99</td><td>([^<]+)<", page)
+    assert row and row.group(1) == "61.25"
+    assert "own counters" not in build_report(minimal_run(tmp_path / "plain")).read_text()

@@ -1,0 +1,116 @@
+"""The function relay live (issue 19, item 2): `surgesim live` runs services/relay's two
+Cloud Run functions (Functions Framework, their own virtualenv) behind push subscriptions.
+relay-start submits a BigQuery query job to the BigQuery emulator with jobs.insert and
+publishes a status check due one poll interval later; relay-status waits for it, jobs.get's
+the job and re-publishes the check until it is DONE, which the run's BigQuery job clock
+(emulators/bq_jobs.py) makes take the system file's job run time. The baseline exits 0 with
+every job DONE (checked in the emulator, not only in the run's own figures); requests whose
+query fails in BigQuery are dead-lettered from relay-status-sub and the run exits 1.
+
+Both runs are tests/integration/scenarios/relay_short.yaml: the baseline at its time_scale
+120 (10 wall seconds of traffic, a check due 0.5 wall s after the previous), the failing
+jobs at 240. Measured per test with the function's virtualenv cached (building it takes
+~40 s more, once): 43-52 s and 54-73 s at load average ~7 or less, 89 s and 106 s at ~20-24, up to 139 s
+with the unit suite running beside it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from surgesim.emulators import Clients
+
+pytestmark = pytest.mark.integration
+
+HERE = Path(__file__).resolve().parent
+SHORT = HERE / "scenarios" / "relay_short.yaml"
+PROJECT = "relay-local"
+
+
+def _scenario(tmp_path: Path, sources: list[dict] | None = None) -> Path:
+    doc = yaml.safe_load(SHORT.read_text())
+    doc["system"] = str((SHORT.parent / doc["system"]).resolve())
+    doc["plan"] = str((SHORT.parent / doc["plan"]).resolve())
+    doc["traffic"]["sources"] += sources or []
+    path = tmp_path / "scenario.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def _live(gcp, scenario: Path, out: Path, log: Path, *extra: str) -> tuple[int, str]:
+    with open(log, "w") as f:
+        rc = subprocess.run([sys.executable, "-m", "surgesim.cli", "live", str(scenario), "--out", str(out),
+                             "--state-dir", str(gcp.state_dir), "--metrics-port", "0", *extra],
+                            stdout=f, stderr=subprocess.STDOUT, timeout=300).returncode
+    return rc, log.read_text()
+
+
+def _jobs(gcp) -> dict[str, dict]:
+    """The relay's own record of each job (Firestore relay_jobs, emptied by the run's purge)."""
+    db = Clients(gcp.env_vars(), project=PROJECT).firestore()
+    return {d.id: d.to_dict() for d in db.collection("relay_jobs").stream()}
+
+
+def test_the_relay_runs_every_job_to_done_live(gcp, tmp_path):
+    rc, text = _live(gcp, _scenario(tmp_path), tmp_path / "run", tmp_path / "live.log")
+    assert rc == 0, text[-4000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["verdict"] == "pass" and summary["conservation"]["ok"]
+    requests = summary["totals"]["topics"]["relay.requests"]["published"]
+    assert requests >= 5, summary["totals"]["topics"]
+    start, status = (summary["live"]["service_counters"][s] for s in ("relay-start", "relay-status"))
+    assert start["jobs_submitted"] == requests and status["jobs_done"] == requests, (start, status)
+    # the job clock kept jobs RUNNING for their drawn run time (p50 3 min = 1.5 wall s here),
+    # so the checker looped: every check but each job's last re-published itself
+    clock = summary["live"]["bigquery_jobs"]
+    assert clock["inserted"] == requests and clock["running_answers"] > 0, clock
+    assert clock["running_at_end"] == 0 and summary["live"]["drained"]  # the drain waited for every job
+    checks = summary["totals"]["topics"]["relay.status"]["published"]
+    assert status["checks"] == checks == requests + clock["running_answers"], (status, clock)
+    assert status["published_relay_status"] == clock["running_answers"]
+    assert status["checks_per_job_max"] >= 2 and status["checks_per_job_mean"] == checks / requests
+    assert status["published_relay_done"] == requests
+    # each check waited for its due time: 60 scenario s = 0.5 wall s at time_scale 120
+    assert status["job_latency_s_p50"] >= 60.0 * status["checks_per_job_p50"] * 0.99, status
+    assert summary["totals"]["subscriptions"]["relay-status-sub"]["acked"] == checks
+
+    jobs = _jobs(gcp)
+    assert len(jobs) == requests and all(j["state"] == "DONE" for j in jobs.values()), jobs
+    assert sum(j["checks"] for j in jobs.values()) == checks
+    bq = Clients(gcp.env_vars(), project=PROJECT).bigquery()
+    for job_id in jobs:  # the emulator's own record of each job
+        job = bq.get_job(job_id)
+        assert job.state == "DONE" and job.error_result is None and job.num_dml_affected_rows == 1
+
+
+def test_jobs_that_fail_in_bigquery_are_dead_lettered_and_fail_the_run(gcp, tmp_path):
+    bad = {"name": "bad_requests", "rate": "30/m",
+           "publish": {"topic": "relay.requests", "attributes": {"jobKind": "rollup", "sourceTable": "no_such_table"}}}
+    # at time_scale 240 the 10 delivery attempts' backoffs (1,510 scenario s) take 6.3 wall s
+    rc, text = _live(gcp, _scenario(tmp_path, [bad]), tmp_path / "run", tmp_path / "live.log", "--time-scale", "240")
+    assert rc == 1, text[-4000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    n_bad = summary["loadgen"]["counts"]["bad_requests"]["ok"]
+    assert n_bad >= 1, summary["loadgen"]["counts"]
+    failed = {s["text"]: s for s in summary["slos"] if not s["holds"]}
+    assert set(failed) == {"final(dlq.relay-status-sub) == 0", "max(errors.relay-status) == 0"}, summary["slos"]
+    assert failed["final(dlq.relay-status-sub) == 0"]["observed"] == n_bad
+    assert summary["totals"]["subscriptions"]["relay-status-sub"]["dead_lettered"] == n_bad
+    assert summary["totals"]["subscriptions"]["relay-start-sub"]["dead_lettered"] == 0  # insert accepted them
+    status = summary["live"]["service_counters"]["relay-status"]
+    # each failed job answered 500 on every one of relay-status-sub's 10 delivery attempts
+    assert status["jobs_failed"] == n_bad and status["failed_job_deliveries"] == n_bad * 10
+    requests = summary["totals"]["topics"]["relay.requests"]["published"]
+    assert status["jobs_done"] == requests - n_bad
+
+    jobs = _jobs(gcp)
+    failed_jobs = {k: v for k, v in jobs.items() if v["state"] == "FAILED"}
+    assert len(failed_jobs) == n_bad and all("no_such_table" in v["error"] for v in failed_jobs.values()), jobs
+    bq = Clients(gcp.env_vars(), project=PROJECT).bigquery()
+    for job_id in failed_jobs:
+        assert bq.get_job(job_id).error_result["reason"] == "notFound"
