@@ -28,6 +28,7 @@ from surgesim.sim.guard import Guard, GuardedEnvironment
 from surgesim.sim.handler import Handler
 from surgesim.sim.metrics import Metrics
 from surgesim.sim.service import Channel, ServiceNode
+from surgesim.sim.sql import SqlDb
 from surgesim.sim.triggers import delivery_latency, with_trigger_subscriptions
 
 EXACT_BELOW = 200
@@ -170,6 +171,7 @@ class Engine:
         self.broker_down = [(f.at, f.end if f.end is not None else math.inf) for f in sc.faults if f.kind == "emulator_restart"]
         self.poison_attr_ids = {self.attrs.intern(f.attributes) for f in sc.faults if f.kind == "poison_message"}
         self.stores = Stores(self)
+        self.sql = {d.name: SqlDb(d) for d in self.system.stores.sql}
         self.broker = Broker(self)
         self.apis = {a.name: Api(self, a, [f for f in sc.faults if f.target == a.name and f.kind.startswith("dependency_")])
                      for a in self.system.external_apis}
@@ -447,6 +449,7 @@ class Engine:
             "firestore": {k: dict(v) for k, v in self.stores.firestore.items()},
             "bigquery": {k: dict(v) for k, v in self.stores.bigquery.items()},
             "apis": {k: dict(a.totals) for k, a in self.apis.items()},
+            "sql": {k: {**d.totals, "max_pool_wait_s": round(d.max_pool_wait, 6)} for k, d in self.sql.items()},
             "jobs": {k: dict(j.totals) for k, j in self.jobs.items()},
             "workflows": {k: dict(w.totals) for k, w in self.workflows.items()},
         }

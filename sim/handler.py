@@ -54,6 +54,7 @@ class Handler:
         self.time_dependent = any(
             st.kind == "call" or (st.kind == "bigquery" and st.spec.op == "job")
             or (st.kind == "firestore" and st.spec.op != "read" and (st.spec.key or (st.spec.debounce and debounce_s > 0)))
+            or st.kind == "sql"
             for st in steps)
         self._steps = [(st, st.kind, st.spec) for st in steps]  # schema properties, resolved once
         self.error_rate = eng.error_rate(owner)
@@ -121,6 +122,14 @@ class Handler:
                 effects.append(Effect("poll", step, spec, idx, offs[idx].copy(), job_done))
             elif kind == "vector":
                 lat = sample(spec.latency, m, rng)
+            elif kind == "sql":
+                db = eng.sql[spec.db]
+                lat, ok = db.run(tt, sample(getattr(db.spec.latency, spec.op), m, rng), spec.writes)
+                bad = idx[~ok]
+                if bad.size:
+                    fail[bad] = True
+                    alive[bad] = False
+                    full = False
             else:  # pragma: no cover - schema forbids
                 raise ValueError(kind)
             if full:

@@ -282,6 +282,7 @@ def step_problems(system: System, steps: Iterator[tuple[tuple, Step]]) -> Iterat
     collections = {c.name for c in system.stores.firestore}
     tables = {t.ref for t in system.stores.bigquery}
     buckets = {b.name for b in system.stores.storage}
+    databases = {d.name for d in system.stores.sql}
     callees = {a.name for a in system.external_apis} | {s.name for s in system.services}
     for path, step in steps:
         spec = step.spec
@@ -295,6 +296,8 @@ def step_problems(system: System, steps: Iterator[tuple[tuple, Step]]) -> Iterat
             yield path + ("table",), f"table {spec.table!r} is not declared under stores.bigquery" + _did_you_mean(spec.table, tables)
         elif step.kind == "storage" and spec.bucket not in buckets:
             yield path + ("bucket",), f"bucket {spec.bucket!r} is not declared under stores.storage" + _did_you_mean(spec.bucket, buckets)
+        elif step.kind == "sql" and spec.db not in databases:
+            yield path + ("db",), f"database {spec.db!r} is not declared under stores.sql" + _did_you_mean(spec.db, databases)
 
 
 def system_problems(system: System) -> Iterator[tuple[tuple, str]]:
