@@ -375,6 +375,10 @@ def plan_problems(plan: Plan, system: System) -> Iterator[tuple[tuple, str]]:
     for name in plan.jobs:
         if name not in jobs:
             yield ("jobs", name), f"job {name!r} is not in system {system.name!r}"
+    apis = {a.name for a in system.external_apis}
+    for name in plan.apis:
+        if name not in apis:
+            yield ("apis", name), f"external API {name!r} is not in system {system.name!r}" + _did_you_mean(name, apis)
     for name in plan.debounce:
         if name not in services:
             yield ("debounce", name), f"service {name!r} is not in system {system.name!r}" + _did_you_mean(name, services)
@@ -644,6 +648,16 @@ def _beside(doc: _Doc, relative: str) -> str:
     return os.path.normpath(os.path.join(os.path.dirname(doc.name), relative))
 
 
+def with_plan_quotas(system: System, plan: Plan) -> System:
+    """The system with the plan's API quotas in place of its own, so that both engines (the
+    simulator's APIs, the live fakes) run what the plan contracted."""
+    if not plan.apis:
+        return system
+    apis = [a.model_copy(update=plan.apis[a.name].model_dump(exclude_unset=True)) if a.name in plan.apis else a
+            for a in system.external_apis]
+    return system.model_copy(update={"external_apis": apis})
+
+
 def load_experiment(scenario_path: str | Path, plan_path: str | Path | None = None) -> Experiment:
     scenario_path = Path(scenario_path)
     doc = _Doc(scenario_path)
@@ -659,6 +673,7 @@ def load_experiment(scenario_path: str | Path, plan_path: str | Path | None = No
         if not plan_path.is_file():
             raise SchemaError([doc.problem(("plan",), f"file {scenario.plan!r} not found next to {scenario_path.name}")])
     plan = load_plan(plan_path, system, shown=plan_shown) if plan_path is not None else Plan(name="defaults")
+    system = with_plan_quotas(system, plan)
     _raise_if(doc, scenario_problems(scenario, system, plan))
     _raise_if(doc, template_problems(scenario, system, plan, scenario_path.resolve().parent))
     _raise_if(doc, scenario_limit_problems(scenario))
