@@ -24,6 +24,7 @@ from surgesim.sim import traffic
 from surgesim.sim.broker import Broker, SubState
 from surgesim.sim.core import AttrTable, Batch, rng_for, sample, sorted_uniform
 from surgesim.sim.deps import Api, Stores, service_call
+from surgesim.sim.freshness import Freshness
 from surgesim.sim.guard import Guard, GuardedEnvironment
 from surgesim.sim.handler import Handler
 from surgesim.sim.metrics import Metrics
@@ -170,6 +171,9 @@ class Engine:
         self.attrs = AttrTable()
         self.broker_down = [(f.at, f.end if f.end is not None else math.inf) for f in sc.faults if f.kind == "emulator_restart"]
         self.poison_attr_ids = {self.attrs.intern(f.attributes) for f in sc.faults if f.kind == "poison_message"}
+        self._sent: dict[str, int] = {}  # messages each source sent so far (a fleet's keys go round)
+        self.freshness = {c.name: Freshness(c.name, exp.plan.read_every.get(c.name))
+                          for c in self.system.stores.firestore if c.freshness}
         self.stores = Stores(self)
         self.sql = {d.name: SqlDb(d) for d in self.system.stores.sql}
         self.broker = Broker(self)
@@ -376,7 +380,8 @@ class Engine:
                     continue
                 n = int(counts[k])
                 times = sorted_uniform(t0, t1, n, rng)
-                keys = traffic.message_keys(src, n, rng)
+                keys = traffic.message_keys(src, n, rng, self._sent.get(src.name, 0))
+                self._sent[src.name] = self._sent.get(src.name, 0) + n
                 self._deliver_source(src, Batch.new(times, attrs, keys), attrs)
             if self.part is not None:
                 for topic, b in self.part.take(k):
@@ -390,6 +395,8 @@ class Engine:
                 if not busy:
                     break
             self.env.run(until=t1)
+            for fresh in self.freshness.values():
+                fresh.read(self.metrics, t0, t1)
             while self._after_step:  # what must see the whole step settled (a replay's stragglers)
                 self._after_step.pop(0)(t1)
             for node in nodes:
@@ -511,6 +518,12 @@ class Engine:
             if kind in ("latency", "lag"):
                 (lat if kind == "latency" else lag)[entity] = h.summary()
         return lat, lag
+
+    def freshness_summaries(self) -> dict:
+        """Per collection with `freshness: true`: the age of the newest message each key's
+        document shows, at every step (sim/freshness.py)."""
+        return {path.partition("/")[2]: h.summary() for path, h in sorted(self.metrics.totals.items())
+                if path.startswith("freshness/")}
 
     def wait_summaries(self) -> dict:
         """Queueing delay per service and per channel (route, subscription, trigger):

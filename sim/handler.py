@@ -176,7 +176,7 @@ class Handler:
             times = start[idx] + end
             spec = ef.spec
             if ef.kind == "firestore":
-                eng.stores.firestore_op(spec, times, b.key[idx])
+                eng.stores.firestore_op(spec, times, b.key[idx], b.pub[idx])
             elif ef.kind == "publish":
                 if spec.fraction < 1.0:
                     sel = rng.random(idx.size) < spec.fraction

@@ -375,6 +375,10 @@ def plan_problems(plan: Plan, system: System) -> Iterator[tuple[tuple, str]]:
     for name in plan.jobs:
         if name not in jobs:
             yield ("jobs", name), f"job {name!r} is not in system {system.name!r}"
+    collections = {c.name for c in system.stores.firestore}
+    for name in plan.read_every:
+        if name not in collections:
+            yield ("read_every", name), f"collection {name!r} is not declared under stores.firestore" + _did_you_mean(name, collections)
     apis = {a.name for a in system.external_apis}
     for name in plan.apis:
         if name not in apis:
@@ -428,6 +432,9 @@ def scenario_problems(sc: Scenario, system: System, plan: Plan) -> Iterator[tupl
             svc, _, route = slo.entity.partition(".")
             ok = svc in services and (not route or route in {r.name for r in routes_of(system, plan, svc)})
             what = "service[.route]"
+        elif slo.metric == "freshness":
+            ok = slo.entity in {c.name for c in system.stores.firestore if c.freshness}
+            what = "Firestore collection with freshness: true"
         elif slo.metric in ("wait", "pwait"):
             svc, _, channel = slo.entity.partition(".")
             ok = svc in services and (not channel or channel in channels_of(system, plan, svc))

@@ -72,6 +72,9 @@ class Plan(Strict):
     apis: dict[str, ApiPlan] = Field(default_factory=dict)
     """Per external API: the quota this plan contracts (e.g. a higher `rate_limit`)."""
     debounce: dict[str, Annotated[Duration, in_range(0, 3600, "s")]] = Field(default_factory=dict)
+    read_every: dict[str, Annotated[Duration, in_range(0.001, 86400, "s")]] = Field(default_factory=dict)
+    """Per Firestore collection: its readers poll it at this interval instead of listening in
+    real time (a polling live map); `freshness.<collection>` counts the age they see."""
     """Per service: coalesce keyed writes (`firestore: {debounce: true}`) to one per key per interval."""
 
     def service(self, name: str) -> ServicePlan:

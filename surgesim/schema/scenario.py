@@ -482,7 +482,7 @@ class Fault(Strict):
 
 SLO_FUNCS = ("p50", "p90", "p95", "p99", "p999", "max", "mean", "final", "total", "drain")
 SLO_METRICS = ("latency", "lag", "backlog", "oldest_unacked", "dlq", "instances", "rejected", "errors",
-               "wait", "pwait")
+               "wait", "pwait", "freshness")
 _SLO = re.compile(
     r"^\s*(?P<func>[a-z0-9]+)\(\s*(?P<metric>[a-z_]+)\.(?P<entity>[A-Za-z0-9._~%+-]+)\s*\)\s*"
     r"(?P<op><=|>=|==|<|>)\s*(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h)?\s*$"
@@ -500,7 +500,10 @@ class Slo(Strict):
     wait.SERVICE[.CHANNEL] is queueing delay (arrival to start on a slot; CHANNEL a route,
     subscription or trigger), e.g. `p99(wait.command) < 50ms`;
     pwait.SERVICE[.CHANNEL] the fraction of arrivals that waited: mean over the run, max /
-    pXX / final over the histogram windows, e.g. `max(pwait.eta) < 0.2`."""
+    pXX / final over the histogram windows, e.g. `max(pwait.eta) < 0.2`.
+    freshness.COLLECTION (simulator) is the age of the newest message each keyed document of
+    a collection declared with `freshness: true` shows when read, e.g.
+    `p99(freshness.LiveMap) < 15s`."""
 
     text: str
     func: str

@@ -355,6 +355,10 @@ class Job(Strict):
 class FirestoreCollection(Strict):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
     database: str = "(default)"
+    freshness: bool = False
+    """Simulator: record `freshness.<name>`, the age of the newest message each keyed document
+    shows when read (a live map), every step for every key; the plan's `read_every` says how
+    its readers read."""
 
 
 class Column(Strict):
