@@ -202,6 +202,7 @@ def build_report(run_dir: str | Path) -> Path:
         h=header(data), story=narrative(data), slos=slo_rows(data.summary), checks=check_rows(data.summary),
         figures=figures,
         latency=path_rows(data, LATENCY), lag=path_rows(data, LAG), subs=subs, waits=wait_rows(data.summary),
+        freshness=[{"path": k, **v} for k, v in sorted((data.summary.get("freshness") or {}).items())],
         conservation_ok=bool(cons.get("ok", all(r["ok"] for r in subs))) and all(r["ok"] for r in subs),
         services=service_rows(data.summary), workflows=workflow_rows(data.summary), counters=counter_rows(data.summary),
         costs=costs, currency=currency, as_of=as_of, jobs=job_rows(run), apis=api_rows(data.summary),

@@ -33,7 +33,7 @@ class Stores:
         self.bucket_triggers = {b.name: [t for t in eng.system.triggers if t.bucket == b.name]
                                 for b in eng.system.stores.storage}
 
-    def firestore_op(self, spec, times: np.ndarray, keys: np.ndarray) -> None:
+    def firestore_op(self, spec, times: np.ndarray, keys: np.ndarray, pub: np.ndarray | None = None) -> None:
         tot = self.firestore[spec.collection]
         n = times.size * spec.docs
         if spec.op == "read":
@@ -42,6 +42,9 @@ class Stores:
         tot["writes"] += n
         w = times if spec.docs == 1 else np.repeat(times, spec.docs)
         self.eng.metrics.count("firestore_writes", spec.collection, w)
+        fresh = self.eng.freshness.get(spec.collection)
+        if fresh is not None and pub is not None:
+            fresh.write(times, keys, pub)
         for trig in self.triggers[spec.collection]:
             self.eng.trigger_event(trig, times, keys, spec.change)
 

@@ -24,10 +24,12 @@ from surgesim.sim.broker import Broker, SubState
 from surgesim.sim.core import AttrTable, Batch, rng_for, sample, sorted_uniform
 from surgesim.sim.deps import Api, Stores, service_call
 from surgesim.sim.faults import fault_kind
+from surgesim.sim.freshness import Freshness
 from surgesim.sim.guard import Guard, GuardedEnvironment
 from surgesim.sim.handler import Handler
 from surgesim.sim.metrics import Metrics
 from surgesim.sim.service import Channel, ServiceNode
+from surgesim.sim.sql import SqlDb
 from surgesim.sim.triggers import delivery_latency, with_trigger_subscriptions
 
 EXACT_BELOW = 200
@@ -216,7 +218,11 @@ class Engine:
         self.poison_attr_ids: set[int] = set()
         for f in sc.faults:  # what the stores and the broker read while they are built (sim/faults.py)
             fault_kind(f).prepare(self, f)
+        self._sent: dict[str, int] = {}  # messages each source sent so far (a fleet's keys go round)
+        self.freshness = {c.name: Freshness(c.name, exp.plan.read_every.get(c.name))
+                          for c in self.system.stores.firestore if c.freshness}
         self.stores = Stores(self)
+        self.sql = {d.name: SqlDb(d) for d in self.system.stores.sql}
         self.broker = Broker(self)
         self.apis = {a.name: Api(self, a, [f for f in sc.faults if f.target == a.name and fault_kind(f).on_api])
                      for a in self.system.external_apis}
@@ -421,7 +427,8 @@ class Engine:
                     continue
                 n = int(counts[k])
                 times = sorted_uniform(t0, t1, n, rng)
-                keys = traffic.message_keys(src, n, rng)
+                keys = traffic.message_keys(src, n, rng, self._sent.get(src.name, 0))
+                self._sent[src.name] = self._sent.get(src.name, 0) + n
                 self._deliver_source(src, Batch.new(times, attrs, keys), attrs)
             if self.part is not None:
                 for topic, b in self.part.take(k):
@@ -435,6 +442,8 @@ class Engine:
                 if not busy:
                     break
             self.env.run(until=t1)
+            for fresh in self.freshness.values():
+                fresh.read(self.metrics, t0, t1)
             while self._after_step:  # what must see the whole step settled (a replay's stragglers)
                 self._after_step.pop(0)(t1)
             for node in nodes:
@@ -494,6 +503,7 @@ class Engine:
             "firestore": {k: dict(v) for k, v in self.stores.firestore.items()},
             "bigquery": {k: dict(v) for k, v in self.stores.bigquery.items()},
             "apis": {k: dict(a.totals) for k, a in self.apis.items()},
+            "sql": {k: {**d.totals, "max_pool_wait_s": round(d.max_pool_wait, 6)} for k, d in self.sql.items()},
             "jobs": {k: dict(j.totals) for k, j in self.jobs.items()},
             "workflows": {k: dict(w.totals) for k, w in self.workflows.items()},
         }
@@ -555,6 +565,12 @@ class Engine:
             if kind in ("latency", "lag"):
                 (lat if kind == "latency" else lag)[entity] = h.summary()
         return lat, lag
+
+    def freshness_summaries(self) -> dict:
+        """Per collection with `freshness: true`: the age of the newest message each key's
+        document shows, at every step (sim/freshness.py)."""
+        return {path.partition("/")[2]: h.summary() for path, h in sorted(self.metrics.totals.items())
+                if path.startswith("freshness/")}
 
     def wait_summaries(self) -> dict:
         """Queueing delay per service and per channel (route, subscription, trigger):

@@ -116,7 +116,7 @@ class Firestore(StepKind):
         return lat
 
     def apply(self, h, ef, b, idx, times):
-        h.eng.stores.firestore_op(ef.spec, times, b.key[idx])
+        h.eng.stores.firestore_op(ef.spec, times, b.key[idx], b.pub[idx])
 
 
 @register
@@ -217,6 +217,26 @@ class Vector(StepKind):
 
     def run(self, h, p, step, spec, idx, tt):
         return sample(spec.latency, idx.size, h.rng)
+
+
+@register
+class Sql(StepKind):
+    """A relational-store operation (sim/sql.py): waits for a pooled connection, holds it
+    until its rows commit at the database's write capacity; a pool timeout fails it."""
+    kind = "sql"
+
+    def time_dependent(self, spec, debounce_s):
+        return True
+
+    def run(self, h, p, step, spec, idx, tt):
+        db = h.eng.sql[spec.db]
+        lat, ok = db.run(tt, sample(getattr(db.spec.latency, spec.op), idx.size, h.rng), spec.writes)
+        bad = idx[~ok]
+        if bad.size:
+            p.fail[bad] = True
+            p.alive[bad] = False
+            p.full = False
+        return lat
 
 
 class Handler:

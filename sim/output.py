@@ -69,6 +69,7 @@ def write_run(eng, out_dir: str | Path, meta: dict | None = None) -> dict:
         "latency": latency,
         "lag": lag,
         "wait": eng.wait_summaries(),
+        "freshness": eng.freshness_summaries(),
         "slos": slos,
         "conservation": eng.conservation(totals),
         "cost": cost_of(totals, eng.duration, eng.system),

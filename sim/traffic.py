@@ -237,8 +237,14 @@ def key_space(source: Any) -> int:
     return 1
 
 
-def message_keys(source: Any, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Key ids for n messages (fleet: vehicle index 0..vehicles-1, uniform)."""
+def message_keys(source: Any, n: int, rng: np.random.Generator, sent: int = 0) -> np.ndarray:
+    """Key ids for n messages in time order, after `sent` earlier ones of the source. A
+    fleet's vehicles (0..vehicles-1) ping in turn, so each pings every vehicles / rate
+    seconds (its ping_interval at the base rate), as a tracker on a timer does; uniform
+    random keys would make each vehicle's pings Poisson, with gaps of 20 s and more that
+    no tracker leaves (and a live map's freshness would show them). Other sources: uniform."""
+    if source.kind == "fleet":
+        return (np.arange(sent, sent + int(n), dtype=np.int64)) % int(source.vehicles)
     return rng.integers(0, key_space(source), size=int(n), dtype=np.int64)
 
 

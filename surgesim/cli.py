@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "provision": ("surgesim.commands.provision", "provision", "Create a system file's topics, subscriptions, databases and tables."),
     "sim": ("surgesim.commands.sim", "sim", "Run a scenario in the discrete-event simulator."),
     "compare": ("surgesim.commands.compare", "compare", "Run one scenario under several plans, side by side."),
+    "optimize": ("surgesim.commands.optimize", "optimize", "Search a space of plans for the cheapest that meets the SLOs."),
+    "calibrate": ("surgesim.commands.calibrate", "calibrate", "Fit the simulator to a live run and write a plan overlay."),
     "report": ("surgesim.commands.report", "report", "Build or combine HTML reports from run directories."),
     "up": ("surgesim.commands.up", "up", "Start emulators, provision and run a system's services."),
     "live": ("surgesim.commands.live", "live", "Run a scenario against the real services on the emulators."),

@@ -59,13 +59,16 @@ METRICS = {
     "lag_p99": "surgesim/subscription/end_to_end_lag/p99",
     "wait_p50": "surgesim/service/queue_wait/p50",
     "wait_p99": "surgesim/service/queue_wait/p99",
+    "freshness_p50": "surgesim/collection/freshness/p50",
+    "freshness_p99": "surgesim/collection/freshness/p99",
 }
 GAUGES = {"backlog", "oldest_unacked", "instances", "utilisation"}
 """Metrics whose value is a level at the window's end; the rest count events in the window."""
 
 # Histogram paths: "latency/<service>.<route>" for HTTP accept latency, "lag/<subscription>"
 # for publish -> handler done, "wait/<service>.<channel>" for queueing delay at a service
-# (arrival to start on a slot; channel: a route, subscription or trigger).
+# (arrival to start on a slot; channel: a route, subscription or trigger), "freshness/<collection>"
+# for the age of the newest message a keyed document shows when read (sim/freshness.py).
 LATENCY = "latency"
 LAG = "lag"
 

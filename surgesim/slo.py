@@ -11,6 +11,9 @@ comes from:
         pXX / max / mean over the windows' levels; final = the last window's level;
         total = sum of levels (rarely useful); drain (backlog only, below)
 
+    freshness.COLLECTION      histograms `freshness/...`: age of the newest message a keyed
+                              document shows, looked at every step (simulator)
+        p50 .. max, mean, total as for latency
     wait.SERVICE[.CHANNEL]    histograms `wait/...`: queueing delay, arrival to start on a slot
                               (CHANNEL: a route, subscription or trigger; a service merges them)
         p50 .. max, mean, total as for latency
@@ -201,7 +204,7 @@ def observe(run: Run, scenario: Any, slo: Slo) -> float | None:
         return _histogram_value(run, slo)
     if slo.metric == "pwait":
         return _pwait_value(run, slo)
-    if slo.metric in ("latency", "lag"):
+    if slo.metric in ("latency", "lag", "freshness"):
         return _histogram_value(run, slo)
     if slo.metric in COUNTS:
         return _count_value(_series(run, COUNTS[slo.metric], slo.entity).to_numpy(), slo.func)
@@ -232,7 +235,7 @@ def verdict(results: list[dict]) -> str:
 def _show(value: float | None, slo: Slo | None) -> str:
     if value is None:
         return "inf" if slo is not None and slo.func == "drain" else "no data"
-    timed = slo is not None and (slo.metric in ("latency", "lag", "oldest_unacked", "wait") or slo.func == "drain")
+    timed = slo is not None and (slo.metric in ("latency", "lag", "oldest_unacked", "wait", "freshness") or slo.func == "drain")
     if timed:
         return f"{value * 1000:.4g}ms" if value < 1 else f"{value:.4g}s"
     return f"{value:.6g}"

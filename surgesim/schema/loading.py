@@ -282,6 +282,7 @@ def step_problems(system: System, steps: Iterator[tuple[tuple, Step]]) -> Iterat
     collections = {c.name for c in system.stores.firestore}
     tables = {t.ref for t in system.stores.bigquery}
     buckets = {b.name for b in system.stores.storage}
+    databases = {d.name for d in system.stores.sql}
     callees = {a.name for a in system.external_apis} | {s.name for s in system.services}
     for path, step in steps:
         spec = step.spec
@@ -295,6 +296,8 @@ def step_problems(system: System, steps: Iterator[tuple[tuple, Step]]) -> Iterat
             yield path + ("table",), f"table {spec.table!r} is not declared under stores.bigquery" + _did_you_mean(spec.table, tables)
         elif step.kind == "storage" and spec.bucket not in buckets:
             yield path + ("bucket",), f"bucket {spec.bucket!r} is not declared under stores.storage" + _did_you_mean(spec.bucket, buckets)
+        elif step.kind == "sql" and spec.db not in databases:
+            yield path + ("db",), f"database {spec.db!r} is not declared under stores.sql" + _did_you_mean(spec.db, databases)
 
 
 def system_problems(system: System) -> Iterator[tuple[tuple, str]]:
@@ -372,6 +375,14 @@ def plan_problems(plan: Plan, system: System) -> Iterator[tuple[tuple, str]]:
     for name in plan.jobs:
         if name not in jobs:
             yield ("jobs", name), f"job {name!r} is not in system {system.name!r}"
+    collections = {c.name for c in system.stores.firestore}
+    for name in plan.read_every:
+        if name not in collections:
+            yield ("read_every", name), f"collection {name!r} is not declared under stores.firestore" + _did_you_mean(name, collections)
+    apis = {a.name for a in system.external_apis}
+    for name in plan.apis:
+        if name not in apis:
+            yield ("apis", name), f"external API {name!r} is not in system {system.name!r}" + _did_you_mean(name, apis)
     for name in plan.debounce:
         if name not in services:
             yield ("debounce", name), f"service {name!r} is not in system {system.name!r}" + _did_you_mean(name, services)
@@ -424,6 +435,9 @@ def scenario_problems(sc: Scenario, system: System, plan: Plan) -> Iterator[tupl
             svc, _, route = slo.entity.partition(".")
             ok = svc in services and (not route or route in {r.name for r in routes_of(system, plan, svc)})
             what = "service[.route]"
+        elif slo.metric == "freshness":
+            ok = slo.entity in {c.name for c in system.stores.firestore if c.freshness}
+            what = "Firestore collection with freshness: true"
         elif slo.metric in ("wait", "pwait"):
             svc, _, channel = slo.entity.partition(".")
             ok = svc in services and (not channel or channel in channels_of(system, plan, svc))
@@ -644,6 +658,16 @@ def _beside(doc: _Doc, relative: str) -> str:
     return os.path.normpath(os.path.join(os.path.dirname(doc.name), relative))
 
 
+def with_plan_quotas(system: System, plan: Plan) -> System:
+    """The system with the plan's API quotas in place of its own, so that both engines (the
+    simulator's APIs, the live fakes) run what the plan contracted."""
+    if not plan.apis:
+        return system
+    apis = [a.model_copy(update=plan.apis[a.name].model_dump(exclude_unset=True)) if a.name in plan.apis else a
+            for a in system.external_apis]
+    return system.model_copy(update={"external_apis": apis})
+
+
 def load_experiment(scenario_path: str | Path, plan_path: str | Path | None = None) -> Experiment:
     scenario_path = Path(scenario_path)
     doc = _Doc(scenario_path)
@@ -659,6 +683,7 @@ def load_experiment(scenario_path: str | Path, plan_path: str | Path | None = No
         if not plan_path.is_file():
             raise SchemaError([doc.problem(("plan",), f"file {scenario.plan!r} not found next to {scenario_path.name}")])
     plan = load_plan(plan_path, system, shown=plan_shown) if plan_path is not None else Plan(name="defaults")
+    system = with_plan_quotas(system, plan)
     _raise_if(doc, scenario_problems(scenario, system, plan))
     _raise_if(doc, template_problems(scenario, system, plan, scenario_path.resolve().parent))
     _raise_if(doc, scenario_limit_problems(scenario))

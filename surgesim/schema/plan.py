@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field, model_validator
 
-from surgesim.schema.common import Duration, Fraction, LatencySpec, Strict, in_range
+from surgesim.schema.common import Duration, Fraction, LatencySpec, Rate, Strict, in_range
 from surgesim.schema.system import Route, Step
 
 
@@ -55,13 +55,26 @@ class JobPlan(Strict):
     memory_gib: Annotated[float, in_range(0.125, 32)] = 0.5
 
 
+class ApiPlan(Strict):
+    """The quota contracted with an external API: replaces the system file's figure for
+    this plan (what a plan buys, like instances)."""
+
+    rate_limit: Annotated[Rate, in_range(0.001, 1e7)] | None = None
+    """Requests per second beyond which the API answers 429."""
+
+
 class Plan(Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
     description: str = ""
     services: dict[str, ServicePlan] = Field(default_factory=dict)
     subscriptions: dict[str, SubscriptionPlan] = Field(default_factory=dict)
     jobs: dict[str, JobPlan] = Field(default_factory=dict)
+    apis: dict[str, ApiPlan] = Field(default_factory=dict)
+    """Per external API: the quota this plan contracts (e.g. a higher `rate_limit`)."""
     debounce: dict[str, Annotated[Duration, in_range(0, 3600, "s")]] = Field(default_factory=dict)
+    read_every: dict[str, Annotated[Duration, in_range(0.001, 86400, "s")]] = Field(default_factory=dict)
+    """Per Firestore collection: its readers poll it at this interval instead of listening in
+    real time (a polling live map); `freshness.<collection>` counts the age they see."""
     """Per service: coalesce keyed writes (`firestore: {debounce: true}`) to one per key per interval."""
 
     def service(self, name: str) -> ServicePlan:

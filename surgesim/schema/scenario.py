@@ -493,7 +493,7 @@ class Fault(Strict):
 
 SLO_FUNCS = ("p50", "p90", "p95", "p99", "p999", "max", "mean", "final", "total", "drain")
 SLO_METRICS = ("latency", "lag", "backlog", "oldest_unacked", "dlq", "instances", "rejected", "errors",
-               "wait", "pwait", "job")
+               "wait", "pwait", "job", "freshness")
 _SLO = re.compile(
     r"^\s*(?P<func>[a-z0-9]+)\(\s*(?P<metric>[a-z_]+)\.(?P<entity>[A-Za-z0-9._~%+-]+)\s*\)\s*"
     r"(?P<op><=|>=|==|<|>)\s*(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h)?\s*$"
@@ -514,7 +514,10 @@ class Slo(Strict):
     pXX / final over the histogram windows, e.g. `max(pwait.eta) < 0.2`.
     job.JOB is a Cloud Run Job's duration (its executions, first start to last end, in
     scenario seconds), e.g. `max(job.embed-backfill) < 20m`; a job whose execution failed or
-    never finished has none, and the SLO fails."""
+    never finished has none, and the SLO fails.
+    freshness.COLLECTION (simulator) is the age of the newest message each keyed document of
+    a collection declared with `freshness: true` shows when read, e.g.
+    `p99(freshness.LiveMap) < 15s`."""
 
     text: str
     func: str

@@ -187,6 +187,25 @@ class PollStep(Strict):
     every: Annotated[Duration, in_range(1, 86400, "s")] = 60.0
 
 
+class SqlStep(Strict):
+    """One operation on a relational database (Cloud SQL) declared under `stores.sql`: it
+    waits for a pooled connection, runs, and holds the connection until its writes are
+    committed (docs/simulator.md, "Relational store")."""
+
+    db: str
+    op: Literal["read", "write", "transaction"] = "transaction"
+    writes: Annotated[int, Field(strict=True), in_range(0, 1000)] = 1
+    """Rows the operation writes (0 for a read); each takes its share of the database's write_capacity."""
+
+    @model_validator(mode="after")
+    def _reads_write_nothing(self) -> "SqlStep":
+        if self.op == "read" and self.writes:
+            raise ValueError(f"op: read writes nothing; set writes: 0 (got {self.writes}) or op: write/transaction")
+        if self.op != "read" and not self.writes:
+            raise ValueError(f"op: {self.op} writes at least one row (writes: 0 is op: read)")
+        return self
+
+
 class VectorStep(Strict):
     collection: str
     vectors: Annotated[int, Field(strict=True), in_range(1, 10_000)] = 1
@@ -202,6 +221,7 @@ _STEP_KINDS: dict[str, type[Strict] | None] = {
     "storage": StorageStep,
     "poll": PollStep,
     "vector": VectorStep,
+    "sql": SqlStep,
     "sleep": None,
 }
 
@@ -220,6 +240,7 @@ class Step(Strict):
     storage: StorageStep | None = None
     poll: PollStep | None = None
     vector: VectorStep | None = None
+    sql: SqlStep | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -334,6 +355,10 @@ class Job(Strict):
 class FirestoreCollection(Strict):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
     database: str = "(default)"
+    freshness: bool = False
+    """Simulator: record `freshness.<name>`, the age of the newest message each keyed document
+    shows when read (a live map), every step for every key; the plan's `read_every` says how
+    its readers read."""
 
 
 class Column(Strict):
@@ -397,6 +422,30 @@ class PostgresDatabase(Strict):
     """pgvector (`vector`) is the one the local server bundles."""
 
 
+class SqlLatency(Strict):
+    """Time an operation holds its connection in the database, before any wait for the write log."""
+
+    read: LatencySpec = Field(default_factory=lambda: {"p50": 0.002, "p99": 0.010})
+    write: LatencySpec = Field(default_factory=lambda: {"p50": 0.004, "p99": 0.015})
+    transaction: LatencySpec = Field(default_factory=lambda: {"p50": 0.008, "p99": 0.030})
+
+
+class SqlDatabase(Strict):
+    """A relational database (Cloud SQL primary) behind the services' connection pools:
+    `pool_size` connections in all, and a primary that commits at most `write_capacity`
+    rows a second. Past that rate commits queue, connections stay held, and requests queue
+    for a connection: latency grows without bound until `pool_timeout` fails them."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
+    pool_size: Annotated[int, Field(strict=True), in_range(1, 100_000)]
+    """Connections open to the database across every instance (instances x per-instance pool)."""
+    write_capacity: Annotated[Rate, in_range(0.001, 1e7)]
+    """Rows a second the primary commits when saturated (measure it: a write benchmark on the tier)."""
+    pool_timeout: Annotated[Duration, in_range(0.001, 3600, "s")] = 30.0
+    """How long a request waits for a connection before the pool gives up (HikariCP's default 30 s)."""
+    latency: SqlLatency = Field(default_factory=SqlLatency)
+
+
 class Stores(Strict):
     firestore_latency: FirestoreLatency = Field(default_factory=FirestoreLatency)
     bigquery_latency: BigQueryLatency = Field(default_factory=BigQueryLatency)
@@ -404,6 +453,8 @@ class Stores(Strict):
     bigquery: list[BigQueryTable] = Field(default_factory=list)
     storage: list[Bucket] = Field(default_factory=list)
     postgres: list[PostgresDatabase] = Field(default_factory=list)
+    sql: list[SqlDatabase] = Field(default_factory=list)
+    """Relational databases (Cloud SQL), used by `sql` handler steps."""
 
 
 # ---- Eventarc triggers: three kinds, told apart by their source field -------------------
