@@ -52,6 +52,13 @@ class _Pass:
     effects: list[Effect] = field(default_factory=list)
     job_done: np.ndarray | None = None  # a bigquery job step's completion time, for a later poll
 
+    def failed(self, bad: np.ndarray) -> None:
+        """These messages fail here: they run no later step."""
+        if bad.size:
+            self.fail[bad] = True
+            self.alive[bad] = False
+            self.full = False
+
 
 class StepKind:
     """One kind of handler step in the simulator: `run` samples its duration for the
@@ -128,11 +135,7 @@ class Call(StepKind):
 
     def run(self, h, p, step, spec, idx, tt):
         lat, ok = h.eng.call(spec.api, tt, p.b.attrs[idx], spec.timeout, h.rng)
-        bad = idx[~ok]
-        if bad.size:
-            p.fail[bad] = True
-            p.alive[bad] = False
-            p.full = False
+        p.failed(idx[~ok])
         return lat
 
 
@@ -231,11 +234,7 @@ class Sql(StepKind):
     def run(self, h, p, step, spec, idx, tt):
         db = h.eng.sql[spec.db]
         lat, ok = db.run(tt, sample(getattr(db.spec.latency, spec.op), idx.size, h.rng), spec.writes)
-        bad = idx[~ok]
-        if bad.size:
-            p.fail[bad] = True
-            p.alive[bad] = False
-            p.full = False
+        p.failed(idx[~ok])
         return lat
 
 
