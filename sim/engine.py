@@ -216,6 +216,9 @@ class Engine:
         self.attrs = AttrTable()
         self.broker_down: list[tuple[float, float]] = []
         self.poison_attr_ids: set[int] = set()
+        """Attribute sets every consumer fails: poison messages, checks of failed BigQuery jobs."""
+        self.job_failures: list = []
+        """bigquery_job_failure faults (read by sim/handler.py's bigquery job step)."""
         for f in sc.faults:  # what the stores and the broker read while they are built (sim/faults.py)
             fault_kind(f).prepare(self, f)
         self._sent: dict[str, int] = {}  # messages each source sent so far (a fleet's keys go round)

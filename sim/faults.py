@@ -174,3 +174,48 @@ class JobTaskCrash(_JobTask):
 @register
 class JobTaskHang(_JobTask):
     kind = "job_task_hang"
+
+
+# ---- bigquery_job_failure: read by the handler's bigquery job and poll steps ---------------------
+
+FAILED_JOB_ATTR = "surgesim.bigquery_job"
+"""Marks the status check that finds its job failed (attribute value "failed")."""
+
+
+@register
+class BigqueryJobFailure(SimFault):
+    """A `bigquery: {op: job}` step whose job is inserted inside the window (of service
+    `target`, or of any) fails with probability `error_rate` (default 1): the job runs its
+    drawn duration as usual and ends DONE with an error. The poll step's last check, the
+    one that finds it done, fails at every consumer (as a status checker answers 500 for
+    a failed job), so its subscription retries it and dead-letters it."""
+    kind = "bigquery_job_failure"
+
+    def prepare(self, eng, f) -> None:
+        eng.job_failures.append(f)
+
+
+def failed_jobs(h, n: int, idx: np.ndarray, inserted: np.ndarray) -> np.ndarray | None:
+    """Which of the batch's jobs (messages idx, jobs inserted at `inserted`) end failed;
+    None when no bigquery_job_failure applies (no random draw then: other runs unchanged)."""
+    faults = [f for f in h.eng.job_failures if f.target in (None, h.owner)]
+    if not faults:
+        return None
+    failed = np.zeros(n, dtype=bool)
+    for f in faults:
+        at, end = _window(f)
+        rate = 1.0 if f.error_rate is None else f.error_rate
+        hit = (inserted >= at) & (inserted < end) & (h.rng.random(idx.size) < rate)
+        failed[idx[hit]] = True
+    return failed
+
+
+def failed_check_attrs(eng: "Engine", ids: np.ndarray) -> np.ndarray:
+    """The attribute sets of failed-job checks: the check's own attributes plus the marker,
+    registered as failing at every consumer (Engine.poison_attr_ids, as poison messages)."""
+    out = ids.copy()
+    for a in np.unique(ids).tolist():
+        marked = eng.attrs.intern({**eng.attrs.get(a), FAILED_JOB_ATTR: "failed"})
+        eng.poison_attr_ids.add(marked)
+        out[ids == a] = marked
+    return out

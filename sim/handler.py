@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from surgesim.sim.core import Batch, sample
+from surgesim.sim.faults import failed_check_attrs, failed_jobs
 
 if TYPE_CHECKING:  # pragma: no cover
     from surgesim.sim.engine import Engine
@@ -51,6 +52,7 @@ class _Pass:
     full: bool  # every message still running (tracked, not recomputed per step)
     effects: list[Effect] = field(default_factory=list)
     job_done: np.ndarray | None = None  # a bigquery job step's completion time, for a later poll
+    job_failed: np.ndarray | None = None  # its job ends DONE with an errorResult (bigquery_job_failure)
 
     def failed(self, bad: np.ndarray) -> None:
         """These messages fail here: they run no later step."""
@@ -173,6 +175,7 @@ class Bigquery(StepKind):
             done = np.full(p.n, np.nan)
             done[idx] = tt + lat + sample(spec.duration, m, rng)
             p.job_done = done
+            p.job_failed = failed_jobs(h, p.n, idx, tt + lat)
         p.effects.append(Effect("bigquery", step, spec, idx, p.offs[idx] + lat))
         return lat
 
@@ -199,11 +202,11 @@ class Poll(StepKind):
     kind = "poll"
 
     def run(self, h, p, step, spec, idx, tt):
-        p.effects.append(Effect("poll", step, spec, idx, p.offs[idx].copy(), p.job_done))
+        p.effects.append(Effect("poll", step, spec, idx, p.offs[idx].copy(), (p.job_done, p.job_failed)))
         return np.zeros(idx.size)
 
     def apply(self, h, ef, b, idx, times):
-        job_done, spec = ef.extra, ef.spec
+        (job_done, job_failed), spec = ef.extra, ef.spec
         if job_done is None:
             return
         waits = np.nan_to_num(job_done[idx] - times, nan=0.0)
@@ -211,7 +214,13 @@ class Poll(StepKind):
         rep = np.repeat(np.arange(idx.size), polls)
         k = np.arange(rep.size) - np.repeat(np.cumsum(polls) - polls, polls) + 1
         at = times[rep] + k * spec.every
-        h.eng.broker.publish(spec.topic, Batch.new(at, b.attrs[idx][rep], b.key[idx][rep]))
+        attrs = b.attrs[idx][rep]
+        if job_failed is not None:
+            # the check that finds the job DONE with an errorResult: its consumer fails it
+            last = (k == polls[rep]) & job_failed[idx][rep]
+            if last.any():
+                attrs[last] = failed_check_attrs(h.eng, attrs[last])
+        h.eng.broker.publish(spec.topic, Batch.new(at, attrs, b.key[idx][rep]))
 
 
 @register

@@ -425,6 +425,8 @@ def scenario_problems(sc: Scenario, system: System, plan: Plan) -> Iterator[tupl
         if fault.kind.startswith("job_task_") and fault.target not in {j.name for j in system.jobs}:
             yield ("faults", i, "target"), f"{fault.target!r} is not a job of system {system.name!r}" + _did_you_mean(
                 fault.target, [j.name for j in system.jobs])
+        if fault.kind == "bigquery_job_failure":
+            yield from _job_failure_problems(("faults", i), fault, system)
         if fault.topic is not None and fault.topic not in topics:
             yield ("faults", i, "topic"), f"topic {fault.topic!r} is not in system {system.name!r}"
     for i, slo in enumerate(sc.slos):
@@ -450,6 +452,22 @@ def scenario_problems(sc: Scenario, system: System, plan: Plan) -> Iterator[tupl
         if slo.func == "drain" and slo.metric != "backlog":
             yield ("slos", i), "drain() applies to backlog.SUBSCRIPTION"
     yield from check_problems(sc, system, plan)
+
+
+def bigquery_job_services(system: System) -> list[str]:
+    """Services with a `bigquery: {op: job}` step: the ones a bigquery_job_failure can hit."""
+    return [s.name for s in system.services
+            if any(st.bigquery is not None and st.bigquery.op == "job" for st in s.steps)]
+
+
+def _job_failure_problems(path: tuple, fault, system: System) -> Iterator[tuple[tuple, str]]:
+    jobs = bigquery_job_services(system)
+    if not jobs:
+        yield path + ("kind",), (f"bigquery_job_failure: system {system.name!r} has no service with a "
+                                 "`bigquery: {op: job}` step, so there is no BigQuery job to fail")
+    elif fault.target is not None and fault.target not in jobs:
+        yield path + ("target",), (f"{fault.target!r} is not a service of system {system.name!r} with a "
+                                   f"`bigquery: {{op: job}}` step (those are: {', '.join(jobs)})")
 
 
 def target_problems(path: tuple, kind: str, spec, system: System, plan: Plan) -> Iterator[tuple[tuple, str]]:

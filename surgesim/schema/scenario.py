@@ -432,7 +432,7 @@ class Traffic(Strict):
 FaultKind = Literal[
     "dependency_latency", "dependency_errors", "dependency_outage",
     "consumer_down", "poison_message", "bad_deploy", "emulator_restart",
-    "job_task_crash", "job_task_hang",
+    "job_task_crash", "job_task_hang", "bigquery_job_failure",
 ]
 _FAULT_NEEDS: dict[str, tuple[str, ...]] = {
     "dependency_latency": ("target", "latency"),
@@ -444,6 +444,7 @@ _FAULT_NEEDS: dict[str, tuple[str, ...]] = {
     "emulator_restart": (),
     "job_task_crash": ("target",),
     "job_task_hang": ("target",),
+    "bigquery_job_failure": (),
 }
 
 
@@ -453,9 +454,13 @@ class Fault(Strict):
     duration: Duration | None = None
     """None: until the end of the run (poison_message is instantaneous)."""
     target: ServiceId | None = None
-    """An external API (dependency_*) or a service (consumer_down, bad_deploy)."""
+    """An external API (dependency_*) or a service (consumer_down, bad_deploy;
+    bigquery_job_failure: the service whose jobs fail, default every service with a
+    `bigquery: {op: job}` step)."""
     latency: LatencySpec | None = None
     error_rate: Fraction | None = None
+    """dependency_errors: the share of calls that fail; bigquery_job_failure: the share of
+    BigQuery jobs inserted in the window that end DONE with an errorResult (default 1)."""
     topic: PubSubName | None = None
     count: Annotated[int, Field(strict=True), in_range(1, MAX_POISON)] = 1
     attributes: dict[str, str] = Field(default_factory=lambda: {"poison": "true"})
