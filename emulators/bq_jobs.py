@@ -14,6 +14,13 @@ time has passed, the proxy answers for the job as BigQuery does for a running on
   that will fail is not known to have failed), no ``endTime`` in ``statistics``;
 * getQueryResults: ``jobComplete: false`` with the job's reference, and no rows.
 
+A bigquery_job_failure fault (surgesim/live/fault_kinds.py) sets ``JobTable.failing`` for
+its window: a job inserted then (through the target service's proxy, or any) fails with the
+fault's probability. It runs its drawn run time as any job, then answers as BigQuery does for
+a job that failed: jobs.get ``status: {state: DONE, errorResult: {reason: backendError, ...},
+errors: [...]}``; getQueryResults the error itself (HTTP 500, as BigQuery's API answers a
+backendError). The emulator's own record of the job is unchanged (it ran it and succeeded).
+
 Everything else passes through unchanged. One proxy (one port) per calling service, since
 the run time belongs to the service's job step, and one job table shared by all of them, so
 a job inserted through one service's proxy is RUNNING for another service's jobs.get too.
@@ -37,6 +44,17 @@ RESULTS = re.compile(r"^/bigquery/v2/projects/[^/]+/queries/([^/]+)$")
 
 
 @dataclass
+class Failing:
+    """Jobs inserted while this is set fail with probability `rate` (those of `service` only,
+    when given)."""
+
+    rate: float = 1.0
+    service: str | None = None
+    reason: str = "backendError"
+    message: str = "The job encountered an internal error during execution and was unable to complete successfully."
+
+
+@dataclass
 class JobTable:
     """job id -> the monotonic time it is done; shared by every service's proxy."""
 
@@ -44,6 +62,12 @@ class JobTable:
     inserted: int = 0
     delayed_reads: int = 0
     """jobs.get / getQueryResults answered 'still running'."""
+    failing: Failing | None = None
+    """A bigquery_job_failure fault's window is open: jobs inserted now may fail."""
+    failed: dict[str, dict] = field(default_factory=dict)
+    """job id -> the errorResult it ends with."""
+    failed_reads: int = 0
+    """jobs.get / getQueryResults answered with a failed job's error."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def running_count(self) -> int:
@@ -53,6 +77,19 @@ class JobTable:
     def running(self, job_id: str) -> bool:
         at = self.done_at.get(job_id)
         return at is not None and time.monotonic() < at
+
+
+def as_failed(job: dict, error: dict) -> dict:
+    """A job resource as jobs.get shows it once the job has failed."""
+    out = dict(job)
+    out["status"] = {"state": "DONE", "errorResult": error, "errors": [error]}
+    return out
+
+
+def error_body(error: dict) -> bytes:
+    """BigQuery's API error for a failed job's results (google.api_core reads `error`)."""
+    return json.dumps({"error": {"code": 500, "message": error["message"], "status": "INTERNAL",
+                                 "errors": [{**error, "domain": "global"}]}}).encode()
 
 
 def as_running(job: dict) -> dict:
@@ -69,10 +106,12 @@ class JobClock:
     """ASGI app: serve with emulators.front.serve(clock, port)."""
 
     def __init__(self, upstream: str, table: JobTable, *, p50: float | None = None, p99: float | None = None,
-                 time_scale: float = 1.0, seed: int = 0, timeout: float = 60.0) -> None:
+                 time_scale: float = 1.0, seed: int = 0, timeout: float = 60.0, service: str | None = None) -> None:
         """upstream: the emulator's REST base URL; p50/p99: the inserting service's job run
-        time in scenario seconds (None: its jobs are done when the emulator says so)."""
+        time in scenario seconds (None: its jobs are done when the emulator says so);
+        service: the inserting service (a bigquery_job_failure's target)."""
         self.upstream = upstream.rstrip("/")
+        self.service = service
         self.table = table
         self.p50, self.p99 = p50, p99
         self.time_scale = time_scale
@@ -85,6 +124,13 @@ class JobClock:
         if not self.p50:
             return 0.0
         return cold_start_sample(self.rng, self.p50, self.p99) / self.time_scale
+
+    def _fails(self) -> dict | None:
+        """The errorResult of the job being inserted, if a failure window says it fails."""
+        failing = self.table.failing
+        if failing is None or failing.service not in (None, self.service) or self.rng.random() >= failing.rate:
+            return None
+        return {"reason": failing.reason, "message": failing.message}
 
     def _count_running(self) -> None:
         with self.table.lock:
@@ -120,6 +166,11 @@ class JobClock:
                 project = path.split("/")[4]
                 return await _json(send, {"kind": "bigquery#getQueryResultsResponse", "jobComplete": False,
                                           "jobReference": {"projectId": project, "jobId": job_id}})
+            if RESULTS.match(path) and job_id in self.table.failed:
+                with self.table.lock:
+                    self.table.failed_reads += 1
+                return await _respond(send, 500, error_body(self.table.failed[job_id]),
+                                      [(b"content-type", b"application/json; charset=UTF-8")])
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         fwd = {k: v for k, v in headers.items() if k not in HOP_HEADERS}
         url = self.upstream + path + (f"?{query}" if query else "")
@@ -134,17 +185,29 @@ class JobClock:
             ref = (job or {}).get("jobReference") or {}
             if ref.get("jobId"):
                 run = self.run_time()
+                # a job the emulator already failed (a bad query) keeps its own error
+                error = None if ((job or {}).get("status") or {}).get("errorResult") else self._fails()
                 with self.table.lock:
                     self.table.inserted += 1
                     if run > 0:
                         self.table.done_at[ref["jobId"]] = time.monotonic() + run
+                    if error is not None:
+                        self.table.failed[ref["jobId"]] = error
                 if run > 0:
                     return await _json(send, as_running(job))
+                if error is not None:
+                    return await _json(send, as_failed(job, error))
         elif status == 200 and job_id is not None and GET.match(path) and self.table.running(job_id):
             job = _parse(content, rh)  # decided after the emulator answered: counted only if so answered
             if job is not None:
                 self._count_running()
                 return await _json(send, as_running(job))
+        elif status == 200 and job_id is not None and GET.match(path) and job_id in self.table.failed:
+            job = _parse(content, rh)
+            if job is not None:
+                with self.table.lock:
+                    self.table.failed_reads += 1
+                return await _json(send, as_failed(job, self.table.failed[job_id]))
         await _respond(send, status, content, out)
 
 

@@ -349,3 +349,53 @@ class JobTaskCrash(_JobTask):
 @register
 class JobTaskHang(_JobTask):
     kind = "job_task_hang"
+
+
+# ---- bigquery_job_failure: the BigQuery job clock's failure window ------------------------------
+
+@register
+class BigqueryJobFailure(LiveFault):
+    """While active, the job clock (emulators/bq_jobs.py, one JobTable shared by every
+    service's proxy) makes jobs inserted by `target` (or any service) end DONE with an
+    errorResult with probability error_rate (default 1)."""
+    kind = "bigquery_job_failure"
+
+    def refused(self, f, system):
+        from surgesim.schema.loading import bigquery_job_services
+
+        jobs = bigquery_job_services(system)
+        if not jobs:
+            return f"system {system.name!r} has no service with a `bigquery: {{op: job}}` step: no BigQuery job to fail"
+        if f.target is not None and f.target not in jobs:
+            return f"{f.target!r} is not a service with a `bigquery: {{op: job}}` step ({', '.join(jobs)})"
+        return None
+
+    def refused_here(self, f, runner):
+        if runner.job_table is None:
+            return ("this run has no BigQuery job clock (emulators/bq_jobs.py: it needs a BigQuery emulator "
+                    "and a `bigquery: {op: job, duration: ...}` step), so its jobs cannot be made to fail")
+        if f.target is not None and f.target not in runner.procs:
+            return f"{f.target!r} is not a service process of this run ({runner.skipped.get(f.target, 'no such service')})"
+        return None
+
+    def start(self, inj, a, t):
+        from surgesim.emulators.bq_jobs import Failing
+
+        table = inj.runner.job_table
+        a.restore["failed0"] = len(table.failed)
+        a.restore["inserted0"] = table.inserted
+        table.failing = Failing(rate=1.0 if a.fault.error_rate is None else a.fault.error_rate, service=a.fault.target)
+        return None
+
+    def end(self, inj, a, details):
+        table = inj.runner.job_table
+        table.failing = None
+        details.update({"method": "the BigQuery job clock's failure window (emulators/bq_jobs.py)",
+                        "jobs_inserted": table.inserted - a.restore["inserted0"],
+                        "jobs_failed": len(table.failed) - a.restore["failed0"]})
+        if details["jobs_failed"] == 0:  # armed but never applied: the run did not rehearse what it declares
+            details["failed"] = "no BigQuery job was made to fail while the fault was active"
+
+    def abort(self, inj, a):
+        if inj.runner.job_table is not None:
+            inj.runner.job_table.failing = None

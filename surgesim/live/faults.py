@@ -11,6 +11,7 @@ sim/faults.py):
 | bad_deploy | a new revision with BAD_PATTERN=<matching> (runner.roll_out: no downtime) | the fixed revision; with replay, each affected message re-delivered once: a subscription with a dead-letter topic has its holding subscriptions' messages re-published (and again whatever reaches them later), one without is sought back to the deploy (never both: the seek would deliver the dead letters a second time) |
 | emulator_restart (Pub/Sub) | the Pub/Sub emulator's process group frozen (SIGSTOP) | thawed (SIGCONT), with every topic, subscription, backlog and lease it had |
 | job_task_crash / job_task_hang | armed: the first `count` task attempts of the job that start are killed / stopped (surgesim/live/job_faults.py) | disarmed |
+| bigquery_job_failure | the BigQuery job clock (emulators/bq_jobs.py) makes each job inserted by `target` (or any service) end DONE with an errorResult (`backendError`) with probability `error_rate` (default 1), after its drawn run time | the window closed (jobs already failed stay failed); details: `jobs_inserted`, `jobs_failed` in the window |
 
 emulator_restart, live: the simulator's semantics are "no Pub/Sub deliveries in the
 window; messages are kept and delivered after" (sim/broker.py). Live, the emulator is made

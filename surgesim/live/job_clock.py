@@ -33,6 +33,7 @@ def start(system, services: list[str], fronts, emulator_env: dict[str, str], *, 
     hosts = {}
     for i, name in enumerate(services):
         p50, p99 = durations.get(name, (None, None))
-        clock = JobClock(f"http://{host}", table, p50=p50, p99=p99, time_scale=time_scale, seed=seed + i)
+        clock = JobClock(f"http://{host}", table, p50=p50, p99=p99, time_scale=time_scale, seed=seed + i,
+                         service=name)
         hosts[name] = f"127.0.0.1:{fronts.serve_app(f' bq-jobs {name}', clock)}"
     return hosts, table

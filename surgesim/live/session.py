@@ -474,7 +474,9 @@ def _job_clock(runner: SystemRunner, running_at_end: int) -> dict | None:
     if t is None:
         return None
     return {"inserted": t.inserted, "timed": len(t.done_at), "running_answers": t.delayed_reads,
-            "running_at_end": running_at_end}
+            "running_at_end": running_at_end,
+            # jobs a bigquery_job_failure made end with an errorResult, and the reads answered so
+            "failed": len(t.failed), "failed_answers": t.failed_reads}
 
 
 def _api_totals(runner: SystemRunner) -> dict:

@@ -43,3 +43,31 @@ def test_run_times_follow_the_step_on_the_scenario_clock():
 def test_the_relays_job_step_is_found():
     relay = load_system(ROOT / "scenarios" / "systems" / "relay.yaml")
     assert job_durations(relay) == {"relay-start": (180.0, 1500.0)}
+
+
+def test_a_failed_job_is_done_with_its_error_as_bigquery_shows_it():
+    from surgesim.emulators.bq_jobs import as_failed, error_body
+
+    ok = {"jobReference": {"jobId": "j1"}, "status": {"state": "DONE"}}
+    err = {"reason": "backendError", "message": "boom"}
+    job = as_failed(ok, err)
+    assert job["status"] == {"state": "DONE", "errorResult": err, "errors": [err]} and ok["status"] == {"state": "DONE"}
+    import json
+
+    assert json.loads(error_body(err))["error"]["errors"][0]["reason"] == "backendError"
+
+
+def test_a_failure_window_fails_jobs_of_its_service_at_its_rate():
+    from surgesim.emulators.bq_jobs import Failing
+
+    table = JobTable()
+    start = JobClock("http://127.0.0.1:1", table, seed=1, service="relay-start")
+    other = JobClock("http://127.0.0.1:1", table, seed=1, service="relay-status")
+    assert start._fails() is None  # no window open
+    table.failing = Failing(rate=0.3, service="relay-start")
+    draws = [start._fails() for _ in range(4000)]
+    assert abs(sum(d is not None for d in draws) / 4000 - 0.3) < 0.03
+    assert {d["reason"] for d in draws if d} == {"backendError"}
+    assert all(other._fails() is None for _ in range(200))  # another service's jobs are not its target
+    table.failing = Failing()  # no target, rate 1: every job of every service
+    assert other._fails() is not None and start._fails() is not None
