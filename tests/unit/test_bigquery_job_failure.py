@@ -82,3 +82,38 @@ def test_a_target_without_a_job_step_is_refused_with_the_ones_that_have_one(tmp_
     (tmp_path / "s.yaml").write_text(SCENARIO.replace("FAULTS", "  - {kind: bigquery_job_failure, target: relay-status, at: 1m}"))
     with pytest.raises(SchemaError, match=r"'relay-status' is not a service .* with a `bigquery: \{op: job\}` step \(those are: relay-start\)"):
         load_experiment(tmp_path / "s.yaml")
+
+
+def test_live_it_is_refused_without_a_job_clock_and_arms_and_disarms_the_clock():
+    from types import SimpleNamespace
+
+    from surgesim.emulators.bq_jobs import JobTable
+    from surgesim.live.fault_kinds import fault_kind
+    from surgesim.schema import Fault, load_system
+
+    relay = load_system(ROOT / "scenarios" / "systems" / "relay.yaml")
+    f = Fault.model_validate({"kind": "bigquery_job_failure", "at": 0, "duration": 60, "error_rate": 0.25,
+                              "target": "relay-start"})
+    kind = fault_kind(f)
+    assert kind.refused(f, relay) is None
+    wrong = f.model_copy(update={"target": "relay-status"})
+    assert "'relay-status' is not a service with a `bigquery: {op: job}` step (relay-start)" == kind.refused(wrong, relay)
+    no_clock = SimpleNamespace(job_table=None, procs={"relay-start": object()}, skipped={})
+    assert "no BigQuery job clock" in kind.refused_here(f, no_clock)
+    table = JobTable()
+    runner = SimpleNamespace(job_table=table, procs={"relay-start": object()}, skipped={})
+    assert kind.refused_here(f, runner) is None
+    a = SimpleNamespace(fault=f, restore={})
+    inj = SimpleNamespace(runner=runner)
+    kind.start(inj, a, 0.0)
+    assert table.failing.rate == 0.25 and table.failing.service == "relay-start"
+    table.inserted += 4
+    table.failed["j1"] = {"reason": "backendError", "message": "x"}
+    details: dict = {}
+    kind.end(inj, a, details)
+    assert table.failing is None and details["jobs_inserted"] == 4 and details["jobs_failed"] == 1
+    assert "failed" not in details
+    kind.start(inj, a, 0.0)
+    details = {}
+    kind.end(inj, a, details)  # nothing failed in this window: the run did not rehearse it
+    assert details["jobs_failed"] == 0 and details["failed"].startswith("no BigQuery job was made to fail")
