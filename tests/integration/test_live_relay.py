@@ -5,7 +5,8 @@ publishes a status check due one poll interval later; relay-status waits for it,
 the job and re-publishes the check until it is DONE, which the run's BigQuery job clock
 (emulators/bq_jobs.py) makes take the system file's job run time. The baseline exits 0 with
 every job DONE (checked in the emulator, not only in the run's own figures); requests whose
-query fails in BigQuery are dead-lettered from relay-status-sub and the run exits 1.
+query fails in BigQuery, and jobs a bigquery_job_failure fault fails (the job clock ends
+them DONE with a backendError), are dead-lettered from relay-status-sub and the run exits 1.
 
 Both runs are tests/integration/scenarios/relay_short.yaml: the baseline at its time_scale
 120 (10 wall seconds of traffic, a check due 0.5 wall s after the previous), the failing
@@ -32,11 +33,12 @@ SHORT = HERE / "scenarios" / "relay_short.yaml"
 PROJECT = "relay-local"
 
 
-def _scenario(tmp_path: Path, sources: list[dict] | None = None) -> Path:
+def _scenario(tmp_path: Path, sources: list[dict] | None = None, faults: list[dict] | None = None) -> Path:
     doc = yaml.safe_load(SHORT.read_text())
     doc["system"] = str((SHORT.parent / doc["system"]).resolve())
     doc["plan"] = str((SHORT.parent / doc["plan"]).resolve())
     doc["traffic"]["sources"] += sources or []
+    doc["faults"] = faults or []
     path = tmp_path / "scenario.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
@@ -89,28 +91,51 @@ def test_the_relay_runs_every_job_to_done_live(gcp, tmp_path):
 
 
 def test_jobs_that_fail_in_bigquery_are_dead_lettered_and_fail_the_run(gcp, tmp_path):
+    """Two ways a job fails, in one run (one run's time): a bad query (a traffic source), which
+    the emulator itself fails, and a bigquery_job_failure fault, whose window makes the job
+    clock end every job inserted in it DONE with a backendError."""
     bad = {"name": "bad_requests", "rate": "30/m",
            "publish": {"topic": "relay.requests", "attributes": {"jobKind": "rollup", "sourceTable": "no_such_table"}}}
+    # the whole run: in the 5 wall s of traffic at x240 the inserts are too few and too bunched
+    # (relay-start's cold starts) for a window to be sure to catch one; the window's edges are
+    # tests/unit's (test_bigquery_job_failure.py, test_bq_job_clock.py)
+    fault = {"kind": "bigquery_job_failure", "at": "0s"}
     # at time_scale 240 the 10 delivery attempts' backoffs (1,510 scenario s) take 6.3 wall s
-    rc, text = _live(gcp, _scenario(tmp_path, [bad]), tmp_path / "run", tmp_path / "live.log", "--time-scale", "240")
+    rc, text = _live(gcp, _scenario(tmp_path, [bad], [fault]), tmp_path / "run", tmp_path / "live.log",
+                     "--time-scale", "240")
     assert rc == 1, text[-4000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     n_bad = summary["loadgen"]["counts"]["bad_requests"]["ok"]
     assert n_bad >= 1, summary["loadgen"]["counts"]
+    clock = summary["live"]["bigquery_jobs"]
+    n_fault = clock["failed"]  # every good job (a bad query keeps its own error)
+    assert n_fault == summary["loadgen"]["counts"]["job_requests"]["ok"] >= 1, (clock, summary["loadgen"])
+    assert clock["failed_answers"] >= n_fault, clock
+    record = next(r for r in json.loads((tmp_path / "run" / "faults.json").read_text())
+                  if r["kind"] == "bigquery_job_failure")
+    assert record["details"]["jobs_failed"] == n_fault and "failed" not in record["details"], record
+    n_failed = n_bad + n_fault
     failed = {s["text"]: s for s in summary["slos"] if not s["holds"]}
-    assert set(failed) == {"final(dlq.relay-status-sub) == 0", "max(errors.relay-status) == 0"}, summary["slos"]
-    assert failed["final(dlq.relay-status-sub) == 0"]["observed"] == n_bad
-    assert summary["totals"]["subscriptions"]["relay-status-sub"]["dead_lettered"] == n_bad
+    # every job failing, the status backlog is up for the retries' ~25 scenario minutes and more
+    assert set(failed) == {"final(dlq.relay-status-sub) == 0", "max(errors.relay-status) == 0",
+                           "drain(backlog.relay-status-sub) < 30m"}, summary["slos"]
+    assert failed["final(dlq.relay-status-sub) == 0"]["observed"] == n_failed
+    assert summary["totals"]["subscriptions"]["relay-status-sub"]["dead_lettered"] == n_failed
     assert summary["totals"]["subscriptions"]["relay-start-sub"]["dead_lettered"] == 0  # insert accepted them
     status = summary["live"]["service_counters"]["relay-status"]
     # each failed job answered 500 on every one of relay-status-sub's 10 delivery attempts
-    assert status["jobs_failed"] == n_bad and status["failed_job_deliveries"] == n_bad * 10
+    assert status["jobs_failed"] == n_failed and status["failed_job_deliveries"] == n_failed * 10
     requests = summary["totals"]["topics"]["relay.requests"]["published"]
-    assert status["jobs_done"] == requests - n_bad
+    assert status.get("jobs_done", 0) == requests - n_failed == 0  # a counter never counted is absent
 
     jobs = _jobs(gcp)
     failed_jobs = {k: v for k, v in jobs.items() if v["state"] == "FAILED"}
-    assert len(failed_jobs) == n_bad and all("no_such_table" in v["error"] for v in failed_jobs.values()), jobs
+    assert len(failed_jobs) == n_failed, jobs
+    by_query = {k for k, v in failed_jobs.items() if "no_such_table" in v["error"]}
+    by_fault = {k for k, v in failed_jobs.items() if "internal error" in v["error"]}
+    assert len(by_query) == n_bad and len(by_fault) == n_fault, failed_jobs
     bq = Clients(gcp.env_vars(), project=PROJECT).bigquery()
-    for job_id in failed_jobs:
+    for job_id in by_query:
         assert bq.get_job(job_id).error_result["reason"] == "notFound"
+    for job_id in by_fault:  # the emulator ran it: the failure is the job clock's, as documented
+        assert bq.get_job(job_id).error_result is None
