@@ -237,6 +237,9 @@ def stop_groups(records: Sequence[ManagedProcess], timeout: float = 10.0) -> lis
                 _exit_codes[r.pid] = proc.wait(timeout=1)
             except subprocess.TimeoutExpired:
                 pass
+    # Every process signalled is gone before this returns (a member can outlive its group's
+    # last scan by a few ms under load; callers then check for leftovers).
+    psutil.wait_procs([p for ms in members.values() for p in ms], timeout=3)
     # A process that just exited can hold its listening socket for a few more ms.
     ports = [p for r in records if members[id(r)] for p in r.ports.values()]
     wait_for(lambda: not any(port_open("127.0.0.1", p, 0.1) for p in ports), 3.0, 0.02)

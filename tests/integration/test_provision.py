@@ -1,6 +1,7 @@
 """`surgesim provision` against the real emulators, verified by listing back through the official clients."""
 
 import re
+import shutil
 import uuid
 from pathlib import Path
 
@@ -20,6 +21,8 @@ def _isolated(name: str, tmp_path) -> Path:
     project = f"prov-{name[:4]}-{uuid.uuid4().hex[:6]}"
     path = tmp_path / f"{name}.yaml"
     path.write_text(re.sub(r"^project: .*$", f"project: {project}", text, count=1, flags=re.M))
+    for extra in Path("scenarios/systems").glob(f"{name}-*.yaml"):  # files it names (a workflow's source:)
+        shutil.copy(extra, tmp_path / extra.name)
     return path
 
 
