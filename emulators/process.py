@@ -7,11 +7,17 @@ whole group, SIGTERM first and SIGKILL after a timeout.
 
 A PID alone is not an identity (PIDs are reused), so a process counts as ours only if
 
-* it is the recorded leader and its ``create_time`` matches the record, or
+* it is the recorded leader and its start time matches the record, or
 * it is in the recorded process group *and* carries our environment markers
   (``SURGESIM_EMULATOR`` / ``SURGESIM_STATE_DIR``, inherited by every descendant).
 
 Nothing in this module signals a process that fails both tests.
+
+The start time compared is the kernel's (``/proc/PID/stat`` field 22, clock ticks since
+boot), not psutil's ``create_time()``: that one is boot time + ticks, and the boot time the
+kernel reports moves whenever the wall clock is stepped (NTP, a VM resumed from a snapshot).
+On CI a step of that kind made every running emulator look dead ("not running;
+restarting") and the suite fell apart.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ class ManagedProcess:
     started_at: float  # wall-clock epoch seconds
     ports: dict[str, int] = field(default_factory=dict)
     state_dir: str = ""
+    start_ticks: int | None = None  # kernel start time; None where /proc is absent
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,6 +107,7 @@ def start_process(
         create_time = psutil.Process(proc.pid).create_time()
     except psutil.Error:  # died instantly; keep a record anyway so the caller sees it
         create_time = 0.0
+    ticks = start_ticks(proc.pid)
     return ManagedProcess(
         name=name,
         pid=proc.pid,
@@ -110,7 +118,36 @@ def start_process(
         started_at=time.time(),
         ports=dict(ports or {}),
         state_dir=str(state_dir),
+        start_ticks=ticks,
     )
+
+
+def start_ticks(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` in clock ticks since boot: fixed for the life of
+    the process and unaffected by wall-clock steps. None if unknown (no /proc, or gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rfind(b")") + 2:].split()
+    try:
+        return int(fields[19])  # field 22 overall; fields[0] here is field 3
+    except (IndexError, ValueError):
+        return None
+
+
+def _is_recorded(p: psutil.Process, create_time: float | None, ticks: int | None) -> bool:
+    """Is ``p`` the very process that was recorded (not a later one reusing its PID)?"""
+    if ticks is not None:
+        now = start_ticks(p.pid)
+        if now is not None:
+            return now == ticks
+    if create_time is None:
+        return True
+    # Records without ticks (older state files, no /proc): wall-clock based, so tolerant.
+    return abs(p.create_time() - create_time) <= 1.0
 
 
 def _reap(pid: int) -> None:
@@ -126,16 +163,15 @@ def exit_code(pid: int) -> int | None:
     return _exit_codes.get(pid)
 
 
-def is_running(pid: int, create_time: float | None = None) -> bool:
-    """True if ``pid`` is alive (not a zombie) and, if given, was created at ``create_time``."""
+def is_running(pid: int, create_time: float | None = None, ticks: int | None = None) -> bool:
+    """True if ``pid`` is alive (not a zombie) and, if given, is the process recorded with
+    that start time (``ticks`` from :func:`start_ticks`, else ``create_time``)."""
     _reap(pid)
     try:
         p = psutil.Process(pid)
         if p.status() == psutil.STATUS_ZOMBIE:
             return False
-        if create_time is not None and abs(p.create_time() - create_time) > 0.05:
-            return False  # the PID was reused by someone else
-        return True
+        return _is_recorded(p, create_time, ticks)  # else the PID was reused by someone else
     except psutil.Error:
         return False
 
@@ -157,7 +193,7 @@ def group_members(record: ManagedProcess) -> list[psutil.Process]:
                 continue
             if p.status() == psutil.STATUS_ZOMBIE:
                 continue
-            is_leader = p.pid == record.pid and abs(p.create_time() - record.create_time) <= 0.05
+            is_leader = p.pid == record.pid and _is_recorded(p, record.create_time, record.start_ticks)
             if is_leader or _carries_marker(p, record.name, record.state_dir):
                 members.append(p)
         except (psutil.Error, ProcessLookupError, PermissionError):

@@ -185,7 +185,7 @@ class Stack:
 def _status_of(name: str, spec: Emulator, state: State, project: str, check: bool) -> EmulatorStatus:
     rec = state.started.get(name)
     if rec is not None:
-        alive = is_running(rec.pid, rec.create_time)
+        alive = is_running(rec.pid, rec.create_time, rec.start_ticks)
         healthy = alive and check and spec.healthy(HOST, rec.ports, project)
         st = "dead" if not alive else ("running" if healthy or not check else "unhealthy")
         return EmulatorStatus(
@@ -277,7 +277,7 @@ def up(
             want = _requested_ports(spec, ports, rec.ports if rec else None)
             action = "started"
             if rec is not None:
-                alive = is_running(rec.pid, rec.create_time)
+                alive = is_running(rec.pid, rec.create_time, rec.start_ticks)
                 # a port key the record lacks is one this version added (e.g. firestore_events):
                 # the older emulator is reused without it
                 if alive and {k: v for k, v in want.items() if k in rec.ports} != rec.ports:
@@ -374,7 +374,7 @@ def up(
                     st.healthy, st.action, st.startup_seconds = True, action, secs
                     results[name] = st
                     del pending[name]
-                elif not is_running(rec.pid, rec.create_time):
+                elif not is_running(rec.pid, rec.create_time, rec.start_ticks):
                     code = exit_code(rec.pid)
                     failures[name] = f"{spec.title} exited (code {code}) before answering on {HOST}:{spec.main_port(rec.ports)}"
                     del pending[name]
@@ -463,7 +463,7 @@ def stray_processes(state_dir: str | os.PathLike | None = None) -> list:
     as a running leader (e.g. a java child orphaned by a killed gcloud). For checks/tests."""
     d = resolve_state_dir(state_dir)
     state = load_state(d)
-    recorded = {r.pgid for r in state.started.values() if is_running(r.pid, r.create_time)}
+    recorded = {r.pgid for r in state.started.values() if is_running(r.pid, r.create_time, r.start_ticks)}
     out = []
     for p in marked_processes(d):
         try:

@@ -37,6 +37,7 @@ def gcp(tmp_path_factory):
         down(state_dir=state_dir)  # whatever did start
         raise
     pgids = {s.pgid for s in stack.emulators.values() if s.owned}
+    stack.session_pids = {n: s.pid for n, s in stack.emulators.items() if s.owned}
     try:
         yield stack
     finally:
@@ -52,6 +53,31 @@ def gcp(tmp_path_factory):
         still_open = [p for p in ports.values() if port_open("127.0.0.1", p)]
         assert not left, f"emulator processes left behind: {left}"
         assert not still_open, f"emulator ports still answering: {still_open}"
+
+
+_gcp_lost: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _gcp_stays_up(request):
+    """The session's emulators must outlive every test that uses them. A test that kills or
+    restarts one fails here, by name, and every later test that needs them fails at once
+    instead of timing out one by one (a CI run once spent its whole budget that way)."""
+    if "gcp" not in request.fixturenames:
+        yield
+        return
+    if _gcp_lost:
+        pytest.fail(f"the session's emulators are gone: {_gcp_lost[0]}")
+    yield
+    from surgesim.emulators import status
+
+    gcp = request.getfixturevalue("gcp")
+    now = status(list(gcp.session_pids), state_dir=gcp.state_dir, check=False).emulators
+    lost = [f"{n} (pid {pid}: now {now[n].status}, pid {now[n].pid})" for n, pid in gcp.session_pids.items()
+            if now[n].status != "running" or now[n].pid != pid]
+    if lost:
+        _gcp_lost.append(f"{', '.join(lost)} after {request.node.nodeid}")
+        pytest.fail(f"this test left the session's emulators stopped or replaced: {', '.join(lost)}")
 
 
 @pytest.fixture(scope="session")

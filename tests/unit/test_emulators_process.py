@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -19,6 +20,7 @@ from surgesim.emulators.process import (
     marked_processes,
     port_open,
     start_process,
+    start_ticks,
     stop_group,
     wait_for,
 )
@@ -124,3 +126,37 @@ def test_previous_log_is_kept_on_restart(tmp_path):
         assert wait_for(lambda: not is_running(rec.pid), 10)
     assert log.read_text().strip() == "second"
     assert (tmp_path / "logs" / "x.log.prev").read_text().strip() == "first"
+
+
+def test_a_wall_clock_step_does_not_make_a_running_process_look_dead(tmp_path):
+    """psutil's create_time() is boot time + ticks, and the boot time moves when the wall
+    clock is stepped (CI saw every emulator called "not running" after one). The record's
+    kernel start ticks still identify the process."""
+    code = "import time; print('ready', flush=True); time.sleep(30)"
+    rec = start_process("stepped", [sys.executable, "-c", code], tmp_path / "c.log", state_dir=tmp_path)
+    try:
+        assert rec.start_ticks is not None and rec.start_ticks == start_ticks(rec.pid)
+        stepped = ManagedProcess.from_dict({**rec.to_dict(), "create_time": rec.create_time - 37.0})
+        assert is_running(stepped.pid, stepped.create_time, stepped.start_ticks)
+        assert [p.pid for p in group_members(stepped)] == [rec.pid]
+        # Same PID, other start ticks: a reused PID, not ours.
+        reused = ManagedProcess.from_dict({**rec.to_dict(), "start_ticks": rec.start_ticks - 1})
+        assert not is_running(reused.pid, reused.create_time, reused.start_ticks)
+    finally:
+        stop_group(rec, timeout=2)
+
+
+def test_start_ticks_reads_a_command_name_with_spaces_and_parentheses(tmp_path):
+    import shutil
+
+    exe = tmp_path / "odd ) name ("
+    shutil.copy(sys.executable, exe)
+    proc = subprocess.Popen([str(exe), "-c", "import time; time.sleep(10)"])
+    try:
+        assert start_ticks(proc.pid) == start_ticks(proc.pid) is not None
+        assert abs(start_ticks(proc.pid) / os.sysconf("SC_CLK_TCK")
+                   - psutil.Process(proc.pid).create_time() + psutil.boot_time()) < 0.5
+    finally:
+        proc.kill()
+        proc.wait()
+    assert start_ticks(proc.pid) is None
