@@ -249,9 +249,6 @@ class Sending(Strict):
     let: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Template] = Field(default_factory=dict)
     """Per-arrival variables, rendered in order before the payload (each sees the ones before
     it), e.g. `order_id: "O{{ run }}{{ '%06d' % seq }}"`; they travel with the item put."""
-    take: PoolName | None = None
-    """Each arrival takes the oldest item of this pool (its variables are in the templates'
-    context); an arrival that finds the pool empty is not sent: it is counted `starved`."""
     put: PoolName | None = None
     """On a 2xx answer the arrival's item (taken variables + let + captures) goes into this pool."""
     capture: Captures = Field(default_factory=dict)
@@ -267,7 +264,7 @@ class Sending(Strict):
         return names
 
 
-def pool_variables(sendings: list["Sending"]) -> dict[str, set[str]]:
+def pool_variables(sendings: list["Source | Prepare"]) -> dict[str, set[str]]:
     """Per pool, the variables its items carry: the let and captures of every source and
     prepare entry that puts into it, plus what those took from their own pools."""
     out: dict[str, set[str]] = {}
@@ -297,15 +294,25 @@ class Prepare(Sending):
 
     count: Annotated[int, Field(strict=True), in_range(0, 10_000_000)] | Cover
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_take(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "take" in data:
+            raise ValueError("a prepare entry makes items; it takes none (take:)")
+        return data
+
     @model_validator(mode="after")
     def _one(self) -> "Prepare":
         targets = [n for n in ("publish", "request", "firestore", "storage", "flow") if getattr(self, n) is not None]
         if len(targets) != 1:
             raise ValueError(f"a prepare entry sends exactly one of publish, request, firestore, storage, flow; "
                              f"got {', '.join(targets) or 'none'}")
-        if self.take is not None:
-            raise ValueError("a prepare entry makes items; it takes none (take:)")
         return self
+
+    @property
+    def take(self) -> None:
+        """Prepare entries take from no pool (they run before any source has put)."""
+        return None
 
     @property
     def firestore_only(self) -> bool:
@@ -320,6 +327,9 @@ class Source(Sending):
     curve. kind once: a single action `at` an offset (e.g. start a job)."""
 
     kind: Literal["fleet", "rate", "once"] = "rate"
+    take: PoolName | None = None
+    """Each arrival takes the oldest item of this pool (its variables are in the templates'
+    context); an arrival that finds the pool empty is not sent: it is counted `starved`."""
     vehicles: PositiveInt | None = None
     ping_interval: Annotated[Duration, in_range(0.1, 3600, "s")] | None = None
     rate: Rate | None = None

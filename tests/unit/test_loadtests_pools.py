@@ -310,6 +310,8 @@ BAD = [
      "prepare[0].count.cover: source 'pya' is not under traffic.sources"),
     ("think with capture", FLOW.replace("- think: 20s", "- {think: 20s, capture: {x: $.x}}"),
      "traffic.sources[0].flow.steps[1]: a think step has no answer to capture from"),
+    ("prepare takes", PREPARED.replace("    put: stocked\n", "    put: stocked\n    take: stocked\n"),
+     "prepare[0]: a prepare entry makes items; it takes none (take:)"),
     ("stock", POOLED + "live: {stock: true}\n", "live.stock: removed; did you mean the top-level `prepare:`?"),
 ]
 
