@@ -30,6 +30,8 @@ import asyncio
 import math
 import random
 import time
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from surgesim.histogram import Histogram
@@ -177,6 +179,7 @@ class Front:
         self.secret = secret
         self.seed = seed
         self.stats = FrontStats()
+        self.inflight: Counter[str] = Counter()  # requests on their way, per upstream URL
         self.slots: Slots | None = None
         self.http = None  # a service_http.session, made in the serving loop
         self._reaper: asyncio.Task | None = None
@@ -247,15 +250,9 @@ class Front:
         try:
             if start_delay > 0:
                 await asyncio.sleep(start_delay)
-            url = self.upstream + scope["path"] + (("?" + scope["query_string"].decode()) if scope["query_string"] else "")
+            path = scope["path"] + (("?" + scope["query_string"].decode()) if scope["query_string"] else "")
             fwd = {k: v for k, v in headers.items() if k not in HOP_HEADERS}
-            try:
-                async with self.http.request(scope["method"], url, data=body, headers=fwd) as r:
-                    status, content, rh = r.status, await r.read(), r.headers
-            except asyncio.TimeoutError:
-                status, content, rh = 504, b"upstream request timeout\n", {}
-            except service_http.FAILURES:
-                status, content, rh = 503, b"service unavailable\n", {}
+            status, content, rh = await self._forward(scope["method"], path, body, fwd)
         finally:
             await self.slots.release(inst)
         if status >= 500:
@@ -266,6 +263,30 @@ class Front:
         self.stats.latency.setdefault(route, Histogram()).record(time.monotonic() - t0)
         out = [(k.encode(), v.encode()) for k, v in rh.items() if k.lower() not in HOP_HEADERS]
         await _respond(send, status, content, out)
+
+
+    async def _forward(self, method: str, path: str, body: bytes, headers: dict) -> tuple[int, bytes, Mapping]:
+        """One request to the current revision. A connection that fails on a revision the
+        front has just moved away from is sent again to the new one: Cloud Run routes no
+        request to a revision it is retiring, so a deploy costs no request."""
+        for _ in range(2):
+            upstream = self.upstream
+            self.inflight[upstream] += 1
+            try:
+                async with self.http.request(method, upstream + path, data=body, headers=headers) as r:
+                    return r.status, await r.read(), r.headers
+            except asyncio.TimeoutError:
+                return 504, b"upstream request timeout\n", {}
+            except service_http.FAILURES:
+                if self.upstream == upstream:
+                    return 503, b"service unavailable\n", {}
+            finally:
+                self.inflight[upstream] -= 1
+        return 503, b"service unavailable\n", {}
+
+    def idle(self, upstream: str) -> bool:
+        """No request of this front is on its way to ``upstream`` (a retired revision)."""
+        return self.inflight[upstream.rstrip("/")] == 0
 
 
 async def _respond(send, status: int, body: bytes, headers: list | None = None) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 from surgesim.emulators import front as front_mod
 from surgesim.emulators.front import Front, FrontSettings
@@ -71,6 +72,17 @@ class FrontSet:
         """Point a front at a restarted service process (the front, its URL and its
         instances stay: a Cloud Run revision swap behind the same URL)."""
         self.fronts[name].upstream = upstream.rstrip("/")
+
+    def wait_idle(self, name: str, old_upstream: str, timeout: float) -> bool:
+        """Wait until no request of `name`'s front is on its way to `old_upstream` (after a
+        retarget), at most `timeout` s; True if it got there."""
+        front = self.fronts[name]
+        deadline = time.monotonic() + timeout
+        while not front.idle(old_upstream):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def stats(self) -> dict[str, dict]:
         out = {}

@@ -518,20 +518,27 @@ class SystemRunner:
     def roll_out(self, name: str, extra_env: dict[str, str] | None = None, drop_env: tuple[str, ...] = (),
                  before_stop=None) -> Proc:
         """A new revision, as Cloud Run deploys one: the new process starts on a port of its
-        own, the front switches to it once it listens, then the old one stops. No request
-        meets a stopped service, so a deploy costs no delivery attempt (start_service, a
-        stop-then-start, answers 503 while the process starts). before_stop(old Proc) is
-        called once the old revision takes no more traffic (to read its final counters)."""
+        own, the front switches to it once it listens, the old one finishes the requests it
+        has, then stops. No request meets a stopped service, so a deploy costs no delivery
+        attempt (start_service, a stop-then-start, answers 503 while the process starts).
+        before_stop(old Proc) is called once the old revision has no request left (to read
+        its final counters)."""
         old = self.procs[name]
         env = {k: v for k, v in old.env.items() if k not in drop_env}
         env.update(extra_env or {})
         new = dataclasses.replace(old, env=env, port=free_port(), proc=None, restarts=old.restarts + 1)
         new.start()
+        self.procs[name] = new
         if name in self.fronts.fronts:
             self.fronts.retarget(name, new.url)
-        self.procs[name] = new
+            # Cloud Run lets the old revision finish what it accepted (up to the request
+            # timeout) before it goes; stopping it earlier fails deliveries a deploy never fails.
+            # (Bounded at 30 s so that a hung revision cannot stall the run's fault schedule.)
+            grace = min(self.fronts.fronts[name].s.request_timeout, 30.0)
+            if not self.fronts.wait_idle(name, old.url, grace):
+                log.warning("roll-out of %s: requests to the old revision still open after %.0f s; stopping it",
+                            name, grace)
         if before_stop is not None:
-            time.sleep(0.5)  # requests the old revision had accepted finish (the front switched)
             before_stop(old)
         old.stop()
         return new

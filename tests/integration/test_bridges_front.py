@@ -166,3 +166,52 @@ def test_the_request_and_answer_pass_through_unchanged_and_upstream_failures_map
             lt.run(stop(s))
         lt.close()
         upstream.shutdown()
+
+
+def test_a_revision_swap_costs_no_request():
+    """As Cloud Run deploys: the front moves to the new revision, the old one finishes what
+    it had (the front counts it until then), and a connection the dying revision drops is
+    sent again to the new one instead of failing."""
+    import socket
+
+    old, new = Recorder(delay=1.0), Recorder()
+    dying = socket.create_server(("127.0.0.1", 0))  # accepts, then drops the connection unanswered
+
+    def drop():
+        conn, _ = dying.accept()
+        time.sleep(0.5)
+        conn.close()
+
+    threading.Thread(target=drop, daemon=True).start()
+    settings = FrontSettings(min_instances=1, concurrency=20, cold_start_p50=0.0, cold_start_p99=None)
+    front = Front("eta", old.url, settings)
+    lt = LoopThread()
+    port = free_port()
+    server = lt.run(serve(front, port))
+    url = f"http://127.0.0.1:{port}/pubsub"
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            held = [pool.submit(httpx.post, url, json={}, trust_env=False, timeout=10) for _ in range(5)]
+            deadline = time.monotonic() + 5
+            while len(old.requests) < 5 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            front.upstream = new.url
+            assert not front.idle(old.url)  # five on their way to the old revision
+            assert httpx.post(url, json={}, trust_env=False, timeout=10).status_code == 204
+            assert [f.result().status_code for f in held] == [204] * 5
+        assert front.idle(old.url) and len(old.requests) == 5 and len(new.requests) == 1
+
+        front.upstream = f"http://127.0.0.1:{dying.getsockname()[1]}"
+        sent = concurrent.futures.ThreadPoolExecutor(1).submit(httpx.post, url, json={}, trust_env=False, timeout=10)
+        time.sleep(0.2)
+        front.upstream = new.url  # the deploy moves on while the request is at the dying one
+        assert sent.result().status_code == 204 and len(new.requests) == 2
+        # with no deploy in between, a dropped connection is the front's 503, as before
+        front.upstream = f"http://127.0.0.1:{free_port()}"
+        assert httpx.post(url, json={}, trust_env=False, timeout=10).status_code == 503
+    finally:
+        lt.run(stop(server))
+        lt.close()
+        dying.close()
+        for r in (old, new):
+            r.close()
