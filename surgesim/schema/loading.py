@@ -529,11 +529,16 @@ def check_problems(sc: Scenario, system: System, plan: Plan) -> Iterator[tuple[t
     triggers = {t.name for t in system.triggers}
     checks = sc.checks
     if checks.client_errors is not None:
+        flows = {s.name for s in sc.traffic.sources if s.flow is not None}
         for key in checks.client_errors.routes:
             svc, _, route = key.partition(".")
-            if svc not in services or route not in {r.name for r in routes_of(system, plan, svc)}:
+            if svc == "flow" and "flow" not in services:
+                if route not in flows:
+                    yield (("checks", "client_errors", "routes", key),
+                           f"{key!r}: no traffic source {route!r} runs a flow" + _did_you_mean(route, flows))
+            elif svc not in services or route not in {r.name for r in routes_of(system, plan, svc)}:
                 yield (("checks", "client_errors", "routes", key),
-                       f"{key!r} is not a SERVICE.ROUTE of system {system.name!r}")
+                       f"{key!r} is not a SERVICE.ROUTE of system {system.name!r}, nor flow.SOURCE of a flow")
     if checks.dead_letters is not None:
         for name in checks.dead_letters.allow:
             if name not in subs:

@@ -577,7 +577,7 @@ class ClientErrorsCheck(Strict):
     max_share: Fraction | None = None
     """The share allowed on every route not named under `routes`."""
     routes: dict[str, Fraction] = Field(default_factory=dict)
-    """SERVICE.ROUTE: the share allowed on that route."""
+    """SERVICE.ROUTE (or flow.SOURCE, a flow's own row): the share allowed on that route."""
     reason: Reason
     """Why this run may answer clients with errors; shown in the report beside the check."""
 

@@ -203,6 +203,18 @@ def test_a_flow_runs_its_steps_in_order_with_captures_and_counts_aborts(tmp_path
     checks = {ch["name"]: ch for ch in client_error_checks({"totals": {"routes": routes}}, exp.scenario, exp.system)}
     assert checks["client_errors.flow.shopper"]["holds"] is False
     assert checks["client_errors.api.open_cart"]["holds"] is True
+    # a flow's row can be relaxed by its name, like a route; a misspelt flow is refused at its line
+    share = len(aborted) / started
+    relaxed = write(tmp_path, FLOW + f'checks:\n  client_errors: {{routes: {{flow.shopper: {share + 0.01:.3f}}}, '
+                                     'reason: "every 4th add fails on purpose"}\n')
+    exp = load_experiment(relaxed)
+    checks = {ch["name"]: ch for ch in client_error_checks({"totals": {"routes": routes}}, exp.scenario, exp.system)}
+    assert checks["client_errors.flow.shopper"]["holds"] is True
+    assert "relaxed to" in checks["client_errors.flow.shopper"]["detail"]
+    with pytest.raises(SchemaError) as err:
+        load_experiment(write(tmp_path, FLOW + 'checks:\n  client_errors: {routes: {flow.shoper: 0.5}, reason: "r"}\n'))
+    assert any("checks.client_errors.routes.flow.shoper" in p and "no traffic source 'shoper' runs a flow" in p
+               and "did you mean 'shopper'" in p for p in err.value.problems), err.value.problems
 
 
 PREPARED = """\
