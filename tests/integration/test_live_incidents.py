@@ -192,7 +192,11 @@ def test_sms_degradation_backs_up_notification_only_and_it_drains(gcp, tmp_path)
     # ETA does not call the gateway: its subscription never backs up
     assert eta["peak"] < 8 <= notif["peak"], (eta, notif)
     # the fake gateway really answered slowly: the notification lag during the fault is seconds
-    assert fig["lag"]["notification-sub"]["during"]["p50_ms"] > 5000, fig["lag"]["notification-sub"]
+    # (the gateway's median is 6 s; "during" runs to the main loop's tick after the fault ends,
+    # so under load it also holds a few fast acks after the recovery: hence not > 6 s)
+    lag = fig["lag"]["notification-sub"]
+    assert lag["during"]["p50_ms"] > 3000 and lag["during"]["p99_ms"] > 6000, lag
+    assert lag["during"]["p50_ms"] > 5 * lag["before"]["p50_ms"], lag
     assert all(n == 0 for n in fig["dead_lettered"].values()), fig["dead_lettered"]
     assert summary["conservation"]["ok"], summary["conservation"]
     assert rc == 0, text[-3000:]
