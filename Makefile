@@ -20,11 +20,13 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/surgesim demo
 
+# Two pytest workers (pytest-xdist), whole files per worker: the live tests mostly wait on
+# wall-clock runs, so two of them overlap well on 2 cores (docs/testing.md).
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 test-unit: install
-	$(PY) -m pytest -m "not integration"
+	$(PY) -m pytest -n 2 --dist loadfile -m "not integration"
 
 lint: install
 	VENV=$(VENV) bash .ci/lint
