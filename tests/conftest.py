@@ -55,6 +55,19 @@ def gcp(tmp_path_factory):
         assert not still_open, f"emulator ports still answering: {still_open}"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _service_logs_under_pytest_tmp(tmp_path_factory):
+    """Services a test starts without a log directory write their logs under pytest's temp
+    tree (pruned by pytest) instead of leaving files in /tmp."""
+    old = os.environ.get("SURGESIM_SERVICE_LOG_DIR")
+    os.environ["SURGESIM_SERVICE_LOG_DIR"] = str(tmp_path_factory.mktemp("service-logs"))
+    yield
+    if old is None:
+        os.environ.pop("SURGESIM_SERVICE_LOG_DIR", None)
+    else:
+        os.environ["SURGESIM_SERVICE_LOG_DIR"] = old
+
+
 _gcp_lost: list[str] = []
 
 

@@ -71,6 +71,9 @@ def start_service(target: str, env: Mapping[str, str] | None = None, port: int |
                   ready_path: str = "/healthz", timeout: float = 30.0, log_dir: str | None = None) -> ServiceProcess:
     port = port or free_port()
     full_env = {**os.environ, **(env or {}), "PORT": str(port)}
+    # Without a log_dir: $SURGESIM_SERVICE_LOG_DIR if set (the test suite points it at pytest's
+    # own temp tree, which pytest prunes), else the system temp dir.
+    log_dir = log_dir or os.environ.get("SURGESIM_SERVICE_LOG_DIR") or None
     fd, log_path = tempfile.mkstemp(prefix=target.rsplit(":", 1)[-1] + "-", suffix=".log", dir=log_dir)
     with os.fdopen(fd, "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "surgesim.services", target], env=full_env,
