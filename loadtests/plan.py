@@ -32,7 +32,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from surgesim.schema import load_experiment
+from surgesim.schema import Experiment, load_experiment
 from surgesim.sim import traffic
 
 # Action kinds a live source maps to; the user group that sends each.
@@ -121,12 +121,14 @@ class LivePlan:
 
     def __init__(self, scenario_path: str | Path | None = None, plan_path: str | Path | None = None, *,
                  time_scale: float | None = None, rate_scale: float | None = None,
-                 only: Iterable[str] | None = None):
+                 only: Iterable[str] | None = None, experiment: Experiment | None = None):
         """only: send just these sources (by name), e.g. to split a scenario between
-        Locust and the fleet driver; each keeps the schedule it has in the full plan."""
+        Locust and the fleet driver; each keeps the schedule it has in the full plan.
+        experiment: the files already loaded from scenario_path (and the plan) by the caller,
+        so one process reads and checks them once."""
         # absolute: Locust runs in its output directory and reads the scenario from there
         self.scenario_path = Path(scenario_path).resolve() if scenario_path else default_scenario()
-        self.exp = load_experiment(self.scenario_path, plan_path)
+        self.exp = experiment if experiment is not None else load_experiment(self.scenario_path, plan_path)
         live = self.exp.scenario.live
         self.time_scale = float(time_scale if time_scale is not None else live.time_scale)
         self.rate_scale = float(rate_scale if rate_scale is not None else live.rate_scale)

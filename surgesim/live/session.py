@@ -235,7 +235,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
     writer = RunWriter(out)
     wall_duration = sc.duration / ts
     began = time.time()
-    prep = _preparer(scenario_path, live, out / "loadgen" / "prepare.json", say)
+    prep = _preparer(scenario_path, exp, live, out / "loadgen" / "prepare.json", say)
     runner = SystemRunner(exp.system, exp.plan, state_dir, rate_scale=rs, sample_interval=live.sample_interval,
                           log_dir=out / "logs", log_level="WARNING", purge=True, seed=sc.seed, on_message=say,
                           time_scale=ts, before_bridges=prep.before_bridges if prep else None,
@@ -522,7 +522,7 @@ def _write_partial(writer: RunWriter, runner: SystemRunner, faults, base: dict, 
     writer.write_summary(summary)
 
 
-def _preparer(scenario_path, live, path: Path, say):
+def _preparer(scenario_path, exp, live, path: Path, say):
     """The scenario's `prepare:` phase (surgesim/loadtests/prepare.py), run by the harness
     before either clock: its leading Firestore-only entries before the trigger bridges start
     (what they write is the triggers' baseline, not a change), the rest once the services
@@ -530,7 +530,7 @@ def _preparer(scenario_path, live, path: Path, say):
     path.unlink(missing_ok=True)
     from surgesim.loadtests.plan import LivePlan
 
-    plan = LivePlan(scenario_path, time_scale=live.time_scale, rate_scale=live.rate_scale)
+    plan = LivePlan(scenario_path, time_scale=live.time_scale, rate_scale=live.rate_scale, experiment=exp)
     if not plan.prepare:
         return None
     from surgesim.loadtests.prepare import Preparer
