@@ -16,9 +16,10 @@ directory back on the scenario's clock (time_s = wall x time_scale, as a live ru
 it; scales set to the live ones), so `surgesim report SIM LIVE` compares like with like:
 counts at the live volume, latencies in wall seconds, drain times in scenario seconds.
 
-What it cannot express, and refuses with a clear error: daily curves (they are read in
-clock time, which a wall-time run would compress), sources with their own `rate_scale`,
-and Cloud Run Jobs (their live volume is items x rate_scale / time_scale)."""
+Daily curves are compressed with the timeline (the live generators read them at the
+scenario's clock, `loadtests/plan.py`). What it cannot express, and refuses with a clear
+error: curves over runs longer than a day, and
+Cloud Run Jobs and one-off actions (their live volume is items x rate_scale / time_scale)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,47 @@ def _scaled_retry(system: Any, time_scale: float) -> Any:
     return scaled_retry(system, time_scale)
 
 
+DAY = 86400.0
+
+
+def compressed(curve: Any, start_clock: float, duration: float, ts: float) -> Any:
+    """A daily curve as the wall-time run must read it: what the scenario sees at clock
+    start + t, the wall-time run sees at start + t / time_scale (linear between the knots,
+    so the compressed curve through the compressed knots is exact over the run)."""
+    from surgesim.sim.traffic import CurveTable
+
+    table = CurveTable(list(curve.points))
+    knots = [start_clock, start_clock + duration]
+    for day in (0.0, DAY):
+        knots += [k + day for k in table.knots if start_clock < k + day < start_clock + duration]
+    points = {}
+    for c in sorted(set(knots)):
+        points[(start_clock + (c - start_clock) / ts) % DAY] = float(table.at(c))
+    return curve.model_copy(update={"points": sorted(points.items())})
+
+
+def _per_day_as_rate(source: Any, curves: dict) -> Any:
+    """A `per_day` source's rate is its volume spread by the curve's daily mean, which the
+    compressed curve no longer has: the same rate, written as `rate` over the curve."""
+    if source.per_day is None:
+        return source
+    from surgesim.sim.traffic import CurveTable
+
+    mean = CurveTable(list(curves[source.curve].points)).mean if source.curve else 1.0
+    return source.model_copy(update={"per_day": None, "rate": source.per_day / DAY / mean if mean > 0 else 0.0})
+
+
+def _own_scale(source: Any, rs: float) -> Any:
+    """A source with its own `rate_scale` is sent at that fraction live, not at the run's
+    (which the traffic multiplier applies): its rate corrected by own / run."""
+    if source.rate_scale is None or source.rate_scale == rs:
+        return source
+    k = source.rate_scale / rs
+    if source.kind == "fleet":  # same vehicles, pinging k times as often
+        return source.model_copy(update={"ping_interval": source.ping_interval / k})
+    return source.model_copy(update={"rate": source.rate * k})
+
+
 def wall_experiment(exp: Any, time_scale: float | None = None, rate_scale: float | None = None) -> Any:
     """`exp` as its live run runs it, in wall time (see the module's docstring); the scales
     default to the scenario's `live:` ones."""
@@ -51,10 +93,8 @@ def wall_experiment(exp: Any, time_scale: float | None = None, rate_scale: float
     rs = float(rate_scale if rate_scale is not None else sc.live.rate_scale)
     where = f"{exp.scenario_path.name}"
     problems = []
-    if sc.traffic.curves or any(s.curve or s.per_day for s in sc.traffic.sources):
-        problems.append("traffic.curves: daily curves are read on the clock, which a wall-time run compresses")
-    problems += [f"traffic.sources.{s.name}.rate_scale: a source's own rate_scale" for s in sc.traffic.sources
-                 if s.rate_scale is not None]
+    if sc.traffic.curves and sc.duration > DAY:
+        problems.append("traffic.curves: a daily curve over more than a day (compressed, its days would overlap)")
     problems += [f"traffic.sources.{s.name}: Cloud Run Jobs and one-off actions" for s in sc.traffic.sources
                  if s.job is not None or s.kind == "once"]
     if problems:
@@ -63,7 +103,10 @@ def wall_experiment(exp: Any, time_scale: float | None = None, rate_scale: float
              for w in sc.traffic.waves]
     faults = [f.model_copy(update={"at": f.at / ts, "duration": None if f.duration is None else f.duration / ts})
               for f in sc.faults]
-    traffic = sc.traffic.model_copy(update={"multiplier": sc.traffic.multiplier * rs, "waves": waves})
+    curves = {name: compressed(c, sc.start_clock, sc.duration, ts) for name, c in sc.traffic.curves.items()}
+    sources = [_own_scale(_per_day_as_rate(s, sc.traffic.curves), rs) for s in sc.traffic.sources]
+    traffic = sc.traffic.model_copy(update={"multiplier": sc.traffic.multiplier * rs, "waves": waves,
+                                            "curves": curves, "sources": sources})
     duration = sc.duration / ts
     # one metric window per live sample (the live sampler's interval, in wall seconds)
     step = min(float(sc.live.sample_interval), duration)
