@@ -25,7 +25,6 @@ the fitted latencies and the model's queues, and are compared as predictions."""
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +33,7 @@ import numpy as np
 import yaml
 
 from surgesim.histogram import Histogram
+from surgesim.reports.calibration import median_error as table_median
 from surgesim.reports.calibration import relative_error, rows
 from surgesim.reports.metrics import LAG, LATENCY, RunData
 from surgesim.rundir import load_run
@@ -200,10 +200,10 @@ def calibrate(exp: Any, live: RunData, simulate: Callable[[dict | None, int], Ru
 
 
 def median_error(sim: RunData, live: RunData) -> tuple[float | None, int]:
-    """Median |relative error| over the calibration report's comparisons, and their number."""
+    """Median |relative error| over the calibration report's comparisons (one-sided misses
+    counted as worse than any bound, as the report counts them), and their number."""
     factor = sim.scales["rate_scale"] / live.scales["rate_scale"]
-    errs = [abs(r["err"]) for r in rows(sim, live, factor) if r["err"] is not None]
-    return (statistics.median(errs) if errs else None), len(errs)
+    return table_median(rows(sim, live, factor))
 
 
 def load(run_dir: str | Path) -> RunData:
