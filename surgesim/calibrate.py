@@ -9,6 +9,9 @@ The fit, per path both runs measured, on a grid of quantiles q (0.5%, 1.5%, ... 
     overhead_0(q) = 0
     overhead_k+1(q) = max(0, overhead_k(q) + live(q) - sim_k(q)), sorted
 
+with live(q) over every sample of the path in the live runs given (one, or several runs of
+the scenario pooled: more samples, and more than one run's stalls in the tail).
+
 where sim_k is the simulator run with overhead_k; each overhead is written as an
 empirical `sleep` step (`{dist: empirical, samples: [...]}`, the measured shape, not a
 two-point log-normal) appended to the route, or to the handler of the subscription's
@@ -25,6 +28,7 @@ the fitted latencies and the model's queues, and are compared as predictions."""
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -156,12 +160,23 @@ def overlay_plan(exp: Any, live_name: str, overheads: dict[str, np.ndarray], tgt
     return plan, fitted
 
 
-def fit_round(tgts: list[Target], sim: RunData, live: RunData, previous: dict[str, np.ndarray]) -> tuple[dict, list[dict]]:
+def pooled(runs: list[RunData], path: str) -> Histogram:
+    """Every sample of `path` in all the runs (several live runs of one scenario: more
+    samples, and the tail of more than one run's stalls)."""
+    h = Histogram()
+    for r in runs:
+        h.merge(r.run.histogram(path))
+    return h
+
+
+def fit_round(tgts: list[Target], sim: RunData, live: RunData | list[RunData],
+              previous: dict[str, np.ndarray]) -> tuple[dict, list[dict]]:
     """Each target's overhead after one more round; the targets dropped, with why."""
+    lives = live if isinstance(live, list) else [live]
     out, dropped = {}, []
     for t in tgts:
         s_q = quantiles(sim.run.histogram(f"{t.kind}/{t.path}"))
-        l_q = quantiles(live.run.histogram(f"{t.kind}/{t.path}"))
+        l_q = quantiles(pooled(lives, f"{t.kind}/{t.path}"))
         if s_q is None or l_q is None:
             dropped.append({"path": t.key, "why": "no samples in one of the runs"})
             continue
@@ -174,22 +189,33 @@ def fit_round(tgts: list[Target], sim: RunData, live: RunData, previous: dict[st
     return out, dropped
 
 
-def calibrate(exp: Any, live: RunData, simulate: Callable[[dict | None, int], RunData],
+def mean_median_error(sim: RunData, lives: list[RunData]) -> tuple[float | None, int]:
+    """The median |relative error| against each live run, averaged (one run: its own)."""
+    got = [median_error(sim, live) for live in lives]
+    ms = [m for m, _ in got if m is not None]
+    return (statistics.fmean(ms) if ms else None), min(n for _, n in got)
+
+
+def calibrate(exp: Any, live: RunData | list[RunData], simulate: Callable[[dict | None, int], RunData],
               rounds: int = ROUNDS) -> tuple[Fit, RunData, RunData]:
-    """Fit `exp` to `live`. `simulate(plan_dict_or_None, round)` runs the simulator as the
-    live run ran (with the experiment's own plan for None) and returns its run. Returns
-    the best round's fit, the first simulation (before) and the best one (after)."""
+    """Fit `exp` to `live` (one live run of its scenario, or several pooled).
+    `simulate(plan_dict_or_None, round)` runs the simulator as the live run ran (with the
+    experiment's own plan for None) and returns its run. Returns the best round's fit
+    (the lowest median |relative error|, averaged over the live runs), the first
+    simulation (before) and the best one (after)."""
+    lives = live if isinstance(live, list) else [live]
     before = simulate(None, 0)
-    tgts, unfitted = targets(exp, before, live)
-    b, n = median_error(before, live)
+    tgts, unfitted = targets(exp, before, lives[0])
+    b, n = mean_median_error(before, lives)
     best: tuple[float, Fit, RunData] | None = None
     history = [{"round": 0, "median": b, "comparisons": n}]
     sim, overheads = before, {}
+    names = ", ".join(r.name for r in lives)
     for k in range(1, rounds + 1):
-        overheads, dropped = fit_round(tgts, sim, live, overheads)
-        plan, fitted = overlay_plan(exp, live.name, overheads, tgts)
+        overheads, dropped = fit_round(tgts, sim, lives, overheads)
+        plan, fitted = overlay_plan(exp, names, overheads, tgts)
         sim = simulate(plan, k)
-        m, c = median_error(sim, live)
+        m, c = mean_median_error(sim, lives)
         history.append({"round": k, "median": m, "comparisons": c})
         fit = Fit(plan, fitted, unfitted + dropped, dict(overheads))
         if m is not None and (best is None or m < best[0]):

@@ -15,7 +15,8 @@ def _show(v: float | None) -> str:
 
 @click.command("calibrate")
 @click.argument("scenario", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.argument("live_run", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("live_runs", metavar="LIVE_RUN...", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--plan", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="The plan the live run used (default: the scenario's).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
@@ -26,9 +27,10 @@ def _show(v: float | None) -> str:
 @click.option("--predict", nargs=2, multiple=True, type=click.Path(exists=True, path_type=Path),
               metavar="SCENARIO2 LIVE_RUN2",
               help="Then predict another live run (of a scenario not used for the fit) with the same overlay; repeatable.")
-def calibrate(scenario: Path, live_run: Path, plan: Path | None, out: Path | None, seed: int | None, rounds: int,
+def calibrate(scenario: Path, live_runs: tuple[Path, ...], plan: Path | None, out: Path | None, seed: int | None, rounds: int,
               predict: tuple[tuple[Path, Path], ...]) -> None:
-    """Fit the simulator to LIVE_RUN (a `surgesim live` run of SCENARIO): simulate the
+    """Fit the simulator to LIVE_RUN (a `surgesim live` run of SCENARIO; several runs of it
+    are pooled): simulate the
     scenario as the live run ran it (wall time, live volume: `surgesim sim --as-live`),
     fit each route's and each consumer's overhead from the latencies both measured, write
     them as a plan overlay, and print the median |relative error| over the calibration
@@ -42,7 +44,9 @@ def calibrate(scenario: Path, live_run: Path, plan: Path | None, out: Path | Non
         exp = load_experiment(scenario, plan)
     except SchemaError as e:
         raise click.ClickException(str(e)) from None
-    live = load(live_run)
+    live_run = live_runs[0]
+    lives = [load(r) for r in live_runs]
+    live = lives[0]
     out = out or live_run / "calibrated-plan.yaml"
     work = live_run.parent / f"{live_run.name}-calibration"
     work.mkdir(parents=True, exist_ok=True)
@@ -56,7 +60,7 @@ def calibrate(scenario: Path, live_run: Path, plan: Path | None, out: Path | Non
         return load(d)
 
     try:
-        fit, before, after = fit_to(exp, live, simulate, rounds)
+        fit, before, after = fit_to(exp, lives, simulate, rounds)
     except NotAsLive as e:
         raise click.ClickException(str(e)) from None
     out.write_text(yaml.safe_dump(fit.plan, sort_keys=False))
@@ -65,11 +69,15 @@ def calibrate(scenario: Path, live_run: Path, plan: Path | None, out: Path | Non
         click.echo(f"fitted  {f['path']} ({f['target']}): sleep p50 {f['p50'] * 1000:.1f} ms, p99 {f['p99'] * 1000:.1f} ms")
     for u in fit.unfitted:
         click.echo(f"not fitted  {u['path']}: {u['why']}")
-    b, n = median_error(before, live)
-    a, m = median_error(after, live)
-    click.echo(f"median |relative error| before: {_show(b)} over {n} comparisons; after: {_show(a)} over {m}")
+    for r in live_runs:
+        b, n = median_error(before, load(r))
+        a, m = median_error(after, load(r))
+        click.echo(f"{r}: median |relative error| before: {_show(b)} over {n} comparisons; after: {_show(a)} over {m}")
+    fitted_on = ", ".join(r.name for r in live_runs)
     report = build_calibration(after.run.dir, live_run, work, fit=fit.record(),
-                               role=f"Fitted on this live run ({live_run.name}); the plan overlay: {out}.")
+                               role=f"Fitted on this live run ({fitted_on}); the plan overlay: {out}." if len(live_runs) == 1
+                               else f"Fitted on the live runs {fitted_on} pooled; compared here with {live_run.name}; "
+                                    f"the plan overlay: {out}.")
     click.echo(f"overlay plan: {out}")
     click.echo(f"calibration report: {report}")
     for sc2, live2 in predict:
@@ -82,6 +90,6 @@ def calibrate(scenario: Path, live_run: Path, plan: Path | None, out: Path | Non
         click.echo(f"predicted {live2} ({sc2.name}, not fitted on) with {out.name}: median |relative error| "
                    f"{_show(p)} over {k} comparisons")
         rep = build_calibration(d, live2, pred, fit=fit.record(),
-                                role=f"Predicted with the overlay {out.name} fitted on {live_run.name} "
+                                role=f"Predicted with the overlay {out.name} fitted on {fitted_on} "
                                      f"({scenario.name}); this live run ({live2.name}, {sc2.name}) was not used for the fit.")
         click.echo(f"prediction report: {rep}")
