@@ -46,7 +46,6 @@ def calibrate(scenario: Path, live_runs: tuple[Path, ...], plan: Path | None, ou
         raise click.ClickException(str(e)) from None
     live_run = live_runs[0]
     lives = [load(r) for r in live_runs]
-    live = lives[0]
     out = out or live_run / "calibrated-plan.yaml"
     work = live_run.parent / f"{live_run.name}-calibration"
     work.mkdir(parents=True, exist_ok=True)
