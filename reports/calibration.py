@@ -36,6 +36,25 @@ def relative_error(sim: float | None, live: float | None) -> float | None:
     return (live - sim) / sim
 
 
+MISS = math.inf
+"""The score of a one-sided miss: the simulator predicts 0 where live measured something,
+or one run drained and the other did not. Counted (as worse than any bound), never dropped."""
+
+
+def score(row: dict) -> float | None:
+    """|relative error| of a row for the median; MISS for a one-sided miss; None for a row
+    with nothing to score (both runs not drained)."""
+    if row["err"] is not None:
+        return abs(row["err"])
+    return MISS if row.get("cls") == "bad" else None
+
+
+def median_error(table: list[dict]) -> tuple[float | None, int]:
+    """Median |relative error| over every scored row of a calibration table, and how many."""
+    errs = [e for e in (score(r) for r in table) if e is not None]
+    return (statistics.median(errs) if errs else None), len(errs)
+
+
 def grade(err: float | None) -> str:
     if err is None:
         return ""
@@ -44,9 +63,10 @@ def grade(err: float | None) -> str:
 
 def _row(metric: str, entity: str, sim: float | None, live: float | None, show) -> dict:
     err = relative_error(sim, live)
+    miss = err is None and sim == 0 and live is not None and live > 0
     return {"metric": metric, "entity": entity, "sim": show(sim), "live": show(live), "err": err,
-            "err_text": fmt.percent(err) if err is not None else ("n/a (sim 0)" if sim == 0 else "—"),
-            "cls": grade(err)}
+            "err_text": fmt.percent(err) if err is not None else ("miss (sim 0)" if miss else "—"),
+            "cls": "bad" if miss else grade(err)}
 
 
 def rows(sim: RunData, live: RunData, factor: float) -> list[dict]:
@@ -120,8 +140,33 @@ def figures(sim: RunData, live: RunData, factor: float, tl: plots.Timeline, out_
     ]
 
 
-def build_calibration(sim_dir: str | Path, live_dir: str | Path, out_dir: str | Path) -> Path:
-    """Write out_dir/calibration.html (+ plots/) comparing a sim run with a live run."""
+def markdown(title: str, headline: str, table: list[dict], fit: dict | None, role: str | None) -> str:
+    """The calibration as a markdown section (for docs, CI logs and pull requests)."""
+    out = [f"## {title}", ""]
+    if role:
+        out += [role, ""]
+    out += [f"**{headline}**", "", "| measure | subscription / path | sim | live | relative error |",
+            "| --- | --- | --- | --- | --- |"]
+    out += [f"| {r['metric']} | {r['entity']} | {r['sim']} | {r['live']} | {r['err_text']} |" for r in table]
+    if fit:
+        out += ["", "What the fit added (an empirical sleep per path: the overhead's p50 / p99):", ""]
+        out += [f"- {f['path']} ({f['target']}): p50 {fmt.duration(f['p50'])}, p99 {fmt.duration(f['p99'])}"
+                for f in fit.get("fitted", [])]
+        out += ["", "What could not be fitted:", ""]
+        out += [f"- {u['path']}: {u['why']}" for u in fit.get("unfitted", [])] or ["- nothing"]
+        out += ["- backlog peaks and drain times: not fitted; predicted from the fitted latencies and the model's queues"]
+        if fit.get("rounds"):
+            shown = ["n/a" if r["median"] is None else f"{r['median'] * 100:.1f}%" for r in fit["rounds"]]
+            out += ["", "Median |relative error| by round (0: the model before the fit): "
+                    + ", ".join(f"{r['round']}: {v}" for r, v in zip(fit["rounds"], shown))]
+    return "\n".join(out) + "\n"
+
+
+def build_calibration(sim_dir: str | Path, live_dir: str | Path, out_dir: str | Path, fit: dict | None = None,
+                      role: str | None = None) -> Path:
+    """Write out_dir/calibration.html (+ plots/, calibration.md) comparing a sim run with a
+    live run. `fit`: what `surgesim calibrate` fitted and could not (Fit.record()); `role`:
+    a sentence saying whether the sim was fitted on this live run or predicts it."""
     sim, live = RunData(load_run(sim_dir)), RunData(load_run(live_dir))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -132,15 +177,21 @@ def build_calibration(sim_dir: str | Path, live_dir: str | Path, out_dir: str | 
                         "a calibration compares one scenario in both engines.")
     if sim.summary.get("mode") != "sim" or live.summary.get("mode") != "live":
         warnings.append(f"Expected a sim run and a live run; got {sim.summary.get('mode')} and {live.summary.get('mode')}.")
-    if sim.summary.get("plan") != live.summary.get("plan"):
+    if sim.summary.get("plan") != live.summary.get("plan") and not fit and not role:
         warnings.append(f"Different plans ({sim.summary.get('plan')} vs {live.summary.get('plan')}).")
+    if sim.scales["time_scale"] != live.scales["time_scale"]:
+        warnings.append(f"The sim ran on the scenario's clock (×{sim.scales['time_scale']:g}) and live at "
+                        f"×{live.scales['time_scale']:g}: latencies are wall seconds live and backlogs depend on "
+                        "the live run's real-time service; `surgesim sim --as-live` simulates the live run as it ran.")
     table = rows(sim, live, factor)
-    errors = [abs(r["err"]) for r in table if r["err"] is not None]
-    worst = max((r for r in table if r["err"] is not None), key=lambda r: abs(r["err"]), default=None)
-    if errors:
-        median = statistics.median(errors)
-        headline = (f"Median |relative error| {median * 100:.0f}% over {len(errors)} comparisons; "
-                    f"worst: {worst['metric']} {worst['entity']} {fmt.percent(worst['err'])}")
+    median, n = median_error(table)
+    scored = [(score(r), r) for r in table if score(r) is not None]
+    worst = max(scored, key=lambda sr: sr[0], default=(None, None))[1]
+    if median is not None:
+        misses = sum(1 for e, _ in scored if e == MISS)
+        headline = (f"Median |relative error| {median * 100:.0f}% over {n} comparisons"
+                    + (f" ({misses} one-sided misses counted as worse than any bound)" if misses else "")
+                    + f"; worst: {worst['metric']} {worst['entity']} {worst['err_text']}")
         level = "pass" if median <= GOOD else "info" if median <= FAIR else "fail"
     else:
         headline, level = "No comparable numbers: the runs share no subscription or path.", "info"
@@ -149,12 +200,14 @@ def build_calibration(sim_dir: str | Path, live_dir: str | Path, out_dir: str | 
     for stale in plot_dir.glob("calibration_*.png"):
         stale.unlink()
     figs = figures(sim, live, factor, tl, plot_dir)
+    title = f"{sim.summary.get('scenario')}: sim vs live"
+    (out_dir / "calibration.md").write_text(markdown(f"Calibration: {title}", headline, table, fit, role))
     return render(
         "calibration.html", out_dir / "calibration.html",
-        title=f"{sim.summary.get('scenario')}: sim vs live", sim=sim, live=live, factor=factor, rows=table,
-        headline=headline, level=level, warnings=warnings, figures=figs, good=GOOD, fair=FAIR,
+        title=title, sim=sim, live=live, factor=factor, rows=table,
+        headline=headline, level=level, warnings=warnings, figures=figs, good=GOOD, fair=FAIR, fit=fit, role=role,
         clock=f"{fmt.clock(tl.start_clock_s)}–{fmt.clock(tl.start_clock_s + tl.duration_s)}",
     )
 
 
-__all__ = ["build_calibration", "relative_error"]
+__all__ = ["MISS", "build_calibration", "markdown", "median_error", "relative_error", "score"]

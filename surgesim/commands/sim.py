@@ -88,16 +88,29 @@ def verdict_table(summary: dict) -> None:
 @click.option("--split/--no-split", default=True, show_default=True,
               help="Run the fleet's telemetry in a second process when the system can be cut there (docs/simulator.md).")
 @click.option("--report/--no-report", default=True, show_default=True, help="Build report.html and junit.xml at the end.")
+@click.option("--as-live", is_flag=True,
+              help="Simulate the scenario as `surgesim live` runs it (wall time, the live rate and time scales, "
+                   "per message), written on the scenario's clock: what a calibrated plan predicts (surgesim/wallclock.py).")
 def sim(scenario: Path, plan: Path | None, seed: int | None, out: Path | None, exact: bool, split: bool,
-        report: bool) -> None:
+        report: bool, as_live: bool) -> None:
     """Run SCENARIO in the discrete-event simulator and write a run directory.
 
     Exits 0 when every SLO and implicit check holds, 1 when any fails, 2 on bad input
     (or a run the progress guard stopped)."""
     from surgesim.sim.guard import Stalled
 
+    from surgesim.wallclock import NotAsLive, simulate_as_live
+
     try:
-        summary, run_dir = simulate(scenario, plan, seed, out, exact, split=split)
+        if as_live:
+            exp = load_experiment(scenario, plan)
+            out = out or default_run_dir(exp.scenario.name, exp.plan.name, exp.scenario.seed if seed is None else seed)
+            summary, run_dir = simulate_as_live(scenario, plan, out, seed=seed)
+        else:
+            summary, run_dir = simulate(scenario, plan, seed, out, exact, split=split)
+    except NotAsLive as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
     except SchemaError as exc:
         for line in exc.problems:
             click.echo(line, err=True)
