@@ -94,7 +94,10 @@ class _State:
             raise RuntimeError(f"set {', '.join(missing)} (or --host for the HTTP services)")
         d = os.environ.get("SURGESIM_DURATION")
         self.duration_s = min(float(d), self.plan.duration_s) if d else self.plan.duration_s
-        self.payloads = Payloads(self.plan, project=self.endpoints.get(PROJECT))
+        from surgesim.loadtests.target_env import target_headers
+
+        # SURGESIM_HEADER_*: a target's auth on every HTTP request (surgesim live --target-env, surgesim worker)
+        self.payloads = Payloads(self.plan, project=self.endpoints.get(PROJECT), headers=target_headers(dict(os.environ)))
         prepared = os.environ.get("SURGESIM_PREPARED")
         self.prepared = load_prepared(self.payloads.pools, prepared, share=share) if prepared else {}
         self.recorder = Recorder(self.plan.time_scale, self.plan.exp.scenario.live.sample_interval)

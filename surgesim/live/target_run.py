@@ -146,7 +146,9 @@ def run_target(scenario_path: str | Path, plan_path: str | Path | None, out: str
     if plan.prepare:  # before the clock, as the harness does it (the generators only read prepare.json)
         from surgesim.loadtests.prepare import Preparer
 
-        prep = Preparer(plan, prepared, say)
+        from surgesim.loadtests.target_env import target_headers
+
+        prep = Preparer(plan, prepared, say, headers=target_headers(target))
         prep.run(endpoints, prep.early + prep.late)
     holder: dict = {}
     driver = _driver(scenario_path, endpoints, target, live, wall, loadgen, prepared, holder, workers, master, say)

@@ -117,7 +117,8 @@ def test_load_only_sends_to_a_system_it_did_not_start_and_peeks_its_backlog(tmp_
     with serve(build_app(delay_s=0.01)) as (url, seen):
         env_file = tmp_path / "target.env"
         env_file.write_text(f"# a system surgesim did not start\nAPI_URL={url}\nPUBSUB_EMULATOR_HOST={host}\n"
-                            f"GOOGLE_CLOUD_PROJECT={project}\nSURGESIM_SUBSCRIPTIONS={sub}\n")
+                            f"GOOGLE_CLOUD_PROJECT={project}\nSURGESIM_SUBSCRIPTIONS={sub}\n"
+                            "SURGESIM_HEADER_AUTHORIZATION=Bearer staging-t0ken\n")
         proc = _live(tmp_path, scenario, env_file, out)
         hits = [s for s in seen if s["path"].startswith("/hit/")]
     assert_no_process_mentions(str(out))
@@ -131,6 +132,7 @@ def test_load_only_sends_to_a_system_it_did_not_start_and_peeks_its_backlog(tmp_
     steady = summary["loadgen"]["counts"]["steady"]
     assert steady["sent"] == steady["ok"] == steady["scheduled"] == len(hits) > 60, (steady, len(hits))
     assert route["requests"] == len(hits) and route["errors"] == 0, route
+    assert {s["authorization"] for s in hits} == {"Bearer staging-t0ken"}  # the target file's header, on each
     assert summary["latency"]["api.hit"]["count"] == len(hits)
     assert summary["latency"]["api.hit"]["p50"] >= 0.01  # the server's 10 ms, from the intended time
     # Pub/Sub: every publish landed in the subscription nobody consumes; the run's last peek
@@ -159,6 +161,9 @@ def test_load_only_sends_to_a_system_it_did_not_start_and_peeks_its_backlog(tmp_
     report = (out / "report.html").read_text()
     assert "not measured" in report.lower()
     assert (out / "junit.xml").exists()
+    print(f"load only: {len(hits)} requests, latency p50 {summary['latency']['api.hit']['p50'] * 1000:.1f} ms "
+          f"p99 {summary['latency']['api.hit']['p99'] * 1000:.1f} ms; {published} published, "
+          f"backlog peeked {len(backlog)} times, last {backlog.value.iloc[-1]:.0f}")
 
 
 def test_a_target_answering_500_turns_the_run_red(tmp_path, gcp):
