@@ -30,13 +30,17 @@ from surgesim.schema import SchemaError
               help="With --master: how many workers share the schedule; the test starts when all are connected.")
 @click.option("--master-bind", default=None, metavar="HOST[:PORT]",
               help="With --master: where the workers connect (default: the --bind address, port 5557).")
+@click.option("--bind", "bind_address", default="127.0.0.1", show_default=True, metavar="ADDRESS",
+              help="The address the harness listens on: the Cloud Run fronts, /metrics and the Locust master. "
+                   "127.0.0.1 keeps them to this machine; 0.0.0.0 lets other machines (remote workers, a "
+                   "Prometheus) reach them, and anyone else who can reach this machine (docs/live.md, Listen address).")
 @click.option("--target-env", type=click.Path(path_type=Path), default=None,
               help="Load only: send the traffic to the system this KEY=VALUE file names (<SERVICE>_URL, "
                    "PUBSUB_EMULATOR_HOST, GOOGLE_CLOUD_PROJECT, SURGESIM_SUBSCRIPTIONS, ...) and start nothing "
                    "else (docs/live.md, Load only).")
 def live(scenario: Path, plan: Path | None, out: Path | None, state_dir: str | None, time_scale: float | None,
          rate_scale: float | None, metrics_port: int | None, workers: int, master: bool, expect_workers: int,
-         master_bind: str | None, target_env: Path | None) -> None:
+         master_bind: str | None, target_env: Path | None, bind_address: str) -> None:
     """Run SCENARIO against the real services on the emulators and write a run directory.
 
     Real (compressed) time: scenario.live.time_scale scenario seconds per wall second, and
@@ -55,6 +59,18 @@ def live(scenario: Path, plan: Path | None, out: Path | None, state_dir: str | N
         if not scenario.is_file():
             click.echo(f"{scenario}: no such file", err=True)
             sys.exit(2)
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(bind_address)
+        except ValueError:
+            click.echo(f"--bind: {bind_address!r}: want an IP address of this machine (127.0.0.1, 0.0.0.0, ...)",
+                       err=True)
+            sys.exit(2)
+        if not ipaddress.ip_address(bind_address).is_loopback:
+            click.echo(f"listening on {bind_address}: the fronts, /metrics and the Locust master accept "
+                       "connections from other machines, without authentication (docs/live.md, Listen address)",
+                       err=True)
         bind = None
         if not master and (expect_workers != 1 or master_bind is not None):
             click.echo("--expect-workers and --master-bind go with --master", err=True)
@@ -67,7 +83,7 @@ def live(scenario: Path, plan: Path | None, out: Path | None, state_dir: str | N
                            "processes; give their number with --expect-workers", err=True)
                 sys.exit(2)
             try:
-                bind = parse_master(master_bind or "0.0.0.0:5557")
+                bind = parse_master(master_bind or f"{bind_address}:5557")
             except ValueError as exc:
                 click.echo(f"--master-bind: {exc}", err=True)
                 sys.exit(2)
@@ -95,8 +111,9 @@ def live(scenario: Path, plan: Path | None, out: Path | None, state_dir: str | N
                                         say=lambda m: click.echo(m, err=True), time_scale=time_scale,
                                         rate_scale=rate_scale,
                                         while_running=lambda runner: serving(runner, metrics_port,
-                                                                             say=lambda m: click.echo(m, err=True)),
-                                        workers=workers, master=bind)
+                                                                             say=lambda m: click.echo(m, err=True),
+                                                                             host=bind_address),
+                                        workers=workers, master=bind, bind=bind_address)
         except SchemaError as exc:
             for line in exc.problems:
                 click.echo(line, err=True)
