@@ -205,3 +205,43 @@ def test_load_only_refuses_what_it_cannot_do_before_any_traffic(tmp_path, elsewh
         assert proc.returncode == 2, proc.stderr
         assert "faults need the harness" in proc.stderr, proc.stderr
         assert seen == []  # nothing was sent
+
+
+def test_load_only_master_takes_its_load_from_a_worker_on_the_same_target(tmp_path, gcp):
+    """Several load machines at one staging system: `surgesim live --target-env --master`
+    sends nothing itself; a `surgesim worker` with the same target file does, and its
+    measurements make the run's totals."""
+    from surgesim.loadtests.target import free_port
+
+    scenario, _topic, _sub = _files(tmp_path, gcp.project, publish=False)
+    port = free_port()
+    out = tmp_path / "run"
+    with serve(build_app(delay_s=0.01)) as (url, seen):
+        env_file = tmp_path / "target.env"
+        env_file.write_text(f"API_URL={url}\nGOOGLE_CLOUD_PROJECT={gcp.project}\n")
+        master = subprocess.Popen([sys.executable, "-m", "surgesim.cli", "live", str(scenario), "--target-env",
+                                   str(env_file), "--out", str(out), "--master", "--expect-workers", "1",
+                                   "--master-bind", f"127.0.0.1:{port}"], cwd=tmp_path, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        worker = subprocess.Popen([sys.executable, "-m", "surgesim.cli", "worker", str(scenario), "--master-host",
+                                   f"127.0.0.1:{port}", "--target-env", str(env_file), "--out",
+                                   str(tmp_path / "machine")], cwd=tmp_path, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            m_out, m_err = master.communicate(timeout=200)
+            w_out, _ = worker.communicate(timeout=60)
+        finally:
+            for p in (master, worker):
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        hits = [s for s in seen if s["path"].startswith("/hit/")]
+    assert master.returncode == 0 and worker.returncode == 0, (m_out, m_err, w_out)
+    assert "master: waiting for 1 worker(s)" in m_err
+    summary = json.loads((out / "summary.json").read_text())
+    steady = summary["loadgen"]["counts"]["steady"]
+    assert steady["sent"] == steady["ok"] == steady["scheduled"] == len(hits) > 60, (steady, len(hits))
+    assert summary["totals"]["routes"]["api.hit"]["requests"] == len(hits)
+    assert (out / "loadgen" / "worker-0" / "loadgen.json").exists()  # the worker's results, over the wire
+    assert summary["verdict"] == "pass"
+    assert_no_process_mentions(str(tmp_path))
