@@ -280,14 +280,20 @@ def _driver(scenario_path, endpoints: dict, target: dict, live, wall_s: float, o
         holder["proc"] = group
         if master is not None:
             from surgesim.loadtests.runner import host_env
-            from surgesim.loadtests.target_env import write_target_env
+            from surgesim.loadtests.target_env import HEADER_PREFIX, write_target_env
 
-            path = write_target_env(out / "target.env", {**env, **host_env(endpoints)},
-                                    comment="endpoints of this load-only run, for `surgesim worker --target-env`")
+            # no SURGESIM_HEADER_* (a staging token) in the run directory, which gets shared
+            secret = sorted(k for k in env if k.startswith(HEADER_PREFIX))
+            path = write_target_env(out / "target.env",
+                                    {k: v for k, v in {**env, **host_env(endpoints)}.items() if k not in secret},
+                                    comment="endpoints of this load-only run, for `surgesim worker --target-env`"
+                                            + (f"\nnot written here: {', '.join(secret)}" if secret else ""))
             host = master[0] if master[0] not in ("0.0.0.0", "::", "*") else "THIS_HOST"
             say(f"master: waiting for {workers} worker(s) on {master[0]}:{master[1]}; start each with\n"
                 f"  surgesim worker --master-host {host}:{master[1]} --target-env {path} "
                 f"--time-scale {live.time_scale:g} --rate-scale {live.rate_scale:g} {scenario_path}")
+            if secret:
+                say(f"  ({path} leaves out {', '.join(secret)}: a worker's own target file names them)")
 
         def drive() -> None:
             try:

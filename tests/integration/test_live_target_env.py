@@ -218,7 +218,8 @@ def test_load_only_master_takes_its_load_from_a_worker_on_the_same_target(tmp_pa
     out = tmp_path / "run"
     with serve(build_app(delay_s=0.01)) as (url, seen):
         env_file = tmp_path / "target.env"
-        env_file.write_text(f"API_URL={url}\nGOOGLE_CLOUD_PROJECT={gcp.project}\n")
+        env_file.write_text(f"API_URL={url}\nGOOGLE_CLOUD_PROJECT={gcp.project}\n"
+                            "SURGESIM_HEADER_AUTHORIZATION=Bearer w0rker\n")
         master = subprocess.Popen([sys.executable, "-m", "surgesim.cli", "live", str(scenario), "--target-env",
                                    str(env_file), "--out", str(out), "--master", "--expect-workers", "1",
                                    "--master-bind", f"127.0.0.1:{port}"], cwd=tmp_path, text=True,
@@ -244,4 +245,7 @@ def test_load_only_master_takes_its_load_from_a_worker_on_the_same_target(tmp_pa
     assert summary["totals"]["routes"]["api.hit"]["requests"] == len(hits)
     assert (out / "loadgen" / "worker-0" / "loadgen.json").exists()  # the worker's results, over the wire
     assert summary["verdict"] == "pass"
+    assert {s["authorization"] for s in hits} == {"Bearer w0rker"}  # from the worker's own file
+    written = (out / "loadgen" / "target.env").read_text()  # the run directory keeps no token
+    assert f"API_URL={url}" in written and "w0rker" not in written and "leaves out SURGESIM_HEADER_" in m_err
     assert_no_process_mentions(str(tmp_path))
