@@ -31,6 +31,7 @@ Configuration (environment):
                            sends its share of the one schedule; see docs/loadtests.md)
     <SERVICE>_URL          COMMAND_URL, APP_URL, ...; else Locust's --host for every service
     PUBSUB_EMULATOR_HOST, GOOGLE_CLOUD_PROJECT
+    SURGESIM_HEADER_<NAME> a header on every HTTP request (SURGESIM_HEADER_AUTHORIZATION -> Authorization)
 """
 
 from __future__ import annotations
