@@ -249,3 +249,23 @@ def test_load_only_master_takes_its_load_from_a_worker_on_the_same_target(tmp_pa
     written = (out / "loadgen" / "target.env").read_text()  # the run directory keeps no token
     assert f"API_URL={url}" in written and "w0rker" not in written and "leaves out SURGESIM_HEADER_" in m_err
     assert_no_process_mentions(str(tmp_path))
+
+
+def test_load_only_with_the_fleet_driver(tmp_path, gcp):
+    """live.locust: false: the asyncio fleet driver sends instead of Locust, to the same file's endpoints."""
+    scenario, _topic, _sub = _files(tmp_path, gcp.project, publish=False)
+    scenario.write_text(scenario.read_text().replace("  drain_timeout: 0s\n", "  drain_timeout: 0s\n  locust: false\n"))
+    out = tmp_path / "run"
+    with serve(build_app(delay_s=0.01)) as (url, seen):
+        env_file = tmp_path / "target.env"
+        env_file.write_text(f"API_URL={url}\nGOOGLE_CLOUD_PROJECT={gcp.project}\nSURGESIM_HEADER_AUTHORIZATION=Bearer fl33t\n")
+        proc = _live(tmp_path, scenario, env_file, out)
+        hits = [s for s in seen if s["path"].startswith("/hit/")]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["loadgen"]["generator"] == "fleet_driver"
+    steady = summary["loadgen"]["counts"]["steady"]
+    assert steady["sent"] == steady["ok"] == steady["scheduled"] == len(hits) > 60, (steady, len(hits))
+    assert summary["latency"]["api.hit"]["count"] == len(hits)
+    assert {s["authorization"] for s in hits} == {"Bearer fl33t"}
+    assert_no_process_mentions(str(out))
