@@ -269,3 +269,35 @@ def test_load_only_with_the_fleet_driver(tmp_path, gcp):
     assert summary["latency"]["api.hit"]["count"] == len(hits)
     assert {s["authorization"] for s in hits} == {"Bearer fl33t"}
     assert_no_process_mentions(str(out))
+
+
+def test_ctrl_c_stops_a_load_only_run_and_its_generator(tmp_path, gcp):
+    import signal
+    import time
+
+    scenario, _topic, _sub = _files(tmp_path, gcp.project, publish=False)
+    scenario.write_text(scenario.read_text().replace("duration: 40s", "duration: 600s"))  # 60 wall s
+    out = tmp_path / "run"
+    with serve(build_app()) as (url, seen):
+        env_file = tmp_path / "target.env"
+        env_file.write_text(f"API_URL={url}\nGOOGLE_CLOUD_PROJECT={gcp.project}\n")
+        proc = subprocess.Popen([sys.executable, "-m", "surgesim.cli", "live", str(scenario), "--target-env",
+                                 str(env_file), "--out", str(out)], cwd=tmp_path, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            deadline = time.time() + 60
+            while not seen and time.time() < deadline:  # the traffic has started
+                time.sleep(0.2)
+            assert seen, "no request arrived"
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        n = len(seen)
+        time.sleep(1.0)
+        assert len(seen) == n, "requests still arriving after the command returned"
+    assert proc.returncode == 130, err
+    assert "interrupted at scenario" in err and "the load generator stopped" in err, err
+    assert_no_process_mentions(str(out))
