@@ -19,7 +19,7 @@ from surgesim.schema import SchemaError
 @click.option("--rate-scale", type=float, default=None,
               help="Fraction of the volume sent (overrides scenario.live.rate_scale).")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
-              help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics while the run goes "
+              help="Serve Prometheus metrics on PORT/metrics (at the --bind address) while the run goes "
                    "(default: a free port, printed at start; 0: not served).")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Locust worker processes on this machine (scenarios with live.locust: true).")
