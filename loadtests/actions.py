@@ -268,12 +268,15 @@ class Payloads:
     """Builds the Sends of one generator process: seeded, with its own pools and a fleet of
     vehicles x rate_scale moving in scenario time."""
 
-    def __init__(self, plan: LivePlan, tag: str | None = None, seed_offset: int = 0, project: str | None = None):
+    def __init__(self, plan: LivePlan, tag: str | None = None, seed_offset: int = 0, project: str | None = None,
+                 headers: dict[str, str] | None = None):
         """project: where firestore writes go (the generator's endpoints' project, which
-        GOOGLE_CLOUD_PROJECT may set); default the system file's."""
+        GOOGLE_CLOUD_PROJECT may set); default the system file's. headers: added to every
+        HTTP request, over the template's own (a target's auth: target_env.target_headers)."""
         from surgesim.schema.scenario import pool_variables
 
         self.plan = plan
+        self.headers = dict(headers or {})
         self.project = project or plan.exp.system.project
         self.tag = tag or run_tag()
         self.rng = np.random.default_rng([plan.seed, 7919, seed_offset])
@@ -394,14 +397,13 @@ class Payloads:
                 out[i] = Send(source, intended, message=(json.dumps(ping, separators=(",", ":")).encode(), attrs))
         return out
 
-    @staticmethod
-    def rendered(source: LiveSource, intended: float, r) -> Send:
+    def rendered(self, source: LiveSource, intended: float, r) -> Send:
         """The Send of a rendered template: X-Intended-Time / intendedTime added."""
         if source.action == PUBLISH:
             attrs = dict(r.attributes)
             attrs[INTENDED_ATTRIBUTE] = stamp(intended)
             return Send(source, intended, message=(r.data, attrs, r.ordering_key))
-        headers = dict(r.headers)
+        headers = {**r.headers, **self.headers}
         headers[INTENDED_HEADER] = stamp(intended)
         return Send(source, intended, r.method, r.path, headers, r.body, write=r.write)
 
@@ -432,7 +434,7 @@ class Payloads:
         while "{" in path:
             a, b = path.index("{"), path.index("}")
             path = path[:a] + f"{self.tag}{self._seq}" + path[b + 1:]
-        return Send(source, intended, source.method, path, http_headers(rid, intended),
+        return Send(source, intended, source.method, path, {**http_headers(rid, intended), **self.headers},
                     json.dumps({"requestId": rid}).encode())
 
     def finish(self, send: Send, ok: bool, body: bytes | None = None, headers: Any = None) -> bool:

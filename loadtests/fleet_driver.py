@@ -41,14 +41,21 @@ DriverResult = LoadResult
 class FleetDriver:
     def __init__(self, plan: LivePlan, endpoints: dict[str, str], *, concurrency: int = 64, publishers: int = 4,
                  tick_s: float = 0.005,
-                 client: httpx.AsyncClient | None = None, tag: str | None = None, window_s: float | None = None):
+                 client: httpx.AsyncClient | None = None, tag: str | None = None, window_s: float | None = None,
+                 headers: dict[str, str] | None = None):
+        """headers: on every HTTP request (default: the SURGESIM_HEADER_* variables, target_env.target_headers)."""
+        import os
+
+        from surgesim.loadtests.target_env import target_headers
+
         self.plan = plan
         self.endpoints = dict(endpoints)
         missing = missing_endpoints(plan, self.endpoints)
         if missing:
             raise ValueError(f"no endpoint for: {', '.join(missing)}")
         self.project = self.endpoints.get(PROJECT) or plan.exp.system.project
-        self.payloads = Payloads(plan, tag, project=self.project)
+        self.payloads = Payloads(plan, tag, project=self.project,
+                                 headers=target_headers(dict(os.environ)) if headers is None else headers)
         self.recorder = Recorder(plan.time_scale, window_s or plan.exp.scenario.live.sample_interval)
         self.concurrency = concurrency
         self._client = client

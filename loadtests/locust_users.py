@@ -31,6 +31,7 @@ Configuration (environment):
                            sends its share of the one schedule; see docs/loadtests.md)
     <SERVICE>_URL          COMMAND_URL, APP_URL, ...; else Locust's --host for every service
     PUBSUB_EMULATOR_HOST, GOOGLE_CLOUD_PROJECT
+    SURGESIM_HEADER_<NAME> a header on every HTTP request (SURGESIM_HEADER_AUTHORIZATION -> Authorization)
 """
 
 from __future__ import annotations
@@ -94,7 +95,10 @@ class _State:
             raise RuntimeError(f"set {', '.join(missing)} (or --host for the HTTP services)")
         d = os.environ.get("SURGESIM_DURATION")
         self.duration_s = min(float(d), self.plan.duration_s) if d else self.plan.duration_s
-        self.payloads = Payloads(self.plan, project=self.endpoints.get(PROJECT))
+        from surgesim.loadtests.target_env import target_headers
+
+        # SURGESIM_HEADER_*: a target's auth on every HTTP request (surgesim live --target-env, surgesim worker)
+        self.payloads = Payloads(self.plan, project=self.endpoints.get(PROJECT), headers=target_headers(dict(os.environ)))
         prepared = os.environ.get("SURGESIM_PREPARED")
         self.prepared = load_prepared(self.payloads.pools, prepared, share=share) if prepared else {}
         self.recorder = Recorder(self.plan.time_scale, self.plan.exp.scenario.live.sample_interval)

@@ -20,6 +20,7 @@ generator run on its own (fleet driver, Locust) runs it itself before its clock.
 from __future__ import annotations
 
 import asyncio
+import os
 import json
 import time
 from pathlib import Path
@@ -155,9 +156,12 @@ class Preparer:
     the trigger bridges start) and the rest (once the services are up); prepare.json
     written after each part."""
 
-    def __init__(self, plan: LivePlan, path: str | Path, say: Callable[[str], None] = print):
+    def __init__(self, plan: LivePlan, path: str | Path, say: Callable[[str], None] = print,
+                 headers: dict[str, str] | None = None):
+        """headers: on every HTTP request (a load-only run's target auth)."""
         self.plan, self.path, self.say = plan, Path(path), say
-        self.payloads = Payloads(plan, tag=run_tag(), seed_offset=PREPARE_SEED)  # the system's project, as the services
+        self.payloads = Payloads(plan, tag=run_tag(), seed_offset=PREPARE_SEED,  # the system's project, as the services
+                                 headers=headers)
         k = 0
         while k < len(plan.prepare) and plan.prepare[k].action == FIRESTORE:
             k += 1
@@ -205,7 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         raise SystemExit(f"set {', '.join(missing)}")
     k, n = (int(x) for x in a.share.split("/"))
-    payloads = Payloads(plan, seed_offset=PREPARE_SEED + k, project=endpoints.get(PROJECT))
+    from surgesim.loadtests.target_env import target_headers
+
+    payloads = Payloads(plan, seed_offset=PREPARE_SEED + k, project=endpoints.get(PROJECT),
+                        headers=target_headers(dict(os.environ)))
     started = time.perf_counter()
 
     async def go() -> dict:

@@ -21,9 +21,10 @@ from fastapi import FastAPI, Request, Response
 from surgesim.ports import free_port  # noqa: F401  (re-exported: callers import it from here)
 
 
-def build_app(delay_s: float = 0.0, serial: bool = False) -> FastAPI:
+def build_app(delay_s: float = 0.0, serial: bool = False, status: int = 202) -> FastAPI:
     """delay_s: each request takes this long. serial: one request at a time (a server with
-    one slot), so a burst queues behind it."""
+    one slot), so a burst queues behind it. status: what every request is answered (a
+    broken target: 500)."""
     app = FastAPI()
     app.state.seen = []
     lock = asyncio.Lock()
@@ -38,8 +39,10 @@ def build_app(delay_s: float = 0.0, serial: bool = False) -> FastAPI:
         app.state.seen.append({"path": "/" + path, "method": request.method, "at": time.time(),
                                "request_id": request.headers.get("x-request-id"),
                                "intended": request.headers.get("x-intended-time"),
-                               "content_type": request.headers.get("content-type", ""), "bytes": len(body)})
-        return Response(b'{"ok":true}', status_code=202, media_type="application/json")
+                               "content_type": request.headers.get("content-type", ""), "bytes": len(body),
+                               "authorization": request.headers.get("authorization")})
+        return Response(b'{"ok":true}' if status < 400 else b'{"error":"broken"}', status_code=status,
+                        media_type="application/json")
 
     app.add_api_route("/{path:path}", handle, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     return app

@@ -6,14 +6,22 @@ anything. The variables are the ones the locustfile reads (locust_users.py):
     COMMAND_URL=http://10.0.0.5:8080      <SERVICE>_URL, one per HTTP service the scenario sends to
     PUBSUB_EMULATOR_HOST=10.0.0.5:8085    where publish sources go (REST)
     GOOGLE_CLOUD_PROJECT=my-project       else the system file's project
+    FIRESTORE_EMULATOR_HOST=10.0.0.5:8086 where firestore: sources write
+    SURGESIM_HEADER_AUTHORIZATION=Bearer eyJ...   a header on every HTTP request
+                                          (SURGESIM_HEADER_X_API_KEY -> X-Api-Key)
+    SURGESIM_SUBSCRIPTIONS=orders-sub,audit-sub   `surgesim live --target-env` only: the
+                                          subscriptions whose backlog it peeks (surgesim/live/pubsub_peek.py)
 
-`surgesim live --master` writes one for its own run (runs/<id>/loadgen/target.env).
+`surgesim live --master` writes one for its own run (runs/<id>/loadgen/target.env);
+`surgesim live SCENARIO --target-env FILE` is a load-only run against the system it names.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+HEADER_PREFIX = "SURGESIM_HEADER_"
 
 _LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
 
@@ -60,3 +68,15 @@ def write_target_env(path: str | Path, env: dict[str, str], comment: str = "") -
     head = "".join(f"# {line}\n" for line in comment.splitlines())
     p.write_text(head + "".join(f"{k}={env[k]}\n" for k in sorted(env)), encoding="utf-8")
     return p
+
+
+def target_headers(env: dict[str, str]) -> dict[str, str]:
+    """SURGESIM_HEADER_<NAME>=value -> {Name: value} (underscores are dashes: X_API_KEY ->
+    X-Api-Key), for every HTTP request the generators send (an auth token for a staging
+    system). Pub/Sub publishes go to an emulator and carry none."""
+    out = {}
+    for key, value in env.items():
+        if key.startswith(HEADER_PREFIX) and len(key) > len(HEADER_PREFIX):
+            name = "-".join(part.capitalize() for part in key[len(HEADER_PREFIX):].split("_"))
+            out[name] = value
+    return out

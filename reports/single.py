@@ -20,6 +20,11 @@ def slo_rows(summary: dict) -> list[dict]:
     rows = []
     for s in summary.get("slos") or []:
         slo = fmt.parse_slo(s["text"])
+        if s.get("not_measured"):  # a load-only run had no data for it: it fails, and says why
+            rows.append({"text": s["text"], "holds": False, "observed": "not measured",
+                         "threshold": f"{slo.op} {fmt.slo_value(slo, slo.threshold)}" if slo else "",
+                         "margin": s.get("why") or ""})
+            continue
         rows.append({
             "text": s["text"], "holds": bool(s.get("holds")),
             "observed": fmt.slo_value(slo, s.get("observed")),
@@ -200,6 +205,7 @@ def build_report(run_dir: str | Path) -> Path:
         "run.html", run.dir / "report.html",
         title=f"{data.summary.get('scenario')} · {data.summary.get('plan')} · {data.summary.get('mode')}",
         h=header(data), story=narrative(data), slos=slo_rows(data.summary), checks=check_rows(data.summary),
+        not_measured=[n for n in data.summary.get("not_measured") or [] if not n["name"].startswith("slo: ")],
         figures=figures,
         latency=path_rows(data, LATENCY), lag=path_rows(data, LAG), subs=subs, waits=wait_rows(data.summary),
         freshness=[{"path": k, **v} for k, v in sorted((data.summary.get("freshness") or {}).items())],

@@ -63,6 +63,9 @@ def verdict_table(summary: dict) -> None:
     table.add_column("observed", justify="right")
     table.add_column("verdict")
     for r in summary["slos"]:
+        if r.get("not_measured"):  # a load-only run (surgesim/live/target_run.py): fails, and says why
+            table.add_row(r["text"], "not measured", "[red]FAILS[/]")
+            continue
         obs = failure_message(r).split(",")[0].replace("observed ", "")
         table.add_row(r["text"], obs, "[green]holds[/]" if r["holds"] else "[red]FAILS[/]")
     checks = summary.get("checks") or []
@@ -73,9 +76,18 @@ def verdict_table(summary: dict) -> None:
         table.add_row(f"[dim]implicit[/] {text}", show_observed(c), "[green]holds[/]" if c["holds"] else "[red]FAILS[/]")
     Console().print(table)
     cons = summary["conservation"]
-    click.echo(f"conservation: {'ok' if cons['ok'] else 'BROKEN'} over {len(cons['subscriptions'])} subscriptions")
+    if cons.get("ok") is None:
+        click.echo(f"conservation: not measured ({cons.get('why', '')})")
+    else:
+        click.echo(f"conservation: {'ok' if cons['ok'] else 'BROKEN'} over {len(cons['subscriptions'])} subscriptions")
     for line in failed_lines(checks):
         click.echo(line)
+    for r in summary["slos"]:
+        if r.get("not_measured"):
+            click.echo(f"FAILED (not measured) {r['text']}: {r['why']}")
+    if summary.get("load_only"):
+        click.echo("not measured in a load-only run (not in the verdict): "
+                   + ", ".join(n["name"] for n in summary.get("not_measured", []) if not n["name"].startswith("slo: ")))
     click.echo(f"verdict: {summary['verdict'].upper()}")
 
 

@@ -14,8 +14,21 @@ from surgesim.emulators.identity import Issuer, certs_app
 from surgesim.services.common.devserver import free_port
 
 
+LOOPBACK = "127.0.0.1"
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
+def reachable_host(bind: str) -> str:
+    """The host in the URLs of what listens on `bind`: the address itself, or the loopback
+    for a wildcard (every local caller reaches 0.0.0.0 through 127.0.0.1)."""
+    return LOOPBACK if bind in WILDCARDS else bind
+
+
 class FrontSet:
-    def __init__(self) -> None:
+    def __init__(self, host: str = LOOPBACK) -> None:
+        """host: the address the fronts listen on (`surgesim live --bind`); 127.0.0.1 keeps
+        them to this machine. Their URLs use reachable_host(host)."""
+        self.host = host
         self.fronts: dict[str, Front] = {}
         self.ports: dict[str, int] = {}
         self._servers: dict[str, object] = {}
@@ -41,9 +54,9 @@ class FrontSet:
         the audience its invoker check accepts (and any URL under it)."""
         loop = self._ensure_loop()
         port = free_port()
-        f = Front(name, upstream, settings, issuer=issuer, invokers=invokers, audiences=[f"http://127.0.0.1:{port}"],
-                  secret=secret, seed=seed)
-        server = asyncio.run_coroutine_threadsafe(front_mod.serve(f, port), loop).result(timeout)
+        f = Front(name, upstream, settings, issuer=issuer, invokers=invokers,
+                  audiences=[f"http://{reachable_host(self.host)}:{port}"], secret=secret, seed=seed)
+        server = asyncio.run_coroutine_threadsafe(front_mod.serve(f, port, self.host), loop).result(timeout)
         self.fronts[name], self.ports[name], self._servers[name] = f, port, server
         return self.url(name)
 
@@ -66,7 +79,7 @@ class FrontSet:
         return port
 
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
+        return f"http://{reachable_host(self.host)}:{self.ports[name]}"
 
     def retarget(self, name: str, upstream: str) -> None:
         """Point a front at a restarted service process (the front, its URL and its

@@ -119,7 +119,7 @@ def _oldest_age(ledger, now: float) -> float:
 @contextlib.contextmanager
 def serving(runner, port: int | None, say=print, host: str = "127.0.0.1"):
     """Serve the runner's metrics on host:port/metrics while the block runs. port None:
-    a free port; 0: not served. The URL is said once."""
+    a free port; 0: not served. The URL is said once (a wildcard host: its 127.0.0.1 URL)."""
     if port == 0:
         yield None
         return
@@ -134,7 +134,9 @@ def serving(runner, port: int | None, say=print, host: str = "127.0.0.1"):
         server, thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
         raise RuntimeError(f"--metrics-port {port}: cannot listen on {host}:{port} ({exc})") from None
-    url = f"http://{host}:{port}/metrics"
+    from .fronts import reachable_host
+
+    url = f"http://{reachable_host(host)}:{port}/metrics"
     say(f"metrics: {url} (Prometheus/OpenMetrics, while the run goes)")
     try:
         yield url

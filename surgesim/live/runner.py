@@ -99,7 +99,8 @@ class SystemRunner:
                  log_dir: str | Path | None = None, log_level: str = "INFO", purge: bool = False,
                  count_pull_acks: bool = True, keep_emulators: bool = False, seed: int = 1,
                  service_env: dict[str, dict[str, str]] | None = None, on_message=None,
-                 time_scale: float = 1.0, before_bridges=None, base_dir: str | Path | None = None) -> None:
+                 time_scale: float = 1.0, before_bridges=None, base_dir: str | Path | None = None,
+                 bind: str = "127.0.0.1") -> None:
         """rate_scale: the live run's volume fraction (scales the fakes' rate limits).
         purge: seek every subscription of the system to now before starting, so a reused
         emulator's leftovers are not delivered into this run. count_pull_acks: put the
@@ -111,7 +112,9 @@ class SystemRunner:
         before_bridges: called with the stack's Clients (system project) once the stores are
         provisioned and before any bridge reads them: what it writes is the triggers'
         baseline, not a change (the `prepare:` phase's Firestore entries, loadtests/prepare.py).
-        base_dir: the system file's folder, where `command:` services run."""
+        base_dir: the system file's folder, where `command:` services run.
+        bind: the address the Cloud Run fronts listen on (`surgesim live --bind`; the
+        default keeps them to this machine; the services' own ports stay on 127.0.0.1)."""
         self.base_dir = Path(base_dir) if base_dir is not None else None
         self.system = system
         self.plan = plan or Plan(name="default")
@@ -148,7 +151,7 @@ class SystemRunner:
         self.api_urls: dict[str, str] = {}
         self.procs: dict[str, Proc] = {}
         self.fake_procs: dict[str, Proc] = {}
-        self.fronts = FrontSet()
+        self.fronts = FrontSet(bind)
         self.bridges = None
         self.skipped: dict[str, str] = {}
         """service -> why it is not run."""

@@ -201,7 +201,8 @@ class UnsupportedLive(ValueError):
 def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out: str | Path | None = None, *,
              state_dir: str | Path | None = None, say=print, progress_every: float = 5.0,
              time_scale: float | None = None, rate_scale: float | None = None,
-             while_running=None, workers: int = 1, master: tuple[str, int] | None = None) -> tuple[dict, Path]:
+             while_running=None, workers: int = 1, master: tuple[str, int] | None = None,
+             bind: str = "127.0.0.1") -> tuple[dict, Path]:
     """time_scale / rate_scale: override the scenario's live ones (the load generator gets
     them too), e.g. to run a scenario heavier or shorter than its file says.
     while_running: called with the started SystemRunner, a context manager held until the
@@ -210,6 +211,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
     master: (bind host, port): Locust's master only, for `workers` `surgesim worker`
     processes started elsewhere (loadtests/distributed.py); their endpoints are written to
     <out>/loadgen/target.env.
+    bind: the address the Cloud Run fronts listen on (`--bind`; docs/live.md, "Listen address").
 
     Raises UnsupportedLive (a declared fault cannot be injected; before any traffic),
     LiveAborted (an emulator died mid-run) or LiveInterrupted (Ctrl-C / SIGTERM); the last
@@ -239,7 +241,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
     runner = SystemRunner(exp.system, exp.plan, state_dir, rate_scale=rs, sample_interval=live.sample_interval,
                           log_dir=out / "logs", log_level="WARNING", purge=True, seed=sc.seed, on_message=say,
                           time_scale=ts, before_bridges=prep.before_bridges if prep else None,
-                          base_dir=exp.system_path.parent)
+                          base_dir=exp.system_path.parent, bind=bind)
     base = {"mode": "live", "scenario": sc.name, "system": exp.system.name, "plan": exp.plan.name, "seed": sc.seed,
             "duration_s": sc.duration, "start_clock_s": sc.start_clock, "step_s": live.sample_interval * ts,
             "scales": {"time_scale": ts, "rate_scale": rs},
@@ -587,8 +589,8 @@ def _make_driver(exp, scenario_path, runner: SystemRunner, live, out: Path, hold
 def _announce_master(scenario_path, endpoints: dict, emulator_env: dict, prepared: Path, out: Path,
                      master: tuple[str, int], workers: int, live, say) -> None:
     """The target.env the workers need (this run's endpoints, the prepare phase's output) and the
-    command to start each with. The harness listens on 127.0.0.1: from another machine
-    the addresses are reached through a tunnel (docs/live.md)."""
+    command to start each with. The fronts listen on --bind (default 127.0.0.1, reached from
+    another machine through a tunnel); the emulators on 127.0.0.1 (docs/live.md, Listen address)."""
     from surgesim.loadtests.runner import host_env
     from surgesim.loadtests.target_env import write_target_env
 
@@ -601,6 +603,9 @@ def _announce_master(scenario_path, endpoints: dict, emulator_env: dict, prepare
     scales = f" --time-scale {live.time_scale:g} --rate-scale {live.rate_scale:g}"
     say(f"master: waiting for {workers} worker(s) on {master[0]}:{master[1]}; start each with\n"
         f"  surgesim worker --master-host {host}:{master[1]} --target-env {path}{scales} {scenario_path}")
+    if master[0] in ("0.0.0.0", "::"):
+        say(f"  ({path} names 127.0.0.1: on another machine, put this machine's address there, "
+            "or tunnel the ports; the emulators listen on 127.0.0.1 only)")
 
 
 class LocustGroup:
