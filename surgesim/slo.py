@@ -177,7 +177,7 @@ def _pwait_value(run: Run, slo: Slo) -> float | None:
     """Fraction of arrivals that waited: over the run (mean, total) or per histogram window."""
     h = run.histograms
     path = f"wait/{slo.entity}"
-    rows = h[(h["path"] == path) | h["path"].str.startswith(path + ".")]
+    rows = h[run.path_rows(path)]
     if not len(rows):
         return None
     counts = rows["count"].to_numpy(dtype=np.float64)
