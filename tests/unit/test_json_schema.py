@@ -13,9 +13,10 @@ from surgesim.commands.schema import json_schema
 from surgesim.schema import detect_kind
 
 ROOT = Path(__file__).resolve().parents[2]
-# *.workflow.yaml are Workflows definitions, not surgesim files (tests/unit/test_seed_systems.py loads them)
+# *.workflow.yaml are Workflows definitions, not surgesim files (tests/unit/test_seed_systems.py loads them);
+# *.space.yaml are `surgesim optimize` search spaces (tests/unit/test_optimize.py reads them)
 SHIPPED = [p for p in sorted(ROOT.glob("scenarios/*.yaml")) + sorted(ROOT.glob("scenarios/*/*.yaml"))
-           if not p.name.endswith(".workflow.yaml")]
+           if not p.name.endswith((".workflow.yaml", ".space.yaml"))]
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))

@@ -60,3 +60,53 @@ def test_space_errors_are_clear(tmp_path: Path) -> None:
                                    str(tmp_path / "space.yaml"), "--out", str(tmp_path / "o")])
     assert res.exit_code != 0
     assert "services.server.instances: a non-empty list of values, got 4" in res.output
+
+
+def test_the_shipped_dispatch_wave_space_has_fifty_distinct_valid_plans() -> None:
+    from surgesim.optimize import candidates
+    from surgesim.schema import load_experiment
+
+    exp = load_experiment(ROOT / "scenarios" / "dispatch_wave.yaml")
+    space = yaml.safe_load((ROOT / "scenarios" / "spaces" / "dispatch_wave.space.yaml").read_text())
+    cands, invalid = candidates(exp.plan, space)
+    assert len(cands) >= 50 and invalid == 0
+    dumps = {json.dumps(p.model_dump(mode="json"), sort_keys=True) for _, p in cands}
+    assert len(dumps) == len(cands)  # every point is a different plan
+    # the knobs land where the engine reads them, on top of the scenario's plan
+    settings, plan = next((s, p) for s, p in cands if s["services.command.concurrency"] == 20
+                          and s["services.billing.max_instances"] == 2)
+    assert plan.service("command").concurrency == 20 and plan.service("billing").max_instances == 2
+    assert plan.service("notification").max_instances == exp.plan.service("notification").max_instances
+
+
+def test_window_keeps_the_wave_at_its_clock_time_and_refuses_to_cut_it() -> None:
+    import pytest
+
+    from surgesim.optimize import window
+    from surgesim.schema import load_experiment
+
+    exp = load_experiment(ROOT / "scenarios" / "dispatch_wave.yaml")  # 06:00 + 3 h, wave at 07:30 for 9 min
+    cut = window(exp, "07:00-08:00")
+    sc = cut.scenario
+    assert (sc.start_clock, sc.duration) == (7 * 3600, 3600)
+    wave = sc.traffic.waves[0]
+    assert sc.start_clock + wave.at == 7.5 * 3600 and wave.duration == 540
+    assert exp.scenario.traffic.waves[0].at == 5400  # the original is untouched
+    with pytest.raises(ValueError, match=r"wave dispatch_wave \(07:30-07:39\) is not inside the window"):
+        window(exp, "07:35-08:30")
+    with pytest.raises(ValueError, match=r"not inside the scenario's 06:00-09:00"):
+        window(exp, "05:00-08:00")
+    with pytest.raises(ValueError, match=r"START-END in clock times"):
+        window(exp, "7am")
+
+
+def test_dask_without_the_extra_names_it(monkeypatch, tmp_path: Path) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
+    (tmp_path / "space.yaml").write_text("services: {server: {instances: [4]}}\n")
+    res = CliRunner().invoke(cli, ["optimize", str(ROOT / "scenarios" / "mmc_exp_08.yaml"), "--space",
+                                   str(tmp_path / "space.yaml"), "--dask", "tcp://127.0.0.1:1", "--out",
+                                   str(tmp_path / "o")])
+    assert res.exit_code != 0
+    assert "pip install 'surgesim[dask]'" in res.output

@@ -12,9 +12,10 @@ from surgesim.schema import load_experiment, load_plan, load_system, validate_fi
 from surgesim.sim import traffic as tr
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
-# *.workflow.yaml are Google Workflows definitions a system file points at (docs/workflows.md)
+# *.workflow.yaml are Google Workflows definitions a system file points at (docs/workflows.md);
+# *.space.yaml are `surgesim optimize` search spaces (tests/unit/test_optimize.py reads them)
 FILES = sorted(p.relative_to(SCENARIOS).as_posix() for p in SCENARIOS.rglob("*.yaml")
-               if not p.name.endswith(".workflow.yaml"))
+               if not p.name.endswith((".workflow.yaml", ".space.yaml")))
 WORKFLOWS = sorted(SCENARIOS.rglob("*.workflow.yaml"))
 
 
