@@ -76,67 +76,15 @@ def candidates(base: Plan, space: dict) -> tuple[list[tuple[dict, Plan]], int]:
 
 
 def _run_one(args: tuple) -> dict:
-    exp, plan, seed, out_dir = args[:4]
-    split = args[4] if len(args) > 4 else False
+    exp, plan, seed, out_dir = args
     from surgesim.schema.loading import with_plan_quotas
+    from surgesim.sim.engine import Engine
     from surgesim.sim.output import write_run
-    from surgesim.sim.split import run_experiment
 
     exp = replace(exp, plan=plan, system=with_plan_quotas(exp.system, plan))
-    eng = run_experiment(exp, seed=seed, split=split)
+    eng = Engine(exp, seed=seed).run()
     summary = write_run(eng, out_dir, {"engine": "sim", "run_id": Path(out_dir).name})
     return summary
-
-
-def window(exp: Any, spec: str) -> Any:
-    """The experiment cut to the clock window `spec` ('07:00-08:00'): the scenario starts at
-    the window's start and lasts to its end; waves, faults and one-off sources keep their
-    clock times. Refused unless every one of them lies wholly inside the window (a fault
-    without a duration lasts to the run's end: the window must reach it too), so what is cut
-    is steady diurnal traffic only. The cut run starts empty, at min instances: the window
-    should open some minutes before the first wave (warm-up) and close after its drain."""
-    from surgesim.schema.common import parse_clock
-
-    sc = exp.scenario
-    try:
-        a, b = (parse_clock(x.strip()) for x in spec.split("-"))
-    except ValueError as e:
-        raise ValueError(f"--window {spec!r}: START-END in clock times, e.g. 07:00-08:00 ({e})") from None
-    start, end = sc.start_clock, sc.start_clock + sc.duration
-    a += 86400 * (a < start)  # a window past midnight of a run that started the day before
-    b += 86400 * (b < a)
-    if not (start <= a < b <= end):
-        raise ValueError(f"--window {spec}: not inside the scenario's {_clock(start)}-{_clock(end)}")
-    off = a - start
-
-    def inside(what: str, at: float, until: float | None) -> None:
-        until = end - start if until is None else until
-        if not (off <= at and start + until <= b):
-            raise ValueError(f"--window {spec}: {what} ({_clock(start + at)}-{_clock(start + until)}) "
-                             "is not inside the window; widen it")
-
-    waves = []
-    for w in sc.traffic.waves:
-        inside(f"wave {w.name}", w.at, w.at + w.duration)
-        waves.append(w.model_copy(update={"at": w.at - off}))
-    faults = []
-    for i, f in enumerate(sc.faults):
-        inside(f"fault {i + 1} ({f.kind})", f.at, f.end)
-        faults.append(f.model_copy(update={"at": f.at - off}))
-    sources = []
-    for src in sc.traffic.sources:
-        if src.at is not None:
-            inside(f"source {src.name}", src.at, src.at)
-            src = src.model_copy(update={"at": src.at - off})
-        sources.append(src)
-    traffic = sc.traffic.model_copy(update={"waves": waves, "sources": sources})
-    cut = sc.model_copy(update={"start_clock": a, "duration": b - a, "traffic": traffic, "faults": faults})
-    return replace(exp, scenario=cut)
-
-
-def _clock(seconds: float) -> str:
-    s = int(round(seconds)) % 86400
-    return f"{s // 3600:02d}:{s % 3600 // 60:02d}" + (f":{s % 60:02d}" if s % 60 else "")
 
 
 def margin(slo_results: list[dict]) -> float | None:
@@ -223,14 +171,9 @@ def run_dask(jobs: Sequence[tuple], address: str, progress: Progress | None = No
 
 
 def search(exp: Any, space: dict, out_dir: Path, workers: int | None = None, seed: int | None = None,
-           dask: str | None = None, progress: Progress | None = None, full: Any = None,
-           confirm_tries: int = 3) -> dict:
+           dask: str | None = None, progress: Progress | None = None) -> dict:
     """Run every candidate of `space`; `dask` (a scheduler address) runs them on that cluster
-    instead of a local process pool of `workers` (default: every core).
-
-    `full`: the whole experiment when `exp` is a window of it (window()): the passing plans
-    are then run on `full`, cheapest first, until one passes there too (at most
-    `confirm_tries`); that one is the answer, and `confirmed` says what each try gave."""
+    instead of a local process pool of `workers` (default: every core)."""
     cands, invalid = candidates(exp.plan, space)
     if not cands:
         raise ValueError("the space has no valid plan")
@@ -257,25 +200,8 @@ def search(exp: Any, space: dict, out_dir: Path, workers: int | None = None, see
             pareto.append(r)
             best_p99 = r["p99"]
     best = passing[0] if passing else None
-    confirmed: list[dict] = []
-    if full is not None and passing:
-        best = None
-        for r in passing[:confirm_tries]:
-            t1 = time.monotonic()
-            plan = next(p for (st, p) in cands if st == r["settings"])
-            s = _run_one((full, plan, seed, out_dir / f"{r['plan']}-full", True))
-            confirmed.append({"plan": r["plan"], "verdict": s["verdict"], "wall_s": round(time.monotonic() - t1, 1),
-                              "cost_per_day": (s.get("cost") or {}).get("per_day", {}).get("total"),
-                              "p99": p99_of(s), "margin": margin(s["slos"]),
-                              "failed": [x["text"] for x in s["slos"] if not x["holds"]]
-                              + [c["text"] for c in (s.get("checks") or []) if not c["holds"]]})
-            if s["verdict"] == "pass":
-                best = {**r, "full": confirmed[-1]}
-                break
     result = {"candidates": len(rows), "invalid": invalid, "workers": workers, "backend": dask or "local",
-              "wall_s": round(wall_s, 1), "window": None if full is None else
-              {"start_clock_s": exp.scenario.start_clock, "duration_s": exp.scenario.duration},
-              "best": best, "confirmed": confirmed if full is not None else None, "pareto": pareto, "rows": rows}
+              "wall_s": round(wall_s, 1), "best": best, "pareto": pareto, "rows": rows}
     if best is not None:
         plan = next(p for (st, p) in cands if st == best["settings"])
         data = plan.model_dump(mode="json", exclude_none=True, exclude_defaults=True)

@@ -20,29 +20,19 @@ from surgesim.schema import SchemaError, load_experiment
 @click.option("--dask", "dask_address", default=None, metavar="tcp://HOST:PORT",
               help="Run the candidates on this Dask scheduler's workers instead of local processes "
                    "(needs the `dask` extra).")
-@click.option("--window", default=None, metavar="HH:MM-HH:MM",
-              help="Search on this clock window of the scenario (every wave and fault inside it), then "
-                   "confirm the cheapest passing plans on the whole scenario.")
 @click.option("--seed", type=int, default=None)
 @click.option("--out", type=click.Path(path_type=Path), default=None)
 def optimize(scenario: Path, space_file: Path, plan: Path | None, workers: int | None, dask_address: str | None,
-             window: str | None, seed: int | None, out: Path | None) -> None:
+             seed: int | None, out: Path | None) -> None:
     """Find the cheapest plan in SPACE that meets every SLO and implicit check of SCENARIO.
     Exit 1 when none does."""
     from surgesim.optimize import p99_of, search
-    from surgesim.optimize import window as cut_window
 
     try:
         exp = load_experiment(scenario, plan)
         space = yaml.safe_load(space_file.read_text()) or {}
     except SchemaError as e:
         raise click.ClickException(str(e)) from None
-    full = None
-    if window:
-        try:
-            full, exp = exp, cut_window(exp, window)
-        except ValueError as e:
-            raise click.ClickException(f"{scenario}: {e}") from None
     out = out or Path("runs") / f"optimize-{exp.scenario.name}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
     show = lambda v: "—" if v is None else (f"{v * 1000:.1f} ms" if v < 1 else f"{v:.2f} s")  # noqa: E731
@@ -53,7 +43,7 @@ def optimize(scenario: Path, space_file: Path, plan: Path | None, workers: int |
         click.echo(f"[{done}/{total}] plan-{i:04d} {summary['verdict']} {cost} p99 {show(p99_of(summary))}", err=True)
 
     try:
-        res = search(exp, space, out, workers=workers, seed=seed, dask=dask_address, progress=progress, full=full)
+        res = search(exp, space, out, workers=workers, seed=seed, dask=dask_address, progress=progress)
     except ValueError as e:
         raise click.ClickException(f"{space_file}: {e}") from None
     except RuntimeError as e:  # --dask without the extra, or no scheduler there
@@ -62,16 +52,13 @@ def optimize(scenario: Path, space_file: Path, plan: Path | None, workers: int |
     where = f"the Dask cluster at {dask_address} ({res['workers']} task slots)" if dask_address \
         else f"{res['workers']} processes"
     click.echo(f"{res['candidates']} plans run on {where} in {res['wall_s']:.1f} s ({res['invalid']} invalid skipped)")
-    click.echo("Pareto (cost per day vs worst p99 latency" + (f", in the window {window}" if window else "") + "):")
+    click.echo("Pareto (cost per day vs worst p99 latency):")
     for r in res["pareto"]:
         knobs = ", ".join(f"{k}={v}" for k, v in r["settings"].items())
         click.echo(f"  ${r['cost_per_day']:.2f}/day  p99 {show(r['p99'])}  {r['verdict']}  {knobs}")
-    for c in res["confirmed"] or []:
-        click.echo(f"on the whole scenario: {c['plan']} {c['verdict']} ${c['cost_per_day']:.2f}/day p99 {show(c['p99'])}"
-                   + (f" (failed: {'; '.join(c['failed'])})" if c["failed"] else ""))
     best = res["best"]
     if best is None:
-        click.echo("no plan in the space passes" + (" on the whole scenario" if res["confirmed"] else ""))
+        click.echo("no plan in the space passes")
         raise SystemExit(1)
     knobs = ", ".join(f"{k}={v}" for k, v in best["settings"].items())
     m = best["margin"]

@@ -79,27 +79,6 @@ def test_the_shipped_dispatch_wave_space_has_fifty_distinct_valid_plans() -> Non
     assert plan.service("notification").max_instances == exp.plan.service("notification").max_instances
 
 
-def test_window_keeps_the_wave_at_its_clock_time_and_refuses_to_cut_it() -> None:
-    import pytest
-
-    from surgesim.optimize import window
-    from surgesim.schema import load_experiment
-
-    exp = load_experiment(ROOT / "scenarios" / "dispatch_wave.yaml")  # 06:00 + 3 h, wave at 07:30 for 9 min
-    cut = window(exp, "07:00-08:00")
-    sc = cut.scenario
-    assert (sc.start_clock, sc.duration) == (7 * 3600, 3600)
-    wave = sc.traffic.waves[0]
-    assert sc.start_clock + wave.at == 7.5 * 3600 and wave.duration == 540
-    assert exp.scenario.traffic.waves[0].at == 5400  # the original is untouched
-    with pytest.raises(ValueError, match=r"wave dispatch_wave \(07:30-07:39\) is not inside the window"):
-        window(exp, "07:35-08:30")
-    with pytest.raises(ValueError, match=r"not inside the scenario's 06:00-09:00"):
-        window(exp, "05:00-08:00")
-    with pytest.raises(ValueError, match=r"START-END in clock times"):
-        window(exp, "7am")
-
-
 def test_dask_without_the_extra_names_it(monkeypatch, tmp_path: Path) -> None:
     import sys
 
