@@ -48,6 +48,27 @@ def test_past_write_capacity_the_wait_grows_as_a_saturated_queue() -> None:
     assert lat2[-1] == pytest.approx((550 * 2 / 1000 - 1) * 60, rel=0.02)
 
 
+def test_a_second_route_in_the_same_step_does_not_wait_for_the_first_routes_later_commits() -> None:
+    # Two routes reach the database in two calls per step, each call's operations spread
+    # over the same 2 s step. Far below capacity, the second call's operations cost their
+    # own latency (they used to wait for the first call's last commit: up to the step).
+    d = db(capacity=1200.0)
+    for k in range(10):
+        first = d.run(np.array([2.0 * k + 1.9]), np.array([0.004]), 2)[0]
+        second = d.run(np.array([2.0 * k + 0.1, 2.0 * k + 1.0]), np.full(2, 0.004), 2)[0]
+        assert np.allclose(first, 0.004, atol=2e-3)
+        assert np.allclose(second, 0.004, atol=5e-3), second
+    # Past capacity, an operation out of time order still waits for the log's backlog:
+    # 3,000 rows queued in one call (2.5 s of commits at 1,200 rows/s), then an earlier one
+    d = db(pool=10_000, capacity=1200.0)
+    d.run(np.full(1500, 10.0), np.full(1500, 0.004), 2)
+    late = d.run(np.array([9.5]), np.array([0.004]), 2)[0][0]
+    # It waits the backlog the log holds (2.5 s), as an arrival to a standing queue does, not
+    # 0.5 s more to reach the later operations' time, nor nothing as if the queue were empty
+    assert late == pytest.approx(2.5 + 0.004, abs=0.01)
+    assert d.log_free == pytest.approx(10.004 + 3002 / 1200, abs=0.01)  # and it adds its 2 rows to the log
+
+
 def test_a_full_pool_queues_requests_and_times_them_out() -> None:
     # 10 connections, each operation 1 s, 20/s offered: the pool serves 10/s, the wait
     # grows by 1 s every second, and past the 5 s pool timeout operations fail
