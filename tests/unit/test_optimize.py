@@ -73,9 +73,10 @@ def test_the_shipped_dispatch_wave_space_has_fifty_distinct_valid_plans() -> Non
     dumps = {json.dumps(p.model_dump(mode="json"), sort_keys=True) for _, p in cands}
     assert len(dumps) == len(cands)  # every point is a different plan
     # the knobs land where the engine reads them, on top of the scenario's plan
-    settings, plan = next((s, p) for s, p in cands if s["services.command.concurrency"] == 20
-                          and s["services.billing.max_instances"] == 2)
-    assert plan.service("command").concurrency == 20 and plan.service("billing").max_instances == 2
+    settings, plan = next((s, p) for s, p in cands if s["services.command.concurrency"] == 10
+                          and s["services.billing.max_instances"] == 1 and s["services.live-map.min_instances"] == 1)
+    assert plan.service("command").concurrency == 10 and plan.service("billing").max_instances == 1
+    assert plan.service("live-map").min_instances == 1 and plan.service("live-map").max_instances == 20
     assert plan.service("notification").max_instances == exp.plan.service("notification").max_instances
 
 
