@@ -34,6 +34,8 @@ def overlay(title: str, panels: list[Panel], tl: plots.Timeline, out_dir: Path, 
     panels = [p for p in panels if any(len(line.x) for line in p.lines)]
     if not panels:
         return plots.Plot(title, note=empty or f"No data for {title.lower()}.")
+    if plots.MISSING:
+        return plots.Plot(title, note=plots.MISSING)
     cols = 1 if len(panels) == 1 else 2
     rows = math.ceil(len(panels) / cols)
     small = cols > 1
@@ -81,9 +83,7 @@ def overlay(title: str, panels: list[Panel], tl: plots.Timeline, out_dir: Path, 
 
 
 def run_colours(n: int) -> list[str]:
-    import matplotlib as mpl
-
-    return [mpl.colormaps["tab10"].colors[i % 10] for i in range(n)]
+    return [plots.TAB10[i % 10] for i in range(n)]
 
 
 def clock_span(tl: plots.Timeline) -> str:

@@ -8,18 +8,26 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
+from surgesim.reports import fmt
+from surgesim.reports.metrics import event_label, is_wave
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
-from matplotlib.transforms import blended_transform_factory  # noqa: E402
+# matplotlib and its fonts and image libraries are ~96 MB, over a third of the base install:
+# they are the `plots` extra (part of `live`), and a report built without them says so where
+# its figures would be (README, Install sizes).
+try:
+    import matplotlib
 
-from surgesim.reports import fmt  # noqa: E402
-from surgesim.reports.metrics import event_label, is_wave  # noqa: E402
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+    from matplotlib.transforms import blended_transform_factory
+
+    MISSING = ""
+except ImportError:
+    MISSING = "No plots: matplotlib is not installed. pip install 'surgesim[plots]' and run `surgesim report` again."
 
 WAVE_COLOUR = "#1f77b4"
 FAULT_COLOUR = "#d62728"
@@ -76,10 +84,13 @@ class Timeline:
         return Timeline(self.start_clock_s, self.duration_s, self.events, (lo, hi))
 
 
-def _palette(names: list[str]) -> dict[str, str]:
-    import matplotlib as mpl
+# matplotlib's tab10 then Dark2, written out so that colouring needs no matplotlib
+TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+DARK2 = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
 
-    colours = list(mpl.colormaps["tab10"].colors) + list(mpl.colormaps["Dark2"].colors)
+
+def _palette(names: list[str]) -> dict[str, str]:
+    colours = TAB10 + DARK2
     return {n: colours[i % len(colours)] for i, n in enumerate(sorted(names))}
 
 
@@ -438,6 +449,8 @@ def job_tasks(executions: list[dict], out_dir: Path) -> Plot:
     attempts = [a for _, t in rows for a in t.get("attempts") or [] if a.get("start") is not None]
     if not attempts:
         return Plot(title, note="No task attempt was recorded.")
+    if MISSING:
+        return Plot(title, note=MISSING)
     t0 = min(float(a["start"]) for a in attempts)
     height = min(0.22 * len(rows) + 0.8, 12.0)
     fig = Figure(figsize=(WIDTH_IN, height + 0.9), dpi=DPI)

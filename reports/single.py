@@ -169,6 +169,8 @@ def build_plots(data: RunData, out_dir: Path, *, include_lag: bool = True) -> li
     """Every figure of the single-run report, in reading order."""
     for stale in out_dir.glob("*.png"):  # a plot an earlier build drew must not linger
         stale.unlink()
+    if plots.MISSING:
+        return [plots.Plot("Plots", note=plots.MISSING)]
     tl = plots.Timeline(data.start_clock_s, data.duration_s, data.events)
     entities = set()
     for key in ("backlog", "published", "requests", "instances", "dead_lettered"):

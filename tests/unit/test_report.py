@@ -195,3 +195,19 @@ def test_the_services_own_counters_are_in_the_report_when_a_live_run_has_them(tm
     row = re.search(r"relay-status</td><td class=\"l\">job_latency_s_p99</td><td>([^<]+)<", page)
     assert row and row.group(1) == "61.25"
     assert "own counters" not in build_report(minimal_run(tmp_path / "plain")).read_text()
+
+
+def test_without_matplotlib_the_report_says_where_its_plots_would_be(tmp_path, monkeypatch):
+    """The base install has no matplotlib (the `plots` extra): the report is still built, with
+    its tables and verdict, and names the extra instead of drawing. The real missing import is
+    exercised by tests/integration/test_user_install.py."""
+    from surgesim.reports import plots
+
+    run = write_synthetic_run(tmp_path / "run", plan="baseline", **SHORT)
+    (run / "plots").mkdir(exist_ok=True)
+    (run / "plots" / "rates.png").write_bytes(b"stale")
+    monkeypatch.setattr(plots, "MISSING", "No plots: matplotlib is not installed. pip install 'surgesim[plots]'")
+    html = build_report(run).read_text()
+    assert images(html) == []
+    assert "pip install &#39;surgesim[plots]&#39;" in html or "pip install 'surgesim[plots]'" in html
+    assert "SLO" in html and not list((run / "plots").glob("*.png")), "no stale PNG from an earlier build"

@@ -82,3 +82,12 @@ def test_cli_compares_several_runs_and_requires_out(plans, tmp_path):
     result = CliRunner().invoke(cli, ["report", *runs, "--out", str(tmp_path / "c")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "c" / "comparison.html").exists()
+
+
+def test_without_matplotlib_the_comparison_keeps_its_table_and_names_the_extra(plans, tmp_path, monkeypatch):
+    from surgesim.reports import plots
+
+    monkeypatch.setattr(plots, "MISSING", "No plots: matplotlib is not installed. pip install 'surgesim[plots]'")
+    html = build_comparison(list(plans.values()), tmp_path / "cmp").read_text()
+    assert "<img" not in html and "surgesim[plots]" in html
+    assert "cost per day" in html and "baseline" in html
