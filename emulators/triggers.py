@@ -55,7 +55,7 @@ import string
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import re
@@ -255,12 +255,16 @@ RETRY_FIRST_S, RETRY_MAX_S = 0.1, 10.0
 
 async def deliver(http, url: str, headers: dict, body: bytes, counters: "TriggerCounters", max_attempts: int,
                   what: str, backoff: tuple[float, float] = (RETRY_FIRST_S, RETRY_MAX_S)) -> bool:
-    """POST one CloudEvent until a 2xx, retrying with backoff (first, max); False after max_attempts."""
+    """POST one CloudEvent until a 2xx, retrying with backoff (first, max); False after max_attempts.
+    A delivered event's change-to-2xx time (from its ce-time) goes to ``counters.lags``."""
     delay, most = backoff
+    changed = change_epoch(headers.get("ce-time"))
     for _ in range(max_attempts):
         try:
             if 200 <= await service_http.post_status(http, url, body, headers) < 300:
                 counters.sent += 1
+                if changed is not None:
+                    counters.lags.append((changed, max(0.0, time.time() - changed)))
                 return True
         except service_http.FAILURES:
             pass
@@ -270,6 +274,16 @@ async def deliver(http, url: str, headers: dict, body: bytes, counters: "Trigger
     counters.gave_up += 1
     log.warning("trigger %s: gave up on %s after %d attempts", what, headers.get("ce-subject"), max_attempts)
     return False
+
+
+def change_epoch(ce_time: str | None) -> float | None:
+    """Epoch seconds of a CloudEvent's ce-time (RFC 3339), None when absent or unreadable."""
+    if not ce_time:
+        return None
+    try:
+        return dt.datetime.fromisoformat(ce_time.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -283,6 +297,9 @@ class TriggerCounters:
     polls: int = 0
     poll_seconds: float = 0.0
     bad_events: int = 0
+    #: (change epoch, seconds from the change to the target's 2xx) per delivered event: the
+    #: trigger path's lag, `lag/<trigger>` in the run directory
+    lags: list[tuple[float, float]] = field(default_factory=list)
 
 
 class TriggerBridge:

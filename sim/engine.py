@@ -365,8 +365,10 @@ class Engine:
         node = self.nodes.get(trig.target)
         attrs = self.attrs.intern({"eventType": change} if change else {"eventType": trig.event_type})
         # each event on its own delivery latency: Eventarc does not keep them in order
-        times = times + sample(delivery_latency(trig), times.size, self.rng(f"trigger:{trig.name}"))
-        b = Batch.new(times, attrs, keys)
+        # pub: the change's time, so that the trigger's lag (change -> handled) and Eventarc's
+        # retention both count from it
+        delivered = times + sample(delivery_latency(trig), times.size, self.rng(f"trigger:{trig.name}"))
+        b = Batch.new(delivered, attrs, keys, pub=times)
         self.trigger_changes[trig.name] = self.trigger_changes.get(trig.name, 0) + len(b)
         if node is not None:
             node.enqueue(self.trigger_ch[trig.name], b)

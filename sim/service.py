@@ -517,6 +517,8 @@ class ServiceNode:
             tc = self.trigger_count(ch.name)
             nfail = int(fail.sum())
             tc["delivered"] += len(b) - nfail
+            if nfail < len(b):
+                m.record(f"lag/{ch.name}", t0, (done - b.pub)[~fail])
             if nfail:
                 m.count("errors", self.name, done[fail])
                 self.totals["errors"] += nfail

@@ -66,7 +66,7 @@ GAUGES = {"backlog", "oldest_unacked", "instances", "utilisation"}
 """Metrics whose value is a level at the window's end; the rest count events in the window."""
 
 # Histogram paths: "latency/<service>.<route>" for HTTP accept latency, "lag/<subscription>"
-# for publish -> handler done, "wait/<service>.<channel>" for queueing delay at a service
+# for publish -> handler done, "lag/<trigger>" for a Firestore/Storage change -> handled, "wait/<service>.<channel>" for queueing delay at a service
 # (arrival to start on a slot; channel: a route, subscription or trigger), "freshness/<collection>"
 # for the age of the newest message a keyed document shows when read (sim/freshness.py).
 LATENCY = "latency"

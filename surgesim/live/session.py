@@ -53,7 +53,9 @@ publishing the next one, but the sampler's tap sees that publish only on its nex
 
 class LagRecorder:
     """publish -> acked per subscription (`lag/<sub>`), from the sampler's own ledgers: each
-    ledger's settle() is wrapped to read the message's publish time before it is popped."""
+    ledger's settle() is wrapped to read the message's publish time before it is popped; and
+    change -> the target's 2xx per Firestore or Storage trigger (`lag/<trigger>`), from the
+    trigger bridges' counters at the end."""
 
     def __init__(self, metrics, t0_epoch: float, time_scale: float, window_s: float) -> None:
         self.hists: dict[tuple[float, str], Histogram] = {}
@@ -71,6 +73,13 @@ class LagRecorder:
             settle(mid)
 
         return wrapped
+
+    def add_triggers(self, bridges) -> None:
+        watched = {**(getattr(bridges, "triggers", None) or {}), **(getattr(bridges, "storage_triggers", None) or {})}
+        for name, bridge in watched.items():
+            for changed, seconds in bridge.counters.lags:
+                w = max(0.0, math.floor((changed - self.t0) / self.window) * self.window) * self.ts
+                self.hists.setdefault((w, name), Histogram()).record(seconds)
 
     def rows(self) -> pd.DataFrame:
         frames = [histogram_rows(t, f"lag/{sub}", h) for (t, sub), h in sorted(self.hists.items())]
@@ -331,6 +340,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
             totals = runner.bridges.metrics.totals()
             cons = conservation(runner, totals)
             triggers = trigger_totals(runner.bridges)
+            lag.add_triggers(runner.bridges)
             ts_rows = _timeseries(runner, ts, t0_mono)
             front = runner.fronts.stats()
             apis = _api_totals(runner)

@@ -430,7 +430,11 @@ def scenario_problems(sc: Scenario, system: System, plan: Plan) -> Iterator[tupl
         if fault.topic is not None and fault.topic not in topics:
             yield ("faults", i, "topic"), f"topic {fault.topic!r} is not in system {system.name!r}"
     for i, slo in enumerate(sc.slos):
-        if slo.metric in ("backlog", "oldest_unacked", "dlq", "lag"):
+        if slo.metric == "lag":
+            # a Firestore or Storage trigger's lag is change -> its target's 2xx
+            ok = slo.entity in subs or slo.entity in {t.name for t in system.triggers if t.kind != "pubsub"}
+            what = "subscription or Firestore/Storage trigger"
+        elif slo.metric in ("backlog", "oldest_unacked", "dlq"):
             ok = slo.entity in subs
             what = "subscription"
         elif slo.metric == "latency":

@@ -203,3 +203,38 @@ def test_flows_aborted_by_a_missing_capture_fail_the_verdict(gcp, example, tmp_p
     failed = [ch["name"] for ch in summary["checks"] if not ch["holds"]]
     assert "client_errors.flow.visitor" in failed, failed
     assert rc == 1 and summary["verdict"] == "fail"
+
+
+def test_firestore_writes_with_a_wave_drive_the_trigger_path_end_to_end(gcp, example, tmp_path):
+    """profiles.yaml: a `firestore:` source (a client writing profiles/u{seq} straight into
+    Firestore) at 4/s with a wave to 16/s. Every write must fire the trigger once, reach the
+    CloudEvent function as the DocumentEventData protobuf it parses (its own log prints each
+    document), and be measured: write latency, and `lag/profile-written` from the document's
+    update time to the function's 2xx, one sample per delivered change."""
+    from surgesim.emulators import Clients
+
+    db = Clients(gcp.env_vars(), project="greetings-local").firestore()
+    for d in db.collection("profiles").stream():
+        d.reference.delete()
+    rc, summary, text = live(gcp, example, "profiles.yaml", tmp_path / "run")
+    counts = summary["loadgen"]["counts"]["profiles"]
+    assert counts["sent"] >= 250 and counts["ok"] == counts["sent"], counts  # ~4/s for 40 s, 16/s for 15 s: ~340
+    trig = summary["totals"]["triggers"]["profile-written"]
+    assert trig["changes"] == trig["delivered"] == counts["ok"] and trig["given_up"] == 0, trig
+    lag = summary["lag"]["profile-written"]
+    assert lag["count"] == trig["delivered"] and 0 < lag["p50"] <= lag["p99"] < 5, lag
+    # the function parsed every event body (it prints the new document's fields)
+    log = (tmp_path / "run" / "logs" / "profile-fn-0.log").read_text(errors="replace")
+    assert log.count("Function triggered by change to:") == trig["delivered"], log[-2000:]
+    assert log.count('string_value: "') >= 2 * trig["delivered"]  # name and city of each profile
+    # the wave is in the writes: more of them while it lasts than in as long a time before
+    import pandas as pd
+
+    hist = pd.read_parquet(tmp_path / "run" / "histograms.parquet")
+    writes = hist[hist["path"].astype(str) == "write/firestore.profiles"]
+    assert writes["count"].sum() == counts["ok"]  # each write's latency, from its intended time
+    rows = hist[hist["path"].astype(str) == "lag/profile-written"]
+    per_s = rows.groupby("time_s")["count"].sum()
+    before, during = per_s[per_s.index < 10].sum() / 10, per_s[(per_s.index >= 12) & (per_s.index < 24)].sum() / 12
+    assert during > 2.5 * before, (before, during)  # 4/s then 16/s
+    assert rc == 0 and summary["verdict"] == "pass", text[-3000:]

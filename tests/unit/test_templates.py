@@ -359,6 +359,44 @@ def test_the_simulator_starts_the_trigger_path_of_a_firestore_source(tmp_path):
     summary = write_run(run(load_experiment(tmp_path / "s.yaml")), tmp_path / "run")
     n = summary["totals"]["services"]["on-profile"]["requests"]
     assert 1250 <= n <= 1550, n  # 10/s x 100 s + 20/s extra for 20 s
+    # the trigger path's lag, change -> handled: Eventarc's assumed delivery (p50 300 ms,
+    # sim/triggers.py) plus the 1 ms handler, one sample per delivered change
+    lag = summary["lag"]["t"]
+    assert lag["count"] == summary["totals"]["triggers"]["t"]["delivered"] == n
+    assert 0.27 < lag["p50"] < 0.33 and lag["p99"] < 2.0, lag
+
+
+def test_a_trigger_lag_slo_names_a_trigger_or_a_subscription(tmp_path):
+    from surgesim.emulators.triggers import change_epoch
+
+    (tmp_path / "system.yaml").write_text(textwrap.dedent("""\
+        name: fs
+        project: fs-local
+        services:
+          - {name: on-profile, steps: [{cpu: 1ms}]}
+        stores:
+          firestore:
+            - {name: profiles}
+        triggers:
+          - {name: profile-written, collection: profiles, target: on-profile}
+        """))
+    body = textwrap.dedent("""\
+        name: s
+        system: system.yaml
+        duration: 10s
+        traffic:
+          sources:
+            - {name: p, rate: 1/s, firestore: {collection: profiles, data: {a: 1}}}
+        slos:
+          - p99(lag.%s) < 2s
+        """)
+    (tmp_path / "ok.yaml").write_text(body % "profile-written")
+    load_experiment(tmp_path / "ok.yaml")
+    (tmp_path / "bad.yaml").write_text(body % "profile-writen")
+    with pytest.raises(SchemaError, match="no such subscription or Firestore/Storage trigger"):
+        load_experiment(tmp_path / "bad.yaml")
+    assert change_epoch("2026-12-07T11:00:00.123456789Z") == pytest.approx(1796641200.123456)
+    assert change_epoch(None) is None and change_epoch("yesterday") is None
 
 
 def test_emulator_endpoints_round_trip_through_the_generators_environment():
