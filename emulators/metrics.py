@@ -72,6 +72,9 @@ class Ledger:
     by_key: dict = field(default_factory=dict)
     early: set = field(default_factory=set)
     """Settled before the tap saw the message (the tap can lag the acknowledger)."""
+    on_settle: list = field(default_factory=list, repr=False)
+    """Called with (subscription, publish epoch) for each acked message the tap had seen
+    (the live harness's publish -> ack lag)."""
 
     def __post_init__(self) -> None:
         self.predicate = parse_filter(self.filter or "")
@@ -91,6 +94,8 @@ class Ledger:
             self.early.add(mid)
             return
         self.acked += 1
+        for hook in self.on_settle:
+            hook(self.name, published)
 
     def see(self, mid: str, published: float, key: tuple) -> None:
         self.matched += 1

@@ -52,27 +52,20 @@ publishing the next one, but the sampler's tap sees that publish only on its nex
 
 
 class LagRecorder:
-    """publish -> acked per subscription (`lag/<sub>`), from the sampler's own ledgers: each
-    ledger's settle() is wrapped to read the message's publish time before it is popped; and
+    """publish -> acked per subscription (`lag/<sub>`), from the sampler's own ledgers (each
+    calls record() with the message's publish time when it settles it); and
     change -> the target's 2xx per Firestore or Storage trigger (`lag/<trigger>`), from the
     trigger bridges' counters at the end."""
 
     def __init__(self, metrics, t0_epoch: float, time_scale: float, window_s: float) -> None:
         self.hists: dict[tuple[float, str], Histogram] = {}
         self.t0, self.ts, self.window = t0_epoch, time_scale, window_s
-        for name, ledger in metrics.ledgers.items():
-            ledger.settle = self._wrap(name, ledger, ledger.settle)
+        for ledger in metrics.ledgers.values():
+            ledger.on_settle.append(self.record)
 
-    def _wrap(self, name, ledger, settle):
-        def wrapped(mid: str) -> None:
-            published = ledger.outstanding.get(mid)
-            if published is not None:
-                now = time.time()
-                w = max(0.0, math.floor((published - self.t0) / self.window) * self.window) * self.ts
-                self.hists.setdefault((w, name), Histogram()).record(max(0.0, now - published))
-            settle(mid)
-
-        return wrapped
+    def record(self, sub: str, published: float) -> None:
+        w = max(0.0, math.floor((published - self.t0) / self.window) * self.window) * self.ts
+        self.hists.setdefault((w, sub), Histogram()).record(max(0.0, time.time() - published))
 
     def add_triggers(self, bridges) -> None:
         watched = {**(getattr(bridges, "triggers", None) or {}), **(getattr(bridges, "storage_triggers", None) or {})}

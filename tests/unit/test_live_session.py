@@ -189,16 +189,18 @@ def test_conservation_cross_checks_every_subscription_and_recounts_a_short_emula
 
 
 def test_lag_recorder_measures_publish_to_ack_in_scenario_windows(monkeypatch):
-    settled = []
-    ledger = SimpleNamespace(outstanding={"m1": 100.0, "m2": 103.0})
-    ledger.settle = settled.append
+    from surgesim.emulators.metrics import Ledger
+
+    ledger = Ledger("sub", "t")
+    ledger.see("m1", 100.0, ("a",))
+    ledger.see("m2", 103.0, ("b",))
     metrics = SimpleNamespace(ledgers={"sub": ledger})
     lag = session.LagRecorder(metrics, t0_epoch=100.0, time_scale=10.0, window_s=1.0)
     monkeypatch.setattr(session.time, "time", lambda: 104.0)
     ledger.settle("m1")
     ledger.settle("m2")
-    ledger.settle("unknown")  # not in the ledger: settled, not measured
-    assert settled == ["m1", "m2", "unknown"]
+    ledger.settle("unknown")  # the tap has not seen it: settled early, not measured
+    assert (ledger.acked, ledger.backlog, ledger.early) == (2, 0, {"unknown"})
     rows = lag.rows()
     assert sorted(rows["time_s"].unique().tolist()) == [0.0, 30.0]  # wall windows 0 and 3, x time_scale
     s = lag.summaries()["sub"]
