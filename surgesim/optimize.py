@@ -194,8 +194,10 @@ def search(exp: Any, space: dict, out_dir: Path, workers: int | None = None, see
                      "failed": [r["text"] for r in s["slos"] if not r["holds"]]
                      + [c["text"] for c in (s.get("checks") or []) if not c["holds"]]})
     passing = sorted((r for r in rows if r["verdict"] == "pass"), key=lambda r: (r["cost_per_day"], r["p99"] or 0))
+    # the choice is among plans that meet every SLO: a failing plan that is cheaper at the same
+    # p99 (one whose billing lag fails, say) is no option, and it would hide the passing one
     pareto, best_p99 = [], math.inf
-    for r in sorted(rows, key=lambda r: (r["cost_per_day"], r["p99"] if r["p99"] is not None else math.inf)):
+    for r in passing:
         if r["p99"] is not None and r["p99"] < best_p99:
             pareto.append(r)
             best_p99 = r["p99"]

@@ -52,10 +52,13 @@ def optimize(scenario: Path, space_file: Path, plan: Path | None, workers: int |
     where = f"the Dask cluster at {dask_address} ({res['workers']} task slots)" if dask_address \
         else f"{res['workers']} processes"
     click.echo(f"{res['candidates']} plans run on {where} in {res['wall_s']:.1f} s ({res['invalid']} invalid skipped)")
-    click.echo("Pareto (cost per day vs worst p99 latency):")
+    npass = sum(r["verdict"] == "pass" for r in res["rows"])
+    click.echo(f"{npass} of {res['candidates']} pass every SLO and check")
+    if res["pareto"]:
+        click.echo("Pareto of the passing plans (cost per day vs worst p99 latency; cheaper, or faster than every cheaper one):")
     for r in res["pareto"]:
         knobs = ", ".join(f"{k}={v}" for k, v in r["settings"].items())
-        click.echo(f"  ${r['cost_per_day']:.2f}/day  p99 {show(r['p99'])}  {r['verdict']}  {knobs}")
+        click.echo(f"  ${r['cost_per_day']:.2f}/day  p99 {show(r['p99'])}  {knobs}")
     best = res["best"]
     if best is None:
         click.echo("no plan in the space passes")

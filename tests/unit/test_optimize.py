@@ -52,6 +52,12 @@ def test_optimize_finds_the_erlang_c_optimum_in_parallel(tmp_path: Path) -> None
     best = yaml.safe_load((out / "best-plan.yaml").read_text())
     assert best["services"]["server"]["min_instances"] == best["services"]["server"]["max_instances"] == 5
     assert 0 < data["best"]["margin"] < 1
+    # the Pareto table is of passing plans only, cheapest first, each faster than every cheaper one
+    pareto = data["pareto"]
+    assert pareto[0]["settings"] == data["best"]["settings"] and all(r["verdict"] == "pass" for r in pareto)
+    assert [r["p99"] for r in pareto] == sorted((r["p99"] for r in pareto), reverse=True)
+    assert len({r["p99"] for r in pareto}) == len(pareto)
+    assert "3 of 5 pass every SLO and check" in res.output
 
 
 def test_space_errors_are_clear(tmp_path: Path) -> None:
