@@ -21,7 +21,7 @@ demo: install
 	$(VENV)/bin/surgesim demo
 
 # Two pytest workers (pytest-xdist), whole files per worker: the live tests mostly wait on
-# wall-clock runs, so two of them overlap well on 2 cores (docs/testing.md).
+# wall-clock runs, so two of them overlap well on 2 cores (README, Tests).
 test: install
 	$(PY) -m pytest -n 2 --dist loadfile
 
