@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -55,6 +56,7 @@ def demo(scenario: Path | None, out: Path | None, emulators: bool) -> None:
             outcomes = provision(system, stack.clients)
         except EmulatorError as exc:
             down(state_dir=state_dir)
+            shutil.rmtree(state_dir, ignore_errors=True)
             click.echo(f"  {exc}", err=True)
             click.echo("  (run `surgesim demo --no-emulators` to simulate without them)", err=True)
             sys.exit(1)
@@ -63,6 +65,7 @@ def demo(scenario: Path | None, out: Path | None, emulators: bool) -> None:
             counts[o.action] = counts.get(o.action, 0) + 1
         click.echo(f"  provisioned {system.name}: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())), err=True)
         down(state_dir=state_dir)
+        shutil.rmtree(state_dir, ignore_errors=True)  # the demo's own emulators' data and logs
         click.echo("  emulators stopped (the simulation needs none; `surgesim live` runs against them)", err=True)
     else:
         click.echo("[1/3] skipped: emulators (--no-emulators)", err=True)

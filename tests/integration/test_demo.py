@@ -4,6 +4,7 @@ on the emulators' default ports, it starts its own on free ports, and leaves not
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -29,10 +30,13 @@ def _listen(port: int) -> socket.socket | None:
 
 def test_demo_uses_its_own_emulators_and_stops_them(tmp_path: Path) -> None:
     squatters = [_listen(p) for p in (8085, 8086, 8080)]
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
     try:
         out = subprocess.run([sys.executable, "-m", "surgesim.cli", "demo", "--scenario",
                               str(ROOT / "scenarios" / "mmc_05.yaml"), "--out", str(tmp_path / "run")],
-                             capture_output=True, text=True, timeout=600, cwd=tmp_path)
+                             capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                             env={**os.environ, "TMPDIR": str(private_tmp)})
     finally:
         for s in squatters:
             if s is not None:
@@ -46,3 +50,4 @@ def test_demo_uses_its_own_emulators_and_stops_them(tmp_path: Path) -> None:
     assert "report: file://" in out.stdout
     assert out.returncode == (0 if summary["verdict"] == "pass" else 1)
     assert "8085" not in text and "8086" not in text
+    assert not list(private_tmp.glob("surgesim-demo-*")), "the demo's private state directory was left behind"
