@@ -13,7 +13,10 @@ Start order: emulators (started or reused) -> stores provisioned -> fakes -> fro
 ports picked for the services in advance, so every process can be given every other
 service's URL) -> HTTP and push services -> bridges (topics, subscriptions, push,
 filters, BigQuery, triggers, metrics) -> pull workers (their subscriptions now exist).
-Stop is the reverse, and kills each process group; SIGTERM is turned into a clean stop.
+Each is a phase method of its own (`_start_emulators`, `_start_fakes`, `_plan_processes`
+-> ProcessPlan, `_start_fronts`, `_start_services`, `_start_bridges`, `_start_pull_workers`,
+`_start_watching`). Stop is the reverse, and kills each process group; SIGTERM is turned
+into a clean stop.
 
 Who may call whom (docs/bridges.md): the run has its own token issuer (a fresh RSA key);
 pushes and trigger events carry ID tokens for their service accounts; each front checks
@@ -91,6 +94,18 @@ def scaled_retry(system: System, time_scale: float) -> System:
                  "min_backoff": t.retry.min_backoff / time_scale, "max_backoff": t.retry.max_backoff / time_scale})})
              for t in system.triggers]
     return system.model_copy(update={"subscriptions": subs, "triggers": trigs})
+
+
+@dataclasses.dataclass
+class ProcessPlan:
+    """What the processes phase decided: the services that run (workflow executors
+    included), the argv of each command: or function: service, which are pull workers (no
+    front; started after the bridges), and the port picked for each."""
+
+    runnable: list
+    commands: dict[str, list[str]]
+    pull_workers: set[str]
+    ports: dict[str, int]
 
 
 class SystemRunner:
@@ -256,27 +271,38 @@ class SystemRunner:
         return self
 
     def _start(self) -> None:
-        from surgesim.emulators import up
+        """The phases in their order (the module docstring says why this order)."""
+        self._start_emulators()
+        self._start_fakes()
+        procs = self._plan_processes()
+        self._start_fronts(procs)
+        self._start_services(procs)
+        self._start_bridges(self.urls)
+        self._start_pull_workers(procs)
+        self._start_watching()
+
+    def _start_emulators(self) -> None:
+        """Emulators started or reused; the stores provisioned; a reused emulator purged;
+        the caller's before_bridges hook (what it writes is the triggers' baseline)."""
+        from surgesim.emulators import Clients, up
         from surgesim.emulators.provision import needed_emulators, provision
 
         system = self.system
-        needed = needed_emulators(system)
-        self.stack = up(needed, project=system.project, state_dir=self.state_dir, on_message=self.say)
+        self.stack = up(needed_emulators(system), project=system.project, state_dir=self.state_dir,
+                        on_message=self.say)
         self.started_emulators = [n for n, st in self.stack.emulators.items() if st.action in ("started", "restarted")]
-        clients = self.stack.clients
         # Stores only: the bridges create the topics and subscriptions themselves (push ones
         # as pull, and without the retry policy, which the push bridge applies).
-        provision(system.model_copy(update={"topics": [], "subscriptions": []}), clients)
+        provision(system.model_copy(update={"topics": [], "subscriptions": []}), self.stack.clients)
         if self.purge:
             self._purge()
         if self.before_bridges is not None:
-            from surgesim.emulators import Clients
-
             self.before_bridges(Clients(self.stack.env_vars(), project=system.project))
 
-        # fakes for the external APIs
+    def _start_fakes(self) -> None:
+        """A fake per external API that names one; a real `url:` is used as it is."""
         fake_list = []
-        for api in system.external_apis:
+        for api in self.system.external_apis:
             if api.url:
                 self.api_urls[api.name] = self.fakes[api.name] = api.url.rstrip("/")
             elif api.fake:
@@ -289,7 +315,10 @@ class SystemRunner:
         start_all(fake_list)
         self.say(f"started {len(fake_list)} fake APIs")
 
-        # which services run, on which ports, and which get fronts
+    def _plan_processes(self) -> "ProcessPlan":
+        """Which services run (an app, a command, a function, or a workflow's executor), how,
+        and on which ports; a service with none of them is listed as skipped."""
+        system = self.system
         runnable = [s for s in system.services if s.app or s.command or s.function]
         for s in system.services:
             if not (s.app or s.command or s.function):
@@ -307,51 +336,60 @@ class SystemRunner:
             elif wf.name not in {s.name for s in system.services}:
                 self.skipped[wf.name] = "a workflow without source: (Workflows YAML) or a service to run it live"
         pull_workers = {s.name for s in runnable if pull_subscriptions(system, s.name) and not s.routes}
-        ports = {s.name: free_port() for s in runnable}
+        return ProcessPlan(runnable, commands, pull_workers, {s.name: free_port() for s in runnable})
+
+    def _start_fronts(self, procs: "ProcessPlan") -> None:
+        """A Cloud Run front per HTTP service (not pull workers), on the port picked for it,
+        before any process starts, so that every process gets every other one's URL; and
+        the BigQuery job clock before the services it stands in front of."""
         self.certs_url = self.fronts.serve_certs(self.issuer)
-        # BigQuery jobs that take their system file's run time (the emulator's are done at once)
-        clock_hosts, self.job_table = job_clock.start(system, [s.name for s in runnable], self.fronts,
+        clock_hosts, self.job_table = job_clock.start(self.system, [s.name for s in procs.runnable], self.fronts,
                                                       self.emulator_env, time_scale=self.time_scale, seed=self.seed)
         for name, host in clock_hosts.items():
             self.service_env.setdefault(name, {})["BIGQUERY_EMULATOR_HOST"] = host
-        for s in runnable:
-            if s.name in pull_workers:
+        for s in procs.runnable:
+            if s.name in procs.pull_workers:
                 continue
             settings = FrontSettings.from_plan(self.plan.service(s.name))
-            self.fronts.add(s.name, f"http://127.0.0.1:{ports[s.name]}", settings, issuer=self.issuer,
-                            invokers=invokers_of(system, s.name), secret=self.front_secret, seed=self.seed)
-        front_urls = self.urls
+            self.fronts.add(s.name, f"http://127.0.0.1:{procs.ports[s.name]}", settings, issuer=self.issuer,
+                            invokers=invokers_of(self.system, s.name), secret=self.front_secret, seed=self.seed)
 
-        def make_proc(s, pull_host: str | None) -> Proc:
-            env = process_env(system, self.plan, s.name, emulators=self.emulator_env, api_urls=self.api_urls,
-                              service_urls=front_urls, pull_emulator_host=pull_host, log_level=self.log_level,
-                              extra=self.service_env.get(s.name), front_secret=self.front_secret,
-                              certs_url=self.certs_url, time_scale=self.time_scale)
-            kind = "worker" if s.name in pull_workers else "service"
-            if s.app:
-                self.procs[s.name] = Proc(s.name, s.app, env, ports[s.name], self.log_dir, kind=kind)
-            else:  # a user's own process or a function: ready on a TCP connect unless it names a health path
-                self.procs[s.name] = Proc(s.name, commands[s.name], env, ports[s.name], self.log_dir,
-                                          ready_path=s.health_path, cwd=self.base_dir, kind=kind)
-            return self.procs[s.name]
+    def _make_proc(self, procs: "ProcessPlan", s, pull_host: str | None) -> Proc:
+        env = process_env(self.system, self.plan, s.name, emulators=self.emulator_env, api_urls=self.api_urls,
+                          service_urls=self.urls, pull_emulator_host=pull_host, log_level=self.log_level,
+                          extra=self.service_env.get(s.name), front_secret=self.front_secret,
+                          certs_url=self.certs_url, time_scale=self.time_scale)
+        kind = "worker" if s.name in procs.pull_workers else "service"
+        port = procs.ports[s.name]
+        if s.app:
+            self.procs[s.name] = Proc(s.name, s.app, env, port, self.log_dir, kind=kind)
+        else:  # a user's own process or a function: ready on a TCP connect unless it names a health path
+            self.procs[s.name] = Proc(s.name, procs.commands[s.name], env, port, self.log_dir,
+                                      ready_path=s.health_path, cwd=self.base_dir, kind=kind)
+        return self.procs[s.name]
 
-        first = [make_proc(s, None) for s in runnable if s.name not in pull_workers]
+    def _start_services(self, procs: "ProcessPlan") -> None:
+        first = [self._make_proc(procs, s, None) for s in procs.runnable if s.name not in procs.pull_workers]
         start_all(first)
         self.say(f"started {len(first)} services behind Cloud Run fronts")
-        self._start_bridges(front_urls)
-        # Pull workers start last, on the address the bridges give: their counting proxy,
-        # which turns the workers' own acks into backlog figures.
+
+    def _start_pull_workers(self, procs: "ProcessPlan") -> None:
+        """Last, on the address the bridges give: their counting proxy, which turns the
+        workers' own acks into backlog figures (their subscriptions exist by now)."""
         pull_host = self.bridges.services_pubsub_host if self.count_pull_acks else None
-        start_all([make_proc(s, pull_host) for s in runnable if s.name in pull_workers])
-        if pull_workers:
-            self.say(f"started {len(pull_workers)} pull workers: {', '.join(sorted(pull_workers))}")
+        start_all([self._make_proc(procs, s, pull_host) for s in procs.runnable if s.name in procs.pull_workers])
+        if procs.pull_workers:
+            self.say(f"started {len(procs.pull_workers)} pull workers: {', '.join(sorted(procs.pull_workers))}")
+
+    def _start_watching(self) -> None:
+        """The run's clock starts here; the fronts' sampler and the watchdog from now on."""
+        from .watchdog import Watchdog
+
         self.clock_zero = time.monotonic()
         self._sampling.clear()
         self._sampler_thread = threading.Thread(target=self._sample_fronts_loop, name="surgesim-front-sampler",
                                                 daemon=True)
         self._sampler_thread.start()
-        from .watchdog import Watchdog
-
         self.watchdog = Watchdog(self, say=self.say).start()
 
     def _workflow_service(self, wf):
