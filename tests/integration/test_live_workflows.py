@@ -126,3 +126,32 @@ def test_dispatch_saga_runs_live_and_compensates_under_an_optimiser_outage(gcp, 
     relaxed = SimpleNamespace(checks=Checks.model_validate(
         {"workflows": {"allow": {"dispatch": 1}, "reason": "one malformed request on purpose"}}))
     assert workflow_checks({"totals": {"workflows": totals}}, relaxed)[0]["holds"]
+
+
+def test_the_dispatch_saga_outage_scenario_runs_live_and_compensates(gcp, tmp_path):
+    """scenarios/dispatch_saga_outage.yaml as a user runs it: `surgesim live` starts Meridian,
+    the saga on the local executor behind dispatch-sub's push, and injects the scenario's own
+    5-minute route-optimizer outage (a dependency_outage fault, not the admin API by hand).
+    Dispatches before and after it take the happy path; those in it compensate (release,
+    requeue); nothing fails or dead-letters, and the report shows the executions."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    log = tmp_path / "live.log"
+    with open(log, "w") as f:
+        rc = subprocess.run([sys.executable, "-m", "surgesim.cli", "live", str(ROOT / "scenarios" / "dispatch_saga_outage.yaml"),
+                             "--out", str(out), "--state-dir", str(gcp.state_dir)], stdout=f, stderr=subprocess.STDOUT,
+                            timeout=600, env={**os.environ, "COLUMNS": "200"}).returncode
+    text = log.read_text(errors="replace")
+    summary = json.loads((out / "summary.json").read_text())
+    wf = summary["totals"]["workflows"]["dispatch"]
+    outcomes = wf["outcomes"]
+    assert outcomes.get("succeeded", 0) >= 5 and outcomes.get("compensated", 0) >= 1, (wf, text[-3000:])
+    assert wf["failed"] == 0 and wf["executions"] == wf["succeeded"], wf
+    (fault,) = [e for e in json.loads((out / "faults.json").read_text()) if e["kind"] == "dependency_outage"]
+    assert fault["target"] == "route-optimizer"
+    html = (out / "report.html").read_text()
+    assert "Workflow executions" in html and "compensated" in html
+    assert rc == 0 and summary["verdict"] == "pass", text[-3000:]
