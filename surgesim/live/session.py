@@ -545,37 +545,49 @@ def _preparer(scenario_path, exp, live, path: Path, say):
 
 def _make_driver(exp, scenario_path, runner: SystemRunner, live, out: Path, holder: dict, workers: int = 1,
                  master: tuple[str, int] | None = None, say=print):
-    """The traffic, in its own process either way: Locust headless when scenario.live.locust,
-    else the asyncio fleet driver on uvloop (surgesim.live.loadgen_proc). Sharing the
-    harness's process (fronts, bridges) cost the driver its timing: docs/benchmarks/live.md.
-    The prepare phase (if any) ran before the clocks: the generator only reads
-    prepare.json, so the fault clock and the traffic clock still start together."""
+    """The harnessed run's traffic (traffic_driver) on the runner's endpoints and emulators;
+    the wall duration from the scenario already loaded (the driver process loads its own copy)."""
     endpoints = runner.endpoints()
     prepared = out / "loadgen" / "prepare.json"
+
+    def announce() -> None:
+        _announce_master(scenario_path, endpoints, runner.emulator_env, prepared, out, master, workers, live, say)
+
+    return traffic_driver(scenario_path, endpoints, runner.emulator_env, live, exp.scenario.duration / live.time_scale,
+                          out / "loadgen", holder, workers=workers, master=master, announce=announce)
+
+
+def traffic_driver(scenario_path, endpoints: dict, env: dict, live, wall_s: float, out: Path, holder: dict, *,
+                   workers: int = 1, master: tuple[str, int] | None = None, announce=None):
+    """The traffic, in its own process either way: Locust headless when scenario.live.locust
+    (`announce()` first, when it waits for a master's remote workers), else the asyncio fleet
+    driver on uvloop (surgesim.live.loadgen_proc). Sharing the harness's process (fronts,
+    bridges) cost the driver its timing: docs/benchmarks/live.md. The prepare phase (if any)
+    ran before the clocks: the generator only reads out/prepare.json, so the fault clock and
+    the traffic clock still start together. Returns the function that drives it to the end,
+    leaving `result` or `error` in holder (and the process or Locust group in holder["proc"])."""
+    prepared = out / "prepare.json"
+    env = dict(env)
+    if prepared.exists():
+        env["SURGESIM_PREPARED"] = str(prepared)
     if live.locust:
         from surgesim.loadtests import run_locust
 
         group = LocustGroup()
         holder["proc"] = group
-        if master is not None:
-            _announce_master(scenario_path, endpoints, runner.emulator_env, prepared, out, master, workers, live, say)
+        if master is not None and announce is not None:
+            announce()
 
         def drive() -> None:
             try:
-                env = dict(runner.emulator_env)
-                if prepared.exists():
-                    env["SURGESIM_PREPARED"] = str(prepared)
-                holder["result"] = run_locust(scenario_path, endpoints, None, out / "loadgen", env=env,
-                                              preload=False, on_start=group.attach, time_scale=live.time_scale,
+                holder["result"] = run_locust(scenario_path, endpoints, None, out, env=env, preload=False,
+                                              on_start=group.attach, time_scale=live.time_scale,
                                               rate_scale=live.rate_scale, workers=workers, master=master)
             except BaseException as exc:  # noqa: BLE001 -- re-raised in the main thread
                 holder["error"] = exc
 
         return drive
-    # the wall duration from the scenario already loaded (the driver process loads its own copy)
-    proc = DriverProcess(scenario_path, endpoints, out / "loadgen", exp.scenario.duration / live.time_scale,
-                         env=runner.emulator_env,
-                         scales=(live.time_scale, live.rate_scale),
+    proc = DriverProcess(scenario_path, endpoints, out, wall_s, env=env, scales=(live.time_scale, live.rate_scale),
                          prepared=prepared if prepared.exists() else None).start()
     holder["proc"] = proc
 

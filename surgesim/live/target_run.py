@@ -34,7 +34,7 @@ import pandas as pd
 from surgesim.rundir import RunWriter
 from surgesim.schema import load_experiment
 
-from .session import DriverProcess, LiveInterrupted, LocustGroup, UnsupportedLive, _input, junit_results
+from .session import LiveInterrupted, UnsupportedLive, _input, junit_results, traffic_driver
 from .totals import route_totals
 
 SUBSCRIPTIONS_VAR = "SURGESIM_SUBSCRIPTIONS"
@@ -151,7 +151,7 @@ def run_target(scenario_path: str | Path, plan_path: str | Path | None, out: str
         prep = Preparer(plan, prepared, say, headers=target_headers(target))
         prep.run(endpoints, prep.early + prep.late)
     holder: dict = {}
-    driver = _driver(scenario_path, endpoints, target, live, wall, loadgen, prepared, holder, workers, master, say)
+    driver = _driver(scenario_path, endpoints, target, live, wall, loadgen, holder, workers, master, say)
     from .pubsub_peek import PeekSampler
 
     sampler = PeekSampler(peeker, subs, live.sample_interval) if peeker is not None else None
@@ -267,57 +267,31 @@ def _summary(exp, writer: RunWriter, result, sampler, endpoints: dict, target_fi
     return summary
 
 
-def _driver(scenario_path, endpoints: dict, target: dict, live, wall_s: float, out: Path, prepared: Path, holder: dict,
+def _driver(scenario_path, endpoints: dict, target: dict, live, wall_s: float, out: Path, holder: dict,
             workers: int, master, say):
-    """The traffic in its own process, as in a harnessed run (session._make_driver)."""
+    """The traffic in its own process, as in a harnessed run (session.traffic_driver), with
+    the target file's variables; a master announces the target.env its workers need."""
     env = {k: v for k, v in target.items() if k != SUBSCRIPTIONS_VAR}
-    if prepared.exists():
-        env["SURGESIM_PREPARED"] = str(prepared)
-    if live.locust:
-        from surgesim.loadtests import run_locust
 
-        group = LocustGroup()
-        holder["proc"] = group
-        if master is not None:
-            from surgesim.loadtests.runner import host_env
-            from surgesim.loadtests.target_env import HEADER_PREFIX, write_target_env
+    def announce() -> None:
+        from surgesim.loadtests.runner import host_env
+        from surgesim.loadtests.target_env import HEADER_PREFIX, write_target_env
 
-            # no SURGESIM_HEADER_* (a staging token) in the run directory, which gets shared
-            secret = sorted(k for k in env if k.startswith(HEADER_PREFIX))
-            path = write_target_env(out / "target.env",
-                                    {k: v for k, v in {**env, **host_env(endpoints)}.items() if k not in secret},
-                                    comment="endpoints of this load-only run, for `surgesim worker --target-env`"
-                                            + (f"\nnot written here: {', '.join(secret)}" if secret else ""))
-            host = master[0] if master[0] not in ("0.0.0.0", "::", "*") else "THIS_HOST"
-            say(f"master: waiting for {workers} worker(s) on {master[0]}:{master[1]}; start each with\n"
-                f"  surgesim worker --master-host {host}:{master[1]} --target-env {path} "
-                f"--time-scale {live.time_scale:g} --rate-scale {live.rate_scale:g} {scenario_path}")
-            if secret:
-                say(f"  ({path} leaves out {', '.join(secret)}: a worker's own target file names them)")
+        # no SURGESIM_HEADER_* (a staging token) in the run directory, which gets shared
+        secret = sorted(k for k in env if k.startswith(HEADER_PREFIX))
+        path = write_target_env(out / "target.env",
+                                {k: v for k, v in {**env, **host_env(endpoints)}.items() if k not in secret},
+                                comment="endpoints of this load-only run, for `surgesim worker --target-env`"
+                                        + (f"\nnot written here: {', '.join(secret)}" if secret else ""))
+        host = master[0] if master[0] not in ("0.0.0.0", "::", "*") else "THIS_HOST"
+        say(f"master: waiting for {workers} worker(s) on {master[0]}:{master[1]}; start each with\n"
+            f"  surgesim worker --master-host {host}:{master[1]} --target-env {path} "
+            f"--time-scale {live.time_scale:g} --rate-scale {live.rate_scale:g} {scenario_path}")
+        if secret:
+            say(f"  ({path} leaves out {', '.join(secret)}: a worker's own target file names them)")
 
-        def drive() -> None:
-            try:
-                holder["result"] = run_locust(scenario_path, endpoints, None, out, env=env, preload=False,
-                                              on_start=group.attach, time_scale=live.time_scale,
-                                              rate_scale=live.rate_scale, workers=workers, master=master)
-            except BaseException as exc:  # noqa: BLE001 -- re-raised in the main thread
-                holder["error"] = exc
-
-        return drive
-    proc = DriverProcess(scenario_path, endpoints, out, wall_s, env=env, scales=(live.time_scale, live.rate_scale),
-                         prepared=prepared if prepared.exists() else None).start()
-    holder["proc"] = proc
-
-    def drive() -> None:
-        try:
-            proc.go()
-            holder["result"] = proc.wait()
-        except BaseException as exc:  # noqa: BLE001
-            holder["error"] = exc
-
-    return drive
-
-
+    return traffic_driver(scenario_path, endpoints, env, live, wall_s, out, holder, workers=workers, master=master,
+                          announce=announce)
 def _progress(el: float, ts: float, sampler) -> str:
     clock = int(el * ts)
     line = f"  wall {el:6.1f}s  scenario {clock // 3600:02d}:{clock // 60 % 60:02d}:{clock % 60:02d}"
