@@ -351,7 +351,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
               "end_s": w.at + w.duration, "details": {"name": w.name}} for w in sc.traffic.waves]
     writer.write_faults(faults.events + waves)
     writer.write_jobs(jobs.records(ts))
-    from surgesim.slo import evaluate, junit_xml
+    from surgesim.slo import evaluate
 
     # live.slos, when given, replace the production SLOs that `surgesim sim` judges
     judged = sc if live.slos is None else sc.model_copy(update={"slos": live.slos})
@@ -393,9 +393,18 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
     checks = _checks(summary, sc, exp.system, faults.events)
     summary["checks"] = checks
     summary["verdict"] = _verdict(slos, checks, cons)  # failed job and workflow executions: implicit checks
+    return finish_run(writer, summary, sc.name, began, say), writer.dir
+
+
+def finish_run(writer: RunWriter, summary: dict, scenario: str, began: float, say, **meta) -> dict:
+    """What ends every live run, harnessed or load-only: summary.json, junit.xml, meta.json
+    (`meta` adds to it) and the report (a bonus: the verdict stands without it)."""
+    from surgesim.slo import junit_xml
+
     writer.write_summary(summary)
-    (writer.dir / "junit.xml").write_text(junit_xml(junit_results(slos, checks), f"surgesim.live.{sc.name}"), encoding="utf-8")
-    writer.write_meta({"run_id": writer.dir.name, "engine": "live", "host": platform.node(),
+    (writer.dir / "junit.xml").write_text(
+        junit_xml(junit_results(summary["slos"], summary["checks"]), f"surgesim.live.{scenario}"), encoding="utf-8")
+    writer.write_meta({"run_id": writer.dir.name, "engine": "live", **meta, "host": platform.node(),
                        "python": platform.python_version(),
                        "wall_start": dt.datetime.fromtimestamp(began).isoformat(timespec="seconds"),
                        "wall_seconds": round(time.time() - began, 3)})
@@ -403,9 +412,9 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
         from surgesim.reports import build_report
 
         build_report(writer.dir)
-    except Exception as exc:  # noqa: BLE001 -- the report is a bonus; the verdict stands without it
+    except Exception as exc:  # noqa: BLE001
         say(f"report not built: {type(exc).__name__}: {exc}")
-    return summary, writer.dir
+    return summary
 
 
 def _check_alive(watchdog) -> None:

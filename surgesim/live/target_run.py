@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import platform
 import threading
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ import pandas as pd
 from surgesim.rundir import RunWriter
 from surgesim.schema import load_experiment
 
-from .session import LiveInterrupted, UnsupportedLive, _input, junit_results, traffic_driver
+from .session import LiveInterrupted, UnsupportedLive, _input, finish_run, traffic_driver
 from .totals import route_totals
 
 SUBSCRIPTIONS_VAR = "SURGESIM_SUBSCRIPTIONS"
@@ -202,22 +201,7 @@ def run_target(scenario_path: str | Path, plan_path: str | Path | None, out: str
               "end_s": w.at + w.duration, "details": {"name": w.name}} for w in sc.traffic.waves]
     writer.write_faults(waves)
     summary = _summary(exp, writer, result, sampler, endpoints, target_file, subs, end_s)
-    writer.write_summary(summary)
-    from surgesim.slo import junit_xml
-
-    (writer.dir / "junit.xml").write_text(
-        junit_xml(junit_results(summary["slos"], summary["checks"]), f"surgesim.live.{sc.name}"), encoding="utf-8")
-    writer.write_meta({"run_id": writer.dir.name, "engine": "live", "load_only": True, "host": platform.node(),
-                       "python": platform.python_version(),
-                       "wall_start": dt.datetime.fromtimestamp(began).isoformat(timespec="seconds"),
-                       "wall_seconds": round(time.time() - began, 3)})
-    try:
-        from surgesim.reports import build_report
-
-        build_report(writer.dir)
-    except Exception as exc:  # noqa: BLE001 -- the report is a bonus; the verdict stands without it
-        say(f"report not built: {type(exc).__name__}: {exc}")
-    return summary, writer.dir
+    return finish_run(writer, summary, sc.name, began, say, load_only=True), writer.dir
 
 
 def _summary(exp, writer: RunWriter, result, sampler, endpoints: dict, target_file, subs: list[str],
