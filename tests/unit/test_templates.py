@@ -331,21 +331,25 @@ def test_firestore_and_storage_sources_render_the_emulators_rest_calls(tmp_path)
         load_experiment(tmp_path / "spike.yaml")
 
 
+# a service on a Firestore trigger (its name the %s) and nothing else
+FIRESTORE_TRIGGERED = textwrap.dedent("""\
+    name: fs
+    project: fs-local
+    services:
+      - {name: on-profile, steps: [{cpu: 1ms}]}
+    stores:
+      firestore:
+        - {name: profiles}
+    triggers:
+      - {name: %s, collection: profiles, target: on-profile}
+    """)
+
+
 def test_the_simulator_starts_the_trigger_path_of_a_firestore_source(tmp_path):
     from surgesim.sim.engine import run
     from surgesim.sim.output import write_run
 
-    (tmp_path / "system.yaml").write_text(textwrap.dedent("""\
-        name: fs
-        project: fs-local
-        services:
-          - {name: on-profile, steps: [{cpu: 1ms}]}
-        stores:
-          firestore:
-            - {name: profiles}
-        triggers:
-          - {name: t, collection: profiles, target: on-profile}
-        """))
+    (tmp_path / "system.yaml").write_text(FIRESTORE_TRIGGERED % "t")
     (tmp_path / "s.yaml").write_text(textwrap.dedent("""\
         name: s
         system: system.yaml
@@ -369,17 +373,7 @@ def test_the_simulator_starts_the_trigger_path_of_a_firestore_source(tmp_path):
 def test_a_trigger_lag_slo_names_a_trigger_or_a_subscription(tmp_path):
     from surgesim.emulators.triggers import change_epoch
 
-    (tmp_path / "system.yaml").write_text(textwrap.dedent("""\
-        name: fs
-        project: fs-local
-        services:
-          - {name: on-profile, steps: [{cpu: 1ms}]}
-        stores:
-          firestore:
-            - {name: profiles}
-        triggers:
-          - {name: profile-written, collection: profiles, target: on-profile}
-        """))
+    (tmp_path / "system.yaml").write_text(FIRESTORE_TRIGGERED % "profile-written")
     body = textwrap.dedent("""\
         name: s
         system: system.yaml
