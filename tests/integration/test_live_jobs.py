@@ -200,15 +200,17 @@ def test_an_injected_crash_within_the_retries_is_survived(tmp_path):
 def test_an_injected_hang_is_killed_at_task_timeout_counted_and_retried(tmp_path):
     from surgesim.live.job_faults import TaskFaults
 
-    job, out = _job(tmp_path, sleep=0.3, tasks=1, max_retries=1, task_timeout=1.0)
+    # the task works 1.5 s, so the hang 0.1 s in stops it well before it could finish, even
+    # on a loaded machine (with 0.3 s of work a CI run saw the first attempt finish first)
+    job, out = _job(tmp_path, sleep=1.5, tasks=1, max_retries=1, task_timeout=3.0)
     faults = TaskFaults()
     faults.start(_fault("job_task_hang", count=1, after="0.1s"), {})
     ex = Execution(job, tmp_path / "run", on_attempt=faults.on_attempt)
     t0 = time.monotonic()
     rec = ex.run()
-    assert time.monotonic() - t0 < 8
+    assert time.monotonic() - t0 < 15
     hung, ok = rec["tasks"][0]["attempts"]
-    assert hung["fault"] == "job_task_hang" and hung["timed_out"] and 1.0 <= hung["duration_s"] < 3.0
+    assert hung["fault"] == "job_task_hang" and hung["timed_out"] and 3.0 <= hung["duration_s"] < 5.0
     assert hung["exit_code"] == -15  # continued, then ended by the timeout's TERM (no 5 s wait for KILL)
     assert not ok["timed_out"] and ok["exit_code"] == 0 and rec["state"] == "succeeded"
     assert not (out / "task0-attempt0.json").exists()
