@@ -59,9 +59,13 @@ def test_calibrated_simulator_predicts_the_live_run(gcp, tmp_path):
     assert m >= 25  # peaks, drains, p50/p99 of every route and lag: not a cherry-picked few
     fitted = {f["path"] for f in fit["fitted"]}
     assert {"notification-sub", "telemetry-livemap"} <= fitted
-    # and a route's overhead: whichever live is slower on than the model (mark_delivered's
-    # live p50, ~20 ms, sits within noise of the model's 22 ms, so it is fitted in some runs only)
-    assert any(path.startswith("command.") for path in fitted), sorted(fitted)
+    # every route is accounted for: fitted where live is slower than the model, else said so.
+    # The command routes' live p50 (~20 ms) sits within noise of the model's (~22 ms): CI runs
+    # fitted two of the four, or none.
+    unfitted = {u["path"]: u["why"] for u in fit["unfitted"]}
+    for route in summary["latency"]:
+        if route.startswith("command."):
+            assert route in fitted or "live is not slower" in unfitted.get(f"latency {route}", ""), (route, unfitted)
     assert any(u["path"] == "lag telemetry-bigquery" for u in fit["unfitted"])
     md = (work / "calibration.md").read_text()
     assert "What could not be fitted" in md and "telemetry-bigquery" in md
