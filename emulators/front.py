@@ -264,7 +264,6 @@ class Front:
         out = [(k.encode(), v.encode()) for k, v in rh.items() if k.lower() not in HOP_HEADERS]
         await _respond(send, status, content, out)
 
-
     async def _forward(self, method: str, path: str, body: bytes, headers: dict) -> tuple[int, bytes, Mapping]:
         """One request to the current revision. A connection that fails on a revision the
         front has just moved away from is sent again to the new one: Cloud Run routes no

@@ -47,7 +47,9 @@ DEAD_LETTER_SOURCE = "CloudPubSubDeadLetterSourceSubscription"
 DEAD_LETTER_PUBLISH_TIME = "CloudPubSubDeadLetterSourceTopicPublishTime"
 
 
-def parse_publish_time(text: str) -> float:
+def rfc3339_epoch(text: str) -> float:
+    """Epoch seconds of an RFC 3339 time as Google's APIs write it (a Pub/Sub publishTime,
+    a CloudEvent's ce-time: `Z`, up to nanoseconds)."""
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
@@ -180,7 +182,7 @@ class MetricsSampler:
             source = attrs.get(DEAD_LETTER_SOURCE)
             if source and source in self.ledgers:
                 self.ledgers[source].dead_letter(_key(attrs.get(DEAD_LETTER_PUBLISH_TIME, ""), m.get("data", ""), attrs))
-            published = parse_publish_time(m["publishTime"])
+            published = rfc3339_epoch(m["publishTime"])
             key = _key(m["publishTime"], m.get("data", ""), attrs)
             for ledger in ledgers:
                 if ledger.predicate(attrs):

@@ -68,6 +68,7 @@ from google.protobuf.message import DecodeError
 
 from . import service_http
 from .identity import Issuer, identity_headers
+from .metrics import rfc3339_epoch
 from .pubsub_rest import stoppable_sleep
 
 log = logging.getLogger(__name__)
@@ -281,7 +282,7 @@ def change_epoch(ce_time: str | None) -> float | None:
     if not ce_time:
         return None
     try:
-        return dt.datetime.fromisoformat(ce_time.replace("Z", "+00:00")).timestamp()
+        return rfc3339_epoch(ce_time)
     except ValueError:
         return None
 

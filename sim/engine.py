@@ -610,11 +610,7 @@ class Engine:
                     details[k] = v.model_dump() if hasattr(v, "model_dump") else v
             ev.append({"kind": f.kind, "target": f.target or f.topic or "", "start_s": f.at,
                        "end_s": f.at if fault_kind(f).instant else f.end, "details": details})
-        for w in self.scenario.traffic.waves:
-            ev.append({"kind": "wave", "target": ",".join(sorted(set(w.rates) | set(w.multiply))),
-                       "start_s": w.at, "end_s": w.at + w.duration,
-                       "details": {"name": w.name, "ramp_s": w.ramp, "rates": dict(w.rates), "multiply": dict(w.multiply)}})
-        return ev
+        return ev + [w.event() for w in self.scenario.traffic.waves]
 
 
 def wait_summary(h: Histogram) -> dict:

@@ -68,9 +68,9 @@ def calibrate(scenario: Path, live_runs: tuple[Path, ...], plan: Path | None, ou
         click.echo(f"fitted  {f['path']} ({f['target']}): sleep p50 {f['p50'] * 1000:.1f} ms, p99 {f['p99'] * 1000:.1f} ms")
     for u in fit.unfitted:
         click.echo(f"not fitted  {u['path']}: {u['why']}")
-    for r in live_runs:
-        b, n = median_error(before, load(r))
-        a, m = median_error(after, load(r))
+    for r, lv in zip(live_runs, lives):
+        b, n = median_error(before, lv)
+        a, m = median_error(after, lv)
         click.echo(f"{r}: median |relative error| before: {_show(b)} over {n} comparisons; after: {_show(a)} over {m}")
     fitted_on = ", ".join(r.name for r in live_runs)
     report = build_calibration(after.run.dir, live_run, work, fit=fit.record(),

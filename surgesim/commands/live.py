@@ -62,12 +62,12 @@ def live(scenario: Path, plan: Path | None, out: Path | None, state_dir: str | N
         import ipaddress
 
         try:
-            ipaddress.ip_address(bind_address)
+            bind_ip = ipaddress.ip_address(bind_address)
         except ValueError:
             click.echo(f"--bind: {bind_address!r}: want an IP address of this machine (127.0.0.1, 0.0.0.0, ...)",
                        err=True)
             sys.exit(2)
-        if not ipaddress.ip_address(bind_address).is_loopback:
+        if not bind_ip.is_loopback:
             click.echo(f"listening on {bind_address}: the fronts, /metrics and the Locust master accept "
                        "connections from other machines, without authentication (docs/live.md, Listen address)",
                        err=True)
@@ -143,6 +143,7 @@ def live(scenario: Path, plan: Path | None, out: Path | None, state_dir: str | N
     finally:
         interrupts.restore()  # the caller's handlers again (a CliRunner, a test)
 
+
 def _load_only(scenario: Path, plan: Path | None, out: Path | None, target_env: Path, time_scale: float | None,
                rate_scale: float | None, workers: int, master: tuple[str, int] | None) -> None:
     """`--target-env`: surgesim/live/target_run.py; exits like a harnessed run."""
@@ -156,11 +157,7 @@ def _load_only(scenario: Path, plan: Path | None, out: Path | None, target_env: 
         summary, run_dir = run_target(scenario, plan, out, target, target_file=target_env,
                                       say=lambda m: click.echo(m, err=True), time_scale=time_scale,
                                       rate_scale=rate_scale, workers=workers, master=master)
-    except TargetEnvError as exc:
-        for line in exc.problems:
-            click.echo(line, err=True)
-        sys.exit(2)
-    except SchemaError as exc:
+    except (TargetEnvError, SchemaError) as exc:
         for line in exc.problems:
             click.echo(line, err=True)
         sys.exit(2)

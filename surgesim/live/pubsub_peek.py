@@ -1,6 +1,7 @@
 """Backlog and oldest-unacked age of subscriptions on a Pub/Sub emulator that surgesim did
 not start (a load-only run, surgesim/live/target_run.py), where no bridge of ours sits in
-the messages' path and the emulator keeps no backlog metrics.
+the messages' path and the emulator keeps no backlog metrics; and the harness's own count of
+what a subscription still holds at the end of a run (session.count_remaining).
 
 A peek pulls what the subscription would deliver now (without acking) and hands it straight
 back (ack deadline 0): the number of distinct messages is the backlog, the oldest
@@ -17,13 +18,13 @@ publishTime gives the age. What a peek cannot see, and why it is only done where
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 import time
 
 import httpx
 
+from surgesim.emulators.metrics import rfc3339_epoch
 from surgesim.rundir import METRICS
 
 log = logging.getLogger(__name__)
@@ -34,10 +35,6 @@ PEEK_CAP = 10_000
 
 class PeekRefused(ValueError):
     """The subscription cannot be peeked without harm, or does not exist."""
-
-
-def _parse_time(value: str) -> float:
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 class Peeker:
@@ -64,8 +61,9 @@ class Peeker:
             raise PeekRefused(f"{sub} has a dead-letter policy: each sample would spend a delivery attempt "
                               "of every message it sees")
 
-    def peek(self, sub: str, now: float | None = None) -> tuple[int, float, bool]:
-        """(backlog, oldest unacked age in seconds, capped) of `sub` right now."""
+    def peek(self, sub: str, now: float | None = None, cap: int = PEEK_CAP) -> tuple[int, float, bool]:
+        """(backlog, oldest unacked age in seconds, capped) of `sub` right now: at most `cap`
+        messages are looked at. httpx errors of the pulls propagate (404: no such subscription)."""
         seen: dict[str, float] = {}
         ack_ids: list[str] = []
         capped = False
@@ -79,8 +77,8 @@ class Peeker:
                 for m in got:
                     ack_ids.append(m["ackId"])
                     msg = m["message"]
-                    seen[msg["messageId"]] = _parse_time(msg["publishTime"]) if msg.get("publishTime") else time.time()
-                if len(seen) >= PEEK_CAP:
+                    seen[msg["messageId"]] = rfc3339_epoch(msg["publishTime"]) if msg.get("publishTime") else time.time()
+                if len(seen) >= cap:
                     capped = True
                     break
         finally:

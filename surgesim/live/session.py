@@ -33,7 +33,7 @@ from .faults import FaultInjector
 from .jobs import Launcher
 from .paths import PathFolder
 from .runner import SystemRunner
-from .totals import route_totals, trigger_totals
+from .totals import route_totals, trigger_bridges, trigger_totals
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,7 @@ class LagRecorder:
         self.hists.setdefault((w, sub), Histogram()).record(max(0.0, time.time() - published))
 
     def add_triggers(self, bridges) -> None:
-        watched = {**(getattr(bridges, "triggers", None) or {}), **(getattr(bridges, "storage_triggers", None) or {})}
-        for name, bridge in watched.items():
+        for name, bridge in trigger_bridges(bridges).items():
             for changed, seconds in bridge.counters.lags:
                 w = max(0.0, math.floor((changed - self.t0) / self.window) * self.window) * self.ts
                 self.hists.setdefault((w, name), Histogram()).record(seconds)
@@ -87,32 +86,27 @@ class LagRecorder:
 
 def count_remaining(runner: SystemRunner, sub: str) -> int | None:
     """Messages still in a subscription on the emulator, counted independently of the
-    sampler: pull everything (without acking) then hand it back (deadline 0)."""
+    sampler: a peek (pubsub_peek: pull everything without acking, then hand it back) of up
+    to a million messages. None: no such subscription."""
     import httpx
 
-    base = f"http://{runner.stack.endpoint('pubsub')}/v1/projects/{runner.system.project}/subscriptions/{sub}"
-    seen: set[str] = set()
-    ack_ids: list[str] = []
-    with httpx.Client(trust_env=False, timeout=30) as http:
-        for _ in range(1000):
-            try:
-                r = http.post(base + ":pull", json={"maxMessages": 1000, "returnImmediately": True})
-            except httpx.TransportError as exc:
-                # e.g. a reused emulator stopped by the run that started it: the run's
-                # messages are gone with it, so nothing can be judged.
-                raise RuntimeError(f"the Pub/Sub emulator at {runner.stack.endpoint('pubsub')} stopped answering "
-                                   f"before the run was checked ({exc}); was it stopped by another run?") from None
-            if r.status_code == 404:
-                return None
-            r.raise_for_status()
-            got = r.json().get("receivedMessages", [])
-            if not got:
-                break
-            ack_ids += [m["ackId"] for m in got]
-            seen |= {m["message"]["messageId"] for m in got}
-        for i in range(0, len(ack_ids), 1000):
-            http.post(base + ":modifyAckDeadline", json={"ackIds": ack_ids[i:i + 1000], "ackDeadlineSeconds": 0})
-    return len(seen)
+    from .pubsub_peek import Peeker
+
+    host = runner.stack.endpoint("pubsub")
+    peeker = Peeker(host, runner.system.project, timeout=30)
+    try:
+        return peeker.peek(sub, cap=1_000_000)[0]
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code == 404:
+            return None
+        raise
+    except httpx.TransportError as exc:
+        # e.g. a reused emulator stopped by the run that started it: the run's messages are
+        # gone with it, so nothing can be judged.
+        raise RuntimeError(f"the Pub/Sub emulator at {host} stopped answering before the run was checked "
+                           f"({exc}); was it stopped by another run?") from None
+    finally:
+        peeker.close()
 
 
 #: Seconds the emulator cross-check keeps re-counting a subscription whose emulator count
@@ -347,9 +341,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
     writer.write_timeseries(ts_rows)
     hist = pd.concat([result.rows, lag.rows()], ignore_index=True)
     writer.write_histograms(hist)
-    waves = [{"kind": "wave", "target": ",".join(sorted(set(w.rates) | set(w.multiply))), "start_s": w.at,
-              "end_s": w.at + w.duration, "details": {"name": w.name}} for w in sc.traffic.waves]
-    writer.write_faults(faults.events + waves)
+    writer.write_faults(faults.events + [w.event() for w in sc.traffic.waves])
     writer.write_jobs(jobs.records(ts))
     from surgesim.slo import evaluate
 

@@ -197,9 +197,7 @@ def run_target(scenario_path: str | Path, plan_path: str | Path | None, out: str
     rows = [{**r, "time_s": r["time_s"] * ts} for r in (sampler.rows if sampler is not None else [])]
     writer.write_timeseries(pd.DataFrame(rows, columns=["time_s", "metric", "entity", "value"]))
     writer.write_histograms(result.rows)
-    waves = [{"kind": "wave", "target": ",".join(sorted(set(w.rates) | set(w.multiply))), "start_s": w.at,
-              "end_s": w.at + w.duration, "details": {"name": w.name}} for w in sc.traffic.waves]
-    writer.write_faults(waves)
+    writer.write_faults([w.event() for w in sc.traffic.waves])
     summary = _summary(exp, writer, result, sampler, endpoints, target_file, subs, end_s)
     return finish_run(writer, summary, sc.name, began, say, load_only=True), writer.dir
 
@@ -276,6 +274,8 @@ def _driver(scenario_path, endpoints: dict, target: dict, live, wall_s: float, o
 
     return traffic_driver(scenario_path, endpoints, env, live, wall_s, out, holder, workers=workers, master=master,
                           announce=announce)
+
+
 def _progress(el: float, ts: float, sampler) -> str:
     clock = int(el * ts)
     line = f"  wall {el:6.1f}s  scenario {clock // 3600:02d}:{clock // 60 % 60:02d}:{clock % 60:02d}"

@@ -53,14 +53,18 @@ def _add(out: dict[str, dict], req, counts: dict[str, int] | None) -> None:
                 row["errors"] += int(n)
 
 
+def trigger_bridges(bridges) -> dict:
+    """Every Firestore and Storage trigger bridge of the run, by trigger name."""
+    return {**(getattr(bridges, "triggers", None) or {}), **(getattr(bridges, "storage_triggers", None) or {})}
+
+
 def trigger_totals(bridges) -> dict[str, dict]:
     """From each Firestore and Storage trigger bridge's counters (a Pub/Sub trigger is a push
     subscription, reported with the subscriptions): changes it saw that its event types want
     (changes - skipped), delivered (2xx), given up after its attempts (a loss), and
     pending (queued or in flight when read)."""
     out = {}
-    watched = {**(getattr(bridges, "triggers", None) or {}), **(getattr(bridges, "storage_triggers", None) or {})}
-    for name, t in watched.items():
+    for name, t in trigger_bridges(bridges).items():
         c = t.counters
         changes = c.changes - c.skipped
         out[name] = {"changes": changes, "delivered": c.sent, "given_up": c.gave_up,

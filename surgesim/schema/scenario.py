@@ -430,6 +430,13 @@ class Wave(Strict):
             raise ValueError("a wave needs `rates` or `multiply` for at least one source")
         return self
 
+    def event(self) -> dict:
+        """The wave as the run directory's faults.json lists it, in both engines."""
+        return {"kind": "wave", "target": ",".join(sorted(set(self.rates) | set(self.multiply))),
+                "start_s": self.at, "end_s": self.at + self.duration,
+                "details": {"name": self.name, "ramp_s": self.ramp, "rates": dict(self.rates),
+                            "multiply": dict(self.multiply)}}
+
 
 class Traffic(Strict):
     multiplier: Annotated[float, in_range(0, 1000)] = 1.0
