@@ -176,8 +176,12 @@ class Execution:
             p.wait(self.job.task_timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
+            # TERM before CONT: a stopped (hung) group holds the TERM pending and meets it the
+            # moment it is continued, before it runs one more instruction. CONT first let a task
+            # whose sleep had run out while stopped finish its work before the TERM arrived.
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGCONT)  # a stopped (hung) group gets the TERM only once continued
+                os.killpg(p.pid, signal.SIGTERM)
+                os.killpg(p.pid, signal.SIGCONT)
             _kill_group(p)
         finally:
             with self._lock:
