@@ -13,7 +13,8 @@ and dead-letter policy) and this bridge delivers it:
 * Pub/Sub's push flow control: a *push window* of concurrent requests that starts small
   (single digit), grows by one per fast success (so it doubles every round trip:
   slow-start), halves on a failure and stops growing while requests are slow (> 1 s);
-  after failures delivery pauses (push backoff, 100 ms doubling to 60 s);
+  after failures delivery pauses (push backoff, 100 ms doubling to 60 s) -- the model
+  the simulator uses too (surgesim.pubsub_push);
 * ack on 102/200/201/202/204, anything else (or no answer within the ack deadline) is
   a nack; with a retry policy the message comes back after
   ``min(max_backoff, min_backoff * 2**(attempt-1))`` -- done by setting its ack deadline
@@ -36,6 +37,7 @@ from typing import Callable
 
 from surgesim.histogram import Histogram
 from surgesim.pubsub_filter import parse_filter
+from surgesim.pubsub_push import PushWindow
 
 from . import service_http
 from .identity import Issuer, identity_headers
@@ -46,13 +48,6 @@ log = logging.getLogger(__name__)
 
 #: Status codes Pub/Sub takes as an acknowledgement of a push request.
 ACK_STATUS = frozenset({102, 200, 201, 202, 204})
-#: The push window Pub/Sub starts with ("a small single-digit window size").
-INITIAL_WINDOW = 3
-#: Requests slower than this do not grow the window (Pub/Sub keeps up with subscribers
-#: that ack > 99% of messages in under a second).
-SLOW_REQUEST_S = 1.0
-PUSH_BACKOFF_MIN_S = 0.1
-PUSH_BACKOFF_MAX_S = 60.0
 PULL_BATCH = 1000
 
 
@@ -66,33 +61,6 @@ def retry_backoff(attempt: int, min_backoff: float | None, max_backoff: float | 
         return 0.0
     hi = max_backoff if max_backoff is not None else 600.0
     return float(min(hi, min_backoff * 2 ** max(0, attempt - 1)))
-
-
-class PushWindow:
-    """How many push requests may be in flight for one subscription."""
-
-    def __init__(self, maximum: int = 1000, initial: int = INITIAL_WINDOW, slow_s: float = SLOW_REQUEST_S) -> None:
-        self.maximum = max(1, int(maximum))
-        self.size = float(min(initial, self.maximum))
-        self.slow_s = slow_s
-        self.consecutive_failures = 0
-
-    @property
-    def limit(self) -> int:
-        return max(1, int(self.size))
-
-    def on_success(self, latency_s: float) -> None:
-        self.consecutive_failures = 0
-        if latency_s <= self.slow_s:
-            self.size = min(self.maximum, self.size + 1.0)
-        else:
-            self.size = max(1.0, self.size - 1.0)
-
-    def on_failure(self) -> float:
-        """Shrink and return the push backoff (seconds to pause delivery)."""
-        self.consecutive_failures += 1
-        self.size = max(1.0, self.size / 2.0)
-        return min(PUSH_BACKOFF_MAX_S, PUSH_BACKOFF_MIN_S * 2 ** (self.consecutive_failures - 1))
 
 
 def build_envelope(received: dict, subscription_path: str) -> dict:

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from surgesim.pubsub_filter import parse_filter
+from surgesim.pubsub_push import PushWindow
 from surgesim.sim.core import Batch
 
 if TYPE_CHECKING:  # pragma: no cover
     from surgesim.sim.engine import Engine
 
-PUSH_WINDOW_START = 10.0
-"""Outstanding push requests Pub/Sub allows at first; slow start grows it on success."""
 PUSH_WINDOW_MAX = 1e6
+"""Unbounded in practice: production's window keeps up with any publish rate."""
 PUSH_ERROR_SHRINK = 0.05
 """Above this fraction of failed or expired pushes in a step, the window halves."""
 
@@ -39,7 +39,7 @@ class SubState:
         self.workflow = None
         self.hold: list[Batch] = []
         self.inflight: list[tuple[np.ndarray, np.ndarray, float, float, float, bool]] = []
-        self.window = PUSH_WINDOW_START
+        self.window = PushWindow(maximum=PUSH_WINDOW_MAX)  # surgesim.pubsub_push: the bridge's model too
         topic_ret = eng.system.topic(sub.topic).retention
         self.retention = sub.retention if topic_ret is None else max(sub.retention, topic_ret)
         self.history: list[Batch] | None = None
@@ -54,6 +54,7 @@ class SubState:
         self.ack_log: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
         self.adopted_backlog: int | None = None  # set when another process ran this subscription
         self._step_ok = 0
+        self._step_fast = 0
         self._step_bad = 0
         for key in ("delivered", "acked", "nacked", "dead_lettered", "filtered"):
             eng.metrics.declare(key, self.name)
@@ -62,7 +63,7 @@ class SubState:
 
     def cap(self, ready: int = 1) -> int | None:
         if self.sub.delivery == "push":
-            return int(self.window)
+            return self.window.limit
         if self.sub.delivery == "pull":
             return self.plan.max_outstanding_messages * max(1, ready)
         return None
@@ -161,6 +162,9 @@ class SubState:
             self._inflight(dt, pub, True)
             if sub.bigquery is not None:
                 eng.stores.bigquery_rows(sub.bigquery.table, dt, 1, eng.system.topic(sub.topic).message_bytes)
+            if sub.delivery == "push":
+                took = done - start if ok is None else (done - start)[ok]
+                self._step_fast += int((took <= self.window.slow_s).sum())
         self._step_ok += nok
         self._step_bad += nbad
         if not nbad:
@@ -247,10 +251,10 @@ class SubState:
             n = self._step_ok + self._step_bad
             if n:
                 if self._step_bad > PUSH_ERROR_SHRINK * n:
-                    self.window = max(1.0, self.window / 2.0)
+                    self.window.on_failure()
                 else:
-                    self.window = min(PUSH_WINDOW_MAX, self.window + self._step_ok)
-        self._step_ok = self._step_bad = 0
+                    self.window.grow(self._step_fast)
+        self._step_ok = self._step_fast = self._step_bad = 0
 
     def structural_backlog(self, end: float) -> int:
         """Messages still unacked at the end, counted from the data structures (the

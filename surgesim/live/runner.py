@@ -40,7 +40,7 @@ import httpx
 
 from surgesim.emulators.front import FRONT_SECRET_HEADER, FrontSettings
 from surgesim.emulators.identity import Issuer, invokers_of
-from surgesim.emulators.push import PushWindow
+from surgesim.pubsub_push import PushWindow
 from surgesim.rundir import METRICS
 from surgesim.schema import Plan, System
 from surgesim.services.common.devserver import free_port

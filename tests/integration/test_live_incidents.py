@@ -185,7 +185,8 @@ def test_sms_degradation_backs_up_notification_only_and_it_drains(gcp, tmp_path)
     start, end = fig["window_s"]  # the fault, 5m..20m (scenario seconds)
     assert start == 300.0 and 1200.0 <= end < 1500.0, fig["window_s"]  # ended on the main loop's next tick
     notif, eta = fig["backlog"]["notification-sub"], fig["backlog"]["eta-sub"]
-    # builds while the gateway is slow (one push at a time at 6 s against ~1.5 events/s), peaks
+    # builds while the gateway is slow (a push window that 6 s successes no longer widen, against
+    # ~1.5 events/s), peaks
     # inside the fault window or as it ends, and is gone by the end of the run
     assert notif["peak"] >= 8 and start <= notif["peak_at_s"] <= end + 600, notif
     assert notif["final"] == 0 and notif["drain_s"] is not None, notif

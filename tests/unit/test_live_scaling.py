@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from surgesim.emulators.push import PUSH_BACKOFF_MIN_S, PushWindow
+from surgesim.pubsub_push import PUSH_BACKOFF_MIN_S, PushWindow
 from surgesim.live.runner import ScaledPushWindow, scaled_retry
 from surgesim.schema import load_experiment
 
@@ -39,8 +39,8 @@ def test_push_backoff_is_divided_but_the_window_behaves_as_pubsubs():
         assert scaled.on_failure() == pytest.approx(plain.on_failure() / 60.0)
     assert scaled.limit == plain.limit == 1
     scaled.on_success(0.01)
-    scaled.on_success(5.0)  # a slow request (real seconds) still shrinks it
-    assert scaled.limit == 1
+    scaled.on_success(5.0)  # a slow request (real seconds, not scaled) does not grow it
+    assert scaled.limit == 2
     assert ScaledPushWindow(60.0).on_failure() == pytest.approx(PUSH_BACKOFF_MIN_S / 60.0)
 
 
