@@ -255,6 +255,9 @@ class Engine:
         self.workflows = {wf.name: WorkflowRunner(self, wf) for wf in sysm.workflows}
         self.jobs = {j.name: JobRunner(self, j, exp.plan.jobs.get(j.name)) for j in sysm.jobs}
         self.trigger_ch = {}
+        # one stream per trigger for the whole run: a generator made per call restarted the
+        # same seed, so every step's few events drew the same first delays
+        self.trigger_rng = {t.name: self.rng(f"trigger:{t.name}") for t in sysm.triggers}
         self.trigger_changes: dict[str, int] = {}
         self.trigger_started: dict[str, int] = {}
         for trig in sysm.triggers:
@@ -367,7 +370,7 @@ class Engine:
         # each event on its own delivery latency: Eventarc does not keep them in order
         # pub: the change's time, so that the trigger's lag (change -> handled) and Eventarc's
         # retention both count from it
-        delivered = times + sample(delivery_latency(trig), times.size, self.rng(f"trigger:{trig.name}"))
+        delivered = times + sample(delivery_latency(trig), times.size, self.trigger_rng[trig.name])
         b = Batch.new(delivered, attrs, keys, pub=times)
         self.trigger_changes[trig.name] = self.trigger_changes.get(trig.name, 0) + len(b)
         if node is not None:
