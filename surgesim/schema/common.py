@@ -144,6 +144,9 @@ ServiceId = Annotated[str, AfterValidator(_service_id)]
 
 Z99 = 2.3263478740408408
 """The standard normal's 99th percentile."""
+MAX_SIGMA = math.log(1e20) / Z99
+"""The widest log-normal a {p50, p99} may give (p99/p50 = 1e20): beyond it the mean
+overflows a float, and nothing a system measures is that spread."""
 
 DISTS = ("constant", "lognormal", "exponential", "gamma", "erlang", "uniform", "empirical")
 _DIST_KEYS = {
@@ -350,6 +353,9 @@ class Latency(Strict):
             if p99 is not None and p99 < p50:
                 raise ValueError(f"p99 ({format_duration(p99)}) must be >= p50 ({format_duration(p50)})")
             sigma = math.log(p99 / p50) / Z99 if p99 is not None and p50 > 0 and p99 > p50 else 0.0
+            if sigma > MAX_SIGMA:
+                raise ValueError(f"p99 ({format_duration(p99)}) is more than 1e20 times p50 "
+                                 f"({format_duration(p50)}): no log-normal has that spread; give a dist")
             d["mean"] = p50 * math.exp(sigma ** 2 / 2)
             return d
         if dist not in _DIST_KEYS:
