@@ -364,10 +364,11 @@ def test_the_simulator_starts_the_trigger_path_of_a_firestore_source(tmp_path):
     n = summary["totals"]["services"]["on-profile"]["requests"]
     assert 1250 <= n <= 1550, n  # 10/s x 100 s + 20/s extra for 20 s
     # the trigger path's lag, change -> handled: Eventarc's assumed delivery (p50 300 ms,
-    # sim/triggers.py) plus the 1 ms handler, one sample per delivered change
+    # sim/triggers.py; p99 1.5 s) plus the 1 ms handler, one sample per delivered change; the
+    # fast path hands a step's deliveries to the handler at the step's pace, which adds to the tail
     lag = summary["lag"]["t"]
     assert lag["count"] == summary["totals"]["triggers"]["t"]["delivered"] == n
-    assert 0.27 < lag["p50"] < 0.33 and lag["p99"] < 2.0, lag
+    assert 0.27 < lag["p50"] < 0.33 and 1.3 < lag["p99"] < 2.6, lag
 
 
 def test_a_trigger_lag_slo_names_a_trigger_or_a_subscription(tmp_path):
