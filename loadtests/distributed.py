@@ -15,6 +15,7 @@ Locust process); `run_worker` is what `surgesim worker` runs.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -105,7 +106,10 @@ def run_worker(scenario_path: str | Path, master: tuple[str, int], target_env: d
 
     plan = LivePlan(scenario_path, time_scale=time_scale, rate_scale=rate_scale, only=sources)
     duration = plan.duration_s if duration_s is None else min(float(duration_s), plan.duration_s)
+    # Without --out the worker's own copy is scratch: the master has the results (forwarded),
+    # so the temporary directory goes when the worker does.
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="surgesim-worker-"))
+    scratch = None if out_dir else out
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **target_env, FORWARD_VAR: "1",
            "SURGESIM_SCENARIO": str(plan.scenario_path), "SURGESIM_DURATION": repr(duration),
@@ -123,3 +127,5 @@ def run_worker(scenario_path: str | Path, master: tuple[str, int], target_env: d
         return proc.wait()
     finally:
         _kill_group(proc)  # Ctrl-C, or whatever it spawned: nothing outlives the command
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)

@@ -48,9 +48,12 @@ def test_live_master_takes_its_load_from_a_worker_command(gcp, tmp_path):
         said = re.search(r"surgesim worker --master-host (\S+) --target-env (\S+) (.*) (\S+)$", log.read_text(), re.M)
         assert said and said.group(1) == f"127.0.0.1:{port}" and said.group(2) == str(target), log.read_text()
         assert "COMMAND_URL" in read_target_env(target)
+        worker_tmp = tmp_path / "worker-tmp"  # where its default (scratch) --out goes
+        worker_tmp.mkdir()
         worker = subprocess.Popen([sys.executable, "-m", "surgesim.cli", "worker", "--master-host", said.group(1),
                                    "--target-env", said.group(2), *said.group(3).split(), said.group(4)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  env={**env, "TMPDIR": str(worker_tmp)},
                                   cwd=str(tmp_path), start_new_session=True)
         rc = master.wait(timeout=200)
         wrc = worker.wait(timeout=60)
@@ -71,6 +74,7 @@ def test_live_master_takes_its_load_from_a_worker_command(gcp, tmp_path):
         assert c["sent"] == c["ok"] == c["scheduled"] > 0, (source, c)
     # the worker's measurements reached the master's run directory, over Locust's connection
     assert (out / "loadgen" / "worker-0" / "loadgen.json").exists()
+    assert not list(worker_tmp.iterdir())  # the worker's scratch copy went with it
     assert summary["latency"]["command.create_shipment"]["count"] == counts["create_shipment"]["sent"]
     assert (out / "report.html").exists()
     print(f"live --master: verdict {summary['verdict']}; create_shipment {counts['create_shipment']}; "
