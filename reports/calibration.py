@@ -149,7 +149,8 @@ def markdown(title: str, headline: str, table: list[dict], fit: dict | None, rol
             "| --- | --- | --- | --- | --- |"]
     out += [f"| {r['metric']} | {r['entity']} | {r['sim']} | {r['live']} | {r['err_text']} |" for r in table]
     if fit:
-        out += ["", "What the fit added (an empirical sleep per path: the overhead's p50 / p99):", ""]
+        out += ["", "What the fit added (an empirical delay per path: a sleep step of its route or handler, or "
+            "the plan's write_latency / delivery_latency; its p50 / p99):", ""]
         out += [f"- {f['path']} ({f['target']}): p50 {fmt.duration(f['p50'])}, p99 {fmt.duration(f['p99'])}"
                 for f in fit.get("fitted", [])]
         out += ["", "What could not be fitted:", ""]

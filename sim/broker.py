@@ -15,7 +15,7 @@ import numpy as np
 
 from surgesim.pubsub_filter import parse_filter
 from surgesim.pubsub_push import PushWindow
-from surgesim.sim.core import Batch
+from surgesim.sim.core import Batch, sample
 
 if TYPE_CHECKING:  # pragma: no cover
     from surgesim.sim.engine import Engine
@@ -39,6 +39,7 @@ class SubState:
         self.workflow = None
         self.hold: list[Batch] = []
         self.inflight: list[tuple[np.ndarray, np.ndarray, float, float, float, bool]] = []
+        self._write_rng = eng.rng(f"bigquery-write:{sub.name}")
         self.window = PushWindow(maximum=PUSH_WINDOW_MAX)  # surgesim.pubsub_push: the bridge's model too
         topic_ret = eng.system.topic(sub.topic).retention
         self.retention = sub.retention if topic_ret is None else max(sub.retention, topic_ret)
@@ -107,6 +108,9 @@ class SubState:
     def deliver(self, b: Batch) -> None:
         if not len(b):
             return
+        if self.sub.delivery == "bigquery" and self.plan.write_latency is not None:
+            # the environment's publish-to-row time (a calibrated bridge's paced pulls), per message
+            b.t = b.t + sample(self.plan.write_latency, len(b), self._write_rng)
         for at, end in self.eng.broker_down:
             inwin = (b.t >= at) & (b.t < end)
             if inwin.any():

@@ -370,7 +370,9 @@ class Engine:
         # each event on its own delivery latency: Eventarc does not keep them in order
         # pub: the change's time, so that the trigger's lag (change -> handled) and Eventarc's
         # retention both count from it
-        delivered = times + sample(delivery_latency(trig), times.size, self.trigger_rng[trig.name])
+        tp = self.exp.plan.triggers.get(trig.name)  # the environment's figure (e.g. calibrated) over Eventarc's
+        latency = tp.delivery_latency if tp is not None else delivery_latency(trig)
+        delivered = times + sample(latency, times.size, self.trigger_rng[trig.name])
         b = Batch.new(delivered, attrs, keys, pub=times)
         self.trigger_changes[trig.name] = self.trigger_changes.get(trig.name, 0) + len(b)
         if node is not None:

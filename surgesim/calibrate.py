@@ -20,10 +20,16 @@ queueing it causes (push windows, instance slots, flow control) is the simulator
 A few rounds (default 3) absorb what the first misses (an overhead that moves queueing);
 the round with the lowest median |relative error| is kept.
 
-What cannot be fitted is listed with why: BigQuery subscriptions (their writer has no
-plan knob: the system's `stores.bigquery_latency`), consumers reading several
-subscriptions (one handler, several lags), paths the live run is not slower on, paths
-only one run has. Backlog peaks and drain times are not fitted: they follow (or not) from
+Two paths are delays, not handler work, and are fitted as the plan's environment figures
+(simulator only; docs/calibration.md): a BigQuery subscription's lag as its
+`subscriptions.<sub>.write_latency` (the same iteration from 0), and a Firestore or
+Storage trigger's lag as its `triggers.<trigger>.delivery_latency`, which *replaces* the
+system file's assumed Eventarc figure: the iteration starts from that figure's quantiles
+(overhead_0 = the assumed delivery latency), so a local bridge faster than the
+assumption comes out faster.
+
+What cannot be fitted is listed with why: consumers reading several subscriptions (one
+handler, several lags), paths the live run is not slower on, paths only one run has. Backlog peaks and drain times are not fitted: they follow (or not) from
 the fitted latencies and the model's queues, and are compared as predictions."""
 
 from __future__ import annotations
@@ -41,11 +47,15 @@ from surgesim.reports.calibration import median_error as table_median
 from surgesim.reports.calibration import relative_error, rows
 from surgesim.reports.metrics import LAG, LATENCY, RunData
 from surgesim.rundir import load_run
+from surgesim.sim.core import sample
+from surgesim.sim.triggers import delivery_latency
 
 GRID = np.linspace(0.5, 99.5, 100)
 """Quantiles (percent) the overhead is fitted at: one sample per percent of the distribution."""
 MIN_OVERHEAD_S = 0.0005
-"""An overhead whose median is below half a millisecond is nothing to add."""
+"""An overhead whose mean is below half a millisecond is nothing to add. The mean, not the
+median: a path whose p50 matches the model but whose tail is slower live (a route stalled
+by the machine now and then) has an overhead of zeros and a tail, which the fit keeps."""
 ROUNDS = 3
 
 
@@ -85,13 +95,15 @@ def _sleep(samples: np.ndarray) -> dict:
 
 @dataclass
 class Target:
-    """A path the fit can change: its measured kind/path, and where its sleep goes."""
+    """A path the fit can change: its measured kind/path, and where its fitted delay goes."""
 
     key: str  # "latency svc.route" | "lag sub"
     kind: str  # LATENCY | LAG
     path: str
-    service: str
+    service: str | None
     route: str | None  # None: the service's message handler
+    knob: str = "sleep"  # "sleep": a step of the route or handler; "write_latency" / "delivery_latency": the plan's
+    start: np.ndarray | None = None  # the model's own delay at GRID, where the fit replaces it (a trigger's)
 
 
 def targets(exp: Any, sim: RunData, live: RunData) -> tuple[list[Target], list[dict]]:
@@ -110,18 +122,21 @@ def targets(exp: Any, sim: RunData, live: RunData) -> tuple[list[Target], list[d
     system = exp.system
     for sub_name in sorted(set(s_lag) | set(l_lag)):
         sub = next((s for s in system.subscriptions if s.name == sub_name), None)
-        if sub is None and any(t.name == sub_name for t in system.triggers):
-            unfitted.append({"path": f"lag {sub_name}",
-                             "why": "a Firestore or Storage trigger: its delivery is the trigger's delivery_latency "
-                                    "in the system file (Eventarc's, not the local bridge's); set it there"})
-            continue
-        if sub is None or sub_name not in s_lag or sub_name not in l_lag:
+        trig = next((t for t in system.triggers if t.name == sub_name and t.kind != "pubsub"), None)
+        if (sub is None and trig is None) or sub_name not in s_lag or sub_name not in l_lag:
             unfitted.append({"path": f"lag {sub_name}", "why": "measured by one run only"})
             continue
-        if sub.delivery == "bigquery" or sub.consumer is None:
-            unfitted.append({"path": f"lag {sub_name}",
-                             "why": "a BigQuery subscription: its writer has no plan knob (the system's "
-                                    "stores.bigquery_latency); its lag and backlog stay the model's"})
+        if trig is not None:
+            tp = exp.plan.triggers.get(trig.name)
+            now = tp.delivery_latency if tp is not None else delivery_latency(trig)
+            start = np.percentile(sample(now, 20_000, np.random.default_rng(0)), GRID)
+            out.append(Target(f"lag {sub_name}", LAG, sub_name, None, None, "delivery_latency", start))
+            continue
+        if sub.delivery == "bigquery":
+            out.append(Target(f"lag {sub_name}", LAG, sub_name, None, None, "write_latency"))
+            continue
+        if sub.consumer is None:
+            unfitted.append({"path": f"lag {sub_name}", "why": "no consumer: nothing handles it"})
             continue
         reads = [s.name for s in system.subscriptions if s.consumer == sub.consumer]
         if len(reads) > 1:
@@ -142,11 +157,19 @@ def overlay_plan(exp: Any, live_name: str, overheads: dict[str, np.ndarray], tgt
     services = {k: dict(v or {}) for k, v in (plan.get("services") or {}).items()}
     routes: dict[str, list[dict]] = {}
     fitted = []
+    subs = {k: dict(v or {}) for k, v in (plan.get("subscriptions") or {}).items()}
+    triggers = {k: dict(v or {}) for k, v in (plan.get("triggers") or {}).items()}
     for t in tgts:
         o = overheads.get(t.key)
         if o is None:
             continue
-        if t.route is not None:
+        if t.knob == "write_latency":
+            subs.setdefault(t.path, {})["write_latency"] = _sleep(o)["sleep"]
+            where = f"subscriptions.{t.path}.write_latency"
+        elif t.knob == "delivery_latency":
+            triggers.setdefault(t.path, {})["delivery_latency"] = _sleep(o)["sleep"]
+            where = f"triggers.{t.path}.delivery_latency"
+        elif t.route is not None:
             rs = routes.setdefault(t.service, [_dump(r) for r in exp.routes(t.service)])
             for r in rs:
                 if r["name"] == t.route:
@@ -156,12 +179,17 @@ def overlay_plan(exp: Any, live_name: str, overheads: dict[str, np.ndarray], tgt
             steps = [_dump(s) for s in exp.steps(t.service)] + [_sleep(o)]
             services.setdefault(t.service, {})["steps"] = steps
             where = f"handler of {t.service}"
-        fitted.append({"what": "route" if t.route else "consumer", "path": t.path, "target": where,
+        what = "route" if t.route else "consumer" if t.knob == "sleep" else t.knob
+        fitted.append({"what": what, "path": t.path, "target": where,
                        "p50": round(float(np.percentile(o, 50)), 6), "p99": round(float(np.percentile(o, 99)), 6)})
     for svc, rs in routes.items():
         services.setdefault(svc, {})["routes"] = rs
     if services:
         plan["services"] = services
+    if subs:
+        plan["subscriptions"] = subs
+    if triggers:
+        plan["triggers"] = triggers
     return plan, fitted
 
 
@@ -185,8 +213,8 @@ def fit_round(tgts: list[Target], sim: RunData, live: RunData | list[RunData],
         if s_q is None or l_q is None:
             dropped.append({"path": t.key, "why": "no samples in one of the runs"})
             continue
-        o = step_overhead(previous.get(t.key), s_q, l_q)
-        if float(np.percentile(o, 50)) < MIN_OVERHEAD_S:
+        o = step_overhead(previous.get(t.key, t.start), s_q, l_q)
+        if t.start is None and float(o.mean()) < MIN_OVERHEAD_S:
             if t.key not in previous:
                 dropped.append({"path": t.key, "why": "live is not slower than the model"})
                 continue

@@ -369,9 +369,21 @@ def plan_problems(plan: Plan, system: System) -> Iterator[tuple[tuple, str]]:
             yield from step_problems(system, paths)
         if sp.steps is not None:
             yield from step_problems(system, ((("services", name, "steps", k, s.kind), s) for k, s in enumerate(sp.steps)))
-    for name in plan.subscriptions:
+    for name, subp in plan.subscriptions.items():
         if name not in subs:
             yield ("subscriptions", name), f"subscription {name!r} is not in system {system.name!r}" + _did_you_mean(name, subs)
+        elif subp.write_latency is not None and system.subscription(name).delivery != "bigquery":
+            yield (("subscriptions", name, "write_latency"),
+                   f"subscription {name!r} delivers by {system.subscription(name).delivery}; write_latency is a "
+                   "BigQuery subscription's (a push or pull consumer's overhead is a step of its handler)")
+    kinds = {t.name: t.kind for t in system.triggers}
+    for name in plan.triggers:
+        if name not in kinds:
+            yield ("triggers", name), f"trigger {name!r} is not in system {system.name!r}" + _did_you_mean(name, set(kinds))
+        elif kinds[name] == "pubsub":
+            yield (("triggers", name, "delivery_latency"),
+                   f"trigger {name!r} is a Pub/Sub trigger: its delivery is its push subscription's "
+                   f"(plan it under subscriptions: {{eventarc-{name}-sub: ...}})")
     for name in plan.jobs:
         if name not in jobs:
             yield ("jobs", name), f"job {name!r} is not in system {system.name!r}"

@@ -46,6 +46,19 @@ class SubscriptionPlan(Strict):
     max_outstanding_bytes: Annotated[int, Field(strict=True), in_range(1, 10**10)] = 100 * 2**20
     streams: Annotated[int, Field(strict=True), in_range(1, 64)] = 1
     """Streaming-pull streams (each ~2k msg/s on the emulator)."""
+    write_latency: LatencySpec | None = None
+    """A BigQuery subscription only: publish to row, on top of the writer's throughput
+    (the system's `stores.bigquery_latency.subscription_rows_per_s`). Simulator only: an
+    environment figure, not a capacity; `surgesim calibrate` writes the one it measured
+    live (the bridge's paced pulls), and `surgesim live` has the real thing."""
+
+
+class TriggerPlan(Strict):
+    """An environment figure for one Firestore or Cloud Storage trigger (simulator only)."""
+
+    delivery_latency: LatencySpec
+    """Change to delivery, replacing the system file's (Eventarc's assumed) figure for
+    this plan; `surgesim calibrate` writes what the local trigger bridge measured."""
 
 
 class JobPlan(Strict):
@@ -71,11 +84,13 @@ class Plan(Strict):
     jobs: dict[str, JobPlan] = Field(default_factory=dict)
     apis: dict[str, ApiPlan] = Field(default_factory=dict)
     """Per external API: the quota this plan contracts (e.g. a higher `rate_limit`)."""
+    triggers: dict[str, TriggerPlan] = Field(default_factory=dict)
+    """Per Firestore or Storage trigger: its delivery latency in this environment."""
     debounce: dict[str, Annotated[Duration, in_range(0, 3600, "s")]] = Field(default_factory=dict)
+    """Per service: coalesce keyed writes (`firestore: {debounce: true}`) to one per key per interval."""
     read_every: dict[str, Annotated[Duration, in_range(0.001, 86400, "s")]] = Field(default_factory=dict)
     """Per Firestore collection: its readers poll it at this interval instead of listening in
     real time (a polling live map); `freshness.<collection>` counts the age they see."""
-    """Per service: coalesce keyed writes (`firestore: {debounce: true}`) to one per key per interval."""
 
     def service(self, name: str) -> ServicePlan:
         return self.services.get(name) or ServicePlan()

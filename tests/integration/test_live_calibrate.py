@@ -1,9 +1,11 @@
-"""Calibration that closes the loop, on a real live run: an 8-minute ci_spike (32 wall
+"""Calibration that closes the loop, on real live runs: an 8-minute ci_spike (32 wall
 seconds of traffic at time_scale 15) against the real services and emulators, then
 `surgesim calibrate` on it: the simulator, run as the live run ran (wall time, live
 volume) with the fitted overlay, predicts the live run's peak backlogs, drains, p50/p99
 latencies and lags with a median |relative error| within the bound (20%), where the
-unfitted model is far off; and the report says what could not be fitted."""
+unfitted model is far off; the report says what could not be fitted; and the same
+overlay predicts a live run of a different scenario (an 8-minute ci_wave: other waves,
+1.5x the fleet), which it was not fitted on, within a held-out bound."""
 
 from __future__ import annotations
 
@@ -23,15 +25,18 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 SHORT = ROOT / "tests" / "integration" / "scenarios" / "ci_spike_calibration.yaml"
+HELD_OUT = ROOT / "tests" / "integration" / "scenarios" / "ci_wave_calibration.yaml"
 BOUND = 0.20
+HELD_OUT_BOUND = 0.25
+"""docs/calibration.md measures held-out predictions at 9-16% on a quiet machine; CI runs
+this beside the suite's other live tests, so the two live runs meet different loads."""
 RUN_TIMEOUT = 240  # ~75 s wall when quiet; a hung run fails the test instead of the suite
 
 
-def test_calibrated_simulator_predicts_the_live_run(gcp, tmp_path):
-    out = tmp_path / "live"
-    log = tmp_path / "live.log"
+def live_run(scenario: Path, out: Path, gcp) -> dict:
+    log = out.with_suffix(".log")
     with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "surgesim.cli", "live", str(SHORT), "--out", str(out),
+        proc = subprocess.Popen([sys.executable, "-m", "surgesim.cli", "live", str(scenario), "--out", str(out),
                                  "--state-dir", str(gcp.state_dir)], stdout=f, stderr=subprocess.STDOUT,
                                 start_new_session=True, env={**os.environ, "COLUMNS": "200"})
         try:
@@ -44,8 +49,16 @@ def test_calibrated_simulator_predicts_the_live_run(gcp, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mode"] == "live" and summary["conservation"]["ok"]
     assert summary["latency"]["command.mark_delivered"]["count"] >= 20
+    return summary
 
-    res = CliRunner().invoke(cli, ["calibrate", str(SHORT), str(out), "--rounds", "3"])
+
+def test_calibrated_simulator_predicts_the_live_run_and_a_held_out_one(gcp, tmp_path):
+    out, held = tmp_path / "live", tmp_path / "wave"
+    summary = live_run(SHORT, out, gcp)
+    live_run(HELD_OUT, held, gcp)
+
+    res = CliRunner().invoke(cli, ["calibrate", str(SHORT), str(out), "--rounds", "3",
+                                   "--predict", str(HELD_OUT), str(held)])
     assert res.exit_code == 0, res.output
     work = tmp_path / "live-calibration"
     fit = json.loads((work / "fit.json").read_text())
@@ -66,9 +79,18 @@ def test_calibrated_simulator_predicts_the_live_run(gcp, tmp_path):
     for route in summary["latency"]:
         if route.startswith("command."):
             assert route in fitted or "live is not slower" in unfitted.get(f"latency {route}", ""), (route, unfitted)
-    assert any(u["path"] == "lag telemetry-bigquery" for u in fit["unfitted"])
+    # the two delays that are not handler work are fitted as the plan's environment figures
+    targets = {f["path"]: f["target"] for f in fit["fitted"]}
+    assert targets["telemetry-bigquery"] == "subscriptions.telemetry-bigquery.write_latency"
+    assert targets["parcels-outbox"] == "triggers.parcels-outbox.delivery_latency"
     md = (work / "calibration.md").read_text()
-    assert "What could not be fitted" in md and "telemetry-bigquery" in md
+    assert "What could not be fitted" in md and "backlog peaks and drain times" in md
+    # held out: the same overlay, a scenario it was not fitted on
+    line = next(x for x in res.output.splitlines() if x.startswith(f"predicted {held}"))
+    predicted = float(line.split("median |relative error| ")[1].split("%")[0]) / 100
+    print(f"held out: predicted {predicted:.3f}")
+    assert predicted <= HELD_OUT_BOUND, res.output
+    assert (tmp_path / "wave-prediction" / "calibration.md").is_file()
     # the overlay plan predicts through the ordinary command, as the report says
     overlay = out / "calibrated-plan.yaml"
     res = CliRunner().invoke(cli, ["sim", str(SHORT), "--plan", str(overlay), "--as-live", "--out",

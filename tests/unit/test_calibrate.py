@@ -138,3 +138,86 @@ def test_calibrate_command_fits_reports_and_predicts(tmp_path: Path) -> None:
                                    "--seed", "8", "--out", str(tmp_path / "by_sim"), "--no-report"])
     assert res.exit_code == 0, res.output
     assert load(tmp_path / "by_sim").summary["as_live"]["time_scale"] == 1.0
+
+
+DELAYS_SYSTEM = """
+name: outbox
+topics: [{name: events}]
+subscriptions:
+  - {name: events-bq, topic: events, delivery: bigquery, bigquery: {table: ds.events}}
+services:
+  - name: api
+    routes:
+      - name: put
+        path: /put
+        steps: [{cpu: 2ms}, {firestore: {op: write, collection: docs}}, {publish: {topic: events}}]
+  - name: fn
+    steps: [{cpu: 5ms}]
+stores:
+  firestore: [{name: docs}]
+  bigquery: [{dataset: ds, table: events, columns: [{name: data, type: STRING}]}]
+triggers:
+  - {name: doc-written, document: "docs/{id}", events: [written], target: fn}
+"""
+
+
+def test_fit_replaces_an_assumed_trigger_latency_and_finds_a_bigquery_write_delay(tmp_path: Path) -> None:
+    """The two delays that are not handler work: the "live" run's Firestore trigger delivers
+    in ~20 ms (the local bridge) where the system assumes Eventarc's 300 ms, and its BigQuery
+    subscription lands rows ~300 ms after publish where the model writes at once. The fit
+    writes both as the plan's environment figures and the overlay then predicts the lags."""
+    (tmp_path / "s.yaml").write_text(DELAYS_SYSTEM)
+    (tmp_path / "base.yaml").write_text("name: base\n")
+    truth = {"name": "truth", "triggers": {"doc-written": {"delivery_latency": {"p50": "20ms", "p99": "80ms"}}},
+             "subscriptions": {"events-bq": {"write_latency": {"p50": "300ms", "p99": "600ms"}}}}
+    (tmp_path / "truth.yaml").write_text(yaml.safe_dump(truth))
+    (tmp_path / "x.yaml").write_text(yaml.safe_dump({
+        "name": "x", "system": "s.yaml", "plan": "base.yaml", "duration": "10m",
+        "traffic": {"sources": [{"name": "puts", "rate": 5, "request": {"service": "api", "route": "put"}}]}}))
+    scenario = tmp_path / "x.yaml"
+    _, live_dir = simulate(scenario, tmp_path / "truth.yaml", 5, tmp_path / "live", False, quiet=True)
+    live = load(live_dir)
+    exp = load_experiment(scenario)
+
+    def sim(plan: dict | None, k: int):
+        plan_file = None
+        if plan is not None:
+            plan_file = tmp_path / f"round{k}.yaml"
+            plan_file.write_text(yaml.safe_dump(plan))
+        return load(simulate_as_live(scenario, plan_file, tmp_path / f"sim{k}", seed=6, live_run=live_dir)[1])
+
+    fit, before, after = calibrate(exp, live, sim, rounds=2)
+    was, got, want = (r.summary["lag"] for r in (before, after, live))
+    assert was["doc-written"]["p50"] > 0.2 and was["events-bq"]["p50"] < 0.01  # the model's guesses
+    for path in ("doc-written", "events-bq"):
+        assert got[path]["p50"] == pytest.approx(want[path]["p50"], rel=0.15), path
+        assert got[path]["p99"] == pytest.approx(want[path]["p99"], rel=0.25), path
+    knobs = {f["path"]: f for f in fit.fitted}
+    assert knobs["doc-written"]["target"] == "triggers.doc-written.delivery_latency"
+    assert knobs["events-bq"]["target"] == "subscriptions.events-bq.write_latency"
+    assert knobs["events-bq"]["p50"] == pytest.approx(0.300, rel=0.15)
+    assert knobs["doc-written"]["p50"] == pytest.approx(0.020, rel=0.25)  # the truth, not Eventarc's 300 ms
+    assert knobs["doc-written"]["p99"] == pytest.approx(0.080, rel=0.35)
+    assert not any(u["path"].startswith("lag ") for u in fit.unfitted)
+    overlay = tmp_path / "calibrated.yaml"
+    overlay.write_text(yaml.safe_dump(fit.plan))
+    plan = load_experiment(scenario, overlay).plan
+    assert plan.triggers["doc-written"].delivery_latency.dist == "empirical"
+    assert plan.subscription("events-bq").write_latency.dist == "empirical"
+
+
+def test_the_environment_knobs_are_refused_where_they_mean_nothing(tmp_path: Path) -> None:
+    from surgesim.schema import SchemaError
+
+    (tmp_path / "s.yaml").write_text(DELAYS_SYSTEM.replace(
+        "subscriptions:\n", "subscriptions:\n  - {name: fn-sub, topic: events, consumer: fn, delivery: push}\n"))
+    (tmp_path / "x.yaml").write_text(yaml.safe_dump({"name": "x", "system": "s.yaml", "duration": "1m", "traffic": {
+        "sources": [{"name": "puts", "rate": 1, "request": {"service": "api", "route": "put"}}]}}))
+    bad = {"name": "bad", "subscriptions": {"fn-sub": {"write_latency": "1s"}},
+           "triggers": {"doc-writen": {"delivery_latency": "1s"}}}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(SchemaError) as err:
+        load_experiment(tmp_path / "x.yaml", tmp_path / "bad.yaml")
+    text = "\n".join(err.value.problems)
+    assert "subscriptions.fn-sub.write_latency" in text and "delivers by push" in text
+    assert "trigger 'doc-writen' is not in system" in text and "doc-written" in text  # did you mean
