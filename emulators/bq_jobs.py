@@ -21,6 +21,12 @@ a job that failed: jobs.get ``status: {state: DONE, errorResult: {reason: backen
 errors: [...]}``; getQueryResults the error itself (HTTP 500, as BigQuery's API answers a
 backendError). The emulator's own record of the job is unchanged (it ran it and succeeded).
 
+A bigquery_job_slow fault sets ``JobTable.slow`` for its window: a job inserted then (by the
+target service, or any) runs a time drawn from the fault's latency longer, on the scenario's
+clock like the run time itself (divided by the time scale: the job is RUNNING to jobs.get
+that much longer). Every job's run time, slowed or not, is kept in ``JobTable.runs`` for the
+run's ``bigquery_job/<service>`` histograms.
+
 Everything else passes through unchanged. One proxy (one port) per calling service, since
 the run time belongs to the service's job step, and one job table shared by all of them, so
 a job inserted through one service's proxy is RUNNING for another service's jobs.get too.
@@ -55,6 +61,16 @@ class Failing:
 
 
 @dataclass
+class Slow:
+    """Jobs inserted while this is set run longer by a log-normal draw through p50/p99
+    (scenario seconds; those of `service` only, when given)."""
+
+    p50: float
+    p99: float | None = None
+    service: str | None = None
+
+
+@dataclass
 class JobTable:
     """job id -> the monotonic time it is done; shared by every service's proxy."""
 
@@ -68,6 +84,14 @@ class JobTable:
     """job id -> the errorResult it ends with."""
     failed_reads: int = 0
     """jobs.get / getQueryResults answered with a failed job's error."""
+    slow: Slow | None = None
+    """A bigquery_job_slow fault's window is open: jobs inserted now run longer."""
+    slowed: int = 0
+    """Jobs a slow window lengthened."""
+    added_s: float = 0.0
+    """Wall seconds slow windows added, summed over the jobs they lengthened."""
+    runs: list[tuple[str, float, float]] = field(default_factory=list)
+    """(inserting service, monotonic insert time, wall run time) of every job inserted."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def running_count(self) -> int:
@@ -116,6 +140,8 @@ class JobClock:
         self.p50, self.p99 = p50, p99
         self.time_scale = time_scale
         self.rng = random.Random(seed)
+        # a stream of its own, so that a slow window leaves every other job's draws as they were
+        self.slow_rng = random.Random(f"{seed}:slow")
         self.timeout = timeout
         self.http = None
 
@@ -124,6 +150,13 @@ class JobClock:
         if not self.p50:
             return 0.0
         return cold_start_sample(self.rng, self.p50, self.p99) / self.time_scale
+
+    def _slowdown(self) -> float:
+        """Wall seconds a slow window adds to the job being inserted (0 when none is open)."""
+        slow = self.table.slow
+        if slow is None or slow.service not in (None, self.service):
+            return 0.0
+        return cold_start_sample(self.slow_rng, slow.p50, slow.p99) / self.time_scale
 
     def _fails(self) -> dict | None:
         """The errorResult of the job being inserted, if a failure window says it fails."""
@@ -187,8 +220,14 @@ class JobClock:
                 run = self.run_time()
                 # a job the emulator already failed (a bad query) keeps its own error
                 error = None if ((job or {}).get("status") or {}).get("errorResult") else self._fails()
+                added = self._slowdown()
+                run += added
                 with self.table.lock:
                     self.table.inserted += 1
+                    self.table.runs.append((self.service or "", time.monotonic(), run))
+                    if added > 0:
+                        self.table.slowed += 1
+                        self.table.added_s += added
                     if run > 0:
                         self.table.done_at[ref["jobId"]] = time.monotonic() + run
                     if error is not None:

@@ -7,7 +7,7 @@ import math
 from surgesim.schema.scenario import Slo
 
 DAY = 86400.0
-TIME_METRICS = {"latency", "lag", "oldest_unacked"}
+TIME_METRICS = {"latency", "lag", "oldest_unacked", "bigquery_job"}
 
 
 def clock(seconds: float, with_day: bool = False) -> str:

@@ -219,6 +219,8 @@ class Engine:
         """Attribute sets every consumer fails: poison messages, checks of failed BigQuery jobs."""
         self.job_failures: list = []
         """bigquery_job_failure faults (read by sim/handler.py's bigquery job step)."""
+        self.job_slowdowns: list = []
+        """bigquery_job_slow faults with their random streams (read by the same step)."""
         for f in sc.faults:  # what the stores and the broker read while they are built (sim/faults.py)
             fault_kind(f).prepare(self, f)
         self._sent: dict[str, int] = {}  # messages each source sent so far (a fleet's keys go round)

@@ -219,3 +219,33 @@ def failed_check_attrs(eng: "Engine", ids: np.ndarray) -> np.ndarray:
         eng.poison_attr_ids.add(marked)
         out[ids == a] = marked
     return out
+
+
+# ---- bigquery_job_slow: read by the handler's bigquery job step ---------------------------------
+
+@register
+class BigqueryJobSlow(SimFault):
+    """A `bigquery: {op: job}` step whose job is inserted inside the window (of service
+    `target`, or of any) runs `latency` longer than its drawn duration before it is DONE, so
+    its poll step checks it that many more times and finds it done that much later."""
+    kind = "bigquery_job_slow"
+
+    def prepare(self, eng, f) -> None:
+        # a random stream of its own: the handlers' draws, and so every job outside the window,
+        # stay what they are in a run without the fault
+        eng.job_slowdowns.append((f, eng.rng(f"bigquery_job_slow:{len(eng.job_slowdowns)}")))
+
+
+def job_delays(h, inserted: np.ndarray) -> np.ndarray | None:
+    """Run time added to the jobs inserted at `inserted` (scenario s); None when no
+    bigquery_job_slow applies to the handler's service."""
+    faults = [(f, rng) for f, rng in h.eng.job_slowdowns if f.target in (None, h.owner)]
+    if not faults:
+        return None
+    extra = np.zeros(inserted.size)
+    for f, rng in faults:
+        at, end = _window(f)
+        hit = (inserted >= at) & (inserted < end)
+        if hit.any():
+            extra[hit] += sample(f.latency, int(hit.sum()), rng)
+    return extra

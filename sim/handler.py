@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 
 from surgesim.sim.core import Batch, sample
-from surgesim.sim.faults import failed_check_attrs, failed_jobs
+from surgesim.sim.faults import failed_check_attrs, failed_jobs, job_delays
 
 if TYPE_CHECKING:  # pragma: no cover
     from surgesim.sim.engine import Engine
@@ -174,6 +174,11 @@ class Bigquery(StepKind):
         if spec.op == "job":
             done = np.full(p.n, np.nan)
             done[idx] = tt + lat + sample(spec.duration, m, rng)
+            slow = job_delays(h, tt + lat)
+            if slow is not None:
+                done[idx] += slow
+            # run time, jobs.insert -> DONE: the `bigquery_job.SERVICE` SLOs' histogram
+            h.eng.metrics.record(f"bigquery_job/{h.owner}", float(tt.min()), done[idx] - (tt + lat))
             p.job_done = done
             p.job_failed = failed_jobs(h, p.n, idx, tt + lat)
         p.effects.append(Effect("bigquery", step, spec, idx, p.offs[idx] + lat))

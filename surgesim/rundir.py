@@ -61,6 +61,8 @@ METRICS = {
     "wait_p99": "surgesim/service/queue_wait/p99",
     "freshness_p50": "surgesim/collection/freshness/p50",
     "freshness_p99": "surgesim/collection/freshness/p99",
+    "bigquery_job_p50": "surgesim/service/bigquery_job_run_time/p50",
+    "bigquery_job_p99": "surgesim/service/bigquery_job_run_time/p99",
 }
 GAUGES = {"backlog", "oldest_unacked", "instances", "utilisation"}
 """Metrics whose value is a level at the window's end; the rest count events in the window."""
@@ -68,7 +70,8 @@ GAUGES = {"backlog", "oldest_unacked", "instances", "utilisation"}
 # Histogram paths: "latency/<service>.<route>" for HTTP accept latency, "lag/<subscription>"
 # for publish -> handler done, "lag/<trigger>" for a Firestore/Storage change -> handled, "wait/<service>.<channel>" for queueing delay at a service
 # (arrival to start on a slot; channel: a route, subscription or trigger), "freshness/<collection>"
-# for the age of the newest message a keyed document shows when read (sim/freshness.py).
+# for the age of the newest message a keyed document shows when read (sim/freshness.py),
+# "bigquery_job/<service>" for the run time of each BigQuery job the service inserted.
 LATENCY = "latency"
 LAG = "lag"
 

@@ -21,6 +21,9 @@ comes from:
                               holds the waits under 1 us); mean = over the whole run; max, pXX,
                               final over the histogram windows' fractions
 
+    bigquery_job.SERVICE      histograms `bigquery_job/...`: the run time of each BigQuery job the
+                              service's `bigquery: {op: job}` step inserted (jobs.insert -> DONE)
+        p50 .. max, mean, total as for latency
     job.JOB                   jobs.json: the job's duration in scenario seconds (first execution's
                               start to last one's end); None unless every execution succeeded
     dlq.SUBSCRIPTION          dead_lettered counts of that subscription
@@ -204,7 +207,7 @@ def observe(run: Run, scenario: Any, slo: Slo) -> float | None:
         return _histogram_value(run, slo)
     if slo.metric == "pwait":
         return _pwait_value(run, slo)
-    if slo.metric in ("latency", "lag", "freshness"):
+    if slo.metric in ("latency", "lag", "freshness", "bigquery_job"):
         return _histogram_value(run, slo)
     if slo.metric in COUNTS:
         return _count_value(_series(run, COUNTS[slo.metric], slo.entity).to_numpy(), slo.func)
@@ -235,7 +238,8 @@ def verdict(results: list[dict]) -> str:
 def _show(value: float | None, slo: Slo | None) -> str:
     if value is None:
         return "inf" if slo is not None and slo.func == "drain" else "no data"
-    timed = slo is not None and (slo.metric in ("latency", "lag", "oldest_unacked", "wait", "freshness") or slo.func == "drain")
+    timed = slo is not None and (slo.metric in ("latency", "lag", "oldest_unacked", "wait", "freshness", "bigquery_job")
+                                 or slo.func == "drain")
     if timed:
         return f"{value * 1000:.4g}ms" if value < 1 else f"{value:.4g}s"
     return f"{value:.6g}"

@@ -353,19 +353,19 @@ class JobTaskHang(_JobTask):
 
 # ---- bigquery_job_failure: the BigQuery job clock's failure window ------------------------------
 
-@register
-class BigqueryJobFailure(LiveFault):
-    """While active, the job clock (emulators/bq_jobs.py, one JobTable shared by every
-    service's proxy) makes jobs inserted by `target` (or any service) end DONE with an
-    errorResult with probability error_rate (default 1)."""
-    kind = "bigquery_job_failure"
+class _BigqueryJob(LiveFault):
+    """A window of the job clock (emulators/bq_jobs.py, one JobTable shared by every
+    service's proxy) over the jobs inserted by `target` (or any service)."""
+    does: ClassVar[str] = ""
+    """What the window does to a job, for the refusals: "fail", "slow down"."""
 
     def refused(self, f, system):
         from surgesim.schema.loading import bigquery_job_services
 
         jobs = bigquery_job_services(system)
         if not jobs:
-            return f"system {system.name!r} has no service with a `bigquery: {{op: job}}` step: no BigQuery job to fail"
+            return (f"system {system.name!r} has no service with a `bigquery: {{op: job}}` step: "
+                    f"no BigQuery job to {self.does}")
         if f.target is not None and f.target not in jobs:
             return f"{f.target!r} is not a service with a `bigquery: {{op: job}}` step ({', '.join(jobs)})"
         return None
@@ -373,10 +373,18 @@ class BigqueryJobFailure(LiveFault):
     def refused_here(self, f, runner):
         if runner.job_table is None:
             return ("this run has no BigQuery job clock (emulators/bq_jobs.py: it needs a BigQuery emulator "
-                    "and a `bigquery: {op: job, duration: ...}` step), so its jobs cannot be made to fail")
+                    f"and a `bigquery: {{op: job, duration: ...}}` step), so its jobs cannot be made to {self.does}")
         if f.target is not None and f.target not in runner.procs:
             return f"{f.target!r} is not a service process of this run ({runner.skipped.get(f.target, 'no such service')})"
         return None
+
+
+@register
+class BigqueryJobFailure(_BigqueryJob):
+    """While active, the job clock makes jobs inserted by `target` (or any service) end DONE
+    with an errorResult with probability error_rate (default 1)."""
+    kind = "bigquery_job_failure"
+    does = "fail"
 
     def start(self, inj, a, t):
         from surgesim.emulators.bq_jobs import Failing
@@ -399,3 +407,38 @@ class BigqueryJobFailure(LiveFault):
     def abort(self, inj, a):
         if inj.runner.job_table is not None:
             inj.runner.job_table.failing = None
+
+
+@register
+class BigqueryJobSlow(_BigqueryJob):
+    """While active, the job clock runs each job inserted by `target` (or any service) a
+    draw of `latency` longer. The latency is on the scenario clock (divided by time_scale),
+    unlike dependency_latency's: it lengthens the job's run time, which the clock already
+    keeps on the scenario clock, against a poll interval on that clock too; a request's
+    latency is real time, a job's run time is not."""
+    kind = "bigquery_job_slow"
+    does = "slow down"
+
+    def start(self, inj, a, t):
+        from surgesim.emulators.bq_jobs import Slow
+
+        table, lat = inj.runner.job_table, a.fault.latency
+        a.restore["inserted0"], a.restore["slowed0"], a.restore["added0"] = table.inserted, table.slowed, table.added_s
+        table.slow = Slow(p50=float(lat.p50), p99=None if lat.p99 is None else float(lat.p99), service=a.fault.target)
+        return None
+
+    def end(self, inj, a, details):
+        table = inj.runner.job_table
+        table.slow = None
+        slowed = table.slowed - a.restore["slowed0"]
+        added = (table.added_s - a.restore["added0"]) * inj.time_scale
+        details.update({"method": "the BigQuery job clock's slow window (emulators/bq_jobs.py)",
+                        "jobs_inserted": table.inserted - a.restore["inserted0"], "jobs_slowed": slowed,
+                        # scenario seconds, as the fault's latency is given
+                        "added_s_mean": round(added / slowed, 3) if slowed else None})
+        if slowed == 0:  # armed but never applied: the run did not rehearse what it declares
+            details["failed"] = "no BigQuery job was inserted, and so slowed, while the fault was active"
+
+    def abort(self, inj, a):
+        if inj.runner.job_table is not None:
+            inj.runner.job_table.slow = None

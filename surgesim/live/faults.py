@@ -12,6 +12,7 @@ sim/faults.py):
 | emulator_restart (Pub/Sub) | the Pub/Sub emulator's process group frozen (SIGSTOP) | thawed (SIGCONT), with every topic, subscription, backlog and lease it had |
 | job_task_crash / job_task_hang | armed: the first `count` task attempts of the job that start are killed / stopped (surgesim/live/job_faults.py) | disarmed |
 | bigquery_job_failure | the BigQuery job clock (emulators/bq_jobs.py) makes each job inserted by `target` (or any service) end DONE with an errorResult (`backendError`) with probability `error_rate` (default 1), after its drawn run time | the window closed (jobs already failed stay failed); details: `jobs_inserted`, `jobs_failed` in the window |
+| bigquery_job_slow | the BigQuery job clock runs each job inserted by `target` (or any service) a draw of `latency` longer, on the scenario clock (/ time_scale, as the job's own run time; not in wall seconds as dependency_latency's) | the window closed (jobs already slowed keep their run time); details: `jobs_inserted`, `jobs_slowed`, `added_s_mean` (scenario s) in the window |
 
 emulator_restart, live: the simulator's semantics are "no Pub/Sub deliveries in the
 window; messages are kept and delivered after" (sim/broker.py). Live, the emulator is made

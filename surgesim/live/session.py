@@ -339,7 +339,8 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                           runner.stopped_report) from None
     result = holder["result"]
     writer.write_timeseries(ts_rows)
-    hist = pd.concat([result.rows, lag.rows()], ignore_index=True)
+    hist = pd.concat([result.rows, lag.rows(), _job_run_rows(runner, t0_mono, ts, live.sample_interval)],
+                     ignore_index=True)
     writer.write_histograms(hist)
     writer.write_faults(faults.events + [w.event() for w in sc.traffic.waves])
     writer.write_jobs(jobs.records(ts))
@@ -380,7 +381,7 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                  # reference reactors count deliveries by outcome: handled, duplicate, ...)
                  "service_counters": counters,
                  # the BigQuery job clock (emulators/bq_jobs.py), when the system has job steps
-                 "bigquery_jobs": _job_clock(runner, bq_running)},
+                 "bigquery_jobs": _job_clock(runner, bq_running, ts)},
     }
     checks = _checks(summary, sc, exp.system, faults.events)
     summary["checks"] = checks
@@ -475,14 +476,27 @@ def _bq_jobs_running(runner: SystemRunner) -> int:
     return runner.job_table.running_count() if runner.job_table is not None else 0
 
 
-def _job_clock(runner: SystemRunner, running_at_end: int) -> dict | None:
+def _job_clock(runner: SystemRunner, running_at_end: int, ts: float) -> dict | None:
     t = runner.job_table
     if t is None:
         return None
     return {"inserted": t.inserted, "timed": len(t.done_at), "running_answers": t.delayed_reads,
             "running_at_end": running_at_end,
             # jobs a bigquery_job_failure made end with an errorResult, and the reads answered so
-            "failed": len(t.failed), "failed_answers": t.failed_reads}
+            "failed": len(t.failed), "failed_answers": t.failed_reads,
+            # jobs a bigquery_job_slow ran longer, and by how much in all (scenario seconds)
+            "slowed": t.slowed, "slowed_added_s": round(t.added_s * ts, 3)}
+
+
+def _job_run_rows(runner: SystemRunner, t0_mono: float, ts: float, window_s: float) -> pd.DataFrame:
+    """`bigquery_job/<service>`: each job's run time, jobs.insert -> DONE on the job clock
+    (scenario seconds), in the window it was inserted in, as the simulator records it."""
+    hists: dict[tuple[float, str], Histogram] = {}
+    for service, inserted, run in (runner.job_table.runs if runner.job_table is not None else []):
+        w = max(0.0, math.floor((inserted - t0_mono) / window_s) * window_s) * ts
+        hists.setdefault((w, service), Histogram()).record(run * ts)
+    frames = [histogram_rows(t, f"bigquery_job/{svc}", h) for (t, svc), h in sorted(hists.items())]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["time_s", "path", "bucket", "count"])
 
 
 def _api_totals(runner: SystemRunner) -> dict:

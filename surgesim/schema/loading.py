@@ -437,8 +437,8 @@ def scenario_problems(sc: Scenario, system: System, plan: Plan) -> Iterator[tupl
         if fault.kind.startswith("job_task_") and fault.target not in {j.name for j in system.jobs}:
             yield ("faults", i, "target"), f"{fault.target!r} is not a job of system {system.name!r}" + _did_you_mean(
                 fault.target, [j.name for j in system.jobs])
-        if fault.kind == "bigquery_job_failure":
-            yield from _job_failure_problems(("faults", i), fault, system)
+        if fault.kind in ("bigquery_job_failure", "bigquery_job_slow"):
+            yield from _job_fault_problems(("faults", i), fault, system)
         if fault.topic is not None and fault.topic not in topics:
             yield ("faults", i, "topic"), f"topic {fault.topic!r} is not in system {system.name!r}"
     for i, slo in enumerate(sc.slos):
@@ -453,6 +453,9 @@ def scenario_problems(sc: Scenario, system: System, plan: Plan) -> Iterator[tupl
             svc, _, route = slo.entity.partition(".")
             ok = svc in services and (not route or route in {r.name for r in routes_of(system, plan, svc)})
             what = "service[.route]"
+        elif slo.metric == "bigquery_job":
+            ok = slo.entity in bigquery_job_services(system)
+            what = "service with a `bigquery: {op: job}` step"
         elif slo.metric == "freshness":
             ok = slo.entity in {c.name for c in system.stores.firestore if c.freshness}
             what = "Firestore collection with freshness: true"
@@ -471,16 +474,18 @@ def scenario_problems(sc: Scenario, system: System, plan: Plan) -> Iterator[tupl
 
 
 def bigquery_job_services(system: System) -> list[str]:
-    """Services with a `bigquery: {op: job}` step: the ones a bigquery_job_failure can hit."""
+    """Services with a `bigquery: {op: job}` step: the ones a bigquery_job_failure or
+    bigquery_job_slow can hit."""
     return [s.name for s in system.services
             if any(st.bigquery is not None and st.bigquery.op == "job" for st in s.steps)]
 
 
-def _job_failure_problems(path: tuple, fault, system: System) -> Iterator[tuple[tuple, str]]:
+def _job_fault_problems(path: tuple, fault, system: System) -> Iterator[tuple[tuple, str]]:
     jobs = bigquery_job_services(system)
     if not jobs:
-        yield path + ("kind",), (f"bigquery_job_failure: system {system.name!r} has no service with a "
-                                 "`bigquery: {op: job}` step, so there is no BigQuery job to fail")
+        what = "fail" if fault.kind == "bigquery_job_failure" else "slow down"
+        yield path + ("kind",), (f"{fault.kind}: system {system.name!r} has no service with a "
+                                 f"`bigquery: {{op: job}}` step, so there is no BigQuery job to {what}")
     elif fault.target is not None and fault.target not in jobs:
         yield path + ("target",), (f"{fault.target!r} is not a service of system {system.name!r} with a "
                                    f"`bigquery: {{op: job}}` step (those are: {', '.join(jobs)})")

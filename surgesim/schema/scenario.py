@@ -449,7 +449,7 @@ class Traffic(Strict):
 FaultKind = Literal[
     "dependency_latency", "dependency_errors", "dependency_outage",
     "consumer_down", "poison_message", "bad_deploy", "emulator_restart",
-    "job_task_crash", "job_task_hang", "bigquery_job_failure",
+    "job_task_crash", "job_task_hang", "bigquery_job_failure", "bigquery_job_slow",
 ]
 _FAULT_NEEDS: dict[str, tuple[str, ...]] = {
     "dependency_latency": ("target", "latency"),
@@ -462,6 +462,7 @@ _FAULT_NEEDS: dict[str, tuple[str, ...]] = {
     "job_task_crash": ("target",),
     "job_task_hang": ("target",),
     "bigquery_job_failure": (),
+    "bigquery_job_slow": ("latency",),
 }
 
 
@@ -472,9 +473,12 @@ class Fault(Strict):
     """None: until the end of the run (poison_message is instantaneous)."""
     target: ServiceId | None = None
     """An external API (dependency_*) or a service (consumer_down, bad_deploy;
-    bigquery_job_failure: the service whose jobs fail, default every service with a
-    `bigquery: {op: job}` step)."""
+    bigquery_job_failure / bigquery_job_slow: the service whose jobs fail / run long,
+    default every service with a `bigquery: {op: job}` step)."""
     latency: LatencySpec | None = None
+    """dependency_latency: the API's latency in the window (live: wall seconds, as any
+    request's); bigquery_job_slow: the run time added to each BigQuery job inserted in the
+    window, on the scenario clock like the job step's own duration (live: / time_scale)."""
     error_rate: Fraction | None = None
     """dependency_errors: the share of calls that fail; bigquery_job_failure: the share of
     BigQuery jobs inserted in the window that end DONE with an errorResult (default 1)."""
@@ -515,7 +519,7 @@ class Fault(Strict):
 
 SLO_FUNCS = ("p50", "p90", "p95", "p99", "p999", "max", "mean", "final", "total", "drain")
 SLO_METRICS = ("latency", "lag", "backlog", "oldest_unacked", "dlq", "instances", "rejected", "errors",
-               "wait", "pwait", "job", "freshness")
+               "wait", "pwait", "job", "freshness", "bigquery_job")
 _SLO = re.compile(
     r"^\s*(?P<func>[a-z0-9]+)\(\s*(?P<metric>[a-z_]+)\.(?P<entity>[A-Za-z0-9._~%+-]+)\s*\)\s*"
     r"(?P<op><=|>=|==|<|>)\s*(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h)?\s*$"
@@ -539,7 +543,10 @@ class Slo(Strict):
     never finished has none, and the SLO fails.
     freshness.COLLECTION (simulator) is the age of the newest message each keyed document of
     a collection declared with `freshness: true` shows when read, e.g.
-    `p99(freshness.LiveMap) < 15s`."""
+    `p99(freshness.LiveMap) < 15s`.
+    bigquery_job.SERVICE is the run time of each BigQuery job the service's `bigquery: {op:
+    job}` step inserted (jobs.insert -> DONE, scenario seconds; live, the BigQuery job
+    clock's), e.g. `p90(bigquery_job.relay-start) < 20m`."""
 
     text: str
     func: str

@@ -6,11 +6,14 @@ the job and re-publishes the check until it is DONE, which the run's BigQuery jo
 (emulators/bq_jobs.py) makes take the system file's job run time. The baseline exits 0 with
 every job DONE (checked in the emulator, not only in the run's own figures); requests whose
 query fails in BigQuery, and jobs a bigquery_job_failure fault fails (the job clock ends
-them DONE with a backendError), are dead-lettered from relay-status-sub and the run exits 1.
+them DONE with a backendError), are dead-lettered from relay-status-sub and the run exits 1;
+jobs a bigquery_job_slow fault slows (the job clock keeps them RUNNING longer) are polled
+more, finish late, and fail the run's SLO on the jobs' run time.
 
-Both runs are tests/integration/scenarios/relay_short.yaml: the baseline at its time_scale
+The runs are tests/integration/scenarios/relay_short.yaml: the baseline at its time_scale
 120 (10 wall seconds of traffic, a check due 0.5 wall s after the previous), the failing
-jobs at 240. Measured per test with the function's virtualenv cached (building it takes
+jobs at 240, the slow jobs at 120 over 30 scenario minutes (15 wall s; its run took 41 s
+at load average ~2.5, the emulators' start aside). Measured per test with the function's virtualenv cached (building it takes
 ~40 s more, once): 43-52 s and 54-73 s at load average ~7 or less, 89 s and 106 s at ~20-24, up to 139 s
 with the unit suite running beside it."""
 
@@ -139,3 +142,57 @@ def test_jobs_that_fail_in_bigquery_are_dead_lettered_and_fail_the_run(gcp, tmp_
         assert bq.get_job(job_id).error_result["reason"] == "notFound"
     for job_id in by_fault:  # the emulator ran it: the failure is the job clock's, as documented
         assert bq.get_job(job_id).error_result is None
+
+
+def test_jobs_a_slow_window_lengthens_finish_late_and_fail_the_run_time_slo(gcp, tmp_path):
+    """A bigquery_job_slow over the middle third of a 30-scenario-minute run (15 wall s at
+    x120): the jobs inserted in it run 30 scenario minutes (15 wall s) longer, the checker
+    polls them ~30 more times, every job still ends DONE, and p90(bigquery_job.relay-start)
+    < 30m fails, so the run exits 1."""
+    fault = {"kind": "bigquery_job_slow", "target": "relay-start", "at": "10m", "duration": "10m", "latency": "30m"}
+    path = _scenario(tmp_path, faults=[fault])
+    doc = yaml.safe_load(path.read_text())
+    doc["duration"] = "30m"
+    doc["live"]["slos"].append("p90(bigquery_job.relay-start) < 30m")
+    path.write_text(yaml.safe_dump(doc))
+    rc, text = _live(gcp, path, tmp_path / "run", tmp_path / "live.log")
+    assert rc == 1, text[-4000:]
+    run = tmp_path / "run"
+    summary = json.loads((run / "summary.json").read_text())
+    failed = {s["text"]: s for s in summary["slos"] if not s["holds"]}
+    assert set(failed) == {"p90(bigquery_job.relay-start) < 30m"}, summary["slos"]
+    assert failed["p90(bigquery_job.relay-start) < 30m"]["observed"] > 1800.0
+    clock = summary["live"]["bigquery_jobs"]
+    record = next(r for r in json.loads((run / "faults.json").read_text()) if r["kind"] == "bigquery_job_slow")
+    d = record["details"]
+    assert "failed" not in d and d["jobs_slowed"] == clock["slowed"] >= 2, (d, clock)
+    assert d["added_s_mean"] == pytest.approx(1800.0) and clock["slowed_added_s"] == pytest.approx(1800.0 * clock["slowed"])
+    requests = summary["totals"]["topics"]["relay.requests"]["published"]
+    assert clock["inserted"] == requests > clock["slowed"], clock  # the jobs inserted outside it are not
+
+    # the job clock's run times by when the job was inserted (1 wall s windows = 120 scenario s):
+    # every job inserted while the window was open ran 30 minutes more; the rest as drawn
+    from surgesim.rundir import Run
+
+    hist = Run(run).histograms
+    rows = hist[hist["path"] == "bigquery_job/relay-start"]
+    opened, closed = d["in_effect_s"], d["ended_in_effect_s"]
+    inside = sorted(t for t in rows["time_s"].unique() if t >= opened and t + 120 <= closed)
+    outside = sorted(t for t in rows["time_s"].unique() if t + 120 <= record["start_s"] or t >= closed)
+    assert inside and outside, (opened, closed, sorted(rows["time_s"].unique()))
+    h_in = Run(run).histogram("bigquery_job/relay-start", inside[0], inside[-1] + 120)
+    h_out = [Run(run).histogram("bigquery_job/relay-start", t, t + 120) for t in outside]
+    assert h_in.min >= 1800.0 * 0.99, h_in  # a histogram bucket is within 0.6% of its sample
+    assert all(h.percentile(50) < 1800.0 for h in h_out)
+
+    # what the relay itself saw: every job DONE, the slowed ones seen done 30 minutes late
+    status = summary["live"]["service_counters"]["relay-status"]
+    assert status["jobs_done"] == requests and status.get("jobs_failed", 0) == 0, status
+    assert status["job_latency_s_max"] >= 1800.0 and status["checks_per_job_max"] >= 30, status
+    assert summary["totals"]["subscriptions"]["relay-status-sub"]["dead_lettered"] == 0
+    jobs = _jobs(gcp)
+    late = [j for j in jobs.values() if j["latencyS"] >= 1800.0]
+    assert len(jobs) == requests and all(j["state"] == "DONE" for j in jobs.values()), jobs
+    assert len(late) >= clock["slowed"], sorted(j["latencyS"] for j in jobs.values())
+    print("job latency (scenario s) inside:", h_in.summary(), "outside:",
+          [h.summary() for h in h_out], "relay:", sorted(round(j["latencyS"]) for j in jobs.values()))
