@@ -112,6 +112,8 @@ class JobRunner:
         self.first_start: float | None = None
         self.last_end: float | None = None
         self.started = self.finished = self.gave_up = 0
+        self.starts: list[float] = []
+        """Each execution's start (a source's `at`, each time its schedule names, a workflow step)."""
         # job_task_crash / job_task_hang on this job: [fault, attempts it may still hit]
         self.faults = [[f, f.count] for f in eng.scenario.faults
                        if f.kind in ("job_task_crash", "job_task_hang") and f.target == job.name]
@@ -132,6 +134,7 @@ class JobRunner:
             yield env.timeout(t - env.now)
         began = env.now
         self.started += 1
+        self.starts.append(round(began, 3))
         self.first_start = began if self.first_start is None else self.first_start
         slots = simpy.Resource(env, capacity=self.parallelism)
         procs = [env.process(self._task(i, slots)) for i in range(self.tasks)]
@@ -144,7 +147,7 @@ class JobRunner:
         """This job in jobs.json: its duration on the scenario clock and whether it succeeded."""
         done = self.started and self.finished == self.started
         state = "running" if not done else ("failed" if self.gave_up else "succeeded")
-        return {"state": state, "executions": self.started, "tasks_gave_up": self.gave_up,
+        return {"state": state, "executions": self.started, "tasks_gave_up": self.gave_up, "starts_s": self.starts,
                 "duration_s": round(self.last_end - self.first_start, 3) if done else None}  # failed or not
 
     def _task(self, index: int, slots):
@@ -291,7 +294,7 @@ class Engine:
             if src.publish is not None:
                 self.source_bytes[src.name] = self._message_bytes(src, index)
             rng = self.rng(f"source:{src.name}")
-            if src.kind == "once":
+            if src.kind in ("once", "schedule"):
                 counts = None
             else:
                 counts = traffic.arrival_counts(self.exp, src, 0.0, self.step, self.metrics.nwin, rng)
@@ -308,8 +311,8 @@ class Engine:
                 continue
             acts += [(t, i, act) for t, act in fault_kind(f).actions(self, f)]
         for src, rng, counts, attrs in self.sources:
-            if src.kind == "once" and src.at < self.duration:
-                acts.append((src.at, 1000, lambda src=src: self._fire_once(src)))
+            for t in src.start_times(self.scenario.start_clock, self.duration):
+                acts.append((t, 1000, lambda src=src, t=t: self._fire_once(src, t)))
         return sorted(acts, key=lambda a: (a[0], a[1]))
 
     def _message_bytes(self, src, index: int) -> int | None:
@@ -324,8 +327,7 @@ class Engine:
         payload = source_payload(src, index, self.seed, self.exp.scenario_path.parent, project=self.system.project)
         return max(1, round(rough_size(payload)))
 
-    def _fire_once(self, src) -> None:
-        t = float(src.at)
+    def _fire_once(self, src, t: float) -> None:
         if src.job is not None:
             self.env.process(self.jobs[src.job].start(t))
         else:

@@ -35,3 +35,23 @@ def stepless_warnings(exp, totals: dict) -> list[str]:
             lines.append(f"service {svc.name} has no steps: the simulator handled its deliveries ({what}) "
                          f"in 0 ms (give the service `steps:` in the system file or the plan)")
     return lines
+
+
+def workflow_job_warnings(exp) -> list[str]:
+    """One line per jobs.run step in a workflow's Workflows YAML (`source:`): the simulator
+    runs the workflow's `steps:` model, which starts no Cloud Run job, so the job's
+    executions, its task-seconds and its job.NAME SLO are missing from the run, not zero."""
+    from surgesim.workflows import load
+    from surgesim.workflows.parse import RUN_JOB, run_job_steps
+
+    lines = []
+    for wf in exp.system.workflows:
+        if wf.source is None:
+            continue
+        for path, job in run_job_steps(load(wf.source)):
+            lines.append(f"workflow {wf.name}: step {path} of its source starts Cloud Run job "
+                         f"{job or '(named at run time)'} ({RUN_JOB}); the simulator runs the workflow's "
+                         "steps: model and does not start it (live only; a `job:` source of kind once or "
+                         "schedule simulates the job; docs/workflows.md)")
+    return lines
+

@@ -80,7 +80,7 @@ def _cached_curve(key: int, curve: Any) -> CurveTable:
 def _shaped_rate(exp: Any, source: Any, t: np.ndarray) -> np.ndarray:
     """Base rate with the curve, before waves and multiplier."""
     t = np.asarray(t, dtype=np.float64)
-    if source.kind == "once":
+    if source.kind in ("once", "schedule"):
         return np.zeros_like(t)
     base = source.base_rate
     if source.curve is None:
@@ -110,7 +110,7 @@ def wave_weight(wave: Any, t: np.ndarray) -> np.ndarray:
 
 def _rates(exp: Any, source: Any, t: np.ndarray) -> np.ndarray:
     rate = _shaped_rate(exp, source, t)
-    if source.kind == "once":
+    if source.kind in ("once", "schedule"):
         return rate
     for wave in exp.scenario.traffic.waves:
         if source.name in wave.rates:
@@ -198,7 +198,7 @@ def arrival_times(exp: Any, source: Any, t0: float, t1: float, rng: np.random.Ge
     """Sorted arrival times in [t0, t1): NHPP by thinning (Lewis-Shedler), with a bound per
     cell of `cell` seconds; `arrivals: periodic` gives evenly spaced arrivals instead
     (where the cumulative intensity crosses k + 1/2)."""
-    if t1 <= t0 or source.kind == "once":
+    if t1 <= t0 or source.kind in ("once", "schedule"):
         return np.zeros(0)
     edges = _cells(exp, source, t0, t1, cell)
     lo, hi = edges[:-1], edges[1:]

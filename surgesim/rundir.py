@@ -127,8 +127,9 @@ class RunWriter:
     def write_jobs(self, jobs: dict[str, dict]) -> Path:
         """Per Cloud Run Job: `duration_s` (scenario seconds, start of its first execution to
         the end of its last; None if one never ended), `state` (succeeded / failed /
-        cancelled / running), `executions`; what the `job.NAME` SLOs read (only a succeeded
-        job has a value there) and calibration compares."""
+        cancelled / running), `executions`, `starts_s` (each execution's start in scenario
+        seconds: a schedule's starts can be checked against it); what the `job.NAME` SLOs
+        read (only a succeeded job has a value there) and calibration compares."""
         path = self.dir / "jobs.json"
         path.write_text(dumps(jobs), encoding="utf-8")
         return path

@@ -25,7 +25,7 @@ def simulate(scenario: Path, plan: Path | None, seed: int | None, out: Path | No
 
     from surgesim.sim.split import run_experiment
     from surgesim.sim.output import write_run
-    from surgesim.sim.stepless import stepless_warnings
+    from surgesim.sim.stepless import stepless_warnings, workflow_job_warnings
 
     exp = load_experiment(scenario, plan)
     seed = exp.scenario.seed if seed is None else seed
@@ -46,7 +46,7 @@ def simulate(scenario: Path, plan: Path | None, seed: int | None, out: Path | No
             "wall_seconds": round(ended - began, 3), "host": platform.node(), "python": platform.python_version(),
             "engine": "sim"}
     summary = write_run(eng, out, meta)
-    for line in stepless_warnings(exp, summary["totals"]):
+    for line in stepless_warnings(exp, summary["totals"]) + workflow_job_warnings(exp):
         click.echo(f"warning: {line}", err=True)
     return summary, out
 

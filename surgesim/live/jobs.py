@@ -67,8 +67,10 @@ class Execution:
 
     def __init__(self, job: Job, run_dir: str | Path, env: Mapping[str, str] | None = None, *,
                  command: Sequence[str] | None = None, tasks: int | None = None,
-                 parallelism: int | None = None, name: str | None = None, on_attempt=None):
+                 parallelism: int | None = None, name: str | None = None, on_attempt=None,
+                 started_by: Mapping | None = None, scenario_start_s: float | None = None):
         self.job = job
+        self.created = time.time()
         self.on_attempt = on_attempt
         """on_attempt(job, execution, index, attempt, proc) -> fault kind or None, at each
         attempt's start (surgesim/live/job_faults.py)."""
@@ -93,6 +95,9 @@ class Execution:
             "job": job.name, "execution": self.name, "command": self.command, "state": "pending",
             "task_count": self.tasks, "parallelism": self.parallelism,
             "max_retries": job.max_retries, "task_timeout_s": job.task_timeout,
+            # what started it ({kind: once | schedule, source, due_s} or {kind: workflow, ...}),
+            # and when on the scenario clock: a schedule's starts are checked against these
+            "started_by": dict(started_by or {}), "scenario_start_s": scenario_start_s,
             "start": None, "end": None, "duration_s": None,
             "succeeded": 0, "failed": 0, "retries": 0,
             "tasks": [{"index": i, "state": "pending", "attempts": []} for i in range(self.tasks)],
@@ -234,40 +239,86 @@ def summary(executions: Sequence[Execution]) -> dict[str, dict]:
 
 
 class Launcher:
-    """A live run's `job:` sources (kind once): each starts an execution when the scenario
-    clock reaches its `at:`. `env_for(job)` gives the task environment (the emulators, the
-    fakes' and services' URLs); plan_jobs may override `tasks` / `parallelism` per job."""
+    """Starts a live run's job executions: each `job:` source's (kind once at its `at:`,
+    kind schedule at each time its cron names, both on the scenario clock) from tick(),
+    and any other caller's through start() (a workflow's jobs.run step, through the run's
+    Cloud Run Admin API stand-in, surgesim/live/run_api.py), so every execution is
+    recorded, totalled and judged the same way. `env_for(job)` gives the task environment
+    (the emulators, the fakes' and services' URLs); plan_jobs may override `tasks` /
+    `parallelism` per job."""
 
     def __init__(self, sources, jobs: Sequence[Job], run_dir: str | Path, env_for, *,
-                 plan_jobs: Mapping | None = None, say=print, on_attempt=None):
+                 plan_jobs: Mapping | None = None, say=print, on_attempt=None,
+                 start_clock: float = 0.0, duration: float | None = None, time_scale: float = 1.0):
         self.on_attempt = on_attempt
         self.jobs = {j.name: j for j in jobs}
-        self.pending = sorted((s for s in sources if getattr(s, "job", None) is not None), key=lambda s: s.at or 0.0)
-        for s in self.pending:
+        job_sources = [s for s in sources if getattr(s, "job", None) is not None]
+        for s in job_sources:
             if s.job not in self.jobs:
                 raise ValueError(f"source {s.name}: job {s.job!r} is not in the system file")
             if not self.jobs[s.job].command:
                 raise ValueError(f"source {s.name}: job {s.job} has no command: to run its tasks live")
+            if s.kind == "schedule" and duration is None:
+                raise ValueError(f"source {s.name}: a schedule needs the scenario's duration")
+        horizon = float("inf") if duration is None else float(duration)
+        self.pending: list[tuple[float, object]] = sorted(
+            ((t, s) for s in job_sources for t in s.start_times(start_clock, horizon)), key=lambda p: p[0])
         self.run_dir, self.env_for, self.plan_jobs, self.say = Path(run_dir), env_for, plan_jobs or {}, say
+        self.time_scale = float(time_scale)
         self.executions: list[Execution] = []
+        self._lock = threading.Lock()  # start() comes from the run loop and from the Run API's thread
+        self._clock: tuple[float, float] | None = None  # (monotonic, scenario s) at the last tick
+
+    def now_s(self) -> float | None:
+        """The scenario clock now (from the last tick, advanced at time_scale); None before the first."""
+        if self._clock is None:
+            return None
+        mono, scenario_s = self._clock
+        return round(scenario_s + (time.monotonic() - mono) * self.time_scale, 3)
 
     def tick(self, scenario_s: float) -> None:
-        while self.pending and (self.pending[0].at or 0.0) <= scenario_s:
-            src = self.pending.pop(0)
-            job, jp = self.jobs[src.job], self.plan_jobs.get(src.job)
-            ex = Execution(job, self.run_dir, self.env_for(job.name),
-                           tasks=getattr(jp, "tasks", None), parallelism=getattr(jp, "parallelism", None),
-                           on_attempt=self.on_attempt)
+        self._clock = (time.monotonic(), scenario_s)
+        while self.pending and self.pending[0][0] <= scenario_s:
+            due, src = self.pending.pop(0)
+            self.start(src.job, started_by={"kind": src.kind, "source": src.name, "due_s": round(due, 3)})
+
+    def start(self, job_name: str, *, tasks: int | None = None, env: Mapping[str, str] | None = None,
+              started_by: Mapping | None = None) -> Execution:
+        """Start one execution of `job_name` now (tasks: this execution's task count, as
+        Cloud Run's taskCount override; env: added to every task's environment, as a
+        containerOverrides env). LookupError for a job the system does not have, ValueError
+        for one that cannot run live."""
+        job = self.jobs.get(job_name)
+        if job is None:
+            raise LookupError(f"job {job_name!r} is not in the system file (jobs: {', '.join(self.jobs) or 'none'})")
+        if not job.command:
+            raise ValueError(f"job {job_name} has no command: to run its tasks live")
+        jp = self.plan_jobs.get(job_name)
+        ex = Execution(job, self.run_dir, {**self.env_for(job.name), **(env or {})},
+                       tasks=tasks or getattr(jp, "tasks", None), parallelism=getattr(jp, "parallelism", None),
+                       on_attempt=self.on_attempt, started_by=started_by, scenario_start_s=self.now_s())
+        with self._lock:
             self.executions.append(ex.start())
-            self.say(f"job {job.name}: execution {ex.name} started ({ex.tasks} tasks, parallelism {ex.parallelism})")
+        by = dict(started_by or {})
+        self.say(f"job {job.name}: execution {ex.name} started ({ex.tasks} tasks, parallelism {ex.parallelism}; "
+                 f"{by.get('kind', 'direct')} {by.get('source') or by.get('workflow') or ''})".rstrip())
+        return ex
+
+    def find(self, execution: str) -> Execution | None:
+        with self._lock:
+            return next((ex for ex in self.executions if ex.name == execution), None)
+
+    def _all(self) -> list[Execution]:
+        with self._lock:
+            return list(self.executions)
 
     def idle(self) -> bool:
         """Nothing left to start and every execution finished."""
-        return not self.pending and all(ex.done() for ex in self.executions)
+        return not self.pending and all(ex.done() for ex in self._all())
 
     def stop(self) -> None:
         """Cancel what still runs (the drain timed out, or the run is interrupted)."""
-        for ex in self.executions:
+        for ex in self._all():
             if not ex.done():
                 ex.stop()
 
@@ -275,30 +326,32 @@ class Launcher:
         """After the drain: cancel what still runs and say which executions failed (the
         verdict fails for them; this says why)."""
         self.stop()
-        for ex in self.executions:
+        for ex in self._all():
             r = ex.record
             if r["state"] != "succeeded":
                 self.say(f"job {r['job']}: execution {ex.name} {r['state']}: {r['failed']} of {r['task_count']} "
                          f"tasks failed (record: {ex.path})")
 
     def failed(self) -> list[str]:
-        return [ex.name for ex in self.executions if ex.record["state"] != "succeeded"]
+        return [ex.name for ex in self._all() if ex.record["state"] != "succeeded"]
 
     def totals(self) -> dict[str, dict]:
-        return summary(self.executions)
+        return summary(self._all())
 
     def records(self, time_scale: float) -> dict[str, dict]:
         """jobs.json (the `job.NAME` SLOs): per job, first start to last end in scenario
-        seconds (wall × time_scale; None while one still runs) and `succeeded` only if
-        every execution did."""
+        seconds (wall × time_scale; None while one still runs), `succeeded` only if every
+        execution did, and each execution's start on the scenario clock (`starts_s`)."""
         out: dict[str, dict] = {}
-        for name in dict.fromkeys(ex.job.name for ex in self.executions):
-            exs = [ex.record for ex in self.executions if ex.job.name == name]
+        executions = self._all()
+        for name in dict.fromkeys(ex.job.name for ex in executions):
+            exs = [ex.record for ex in executions if ex.job.name == name]
             ok = all(r["state"] == "succeeded" for r in exs)
             ends = [r["end"] for r in exs if r["end"] is not None]
             state = "succeeded" if ok else next(r["state"] for r in exs if r["state"] != "succeeded")
             out[name] = {"state": state, "executions": len(exs),
                          "tasks_gave_up": sum(r["failed"] for r in exs),
+                         "starts_s": [r["scenario_start_s"] for r in exs],
                          # finished (succeeded or failed): the SLO reads state, calibration both
                          "duration_s": round((max(ends) - min(r["start"] for r in exs)) * time_scale, 3)
                          if len(ends) == len(exs) and all(r["start"] for r in exs) else None}

@@ -156,6 +156,9 @@ class SystemRunner:
         self.time_scale = float(time_scale)
         self.say = on_message or (lambda msg: log.info("%s", msg))
         self.before_bridges = before_bridges
+        self.run_api = None
+        """surgesim.live.run_api.RunApi when a workflow with `source:` and a job may meet: the
+        jobs.run connector's endpoint (a live run attaches its Launcher to it)."""
         self.job_table = None
         """emulators.bq_jobs.JobTable when the run has a BigQuery job clock (surgesim/live/job_clock.py)."""
 
@@ -347,6 +350,14 @@ class SystemRunner:
                                                       self.emulator_env, time_scale=self.time_scale, seed=self.seed)
         for name, host in clock_hosts.items():
             self.service_env.setdefault(name, {})["BIGQUERY_EMULATOR_HOST"] = host
+        executors = [wf.name for wf in self.system.workflows if wf.source is not None]
+        if executors and self.system.jobs:
+            from .run_api import RunApi
+
+            self.run_api = RunApi(self.system.project)
+            run_api_url = f"http://127.0.0.1:{self.fronts.serve_app(' run-api', self.run_api)}"
+            for name in executors:  # googleapis.run.v2...jobs.run steps call it (surgesim/workflows/executor.py)
+                self.service_env.setdefault(name, {})["SURGESIM_RUN_API_URL"] = run_api_url
         for s in procs.runnable:
             if s.name in procs.pull_workers:
                 continue

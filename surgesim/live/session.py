@@ -250,7 +250,10 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                 f"(time_scale {ts:g}, rate_scale {rs:g})")
             faults = FaultInjector(runner, list(sc.faults), ts, say=say)
             jobs = Launcher(sc.traffic.sources, exp.system.jobs, out, runner.job_env, plan_jobs=exp.plan.jobs, say=say,
-                            on_attempt=faults.tasks.on_attempt)
+                            on_attempt=faults.tasks.on_attempt, start_clock=sc.start_clock, duration=sc.duration,
+                            time_scale=ts)
+            if runner.run_api is not None:  # workflows' jobs.run steps start their executions here too
+                runner.run_api.launcher = jobs
             problems = faults.unsupported()
             if problems:
                 raise UnsupportedLive(problems)

@@ -38,7 +38,7 @@ def _curve_peak(sc: Any, src: Any) -> tuple[float, float]:
 
 def source_peak_rate(sc: Any, src: Any) -> float:
     """An upper bound of the source's arrivals per second at any time of the run."""
-    if src.kind == "once":
+    if src.kind in ("once", "schedule"):
         return 0.0
     peak, mean = _curve_peak(sc, src)
     if src.kind == "fleet":

@@ -652,7 +652,7 @@ def _with_workflow_sources(doc: _Doc, system: System, path: Path) -> System:
             continue
         src = (path.parent / wf.source).resolve()
         try:
-            load(src)
+            load(src, jobs={j.name for j in system.jobs})
         except FileNotFoundError:
             problems.append((("workflows", i, "source"), f"no such file: {src}"))
         except WorkflowSyntaxError as exc:

@@ -324,9 +324,11 @@ class Source(Sending):
 
     kind fleet: `vehicles` each publishing every `ping_interval` (rate = vehicles / interval,
     keyed by vehicleId). kind rate: `rate` per second or `per_day` spread over the day by the
-    curve. kind once: a single action `at` an offset (e.g. start a job)."""
+    curve. kind once: a single action `at` an offset (e.g. start a job). kind schedule: a
+    job started at each time a unix-cron `schedule` names (Cloud Scheduler -> Cloud Run Jobs;
+    given `schedule:`, kind schedule is implied)."""
 
-    kind: Literal["fleet", "rate", "once"] = "rate"
+    kind: Literal["fleet", "rate", "once", "schedule"] = "rate"
     take: PoolName | None = None
     """Each arrival takes the oldest item of this pool (its variables are in the templates'
     context); an arrival that finds the pool empty is not sent: it is counted `starved`."""
@@ -340,9 +342,31 @@ class Source(Sending):
     arrivals: Literal["poisson", "periodic"] = "poisson"
     job: ServiceId | None = None
     workflow: ServiceId | None = None
+    schedule: str | None = None
+    """kind schedule: when Cloud Scheduler starts the `job`, in unix-cron on the scenario's
+    clock (start_clock + t), e.g. `*/30 * * * *` or `0 2 * * *`; the date fields must be `*`
+    (surgesim/cron.py). Live, the harness starts each execution when the scenario clock
+    (wall × time_scale) gets there."""
     rate_scale: Annotated[float, in_range(1e-6, 1)] | None = None
     """Live mode: this source's own fraction of its volume sent for real, instead of
     scenario.live.rate_scale (thin telemetry more than commands)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scheduled(cls, data: Any) -> Any:
+        # `{name, job, schedule}` is how a Cloud Scheduler job reads; kind would only repeat it
+        if isinstance(data, dict) and data.get("schedule") is not None and "kind" not in data:
+            return {**data, "kind": "schedule"}
+        return data
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            from surgesim.cron import parse
+
+            parse(value)  # CronError is a ValueError: reported at traffic.sources.N.schedule
+        return value
 
     @model_validator(mode="after")
     def _complete(self) -> "Source":
@@ -357,8 +381,16 @@ class Source(Sending):
         elif self.kind == "rate":
             if (self.rate is None) == (self.per_day is None):
                 raise ValueError("kind: rate needs exactly one of rate or per_day")
+        elif self.kind == "schedule":
+            if self.schedule is None or self.job is None:
+                raise ValueError("kind: schedule starts a Cloud Run job: it needs `job` and `schedule` "
+                                 "(e.g. {name: nightly, job: backfill, schedule: '0 2 * * *'})")
+            if self.at is not None:
+                raise ValueError("kind: schedule takes its times from `schedule`, not `at`")
         elif self.at is None:
             raise ValueError("kind: once needs `at`")
+        if self.schedule is not None and self.kind != "schedule":
+            raise ValueError(f"`schedule` goes with kind: schedule (this source is kind: {self.kind})")
         if (self.take or self.put or self.let or self.capture) and (self.job or self.workflow):
             raise ValueError("let, take, put and capture go with request, publish, firestore, storage or flow sources")
         if self.capture and self.put is None:
@@ -373,6 +405,17 @@ class Source(Sending):
         if self.kind == "rate":
             return self.rate if self.rate is not None else self.per_day / 86400.0
         return 0.0
+
+    def start_times(self, start_clock: float, duration: float) -> list[float]:
+        """A once or schedule source's actions in scenario seconds within [0, duration):
+        its `at`, or each time its `schedule` names (both engines start jobs from this)."""
+        if self.kind == "schedule":
+            from surgesim.cron import fire_times
+
+            return fire_times(str(self.schedule), start_clock, duration)
+        if self.kind == "once" and self.at is not None and self.at < duration:
+            return [float(self.at)]
+        return []
 
 
 def _curve_points(value: Any) -> Any:

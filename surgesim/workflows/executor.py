@@ -23,7 +23,7 @@ from typing import Any, Callable
 import httpx
 
 from .expressions import Builtin, Evaluator, SubworkflowRef, WorkflowError, error, parse as parse_expression
-from .parse import HTTP_CALLS, MISSING, Definition, Step
+from .parse import HTTP_CALLS, MISSING, RUN_JOB, Definition, Step
 
 log = logging.getLogger("surgesim.workflows")
 
@@ -329,6 +329,8 @@ class Executor:
         args = ev.resolve(raw_args)
         if name in HTTP_CALLS:
             return self._http(name, args, path)
+        if name == RUN_JOB:
+            return self._run_job(args, ex, path)
         if name == "sys.sleep":
             seconds = args.get("seconds")
             if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
@@ -384,6 +386,63 @@ class Executor:
                                  f"{resp.status_code}", "body": body, "headers": dict(resp.headers),
                                  "tags": ["HttpError"]})
         return out
+
+
+    # -- the Cloud Run jobs.run connector ---------------------------------------------------
+    def _run_job(self, args: dict, ex: Execution, path: str) -> Any:
+        """Start a job's execution through the live run's Cloud Run Admin API stand-in
+        (SURGESIM_RUN_API_URL, surgesim/live/run_api.py) and, unless skip_polling, poll its
+        operation until it ends: the Execution resource, or OperationError when it failed.
+        Only this execution's thread waits (sleep between polls), so other executions go on."""
+        base = self.env.get("SURGESIM_RUN_API_URL")
+        if not base:
+            raise error("ConnectionFailedError", f"{path}: {RUN_JOB}: no Cloud Run Admin API here; jobs start "
+                        "from workflows in a `surgesim live` run of a system with jobs")
+        name = args.get("name")
+        if not isinstance(name, str) or not name.startswith("projects/"):
+            raise error("TypeError", f"{path}: {RUN_JOB}: name is projects/PROJECT/locations/LOCATION/jobs/JOB, "
+                        f"got {name!r}")
+        params = args.get("connector_params") or {}
+        timeout = float(params.get("timeout", 1800))  # Google's default for a long-running connector call
+        headers = {"X-Surgesim-Workflow": self.name, "X-Surgesim-Step": path}
+        op = self._run_api("POST", f"{base.rstrip('/')}/v2/{name}:run", path, args.get("body") or {}, headers)
+        ex.steps.append({"step": path + ".jobs.run", "operation": op.get("name")})
+        if params.get("skip_polling"):
+            return op
+        policy = params.get("polling_policy") or {}
+        # Google's connectors poll from 1 s (x1.25, up to 60 s); locally a job is seconds long,
+        # so 0.25 s unless the workflow says otherwise
+        delay = float(policy.get("initial_delay", 0.25))
+        multiplier, max_delay = float(policy.get("multiplier", 1.0)), float(policy.get("max_delay", 60.0))
+        deadline = time.monotonic() + timeout
+        while not op.get("done"):
+            if time.monotonic() + delay > deadline:
+                raise error("TimeoutError", f"{path}: {RUN_JOB}: {op.get('name')} not done after {timeout:g} s")
+            self.sleep(delay)
+            delay = min(delay * multiplier, max_delay)
+            op = self._run_api("GET", f"{base.rstrip('/')}/v2/{op['name']}", path, None, headers)
+        if "error" in op:
+            raise WorkflowError({"message": op["error"].get("message", "the operation failed"),
+                                 "operation": op, "tags": ["OperationError"]})
+        return op.get("response")
+
+    def _run_api(self, method: str, url: str, path: str, body: Any, headers: dict) -> dict:
+        try:
+            resp = self.http.request(method, url, json=body if method == "POST" else None, headers=headers,
+                                     timeout=30.0)
+        except httpx.ConnectError as exc:
+            raise error("ConnectionFailedError", f"{path}: {method} {url}: cannot connect: {exc}") from None
+        except httpx.TransportError as exc:
+            raise error("ConnectionError", f"{path}: {method} {url}: {type(exc).__name__}: {exc}") from None
+        try:
+            payload = resp.json()
+        except ValueError:
+            payload = {"error": {"message": resp.text}}
+        if resp.status_code >= 400:
+            message = (payload.get("error") or {}).get("message") if isinstance(payload, dict) else None
+            raise WorkflowError({"code": resp.status_code, "message": message or f"HTTP {resp.status_code}",
+                                 "body": payload, "headers": dict(resp.headers), "tags": ["HttpError"]})
+        return payload
 
 
 def _jsonable(v: Any) -> Any:

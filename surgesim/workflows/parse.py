@@ -6,6 +6,8 @@ Every construct the executor does not run is rejected here with its step path
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,13 @@ from .expressions import BUILTIN_VALUES, ExpressionSyntaxError, expression_of, p
 HTTP_CALLS = {"http.get", "http.post", "http.put", "http.patch", "http.delete", "http.request"}
 SYS_CALLS = {"sys.sleep", "sys.log"}
 HTTP_ARGS = {"url", "body", "headers", "query", "timeout", "auth", "method"}
+RUN_JOB = "googleapis.run.v2.projects.locations.jobs.run"
+"""The one connector run locally: it starts a Cloud Run job's execution through the live
+run's Launcher (surgesim/live/run_api.py) and by default waits for it."""
+CONNECTOR_CALLS = {RUN_JOB}
+CONNECTOR_ARGS = {"name", "body", "connector_params"}
+CONNECTOR_PARAMS = {"skip_polling", "timeout", "polling_policy"}
+JOB_NAME = re.compile(r"^projects/[^/]+/locations/[^/]+/jobs/([^/]+)$")
 MISSING = object()
 
 
@@ -48,16 +57,17 @@ class Definition:
         return self.subworkflows["main"]
 
 
-def load(path: str | Path) -> Definition:
+def load(path: str | Path, jobs: Collection[str] | None = None) -> Definition:
+    """jobs: the system's job names, so a jobs.run step naming another job is an error now."""
     p = Path(path)
     try:
         doc = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
         raise WorkflowSyntaxError(f"{p}: not YAML: {exc}") from None
-    return from_document(doc, str(p))
+    return from_document(doc, str(p), jobs)
 
 
-def from_document(doc: Any, source: str = "<workflow>") -> Definition:
+def from_document(doc: Any, source: str = "<workflow>", jobs: Collection[str] | None = None) -> Definition:
     d = Definition(source=source)
     if isinstance(doc, list):  # the short form: a list of steps is main
         doc = {"main": {"steps": doc}}
@@ -80,7 +90,7 @@ def from_document(doc: Any, source: str = "<workflow>") -> Definition:
                 raise WorkflowSyntaxError(f"{where}.params: each param is a name or {{name: default}}, got {p!r}")
         d.subworkflows[name] = Subworkflow(name, params, _steps(sub["steps"], f"{name}.steps", where))
     for sub in d.subworkflows.values():
-        _check_calls(sub.steps, d, source)
+        _check_calls(sub.steps, d, source, jobs)
     return d
 
 
@@ -139,6 +149,8 @@ def _body(body: Any, path: str, where: str) -> dict:
         auth = args.get("auth")
         if auth is not None and (not isinstance(auth, dict) or auth.get("type") not in ("OIDC", "OAuth2")):
             raise WorkflowSyntaxError(f"{where}: {path}.args.auth: type OIDC or OAuth2, got {auth!r}")
+    if "call" in body and body["call"] in CONNECTOR_CALLS:
+        _connector_args(body.get("args"), f"{path}.args", where)
     if "switch" in body:
         if not isinstance(body["switch"], list) or not body["switch"]:
             raise WorkflowSyntaxError(f"{where}: {path}.switch: a non-empty list of conditions")
@@ -203,12 +215,43 @@ def _expressions(value: Any, path: str, where: str) -> None:
             _expressions(v, path, where)
 
 
-def _check_calls(steps: list[Step], d: Definition, source: str) -> None:
+def _connector_args(args: Any, path: str, where: str) -> None:
+    if not isinstance(args, dict) or "name" not in args:
+        raise WorkflowSyntaxError(f"{where}: {path}: {RUN_JOB} needs a 'name' "
+                                  "(projects/PROJECT/locations/LOCATION/jobs/JOB)")
+    if set(args) - CONNECTOR_ARGS:
+        raise WorkflowSyntaxError(f"{where}: {path}: unsupported {sorted(set(args) - CONNECTOR_ARGS)} "
+                                  f"(name, body, connector_params)")
+    name = args["name"]
+    if isinstance(name, str) and expression_of(name) is None and not JOB_NAME.match(name):
+        raise WorkflowSyntaxError(f"{where}: {path}.name: {name!r} is not projects/PROJECT/locations/LOCATION/jobs/JOB")
+    params = args.get("connector_params")
+    if params is not None:
+        if not isinstance(params, dict) or set(params) - CONNECTOR_PARAMS:
+            raise WorkflowSyntaxError(f"{where}: {path}.connector_params: a map of {sorted(CONNECTOR_PARAMS)}, "
+                                      f"got {params!r}")
+        policy = params.get("polling_policy")
+        if policy is not None and (not isinstance(policy, dict)
+                                   or set(policy) - {"initial_delay", "max_delay", "multiplier"}):
+            raise WorkflowSyntaxError(f"{where}: {path}.connector_params.polling_policy: "
+                                      "{initial_delay, max_delay, multiplier}")
+
+
+def _check_calls(steps: list[Step], d: Definition, source: str, jobs: Collection[str] | None = None) -> None:
     def walk(body: dict, path: str) -> None:
         call = body.get("call")
-        if call is not None and call not in HTTP_CALLS | SYS_CALLS and call not in d.subworkflows:
+        if call is not None and call.startswith("googleapis.") and call not in CONNECTOR_CALLS:
+            raise WorkflowSyntaxError(f"{source}: {path}.call: connector {call!r} does not run locally; of the "
+                                      f"connectors only {RUN_JOB} does (docs/workflows.md)")
+        if call is not None and call not in HTTP_CALLS | SYS_CALLS | CONNECTOR_CALLS and call not in d.subworkflows:
             raise WorkflowSyntaxError(f"{source}: {path}.call: unsupported call {call!r} (http.*, sys.sleep, "
-                                      "sys.log or a subworkflow of this file)")
+                                      f"sys.log, {RUN_JOB} or a subworkflow of this file)")
+        if call in CONNECTOR_CALLS and jobs is not None:
+            name = body["args"]["name"]
+            m = JOB_NAME.match(name) if isinstance(name, str) and expression_of(name) is None else None
+            if m and m.group(1) not in jobs:
+                raise WorkflowSyntaxError(f"{source}: {path}.args.name: job {m.group(1)!r} is not a job of the "
+                                          f"system (its jobs: {', '.join(sorted(jobs)) or 'none'})")
         for case in body.get("switch") or []:
             walk(case["body"], path + ".switch")
         for key in ("steps",):
@@ -225,3 +268,30 @@ def _check_calls(steps: list[Step], d: Definition, source: str) -> None:
 
     for s in steps:
         walk(s.body, s.path)
+
+
+def run_job_steps(d: Definition) -> list[tuple[str, str | None]]:
+    """(step path, job name or None when an expression names it) of every jobs.run step:
+    what the simulator, which runs a workflow's `steps:` model instead, warns it leaves out."""
+    out: list[tuple[str, str | None]] = []
+
+    def walk(body: dict, path: str) -> None:
+        if body.get("call") == RUN_JOB:
+            name = (body.get("args") or {}).get("name")
+            m = JOB_NAME.match(name) if isinstance(name, str) and expression_of(name) is None else None
+            out.append((path, m.group(1) if m else None))
+        for case in body.get("switch") or []:
+            walk(case["body"], path)
+        if "try" in body:
+            walk(body["try"], path + ".try")
+        blocks = [body.get("steps") or [], (body.get("except") or {}).get("steps") or [],
+                  (body.get("for") or {}).get("steps") or []]
+        for block in blocks:
+            for s in block:
+                walk(s.body, s.path)
+
+    for sub in d.subworkflows.values():
+        for s in sub.steps:
+            walk(s.body, s.path)
+    return out
+

@@ -322,7 +322,8 @@ def test_records_are_json_lines(tmp_path, srv):
 
 @pytest.mark.parametrize("text,needle", [
     ("- a:\n    parallel: {branches: []}\n", "main.steps.a: unsupported construct(s) ['parallel']"),
-    ("- a:\n    call: googleapis.pubsub.v1.projects.topics.publish\n", "main.steps.a.call: unsupported call"),
+    ("- a:\n    call: googleapis.pubsub.v1.projects.topics.publish\n", "main.steps.a.call: connector 'googleapis.pubsub"),
+    ("- a:\n    call: experimental.executions.run\n", "main.steps.a.call: unsupported call"),
     ("- a:\n    return: ${x if y else z}\n", "main.steps.a: 'x if y else z': unsupported construct IfExp"),
     ("- a:\n    call: http.get\n    args: {}\n", "needs a 'url'"),
     ("- a:\n    try:\n      return: 1\n    retry: ${always}\n", "main.steps.a.retry"),
