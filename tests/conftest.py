@@ -91,44 +91,6 @@ def _gcp_stays_up(request):
     if lost:
         _gcp_lost.append(f"{', '.join(lost)} after {request.node.nodeid}")
         pytest.fail(f"this test left the session's emulators stopped or replaced: {', '.join(lost)}")
-    strays = _strays(int(gcp.endpoint("pubsub").rsplit(":", 1)[1]), set(gcp.session_pids.values()))
-    if strays:
-        pytest.fail(f"this test left processes connected to the session's Pub/Sub emulator (killed now, so "
-                    f"they do not consume later tests' messages): {strays}")
-
-
-def _strays(port: int, emulators: set[int], settle_s: float = 5.0) -> list[str]:
-    """Processes other than this one still connected to the emulator's port once a test is
-    over: a consumer left running takes later runs' messages (a CI run's conservation check
-    found telemetry-livemap short by ~13% twice in a row, the emulator empty). Given a few
-    seconds to finish exiting; then killed and named."""
-    import time
-
-    import psutil
-
-    # the emulators themselves (the Pub/Sub emulator's REST adapter calls its own gRPC port)
-    mine = {os.getpid()} | emulators
-    for pid in emulators:
-        try:
-            mine |= {c.pid for c in psutil.Process(pid).children(recursive=True)}
-        except psutil.Error:
-            pass
-    deadline = time.monotonic() + settle_s
-    while True:
-        pids = {c.pid for c in psutil.net_connections(kind="tcp")
-                if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED and c.pid is not None and c.pid not in mine}
-        if not pids or time.monotonic() >= deadline:
-            break
-        time.sleep(0.5)
-    named = []
-    for pid in pids:
-        try:
-            p = psutil.Process(pid)
-            named.append(f"{pid}: {' '.join(p.cmdline())[:200]}")
-            p.kill()
-        except psutil.Error:
-            pass
-    return named
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ import pytest
 
 from surgesim.rundir import load_run
 from surgesim.schema import load_experiment
+from tests.integration.meridian_copy import isolated
 
 pytestmark = pytest.mark.integration
 
@@ -29,11 +30,12 @@ RUN_TIMEOUT = 240  # ~70 s here; a hung run fails the test instead of the suite
 
 
 def test_emulator_restart_delivers_nothing_in_the_window_then_everything(gcp, tmp_path):
-    project = load_experiment(SCENARIO).system.project
+    scenario = isolated(SCENARIO, tmp_path / "system")  # counts every message: its own project
+    project = load_experiment(scenario).system.project
     sub_url = f"http://{gcp.endpoint('pubsub')}/v1/projects/{project}/subscriptions/telemetry-livemap"
     out, log = tmp_path / "run", tmp_path / "run.log"
     with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "surgesim.cli", "live", str(SCENARIO), "--out", str(out),
+        proc = subprocess.Popen([sys.executable, "-m", "surgesim.cli", "live", str(scenario), "--out", str(out),
                                  "--state-dir", str(gcp.state_dir)], stdout=f, stderr=subprocess.STDOUT,
                                 start_new_session=True, env={**os.environ, "COLUMNS": "200"})
     text = lambda: log.read_text(errors="replace")  # noqa: E731
