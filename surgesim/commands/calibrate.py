@@ -65,7 +65,8 @@ def calibrate(scenario: Path, live_runs: tuple[Path, ...], plan: Path | None, ou
     out.write_text(yaml.safe_dump(fit.plan, sort_keys=False))
     (work / "fit.json").write_text(json.dumps(fit.record(), indent=2))
     for f in fit.fitted:
-        click.echo(f"fitted  {f['path']} ({f['target']}): sleep p50 {f['p50'] * 1000:.1f} ms, p99 {f['p99'] * 1000:.1f} ms")
+        kind = "sleep" if f["what"] in ("route", "consumer") else "delay"  # a plan figure, not a step
+        click.echo(f"fitted  {f['path']} ({f['target']}): {kind} p50 {f['p50'] * 1000:.1f} ms, p99 {f['p99'] * 1000:.1f} ms")
     for u in fit.unfitted:
         click.echo(f"not fitted  {u['path']}: {u['why']}")
     for r, lv in zip(live_runs, lives):
