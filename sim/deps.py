@@ -152,7 +152,7 @@ class Api:
             inwin = (tt >= f.at) & (tt < end)
             if not inwin.any():
                 continue
-            fault_kind(f).on_call(f, inwin, lat, err_rate, outage, rng)
+            fault_kind(f).on_call(f, tt, inwin, lat, err_rate, outage, rng)
         err = rng.random(m) < err_rate
         limited = self._rate_limit(tt) if api.rate_limit is not None else np.zeros(m, dtype=bool)
         lat = np.where(outage, np.minimum(lat, OUTAGE_S), lat)

@@ -612,13 +612,8 @@ class Engine:
     def fault_events(self) -> list[dict]:
         ev = []
         for f in self.scenario.faults:
-            details = {}
-            for k in ("latency", "error_rate", "topic", "count", "attributes", "matching", "replay", "task", "after"):
-                v = getattr(f, k)
-                if v is not None and not (k == "attributes" and not fault_kind(f).instant):
-                    details[k] = v.model_dump() if hasattr(v, "model_dump") else v
             ev.append({"kind": f.kind, "target": f.target or f.topic or "", "start_s": f.at,
-                       "end_s": f.at if fault_kind(f).instant else f.end, "details": details})
+                       "end_s": f.at if fault_kind(f).instant else f.end, "details": f.details(fault_kind(f).instant)})
         return ev + [w.event() for w in self.scenario.traffic.waves]
 
 

@@ -8,7 +8,7 @@ what the fault does (docs/architecture.md, "Registries"):
 - `attach(eng, f)`: once the services and subscriptions exist (a service's down or bad
   windows, the history a replay will seek through);
 - `actions(eng, f)`: what happens at a moment on the timeline, as (time, callable);
-- `on_call(f, inwin, lat, err_rate, outage, rng)`: an external API's calls inside the
+- `on_call(f, tt, inwin, lat, err_rate, outage, rng)`: an external API's calls (at times tt) inside the
   fault's window (only kinds with `on_api = True` are handed to the APIs they target);
 - `owned(part, f)`: whether a partition of a split run (sim/split.py) applies the fault.
 
@@ -46,8 +46,8 @@ class SimFault:
     def actions(self, eng: "Engine", f) -> list[tuple[float, Callable[[], None]]]:
         return []
 
-    def on_call(self, f, inwin: np.ndarray, lat: np.ndarray, err_rate: np.ndarray, outage: np.ndarray,
-                rng: np.random.Generator) -> None:
+    def on_call(self, f, tt: np.ndarray, inwin: np.ndarray, lat: np.ndarray, err_rate: np.ndarray,
+                outage: np.ndarray, rng: np.random.Generator) -> None:
         pass
 
     def owned(self, part, f) -> bool:
@@ -72,12 +72,17 @@ def _window(f) -> tuple[float, float]:
 
 @register
 class DependencyLatency(SimFault):
-    """The API answers with the fault's latency inside the window."""
+    """The API answers with the fault's latency inside the window; with `ramp`, each call's
+    latency moves from a draw of the API's own to a draw of the fault's, linearly over the ramp."""
     kind = "dependency_latency"
     on_api = True
 
-    def on_call(self, f, inwin, lat, err_rate, outage, rng) -> None:
-        lat[inwin] = sample(f.latency, int(inwin.sum()), rng)
+    def on_call(self, f, tt, inwin, lat, err_rate, outage, rng) -> None:
+        slow = sample(f.latency, int(inwin.sum()), rng)
+        if f.ramp > 0:
+            w = np.clip((tt[inwin] - f.at) / f.ramp, 0.0, 1.0)
+            slow = (1.0 - w) * lat[inwin] + w * slow
+        lat[inwin] = slow
 
 
 @register
@@ -86,7 +91,7 @@ class DependencyErrors(SimFault):
     kind = "dependency_errors"
     on_api = True
 
-    def on_call(self, f, inwin, lat, err_rate, outage, rng) -> None:
+    def on_call(self, f, tt, inwin, lat, err_rate, outage, rng) -> None:
         err_rate[inwin] = f.error_rate
 
 
@@ -96,7 +101,7 @@ class DependencyOutage(SimFault):
     kind = "dependency_outage"
     on_api = True
 
-    def on_call(self, f, inwin, lat, err_rate, outage, rng) -> None:
+    def on_call(self, f, tt, inwin, lat, err_rate, outage, rng) -> None:
         outage |= inwin
 
 

@@ -7,6 +7,7 @@ and the re-drives, and asks the fault's class:
 - `refused(f, system)`: why the fault cannot be injected whatever runs (before anything starts);
 - `refused_here(f, runner)`: why not in this running stack (before the traffic starts);
 - `start(inj, a, t)`: apply it; an `instant` kind returns the line to print, and is done;
+- `during(inj, a, t)`: each tick while it is in effect (a ramp moving on);
 - `end(inj, a, details)`: undo it, adding what it measured to the record's details;
 - `ended(inj, f, record)`: after the record is written (a replay's late re-drives);
 - `abort(inj, a)`: leave nothing broken on Ctrl-C or an error (the run is not judged).
@@ -27,6 +28,8 @@ if TYPE_CHECKING:  # pragma: no cover
 CLIENT_TIMEOUT_S = 30.0
 """The shortest timeout of the live run's Pub/Sub clients (the generators' and bridges' REST
 calls); an outage longer than this makes calls fail instead of wait."""
+RAMP_EVERY_S = 0.5
+"""dependency_latency with a ramp: wall seconds between the fake's behaviour updates."""
 SETTLE_S = 0.5
 """emulator_restart: seconds after the freeze before settlements count as inside the window."""
 
@@ -49,6 +52,9 @@ class LiveFault:
 
     def start(self, inj: "FaultInjector", a: "Active", t: float) -> str | None:
         raise Unsupported(f"{a.fault.kind} is not applied live")
+
+    def during(self, inj: "FaultInjector", a: "Active", t: float) -> None:
+        pass
 
     def end(self, inj: "FaultInjector", a: "Active", details: dict) -> None:
         pass
@@ -98,8 +104,12 @@ class _Dependency(LiveFault):
         patch = self.patch(f)
         a.restore = {k: before.get(k) for k in patch}
         self.restored(a)
-        r.fake_admin(f.target, "PUT", "/admin/behaviour", json=patch)
+        r.fake_admin(f.target, "PUT", "/admin/behaviour", json=self.applied(a, t))
         return None
+
+    def applied(self, a, t: float) -> dict:
+        """The behaviour to put at scenario time t (a ramp's point on its way)."""
+        return self.patch(a.fault)
 
     def restored(self, a) -> None:
         """Fix up what the fake reported before (a missing value it must get back)."""
@@ -119,6 +129,29 @@ class DependencyLatency(_Dependency):
     def restored(self, a):
         if a.restore.get("latency_p99_ms") is None:
             a.restore["latency_p99_ms"] = a.restore.get("latency_p50_ms")
+
+    def applied(self, a, t):
+        """With a ramp, the fake's p50 and p99 each move linearly from what they were to the
+        fault's (the simulator mixes draws of the two the same way: sim/faults.py)."""
+        patch, f = self.patch(a.fault), a.fault
+        if f.ramp <= 0:
+            return patch
+        w = min(max((t - f.at) / f.ramp, 0.0), 1.0)
+        return {k: (1.0 - w) * (a.restore.get(k) or 0.0) + w * v for k, v in patch.items()}
+
+    def during(self, inj, a, t):
+        f = a.fault
+        if f.ramp <= 0 or a.ramp_done or time.monotonic() < a.next_update:
+            return
+        a.next_update = time.monotonic() + RAMP_EVERY_S
+        a.ramp_done = t >= f.at + f.ramp
+        inj.runner.fake_admin(f.target, "PUT", "/admin/behaviour", json=self.applied(a, t))
+        a.updates += 1
+
+    def end(self, inj, a, details):
+        if a.fault.ramp > 0:
+            details["ramp_updates"] = a.updates
+        super().end(inj, a, details)
 
 
 @register

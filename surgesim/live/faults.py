@@ -5,7 +5,7 @@ sim/faults.py):
 
 | kind | start | end |
 | --- | --- | --- |
-| dependency_latency / _errors / _outage | the fake's admin API (PUT /admin/behaviour) | its earlier behaviour restored |
+| dependency_latency / _errors / _outage | the fake's admin API (PUT /admin/behaviour); a latency `ramp` moves its p50/p99 from what they were to the fault's, a PUT every half wall second (details: `ramp_s`, `ramp_updates`) | its earlier behaviour restored |
 | consumer_down | pushes to it held (runner.hold_push), then the process stopped: it takes no messages, as a stopped pull worker takes none | started again (same front), pushes resumed |
 | poison_message | `count` messages with `attributes` published to `topic` | (instant) |
 | bad_deploy | a new revision with BAD_PATTERN=<matching> (runner.roll_out: no downtime) | the fixed revision; with replay, each affected message re-delivered once: a subscription with a dead-letter topic has its holding subscriptions' messages re-published (and again whatever reaches them later), one without is sought back to the deploy (never both: the seek would deliver the dead letters a second time) |
@@ -74,6 +74,11 @@ class Active:
     in_effect_s: float | None = None
     """Scenario time the fault actually took effect (a roll-out takes wall seconds to start
     its process, i.e. time_scale times as many scenario seconds)."""
+    next_update: float = 0.0
+    """A ramp's next update (monotonic wall seconds), its updates so far, and whether it is
+    at the fault's full value."""
+    updates: int = 0
+    ramp_done: bool = False
 
 
 def describe(f: Fault) -> str:
@@ -112,11 +117,17 @@ class FaultInjector:
     def tick(self, scenario_t: float, wall_epoch: float | None = None) -> None:
         """Start every fault due by scenario time t and end every one whose end passed."""
         wall_epoch = wall_epoch or time.time()
+        ongoing = {id(a) for a in self.active}  # one just started is where start() put it
         while self.pending and self.pending[0].at <= scenario_t:
             self._start(self.pending.pop(0), scenario_t, wall_epoch)
         for a in list(self.active):
             if a.fault.end is not None and a.fault.end <= scenario_t:
                 self._end(a, scenario_t)
+            elif id(a) in ongoing:
+                try:
+                    fault_kind(a.fault).during(self, a, scenario_t)
+                except Exception as exc:  # noqa: BLE001 -- a missed ramp step: the next tick tries again
+                    log.warning("%s on %s: %s", a.fault.kind, a.fault.target, exc)
         if self.watch and time.monotonic() >= self._next_redrive:
             self._next_redrive = time.monotonic() + REDRIVE_EVERY_S
             self.redrive_late()
@@ -150,13 +161,7 @@ class FaultInjector:
 
     # ---- start / end ---------------------------------------------------------------------------
     def _record(self, f: Fault, start_s: float, end_s: float | None, **details) -> dict:
-        d = {}
-        for k in ("latency", "error_rate", "topic", "count", "matching", "replay", "task", "after"):
-            v = getattr(f, k)
-            if v is not None:
-                d[k] = v.model_dump() if hasattr(v, "model_dump") else v
-        if fault_kind(f).instant:
-            d["attributes"] = dict(f.attributes)
+        d = f.details(fault_kind(f).instant)
         d.update(details)
         ev = {"kind": f.kind, "target": f.target or f.topic or "", "start_s": start_s, "end_s": end_s, "details": d}
         self.events.append(ev)

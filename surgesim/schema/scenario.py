@@ -20,6 +20,7 @@ from surgesim.schema.common import (
     Rate,
     ServiceId,
     Strict,
+    format_duration,
     in_range,
     parse_duration,
 )
@@ -522,6 +523,11 @@ class Fault(Strict):
     """dependency_latency: the API's latency in the window (live: wall seconds, as any
     request's); bigquery_job_slow: the run time added to each BigQuery job inserted in the
     window, on the scenario clock like the job step's own duration (live: / time_scale)."""
+    ramp: Annotated[Duration, in_range(0, 7 * 86400, "s")] = 0.0
+    """dependency_latency: the API slows gradually: over `ramp` from the window's start each
+    call's latency is (1 - w) x a draw of the API's own latency + w x a draw of `latency`,
+    w rising linearly from 0 to 1 (then `latency` until the window ends). Live: the fake's
+    p50 and p99 move the same way, updated every half wall second. 0: at once."""
     error_rate: Fraction | None = None
     """dependency_errors: the share of calls that fail; bigquery_job_failure: the share of
     BigQuery jobs inserted in the window that end DONE with an errorResult (default 1)."""
@@ -546,6 +552,11 @@ class Fault(Strict):
         missing = [f for f in _FAULT_NEEDS[self.kind] if getattr(self, f) is None]
         if missing:
             raise ValueError(f"{self.kind} needs {', '.join(missing)}")
+        if self.ramp and self.kind != "dependency_latency":
+            raise ValueError(f"ramp: only dependency_latency ramps (not {self.kind})")
+        if self.ramp and self.duration is not None and self.ramp > self.duration:
+            raise ValueError(f"ramp: {format_duration(self.ramp)} is longer than the fault's duration "
+                             f"({format_duration(self.duration)})")
         if self.matching is not None:
             from surgesim.pubsub_filter import FilterSyntaxError, parse_filter
 
@@ -558,6 +569,20 @@ class Fault(Strict):
     @property
     def end(self) -> float | None:
         return None if self.duration is None else self.at + self.duration
+
+    def details(self, instant: bool) -> dict:
+        """What faults.json shows of the fault's settings (sim and live alike); an instant
+        kind's attributes too."""
+        d: dict = {}
+        for k in ("latency", "error_rate", "topic", "count", "matching", "replay", "task", "after"):
+            v = getattr(self, k)
+            if v is not None:
+                d[k] = v.model_dump() if hasattr(v, "model_dump") else v
+        if self.ramp:
+            d["ramp_s"] = self.ramp
+        if instant:
+            d["attributes"] = dict(self.attributes)
+        return d
 
 
 SLO_FUNCS = ("p50", "p90", "p95", "p99", "p999", "max", "mean", "final", "total", "drain")

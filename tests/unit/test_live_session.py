@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from surgesim.live import session
+from surgesim.live import fault_kinds, session
 from surgesim.live.faults import FaultInjector
 from surgesim.schema import Fault
 
@@ -69,6 +69,35 @@ def test_dependency_latency_is_applied_on_time_and_the_old_behaviour_restored():
     (ev,) = inj.events
     assert (ev["kind"], ev["target"], ev["start_s"], ev["end_s"]) == ("dependency_latency", "sms-gateway", 60.0, 180.0)
     assert ev["details"]["latency"] == f.latency.model_dump()
+
+
+def test_a_latency_ramp_moves_the_fakes_p50_and_p99_linearly_then_holds_and_restores(monkeypatch):
+    monkeypatch.setattr(fault_kinds, "RAMP_EVERY_S", 0.0)
+    f = Fault(kind="dependency_latency", at=60, duration=120, ramp=60, target="sms-gateway",
+              latency={"p50": "6s", "p99": "9s"})
+    inj, r = injector(f)
+    inj.tick(60.0)  # the start: where the fake was (200 ms, p99 restored to its p50)
+    assert r.behaviour["latency_p50_ms"] == pytest.approx(200.0) and r.behaviour["latency_p99_ms"] == pytest.approx(200.0)
+    inj.tick(75.0)
+    assert r.behaviour["latency_p50_ms"] == pytest.approx(200 + 0.25 * 5800)
+    assert r.behaviour["latency_p99_ms"] == pytest.approx(200 + 0.25 * 8800)
+    inj.tick(120.0)
+    assert r.behaviour["latency_p50_ms"] == pytest.approx(6000.0) and r.behaviour["latency_p99_ms"] == pytest.approx(9000.0)
+    puts = sum(1 for c in r.calls if c[2] == "PUT")
+    inj.tick(150.0)  # at the fault's value: no more updates
+    assert sum(1 for c in r.calls if c[2] == "PUT") == puts
+    inj.tick(180.0)
+    assert r.behaviour["latency_p50_ms"] == 200.0 and r.behaviour["latency_p99_ms"] == 200.0
+    (ev,) = inj.events
+    assert ev["details"]["ramp_s"] == 60.0 and ev["details"]["ramp_updates"] == 2
+
+
+def test_a_ramp_updates_the_fake_at_most_every_half_wall_second():
+    f = Fault(kind="dependency_latency", at=0, duration=600, ramp=600, target="sms-gateway", latency={"p50": "6s"})
+    inj, r = injector(f)
+    for t in range(0, 100, 5):  # 20 ticks within a fraction of a wall second
+        inj.tick(float(t))
+    assert sum(1 for c in r.calls if c[2] == "PUT") <= 3
 
 
 def test_consumer_down_stops_then_restarts_and_a_fault_without_end_lasts_until_finish():
