@@ -184,11 +184,7 @@ class JobClock:
             return
         if self.http is None:
             self.http = service_http.session(self.timeout)
-        body, more = b"", True
-        while more:
-            msg = await receive()
-            body += msg.get("body", b"")
-            more = msg.get("more_body", False)
+        body = await service_http.read_body(receive)
         path, method = scope["path"], scope["method"]
         query = scope["query_string"].decode()
         job_id = None

@@ -233,12 +233,7 @@ class Front:
             headers[FRONT_SECRET_HEADER] = self.secret
         else:
             headers.pop(FRONT_SECRET_HEADER, None)
-        body = b""
-        more = True
-        while more:
-            msg = await receive()
-            body += msg.get("body", b"")
-            more = msg.get("more_body", False)
+        body = await service_http.read_body(receive)
         self.stats.requests += 1
         got = await self.slots.acquire()
         if got is None:

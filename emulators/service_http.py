@@ -1,5 +1,5 @@
 """The HTTP client every harness part uses to call a service: the Cloud Run fronts, the
-push bridge and the trigger bridge.
+push bridge and the trigger bridge (and `read_body`, how their ASGI servers read a request).
 
 aiohttp rather than httpx: its C parser and connection pool cost much less CPU per request,
 and its pool does not slow down as it grows, where one httpx pool with 100 connections
@@ -17,6 +17,17 @@ import aiohttp
 
 #: What a failed request raises: refused or reset connections, and timeouts.
 FAILURES = (aiohttp.ClientError, asyncio.TimeoutError)
+
+
+async def read_body(receive) -> bytes:
+    """An ASGI request's whole body (the harness's own servers: fronts, bridges, the job
+    clock, the Run API)."""
+    chunks, more = [], True
+    while more:
+        msg = await receive()
+        chunks.append(msg.get("body", b""))
+        more = msg.get("more_body", False)
+    return b"".join(chunks)
 
 
 def session(timeout: float) -> aiohttp.ClientSession:

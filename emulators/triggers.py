@@ -218,17 +218,13 @@ class TriggerHook:
             self._server = None
 
     async def _app(self, scope, receive, send) -> None:
-        chunks, more = [], True
-        while more:
-            msg = await receive()
-            chunks.append(msg.get("body", b""))
-            more = msg.get("more_body", False)
+        body = await service_http.read_body(receive)
         # /functions/projects/{project}/triggers/{trigger id}
         handler = self.handlers.get(scope["path"].rstrip("/").rsplit("/", 1)[-1])
         if handler is None:
             self.unknown += 1
         else:
-            handler(b"".join(chunks))
+            handler(body)
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
         await send({"type": "http.response.body", "body": b""})
 

@@ -21,6 +21,8 @@ import datetime as dt
 import json
 import re
 
+from surgesim.emulators.service_http import read_body
+
 _RUN = re.compile(r"^/v2/projects/([^/]+)/locations/([^/]+)/jobs/([^/:]+):run$")
 _OPERATION = re.compile(r"^/v2/projects/([^/]+)/locations/([^/]+)/operations/([^/]+)$")
 _EXECUTION = re.compile(r"^/v2/projects/([^/]+)/locations/([^/]+)/jobs/([^/]+)/executions/([^/]+)$")
@@ -84,12 +86,7 @@ class RunApi:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        body = await read_body(receive)
         # who calls (the workflow and its step) travels in headers, outside Google's request body
         caller = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])
                   if k.decode().lower() in ("x-surgesim-workflow", "x-surgesim-step")}
