@@ -134,10 +134,10 @@ def log_ticks(ax, values: np.ndarray, durations: bool) -> None:
     seconds) inside the data's range: matplotlib's own spread too many over many decades."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v) & (v > 0)]
+    if not len(v):  # nothing to put on a log axis (a backlog that never rose): stay linear
+        return
     ax.set_yscale("log")
     ax.yaxis.set_minor_locator(NullLocator())
-    if not len(v):
-        return
     lo, hi = v.min() / 1.3, v.max() * 1.3
     ax.set_ylim(lo, hi)
     ticks = [t for t in (_DURATION_TICKS if durations else _NUMBER_TICKS) if lo <= t <= hi]

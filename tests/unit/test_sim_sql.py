@@ -1,7 +1,7 @@
 """The relational-store model (sim/sql.py): a connection pool in front of a primary that
 commits `write_capacity` rows a second. Checked against what a saturated queue must do,
 then on the monolith plan (Cloud SQL + the SMS gateway inline) against the event-driven
-design in the dispatch wave."""
+design in the dispatch wave (the day the SMS gateway slows: test_sim_monolith_sms.py)."""
 
 from __future__ import annotations
 
@@ -86,8 +86,8 @@ def test_a_full_pool_queues_requests_and_times_them_out() -> None:
 
 
 def test_the_references_4_6_s_is_a_knife_edge_of_a_saturating_wave() -> None:
-    """Why the monolith's reference p99 (4.6 s, Cloud SQL near 1,200 writes/s) is not
-    reproduced (docs/simulator.md, "Relational store"): over a 9-minute wave, the p99 a
+    """Why the monolith's reference p99 (4.6 s, Cloud SQL near 1,200 writes/s) is not the
+    wave's (docs/simulator.md, "Relational store"): over a 9-minute wave, the p99 a
     1,200 rows/s primary gives climbs from under 0.5 s to over 6 s while the offered rate
     moves by 2.5% of its capacity, so 4.6 s (+-15%) pins the offered rate to about 1%; no
     integer number of rows per command puts the seed's wave (900 mark_delivered/s) there."""
@@ -140,3 +140,4 @@ def test_monolith_saturates_cloud_sql_and_its_mark_delivered_p99_explodes() -> N
     event_driven = base.latency_summaries()[0]["command.mark_delivered"]["p99"]
     assert event_driven < 0.100
     assert "sql" not in base.totals() or base.totals()["sql"]["meridian-sql"]["ops"] == 0
+
