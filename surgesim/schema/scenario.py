@@ -577,7 +577,7 @@ class Fault(Strict):
         for k in ("latency", "error_rate", "topic", "count", "matching", "replay", "task", "after"):
             v = getattr(self, k)
             if v is not None:
-                d[k] = v.model_dump() if hasattr(v, "model_dump") else v
+                d[k] = v.model_dump(exclude_none=True) if hasattr(v, "model_dump") else v
         if self.ramp:
             d["ramp_s"] = self.ramp
         if instant:
