@@ -49,6 +49,8 @@ class WorkflowRunner:
         self.rng = eng.rng(f"workflow:{wf.name}")
         self.comps = {c.name: c for c in wf.compensations}
         self.totals = {"started": 0, "succeeded": 0, "compensated": 0, "failed": 0}
+        if any(st.run_job for st in [*wf.steps, *wf.compensations]):
+            self.totals["jobs_started"] = 0  # executions its run_job steps started
 
     def start_many(self, b: Batch) -> None:
         for t in np.sort(b.t).tolist():
@@ -77,6 +79,13 @@ class WorkflowRunner:
         env, eng = self.eng.env, self.eng
         for attempt in range(step.retries + 1):
             now = env.now
+            if step.run_job is not None:
+                ok = yield from self._run_job(step)
+                if ok:
+                    return True
+                if attempt < step.retries:
+                    yield env.timeout(step.backoff * 2.0 ** attempt)
+                continue
             if step.call in eng.nodes:
                 done, ok = eng.nodes[step.call].call_inline(now, step.name)
                 dur = done - now
@@ -91,6 +100,18 @@ class WorkflowRunner:
             if attempt < step.retries:
                 yield env.timeout(step.backoff * 2.0 ** attempt)
         return False
+
+    def _run_job(self, step):
+        """Start an execution of the step's job (Workflows' jobs.run connector): with `wait`,
+        until it ends or the step's timeout (the execution runs on), failed when a task gave up."""
+        env = self.eng.env
+        execution = env.process(self.eng.jobs[step.run_job].start(env.now))
+        self.totals["jobs_started"] += 1
+        if not step.wait:
+            return True
+        timeout = env.timeout(step.timeout)
+        yield execution | timeout
+        return bool(execution.processed and execution.value)
 
 
 class JobRunner:
@@ -142,6 +163,7 @@ class JobRunner:
         self.totals["duration_s"] += env.now - began
         self.finished += 1
         self.last_end = env.now
+        return all(p.value for p in procs)  # the execution succeeded: no task gave up
 
     def record(self) -> dict:
         """This job in jobs.json: its duration on the scenario clock and whether it succeeded."""
@@ -186,9 +208,10 @@ class JobRunner:
                 self.totals["vcpu_seconds"] += used * self.cpu
                 self.totals["gib_seconds"] += used * self.mem
                 if ok:
-                    return
+                    return True
                 self.totals["tasks_failed"] += 1
             self.gave_up += 1  # max_retries + 1 attempts, every one failed
+            return False
 
 
 class Engine:

@@ -38,9 +38,9 @@ def stepless_warnings(exp, totals: dict) -> list[str]:
 
 
 def workflow_job_warnings(exp) -> list[str]:
-    """One line per jobs.run step in a workflow's Workflows YAML (`source:`): the simulator
-    runs the workflow's `steps:` model, which starts no Cloud Run job, so the job's
-    executions, its task-seconds and its job.NAME SLO are missing from the run, not zero."""
+    """One line per jobs.run step in a workflow's Workflows YAML (`source:`) that its `steps:`
+    model has no `run_job` step for: the simulator runs the model, so that job's executions,
+    its task-seconds and its job.NAME SLO would be missing from the run, not zero."""
     from surgesim.workflows import load
     from surgesim.workflows.parse import RUN_JOB, run_job_steps
 
@@ -48,10 +48,12 @@ def workflow_job_warnings(exp) -> list[str]:
     for wf in exp.system.workflows:
         if wf.source is None:
             continue
+        modelled = {st.run_job for st in [*wf.steps, *wf.compensations] if st.run_job}
         for path, job in run_job_steps(load(wf.source)):
+            if job in modelled or (job is None and modelled):
+                continue
             lines.append(f"workflow {wf.name}: step {path} of its source starts Cloud Run job "
-                         f"{job or '(named at run time)'} ({RUN_JOB}); the simulator runs the workflow's "
-                         "steps: model and does not start it (live only; a `job:` source of kind once or "
-                         "schedule simulates the job; docs/workflows.md)")
+                         f"{job or '(named at run time)'} ({RUN_JOB}), and its steps: model has no "
+                         f"`run_job: {job or 'JOB'}` step, so the simulator does not start it (docs/workflows.md)")
     return lines
 

@@ -343,14 +343,18 @@ def system_problems(system: System) -> Iterator[tuple[tuple, str]]:
         if trig.target not in services | workflows:
             yield ("triggers", i, "target"), f"{trig.target!r} is neither a service nor a workflow"
     callees = services | {a.name for a in system.external_apis}
+    jobs = {j.name for j in system.jobs}
     for i, wf in enumerate(system.workflows):
         if wf.trigger is not None and wf.trigger not in topics:
             yield ("workflows", i, "trigger"), f"topic {wf.trigger!r} is not declared under topics" + _did_you_mean(wf.trigger, topics)
         comp_names = {c.name for c in wf.compensations}
         for group in ("steps", "compensations"):
             for j, step in enumerate(getattr(wf, group)):
-                if step.call not in callees:
+                if step.call is not None and step.call not in callees:
                     yield ("workflows", i, group, j, "call"), f"{step.call!r} is neither a service nor an external_api"
+                if step.run_job is not None and step.run_job not in jobs:
+                    yield ("workflows", i, group, j, "run_job"), (f"job {step.run_job!r} is not declared under jobs"
+                                                                  + _did_you_mean(step.run_job, jobs))
                 if step.compensate is not None and step.compensate not in comp_names:
                     yield ("workflows", i, group, j, "compensate"), f"{step.compensate!r} is not one of this workflow's compensations"
 

@@ -18,6 +18,7 @@ from surgesim.schema.common import (
     Rate,
     ServiceId,
     Strict,
+    format_duration,
     in_range,
 )
 from surgesim.schema.limits import MAX_FAN_OUT, MAX_JOB_BATCHES
@@ -554,15 +555,41 @@ class Trigger(Strict):
 
 class WorkflowStep(Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    call: ServiceId
-    """A service or an external API."""
+    call: ServiceId | None = None
+    """A service or an external API (a step has `call` or `run_job`)."""
+    run_job: ServiceId | None = None
+    """A Cloud Run job of this system: the step starts an execution, as Workflows'
+    googleapis.run.v2.projects.locations.jobs.run does, waits for it to end (`timeout` counts)
+    and fails when one of its tasks used every retry."""
+    wait: bool = True
+    """run_job: false starts the execution and goes on at once (the connector's
+    `skip_polling`); the step then never fails for the job."""
     latency: LatencySpec | None = None
     """Work done by the callee when it is an external API (a service runs its own steps)."""
-    timeout: Annotated[Duration, in_range(0.001, 1800, "s")] = 60.0
+    timeout: Annotated[Duration, in_range(0.001, 31_536_000, "s")] = 60.0
+    """A call's (at most 30m; default 1m), or a run_job's wait for its execution (at most a
+    year; default 30m, the connector's)."""
     retries: Annotated[int, Field(strict=True), in_range(0, 100)] = 0
     backoff: Annotated[Duration, in_range(0, 3600, "s")] = 1.0
     compensate: str | None = None
     """The workflow step to run when a later step fails (the saga's undo)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _job_timeout(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("run_job") is not None and "timeout" not in data:
+            return {**data, "timeout": 1800.0}
+        return data
+
+    @model_validator(mode="after")
+    def _one_callee(self) -> "WorkflowStep":
+        if (self.call is None) == (self.run_job is None):
+            raise ValueError("a workflow step has exactly one of call (a service or external API) or run_job (a job)")
+        if not self.wait and self.run_job is None:
+            raise ValueError("wait: false is for run_job steps")
+        if self.call is not None and self.timeout > 1800:
+            raise ValueError(f"timeout: a call's is at most 30m, got {format_duration(self.timeout)}")
+        return self
 
 
 class Workflow(Strict):

@@ -265,7 +265,10 @@ def test_the_shop_fixture_imports_into_files_that_validate(tmp_path: Path) -> No
     assert (trigger.collection, trigger.events, trigger.target) == ("orders", ["written"], "shipping-worker")
     assert subs["eventarc-audit-events"].push_path == "/audit"
     # the workflow's URLs come from user_env_vars built from services' uris
-    assert [(s.name, s.call) for s in system.workflows[0].steps] == [("charge", "billing-worker"), ("ship", "shipping-worker")]
+    assert [(s.name, s.call) for s in system.workflows[0].steps[:2]] == [("charge", "billing-worker"), ("ship", "shipping-worker")]
+    # its jobs.run step (skip_polling) -> a run_job step of the job the configuration declares
+    reindex = system.workflows[0].steps[2]
+    assert (reindex.name, reindex.run_job, reindex.wait, reindex.call) == ("reindex", "reindex", False, None)
     assert "orders-archive" not in subs  # the Cloud Storage subscription is left out, and said so
     text = out.read_text()
     assert "google_pubsub_subscription.orders_archive: a Cloud Storage subscription" in text.split("\nname:")[0]

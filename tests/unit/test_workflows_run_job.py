@@ -5,6 +5,8 @@ Admin API on 127.0.0.1 (start, poll until done, the Execution back; OperationErr
 failed execution; skip_polling; HttpError for an unknown job). The live path through the
 run's Launcher is tests/integration/test_live_jobs_start.py."""
 
+import json
+
 import pytest
 import yaml
 
@@ -175,7 +177,7 @@ def test_task_count_and_env_overrides_are_read():
         == (4, {"A": "1"})
 
 
-def test_surgesim_sim_warns_that_a_workflows_job_step_is_live_only(tmp_path):
+def test_surgesim_sim_warns_of_a_workflows_job_step_its_model_does_not_run(tmp_path):
     from click.testing import CliRunner
 
     from surgesim.commands.sim import sim
@@ -202,5 +204,14 @@ traffic:
     result = CliRunner().invoke(sim, [str(tmp_path / "s.yaml"), "--out", str(tmp_path / "run"), "--no-report"])
     text = result.output + (result.stderr if result.stderr_bytes is not None else "")
     assert ("warning: workflow starter: step main.steps.go of its source starts Cloud Run job (named at run time) "
-            "(googleapis.run.v2.projects.locations.jobs.run); the simulator runs the workflow's steps: model and "
-            "does not start it") in text, text
+            "(googleapis.run.v2.projects.locations.jobs.run), and its steps: model has no `run_job: JOB` step, "
+            "so the simulator does not start it") in text, text
+    # modelled with a run_job step: no warning, and the simulator runs the job
+    system = (tmp_path / "system.yaml").read_text()
+    (tmp_path / "system.yaml").write_text(system.replace("{name: run_jobs, call: run-admin}", "{name: run_copy, run_job: copy}"))
+    result = CliRunner().invoke(sim, [str(tmp_path / "s.yaml"), "--out", str(tmp_path / "run2"), "--no-report"])
+    text = result.output + (result.stderr if result.stderr_bytes is not None else "")
+    assert "does not start it" not in text, text
+    summary = json.loads((tmp_path / "run2" / "summary.json").read_text())
+    assert summary["totals"]["workflows"]["starter"]["jobs_started"] == summary["totals"]["workflows"]["starter"]["started"] > 0
+    assert summary["totals"]["jobs"]["copy"]["tasks_run"] == summary["totals"]["workflows"]["starter"]["jobs_started"]

@@ -1,5 +1,6 @@
 """A `google_workflows_workflow` into the system file's saga model: the HTTP calls of its
-main steps, each to a Cloud Run service of the configuration, with their retry policy.
+main steps, each to a Cloud Run service of the configuration, and its Cloud Run jobs.run
+steps, each of a job of the configuration (`run_job`), with their retry policy.
 Assignments, switches and returns shape data, not load, so they are left out (and said
 so); a call whose URL cannot be traced to a service leaves the whole workflow out."""
 
@@ -14,9 +15,11 @@ import yaml
 from surgesim.importers.terraform.mapping import Builder, mapper, service_of_url
 from surgesim.importers.terraform.resolve import Instance
 from surgesim.schema.common import format_duration
+from surgesim.workflows.parse import RUN_JOB
 
 _ENV = re.compile(r"""sys\.get_env\(\s*["']([A-Za-z_][A-Za-z0-9_]*)["']\s*\)""")
 _LITERAL = re.compile(r"""["']([^"']*)["']""")
+_JOB = re.compile(r"/jobs/([a-z][a-z0-9-]*)$")
 
 
 @dataclass
@@ -83,31 +86,67 @@ def translate_workflow(src: WorkflowSource, services: set[str], b: Builder) -> d
         if "try" in body and isinstance(body["try"], dict):
             retry, body = body.get("retry"), body["try"]
         call = body.get("call")
+        args = body.get("args") or {}
+        if call == RUN_JOB:
+            job = _job_of(args.get("name"), set(b.jobs))
+            if job is None:
+                b.skipped.append(f"{where}: step {step_name}: cannot tell which job of this configuration "
+                                 f"{args.get('name')!r} runs; workflow left out")
+                return None
+            out.append(_job_step(str(step_name), job, args.get("connector_params") or {}, retry))
+            continue
         if not (isinstance(call, str) and call.startswith("http.")):
             ignored.append(str(step_name))
             continue
-        args = body.get("args") or {}
         url = _url(args.get("url"), src.env)
         found = service_of_url(url, services) if url else None
         if found is None:
             b.skipped.append(f"{where}: step {step_name}: cannot tell which service {args.get('url')!r} calls "
                              "(use a service's uri through user_env_vars); workflow left out")
             return None
-        step: dict[str, Any] = {"name": re.sub(r"[^a-z0-9_]", "_", str(step_name).lower()).lstrip("_0123456789") or "step",
-                                "call": found[0]}
+        step: dict[str, Any] = {"name": _step_name(step_name), "call": found[0]}
         if isinstance(args.get("timeout"), (int, float)):
             step["timeout"] = format_duration(float(args["timeout"]))
-        if isinstance(retry, dict):
-            if isinstance(retry.get("max_retries"), int):
-                step["retries"] = retry["max_retries"]
-            backoff = retry.get("backoff") or {}
-            if isinstance(backoff.get("initial_delay"), (int, float)):
-                step["backoff"] = format_duration(float(backoff["initial_delay"]))
+        _retry(step, retry)
         out.append(step)
     if not out:
-        b.skipped.append(f"{where}: no HTTP call to a service among its main steps; workflow left out")
+        b.skipped.append(f"{where}: no HTTP call to a service or job run among its main steps; workflow left out")
         return None
     if ignored:
-        b.note(src.inst, f"workflow {src.name}: steps {', '.join(ignored)} (no service call) are not modelled; "
-                         "compensations (except blocks) are not imported")
+        b.note(src.inst, f"workflow {src.name}: steps {', '.join(ignored)} (no service call or job run) are not "
+                         "modelled; compensations (except blocks) are not imported")
     return {"name": src.name, "steps": out}
+
+
+def _step_name(name: Any) -> str:
+    return re.sub(r"[^a-z0-9_]", "_", str(name).lower()).lstrip("_0123456789") or "step"
+
+
+def _retry(step: dict, retry: Any) -> None:
+    if isinstance(retry, dict):
+        if isinstance(retry.get("max_retries"), int):
+            step["retries"] = retry["max_retries"]
+        backoff = retry.get("backoff") or {}
+        if isinstance(backoff.get("initial_delay"), (int, float)):
+            step["backoff"] = format_duration(float(backoff["initial_delay"]))
+
+
+def _job_of(name: Any, jobs: set[str]) -> str | None:
+    """The job a jobs.run step's `name` names: `.../jobs/NAME`, written out or as the last
+    literal of a `${...}` expression."""
+    if not isinstance(name, str):
+        return None
+    m = _JOB.search("".join(_LITERAL.findall(name)) if name.strip().startswith("${") else name)
+    return m.group(1) if m and m.group(1) in jobs else None
+
+
+def _job_step(name: str, job: str, params: dict, retry: Any) -> dict:
+    """A jobs.run step as the model's `run_job` step: skip_polling is `wait: false`, the
+    connector's timeout (default 30 minutes) the step's."""
+    step: dict[str, Any] = {"name": _step_name(name), "run_job": job}
+    if params.get("skip_polling") is True:
+        step["wait"] = False
+    if isinstance(params.get("timeout"), (int, float)):
+        step["timeout"] = format_duration(float(params["timeout"]))
+    _retry(step, retry)
+    return step
