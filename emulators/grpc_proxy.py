@@ -362,7 +362,7 @@ class PubSubProxy:
         self._thread: threading.Thread | None = None
         self._server: grpc.aio.Server | None = None
         self._channel: grpc.aio.Channel | None = None
-        self._callables: dict[str, object] = {}
+        self._callables: dict[tuple[str, bool], object] = {}
 
     # ---- lifecycle -----------------------------------------------------------------------
     @property

@@ -156,4 +156,8 @@ class StorageTriggerBridge:
     def stop(self) -> None:
         """Thread-safe."""
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(lambda: self._stop is not None and self._stop.set())
+            self._loop.call_soon_threadsafe(self._set_stop)
+
+    def _set_stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()

@@ -558,7 +558,11 @@ class TriggerBridge:
     def stop(self) -> None:
         """Thread-safe: stop after the queued changes are sent."""
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(lambda: self._stop is not None and self._stop.set())
+            self._loop.call_soon_threadsafe(self._set_stop)
+
+    def _set_stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
 
     def pending(self) -> int:
         return self._queue.qsize() if self._queue is not None else 0

@@ -227,6 +227,6 @@ def calibration_pair(summaries: list[dict]) -> tuple[int, int] | None:
     if len(summaries) != 2:
         return None
     modes = [s.get("mode") for s in summaries]
-    if sorted(modes) != ["live", "sim"] or summaries[0].get("scenario") != summaries[1].get("scenario"):
+    if sorted(str(m) for m in modes) != ["live", "sim"] or summaries[0].get("scenario") != summaries[1].get("scenario"):
         return None
     return (modes.index("sim"), modes.index("live"))

@@ -100,7 +100,7 @@ class RunApi:
     def handle(self, method: str, path: str, body: bytes, caller: dict | None = None) -> tuple[int, dict]:
         """(status, JSON) for one request; off the event loop (starting tasks forks processes)."""
         if (m := _RUN.match(path)) and method == "POST":
-            return self._run(*m.groups(), body, caller or {})
+            return self._run(m.group(1), m.group(2), m.group(3), body, caller or {})
         if (m := _OPERATION.match(path)) and method == "GET":
             return self._get(m.group(1), m.group(3), None)
         if (m := _EXECUTION.match(path)) and method == "GET":

@@ -475,7 +475,7 @@ def _not_injected(events: list[dict]) -> list[str]:
             for e in events if e["details"].get("unsupported") or e["details"].get("failed")]
 
 
-def _service_counters(runner: SystemRunner) -> dict[str, dict[str, int]]:
+def _service_counters(runner: SystemRunner) -> dict[str, dict[str, float]]:
     """GET /metrics of every running service process, kept where it answers a JSON object
     of numbers (a user's service without one is simply left out)."""
     out = {}
@@ -615,7 +615,7 @@ def traffic_driver(scenario_path, endpoints: dict, env: dict, live, wall_s: floa
         if master is not None and announce is not None:
             announce()
 
-        def drive() -> None:
+        def drive_locust() -> None:
             try:
                 holder["result"] = run_locust(scenario_path, endpoints, None, out, env=env, preload=False,
                                               on_start=group.attach, time_scale=live.time_scale,
@@ -623,7 +623,7 @@ def traffic_driver(scenario_path, endpoints: dict, env: dict, live, wall_s: floa
             except BaseException as exc:  # noqa: BLE001 -- re-raised in the main thread
                 holder["error"] = exc
 
-        return drive
+        return drive_locust
     proc = DriverProcess(scenario_path, endpoints, out, wall_s, env=env, scales=(live.time_scale, live.rate_scale),
                          prepared=prepared if prepared.exists() else None).start()
     holder["proc"] = proc

@@ -372,18 +372,18 @@ class Executor:
             raise error("ConnectionFailedError", f"{method} {url}: cannot connect: {exc}") from None
         except httpx.TransportError as exc:
             raise error("ConnectionError", f"{method} {url}: connection broken: {exc}") from None
-        body: Any = resp.content
+        got: Any = resp.content
         if "json" in resp.headers.get("content-type", ""):
             try:
-                body = resp.json()
+                got = resp.json()
             except ValueError:
-                body = resp.text
+                got = resp.text
         elif resp.headers.get("content-type", "").startswith("text/"):
-            body = resp.text
-        out = {"code": resp.status_code, "headers": dict(resp.headers), "body": body}
+            got = resp.text
+        out = {"code": resp.status_code, "headers": dict(resp.headers), "body": got}
         if resp.status_code >= 400:
             raise WorkflowError({"code": resp.status_code, "message": f"HTTP server responded with error code "
-                                 f"{resp.status_code}", "body": body, "headers": dict(resp.headers),
+                                 f"{resp.status_code}", "body": got, "headers": dict(resp.headers),
                                  "tags": ["HttpError"]})
         return out
 

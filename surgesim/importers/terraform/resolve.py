@@ -103,7 +103,7 @@ class Instance(BlockValue):
         return self.resource.type
 
     @property
-    def where(self) -> Where:
+    def where(self) -> Where | None:
         return self.block.where
 
     def get_attr(self, name: str) -> Any:
