@@ -234,6 +234,13 @@ def _step() -> st.SearchStrategy:
 
 
 STEPS = st.lists(_step(), max_size=3)
+# a workflow step calls a service or an API (at most 30m), or runs the job (its wait up to a year)
+WORKFLOW_STEP = st.one_of(
+    from_model(system_models.WorkflowStep, call=st.sampled_from(APIS + SERVICES), run_job=st.none(),
+               wait=st.just(True), timeout=st.floats(0.001, 1800).map(seconds)),
+    from_model(system_models.WorkflowStep, run_job=st.sampled_from(JOBS), call=st.none()))
+
+
 def _fault() -> st.SearchStrategy:
     """A fault of each kind with the fields that kind needs."""
     fields = scenario_models.Fault.model_fields
@@ -242,7 +249,9 @@ def _fault() -> st.SearchStrategy:
                    **{f: strategy_for(_annotated(fields[f], True), f) if f not in BY_NAME else BY_NAME[f]
                       for f in needs if f != "target"},
                    **({"target": st.sampled_from(APIS if kind.startswith("dependency_") else SERVICES)}
-                      if "target" in needs else {}))
+                      if "target" in needs else {}),
+                   # only a latency ramps; a ramp no longer than the window the rest of the time
+                   ramp=st.floats(0, 1).map(seconds) if kind == "dependency_latency" else st.just("0s"))
         for kind, needs in scenario_models._FAULT_NEEDS.items()])
 
 
@@ -276,7 +285,8 @@ SYSTEM = from_model(
     ).map(list)) for s in SERVICES)).map(list),
     jobs=st.lists(from_model(system_models.Job, name=st.just("sweep"), steps=STEPS), min_size=1, max_size=1),
     external_apis=st.lists(from_model(system_models.ExternalApi, name=st.just("pay")), min_size=1, max_size=1),
-    workflows=st.lists(from_model(system_models.Workflow, name=st.just("saga"), compensations=st.just([])),
+    workflows=st.lists(from_model(system_models.Workflow, name=st.just("saga"), compensations=st.just([]),
+                                  steps=st.lists(WORKFLOW_STEP, min_size=1, max_size=3)),
                        min_size=1, max_size=1),
     triggers=st.lists(st.one_of(  # each kind with its own source fields (the model validator's rule)
         from_model(system_models.Trigger, name=st.just("on-docs"), target=st.sampled_from(SERVICES),
