@@ -7,6 +7,10 @@ subscriber) stores every message it gets in Firestore, and the test renders the 
 seeded template to know which names were sent. A wrong template (no `topic`, so the
 function answers 400) must not pass.
 
+The receiver asks a moderation API (a fake run by surgesim) about each greeting before it
+stores it; `slow_api.yaml` slows that API down gradually (a `dependency_latency` fault with
+`ramp:`), and the push subscription's lag must follow the ramp up, then come back.
+
 The example's virtualenv is created once under ~/.cache/surgesim/examples (pip from the
 package index; a few minutes the first time) and reused while requirements.txt is
 unchanged. Each live run takes ~60-80 s of wall time (45 s of traffic plus start-up and
@@ -238,3 +242,81 @@ def test_firestore_writes_with_a_wave_drive_the_trigger_path_end_to_end(gcp, exa
     before, during = per_s[per_s.index < 10].sum() / 10, per_s[(per_s.index >= 12) & (per_s.index < 24)].sum() / 12
     assert during > 2.5 * before, (before, during)  # 4/s then 16/s
     assert rc == 0 and summary["verdict"] == "pass", text[-3000:]
+
+
+def test_a_ramped_slow_api_raises_the_push_lag_gradually_and_nothing_is_lost(gcp, example, tmp_path):
+    """slow_api.yaml: 5 greetings/s for 60 s; at 10 s the moderation API (the generic fake,
+    healthy p50 20 ms / p99 60 ms) starts slowing towards p50 1.5 s / p99 2.5 s over a 30 s
+    ramp, holds until 55 s, then is restored. The receiver calls it before each store, so
+    the push subscription's lag (publish -> ack) must rise gradually with the ramp -- the
+    ramp's first third clearly faster than its middle, its middle than its last third --
+    reach the fault's latency while it holds, and fall back after; the fake must have been
+    moved in many small steps, and every greeting must still be stored, none dead-lettered."""
+    from surgesim.rundir import load_run
+
+    clear_greetings(gcp)
+    started = time.monotonic()
+    run_dir = tmp_path / "run"
+    rc, summary, text = live(gcp, example, "slow_api.yaml", run_dir)
+    wall = time.monotonic() - started
+
+    # the fault: one window, ramped, the fake's behaviour moved about every half wall second
+    (fault,) = [f for f in json.loads((run_dir / "faults.json").read_text()) if f["kind"] == "dependency_latency"]
+    assert fault["target"] == "moderation-api" and fault["start_s"] == 10.0, fault
+    assert fault["end_s"] == pytest.approx(55.0, abs=1.0), fault
+    d = fault["details"]
+    assert d["ramp_s"] == 30.0 and d["latency"]["p50"] == 1.5, d
+    assert 20 <= d["ramp_updates"] <= 61, d  # 30 s / 0.5 s at most (+1), fewer when the loop ticks late
+    # the fake's own log: the start, every ramp step and the restore, p50 never going back
+    # down during the ramp, ending at the fault's 1.5 s and then restored to 20 ms
+    fake_log = next((run_dir / "logs").glob("*generic*.log")).read_text()
+    p50s = [json.loads(line)["behaviour"]["latency_p50_ms"] for line in fake_log.splitlines()
+            if line.startswith("{") and '"behaviour changed"' in line]
+    assert len(p50s) == d["ramp_updates"] + 2, (len(p50s), d)
+    ramp = p50s[:-1]
+    assert ramp[0] < 100 and ramp[-1] == pytest.approx(1500.0) and p50s[-1] == pytest.approx(20.0), p50s
+    assert all(b >= a for a, b in zip(ramp, ramp[1:])), ramp
+    assert max(b - a for a, b in zip(ramp, ramp[1:])) < 400, ramp  # small steps, not one jump of 1480
+
+    # the push lag, publish -> stored, in windows of the scenario (histograms.parquet)
+    run = load_run(run_dir)
+
+    def lag_p50(a: float, b: float) -> float:
+        h = run.histogram("lag/greetings-push", a, b)
+        assert h.count >= 10, (a, b, h.count)
+        return h.percentile(50)
+
+    before, first, middle, last, held, after = (lag_p50(0, 10), lag_p50(10, 20), lag_p50(20, 30),
+                                                lag_p50(30, 40), lag_p50(40, 55), lag_p50(57, 70))
+    figures = dict(before=before, first=first, middle=middle, last=last, held=held, after=after)
+    assert before < 0.4, figures  # the healthy API: tens of ms plus the push
+    assert first < 0.8, figures  # API p50 20 ms -> ~500 ms over these 10 s
+    assert 0.9 < last < 2.5, figures  # API p50 ~1 s -> 1.5 s
+    assert first < middle < last and last > 2.5 * first, figures  # gradual, not one step
+    assert 1.3 < held < 3.0, figures  # the fault's p50 1.5 s
+    assert after < 0.5 * held, figures  # restored
+    # the publishers do not wait on the API (the push decouples them): an SLO of the scenario
+    assert summary["latency"]["publish-fn.publish"]["p99"] < 2.0, summary["latency"]
+
+    # nothing lost: every accepted greeting published, acked, stored with the API's verdict
+    counts = summary["loadgen"]["counts"]["greet"]
+    assert counts["sent"] >= 250 and counts["ok"] == counts["sent"], counts  # ~5/s for 60 s
+    sub = summary["totals"]["subscriptions"]["greetings-push"]
+    assert sub["dead_lettered"] == 0 and sub["backlog"] == 0, sub
+    assert sub["published"] == sub["acked"] == counts["ok"], (sub, counts)
+    assert summary["conservation"]["ok"], summary["conservation"]
+    assert summary["totals"]["apis"]["moderation-api"]["calls"] >= counts["ok"], summary["totals"]["apis"]
+    # the receiver never timed out on the API (its 5 s is far above the fault's p99); a
+    # push or two may still meet a 503 from the front when it reuses a connection gunicorn
+    # (keep-alive 2 s) is closing, ~2 s after the API recovers and concurrency drops: redelivered
+    receiver = summary["totals"]["services"]["receiver"]
+    assert receiver["errors"] <= 0.02 * receiver["requests"], receiver
+    from surgesim.emulators import Clients
+
+    docs = [d.to_dict() for d in Clients(gcp.env_vars(), project="greetings-local").firestore()
+            .collection("greetings").stream()]
+    assert len(docs) == counts["ok"] and all(doc.get("moderation") == {"ok": True} for doc in docs)
+    assert rc == 0 and summary["verdict"] == "pass", text[-3000:]
+    print(f"slow_api live: lag p50 {figures}, ramp_updates {d['ramp_updates']}, "
+          f"receiver {summary['totals']['services']['receiver']}, {wall:.0f} s wall")
+    assert wall < 200, wall  # ~60 s of traffic, a few s of start-up and drain
