@@ -30,10 +30,20 @@ async def read_body(receive) -> bytes:
     return b"".join(chunks)
 
 
+IDLE_S = 1.0
+"""A pooled connection idle this long is closed rather than reused. Servers close idle
+keep-alive connections on their own clock (gunicorn after 2 s, uvicorn and Node after 5 s),
+and a POST sent on one the server is closing fails with no answer; HTTP forbids sending a
+POST again on its own (RFC 9112, 9.3.1), so the pool must drop connections before the
+server does. The greetings example's gunicorn receiver answered 1-2 such 503s a run with
+30 s here."""
+
+
 def session(timeout: float) -> aiohttp.ClientSession:
-    """A session with unlimited keep-alive connections; create it inside the loop that uses it."""
+    """A session with unlimited keep-alive connections, each dropped after IDLE_S unused;
+    create it inside the loop that uses it."""
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30.0),
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=IDLE_S),
         timeout=aiohttp.ClientTimeout(total=timeout), auto_decompress=False, trust_env=False,
         skip_auto_headers=("Accept-Encoding", "User-Agent"))
 

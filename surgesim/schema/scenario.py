@@ -510,6 +510,13 @@ _FAULT_NEEDS: dict[str, tuple[str, ...]] = {
 }
 
 
+_FAULT_DEFAULTS_SHOWN: dict[str, tuple[str, ...]] = {
+    "poison_message": ("count",), "bad_deploy": ("replay",),
+    "job_task_crash": ("count",), "job_task_hang": ("count",),
+}
+"""Settings a kind reads with a default, shown in faults.json even when left out."""
+
+
 class Fault(Strict):
     kind: FaultKind
     at: Duration
@@ -571,11 +578,15 @@ class Fault(Strict):
         return None if self.duration is None else self.at + self.duration
 
     def details(self, instant: bool) -> dict:
-        """What faults.json shows of the fault's settings (sim and live alike); an instant
-        kind's attributes too."""
+        """What faults.json shows of the fault's settings (sim and live alike): what its kind
+        reads, whether written or left at the default, and whatever else the file set; an
+        instant kind's attributes too."""
         d: dict = {}
         for k in ("latency", "error_rate", "topic", "count", "matching", "replay", "task", "after"):
             v = getattr(self, k)
+            if k not in self.model_fields_set and k not in _FAULT_NEEDS[self.kind] \
+                    and k not in _FAULT_DEFAULTS_SHOWN.get(self.kind, ()):
+                continue
             if v is not None:
                 d[k] = v.model_dump(exclude_none=True) if hasattr(v, "model_dump") else v
         if self.ramp:

@@ -306,9 +306,9 @@ def test_a_ramped_slow_api_raises_the_push_lag_gradually_and_nothing_is_lost(gcp
     assert sub["published"] == sub["acked"] == counts["ok"], (sub, counts)
     assert summary["conservation"]["ok"], summary["conservation"]
     assert summary["totals"]["apis"]["moderation-api"]["calls"] >= counts["ok"], summary["totals"]["apis"]
-    # the receiver never timed out on the API (its 5 s is far above the fault's p99); a
-    # push or two may still meet a 503 from the front when it reuses a connection gunicorn
-    # (keep-alive 2 s) is closing, ~2 s after the API recovers and concurrency drops: redelivered
+    # the receiver never timed out on the API (its 5 s is far above the fault's p99), and the
+    # front no longer reuses a connection gunicorn (keep-alive 2 s) is closing (service_http.IDLE_S:
+    # that gave 1-2 503s a run, 0 in 3 runs since); the allowance is for a loaded machine
     receiver = summary["totals"]["services"]["receiver"]
     assert receiver["errors"] <= 0.02 * receiver["requests"], receiver
     from surgesim.emulators import Clients
