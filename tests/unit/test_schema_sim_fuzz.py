@@ -353,8 +353,8 @@ def _source() -> st.SearchStrategy:
         for target in targets:
             others = {t: none for t in targets if t != target}
             out.append(from_model(scenario_models.Source, name=st.sampled_from(SOURCES),
-                                  **{target: writes.get(target) or (BY_NAME[target] if target in BY_NAME
-                                                                    else required(target))}, **others, **fixed))
+                                  **{target: writes[target] if target in writes else
+                                     BY_NAME[target] if target in BY_NAME else required(target)}, **others, **fixed))
     return st.one_of(out)
 
 
