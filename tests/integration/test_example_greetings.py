@@ -253,6 +253,7 @@ def test_a_ramped_slow_api_raises_the_push_lag_gradually_and_nothing_is_lost(gcp
     reach the fault's latency while it holds, and fall back after; the fake must have been
     moved in many small steps, and every greeting must still be stored, none dead-lettered."""
     from surgesim.rundir import load_run
+    from tests.unit.greetings_windows import lag_p50s
 
     clear_greetings(gcp)
     started = time.monotonic()
@@ -281,14 +282,8 @@ def test_a_ramped_slow_api_raises_the_push_lag_gradually_and_nothing_is_lost(gcp
     # the push lag, publish -> stored, in windows of the scenario (histograms.parquet)
     run = load_run(run_dir)
 
-    def lag_p50(a: float, b: float) -> float:
-        h = run.histogram("lag/greetings-push", a, b)
-        assert h.count >= 10, (a, b, h.count)
-        return h.percentile(50)
-
-    before, first, middle, last, held, after = (lag_p50(0, 10), lag_p50(10, 20), lag_p50(20, 30),
-                                                lag_p50(30, 40), lag_p50(40, 55), lag_p50(57, 70))
-    figures = dict(before=before, first=first, middle=middle, last=last, held=held, after=after)
+    figures = lag_p50s(run, after=(57, 70))
+    before, first, middle, last, held, after = (figures[k] for k in ("before", "first", "middle", "last", "held", "after"))
     assert before < 0.4, figures  # the healthy API: tens of ms plus the push
     assert first < 0.8, figures  # API p50 20 ms -> ~500 ms over these 10 s
     assert 0.9 < last < 2.5, figures  # API p50 ~1 s -> 1.5 s

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from surgesim.rundir import load_run
+from tests.unit.greetings_windows import lag_p50s
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ROOT / "examples" / "greetings" / "slow_api.yaml"
@@ -31,14 +32,8 @@ def test_the_simulated_slow_api_raises_the_push_lag_along_its_ramp(tmp_path):
     assert run.summary["totals"]["apis"]["moderation-api"]["calls"] == \
         run.summary["totals"]["subscriptions"]["greetings-push"]["acked"]  # one call per greeting
 
-    def lag_p50(a: float, b: float) -> float:
-        h = run.histogram("lag/greetings-push", a, b)
-        assert h.count >= 10, (a, b, h.count)
-        return h.percentile(50)
-
-    before, first, middle, last, held, after = (lag_p50(0, 10), lag_p50(10, 20), lag_p50(20, 30),
-                                                lag_p50(30, 40), lag_p50(40, 55), lag_p50(56, 60))
-    figures = dict(before=before, first=first, middle=middle, last=last, held=held, after=after)
+    figures = lag_p50s(run, after=(56, 60))
+    before, first, middle, last, held, after = (figures[k] for k in ("before", "first", "middle", "last", "held", "after"))
     assert before < 0.1 and after < 0.1, figures  # the API's 20 ms and the handler's few ms
     assert first < middle < last and last > 2.5 * first, figures  # gradual, not one step
     assert 0.1 < first < 0.6 and 0.9 < last < 1.6, figures
