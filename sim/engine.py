@@ -76,30 +76,30 @@ class WorkflowRunner:
         self.totals["succeeded"] += 1
 
     def _call(self, step):
-        env, eng = self.eng.env, self.eng
+        """One step, with its retries and exponential backoff; True when an attempt succeeded."""
+        env = self.eng.env
         for attempt in range(step.retries + 1):
-            now = env.now
-            if step.run_job is not None:
-                ok = yield from self._run_job(step)
-                if ok:
-                    return True
-                if attempt < step.retries:
-                    yield env.timeout(step.backoff * 2.0 ** attempt)
-                continue
-            if step.call in eng.nodes:
-                done, ok = eng.nodes[step.call].call_inline(now, step.name)
-                dur = done - now
-            else:
-                lat, okv = eng.apis[step.call].call(np.array([now]), None, self.rng, step.latency)
-                dur, ok = float(lat[0]), bool(okv[0])
-            if dur > step.timeout:
-                dur, ok = step.timeout, False
-            yield env.timeout(dur)
+            ok = yield from (self._run_job(step) if step.run_job is not None else self._call_once(step))
             if ok:
                 return True
             if attempt < step.retries:
                 yield env.timeout(step.backoff * 2.0 ** attempt)
         return False
+
+    def _call_once(self, step):
+        """A call to a service (its own steps, inline) or an external API, cut at the step's timeout."""
+        env, eng = self.eng.env, self.eng
+        now = env.now
+        if step.call in eng.nodes:
+            done, ok = eng.nodes[step.call].call_inline(now, step.name)
+            dur = done - now
+        else:
+            lat, okv = eng.apis[step.call].call(np.array([now]), None, self.rng, step.latency)
+            dur, ok = float(lat[0]), bool(okv[0])
+        if dur > step.timeout:
+            dur, ok = step.timeout, False
+        yield env.timeout(dur)
+        return ok
 
     def _run_job(self, step):
         """Start an execution of the step's job (Workflows' jobs.run connector): with `wait`,
@@ -109,8 +109,7 @@ class WorkflowRunner:
         self.totals["jobs_started"] += 1
         if not step.wait:
             return True
-        timeout = env.timeout(step.timeout)
-        yield execution | timeout
+        yield execution | env.timeout(step.timeout)
         return bool(execution.processed and execution.value)
 
 

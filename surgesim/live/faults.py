@@ -5,7 +5,7 @@ sim/faults.py):
 
 | kind | start | end |
 | --- | --- | --- |
-| dependency_latency / _errors / _outage | the fake's admin API (PUT /admin/behaviour); a latency `ramp` moves its p50/p99 from what they were to the fault's, a PUT every half wall second (details: `ramp_s`, `ramp_updates`) | its earlier behaviour restored |
+| dependency_latency / _errors / _outage | the fake's admin API (PUT /admin/behaviour); a latency `ramp` moves its p50/p99 from what they were to the fault's, a PUT at most every half wall second (details: `ramp_s`, `ramp_updates`) | its earlier behaviour restored |
 | consumer_down | pushes to it held (runner.hold_push), then the process stopped: it takes no messages, as a stopped pull worker takes none | started again (same front), pushes resumed |
 | poison_message | `count` messages with `attributes` published to `topic` | (instant) |
 | bad_deploy | a new revision with BAD_PATTERN=<matching> (runner.roll_out: no downtime) | the fixed revision; with replay, each affected message re-delivered once: a subscription with a dead-letter topic has its holding subscriptions' messages re-published (and again whatever reaches them later), one without is sought back to the deploy (never both: the seek would deliver the dead letters a second time) |

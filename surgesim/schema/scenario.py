@@ -534,7 +534,7 @@ class Fault(Strict):
     """dependency_latency: the API slows gradually: over `ramp` from the window's start each
     call's latency is (1 - w) x a draw of the API's own latency + w x a draw of `latency`,
     w rising linearly from 0 to 1 (then `latency` until the window ends). Live: the fake's
-    p50 and p99 move the same way, updated every half wall second. 0: at once."""
+    p50 and p99 move the same way, updated at most every half wall second. 0: at once."""
     error_rate: Fraction | None = None
     """dependency_errors: the share of calls that fail; bigquery_job_failure: the share of
     BigQuery jobs inserted in the window that end DONE with an errorResult (default 1)."""
