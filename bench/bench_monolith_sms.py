@@ -31,9 +31,9 @@ def row(label: str, p99: float) -> None:
 def main() -> None:
     t0 = time.monotonic()
     print("| slowdown (from 14:00 unless said) | mark_delivered p99 | vs 4.6 s |\n| --- | --- | --- |")
-    for w in (5, 8, 10, 15, 30):
-        row(f"at once, {w} min", slowdown(w, ramp=False))
-    for w in (15, 20, 25, 30, 40, 45, 50, 60, 90):
+    for w in (5, 7.5, 8, 9, 9.5, 10, 15, 30):
+        row(f"at once, {w:g} min", slowdown(w, ramp=False))
+    for w in (15, 20, 21, 22, 25, 30, 40, 45, 50, 60, 90):
         row(f"gradual, {w} min", slowdown(w))
     for h in (10, 17, 20):
         row(f"gradual, 30 min from {h}:00", slowdown(30, at_h=h))
